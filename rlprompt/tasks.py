@@ -1,0 +1,486 @@
+"""Tasks: labelled examples plus the template, default prompt and verbalizers a target is queried with.
+
+A :class:`ClassificationTask` follows RLPrompt (Deng et al., 2022): the target fills
+``template`` with an input and a prompt and is scored by the next-token probability of each
+label's verbalizer. A :class:`GenerationTask` holds input/reference pairs scored by exact match or
+token F1. :func:`load_task` reads the built-in tasks (``sentiment``, ``topic``, ``yesno``, shipped
+as JSONL under ``rlprompt/data/``), RLPrompt's 16-shot directories, TSV/CSV/JSONL files,
+BIG-bench ``task.json`` files and Hugging Face ``datasets`` data.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlprompt.targets.base import check_template
+
+SPLIT_NAMES = ("train", "dev", "test")
+METRICS = ("exact_match", "f1")
+BUILTIN_TASKS: tuple[str, ...] = ("sentiment", "topic", "yesno")
+DEFAULT_RLPROMPT_SEED = "16-42"
+
+TEXT_COLUMNS = ("text", "sentence", "input")
+LABEL_COLUMNS = ("label",)
+REFERENCE_COLUMNS = ("target", "reference", "answer", "output")
+TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl")
+_SPLIT_ALIASES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
+
+_SENTIMENT = {"label_names": ("negative", "positive"), "verbalizers": (" terrible", " great"),
+              "template": "{sentence} {prompt}", "prompt": "It was"}
+_TOPIC = {"label_names": ("World", "Sports", "Business", "Tech"),
+          "verbalizers": (" World", " Sports", " Business", " Tech"),
+          "template": "{sentence} {prompt}", "prompt": "Topic:"}
+_YESNO = {"label_names": ("no", "yes"), "verbalizers": (" no", " yes"),
+          "template": "{sentence} {prompt}", "prompt": "Answer yes or no:"}
+# Defaults for built-in tasks and for datasets recognised by their directory name (lower case, no - or _).
+_KNOWN = {"sentiment": _SENTIMENT, "sst2": _SENTIMENT, "topic": _TOPIC, "agnews": _TOPIC, "yesno": _YESNO}
+_KNOWN_NAMES = {"sst2": "sst-2", "agnews": "agnews"}
+_OVERRIDES = ("template", "prompt", "verbalizers", "label_names", "metric")
+
+
+# -- types --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Split:
+    """Classification examples: ``texts[i]`` has label index ``labels[i]``."""
+
+    texts: tuple[str, ...]
+    labels: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"split has {len(self.texts)} texts but {len(self.labels)} labels")
+        if not self.texts:
+            raise ValueError("split is empty: it needs at least one example")
+        for i, label in enumerate(self.labels):
+            if not isinstance(label, (int, np.integer)) or isinstance(label, bool):
+                raise ValueError(f"label {label!r} of example {i} is not an int")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class GenSplit:
+    """Generation examples: ``inputs[i]`` should be answered with ``references[i]``."""
+
+    inputs: tuple[str, ...]
+    references: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.inputs) != len(self.references):
+            raise ValueError(f"split has {len(self.inputs)} inputs but {len(self.references)} references")
+        if not self.inputs:
+            raise ValueError("split is empty: it needs at least one example")
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+def _check_splits(splits: dict, kind: type) -> None:
+    if not splits:
+        raise ValueError("task has no splits: give at least one of 'train', 'dev', 'test'")
+    for name, split in splits.items():
+        if name not in SPLIT_NAMES:
+            raise ValueError(f"unknown split name {name!r}; expected one of {list(SPLIT_NAMES)}")
+        if not isinstance(split, kind):
+            raise TypeError(f"split {name!r} is a {type(split).__name__}, expected {kind.__name__}")
+
+
+def _get_split(task_name: str, splits: dict, name: str):
+    if name not in splits:
+        raise ValueError(f"task {task_name!r} has no {name!r} split; available splits: {list(splits)}")
+    return splits[name]
+
+
+@dataclass(frozen=True)
+class ClassificationTask:
+    """A few-shot text classification task scored through verbalizers (RLPrompt, Deng et al., 2022)."""
+
+    name: str
+    label_names: tuple[str, ...]
+    verbalizers: tuple[str, ...]
+    """One target-vocabulary word per label, usually with a leading space (" great")."""
+    template: str
+    """Holds ``{sentence}`` and ``{prompt}`` exactly once each."""
+    prompt: str
+    """The default manual prompt."""
+    splits: dict[str, Split]
+
+    def __post_init__(self) -> None:
+        check_template(self.template)
+        if not self.label_names:
+            raise ValueError(f"task {self.name!r} has no label names")
+        if len(set(self.label_names)) != len(self.label_names):
+            raise ValueError(f"task {self.name!r} has duplicate label names {list(self.label_names)}")
+        if len(self.verbalizers) != len(self.label_names):
+            raise ValueError(f"task {self.name!r} has {len(self.verbalizers)} verbalizers {list(self.verbalizers)} "
+                             f"for {len(self.label_names)} labels {list(self.label_names)}")
+        if len(set(self.verbalizers)) != len(self.verbalizers):
+            raise ValueError(f"task {self.name!r} has duplicate verbalizers {list(self.verbalizers)}")
+        _check_splits(self.splits, Split)
+        for split_name, split in self.splits.items():
+            for i, label in enumerate(split.labels):
+                if not 0 <= label < len(self.label_names):
+                    raise ValueError(f"label {label} of example {i} in split {split_name!r} is outside "
+                                     f"range({len(self.label_names)}) for labels {list(self.label_names)}")
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def split(self, name: str) -> Split:
+        """The split called ``name``; ``ValueError`` listing the available splits if it is missing."""
+        return _get_split(self.name, self.splits, name)
+
+
+@dataclass(frozen=True)
+class GenerationTask:
+    """Input/reference pairs for prompted generation, scored by ``metric`` ("exact_match" or "f1")."""
+
+    name: str
+    template: str
+    prompt: str
+    metric: str
+    splits: dict[str, GenSplit]
+
+    def __post_init__(self) -> None:
+        check_template(self.template)
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; expected one of {list(METRICS)}")
+        _check_splits(self.splits, GenSplit)
+
+    def split(self, name: str) -> GenSplit:
+        """The split called ``name``; ``ValueError`` listing the available splits if it is missing."""
+        return _get_split(self.name, self.splits, name)
+
+
+Task = ClassificationTask | GenerationTask
+
+
+# -- few-shot sampling --------------------------------------------------------------------------------
+def few_shot(split: Split, shots: int, seed: int) -> Split:
+    """Sample ``shots`` examples of every label present in ``split`` with ``np.random.default_rng(seed)``.
+
+    Examples keep their original order. Raises ``ValueError`` if a label has fewer than ``shots``.
+    """
+    if shots < 1:
+        raise ValueError(f"shots must be at least 1, got {shots}")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(split.labels)
+    chosen = []
+    for label in sorted(set(split.labels)):
+        idx = np.flatnonzero(labels == label)
+        if len(idx) < shots:
+            raise ValueError(f"label {label} has only {len(idx)} examples, fewer than shots={shots}")
+        chosen.extend(rng.choice(idx, size=shots, replace=False).tolist())
+    chosen.sort()
+    return Split(tuple(split.texts[i] for i in chosen), tuple(split.labels[i] for i in chosen))
+
+
+# -- reading files ------------------------------------------------------------------------------------
+Records = list[dict[str, Any]]
+
+
+def _read_table(path: Path) -> Records:
+    """Rows of a TSV (no quoting, as in RLPrompt's files), CSV or JSONL file as dicts."""
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise ValueError(f"file {path} is empty")
+    if path.suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(text.split("\n"), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{n}: invalid JSON ({err.msg})") from None
+                if not isinstance(rows[-1], dict):
+                    raise ValueError(f"{path}:{n}: expected a JSON object, got {type(rows[-1]).__name__}")
+        return rows
+    stream = io.StringIO(text, newline="")
+    reader = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else csv.reader(stream)
+    lines = [row for row in reader if row]
+    header, rows = [h.strip() for h in lines[0]], []
+    for n, row in enumerate(lines[1:], 2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}:{n}: {len(row)} fields, header {header} has {len(header)}")
+        rows.append(dict(zip(header, row)))
+    if not rows:
+        raise ValueError(f"file {path} has a header but no examples")
+    return rows
+
+
+def _read_json(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise ValueError(f"file {path} is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def _by_split(rows: Records, source: object, default: str = "test") -> dict[str, Records]:
+    """Group rows by a ``split`` column when there is one, else put them all in ``default``."""
+    out: dict[str, Records] = {}
+    for i, row in enumerate(rows):
+        raw = str(row.get("split", default)).strip().lower()
+        if raw not in _SPLIT_ALIASES:
+            raise ValueError(f"unknown split {raw!r} of example {i} in {source}; expected one of {list(SPLIT_NAMES)}")
+        out.setdefault(_SPLIT_ALIASES[raw], []).append(row)
+    return out
+
+
+def _column(columns: Any, options: tuple[str, ...]) -> str | None:
+    return next((c for c in options if c in columns), None)
+
+
+def _label_index(value: Any, label_names: tuple[str, ...] | None) -> int | str:
+    """An int for numeric labels (ints or digit strings), else the label name as a string."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    text = str(value).strip()
+    if re.fullmatch(r"-?\d+", text) and not (label_names and text in label_names):
+        return int(text)
+    return text
+
+
+def _pairs(splits: dict[str, Records], source: object) -> tuple[bool, dict[str, list[tuple[str, Any]]]]:
+    """(text, label-or-reference) pairs per split, columns resolved per row; True if rows hold references."""
+    generative, out = None, {}
+    for split_name, rows in splits.items():
+        out[split_name] = []
+        for i, row in enumerate(rows):
+            text_col = _column(row, TEXT_COLUMNS)
+            target_col = _column(row, LABEL_COLUMNS) or _column(row, REFERENCE_COLUMNS)
+            if text_col is None or target_col is None:
+                raise ValueError(
+                    f"unknown column layout in {source} (split {split_name!r}, example {i}): found columns "
+                    f"{list(row)}; expected a text column ({', '.join(TEXT_COLUMNS)}) and a label column "
+                    f"({', '.join(LABEL_COLUMNS)}) or a reference column ({', '.join(REFERENCE_COLUMNS)})")
+            is_ref = target_col in REFERENCE_COLUMNS
+            if generative is not None and is_ref != generative:
+                raise ValueError(f"{source} mixes labelled and reference examples (split {split_name!r}, example {i})")
+            generative = is_ref
+            out[split_name].append((str(row[text_col]), row[target_col]))
+    return bool(generative), out
+
+
+def _build(name: str, splits: dict[str, Records], source: object, known: dict | None,
+           overrides: dict[str, Any], feature_names: tuple[str, ...] | None = None) -> Task:
+    """Turn split rows into a task: classification if rows carry ``label``, generation if a reference."""
+    generative, pairs = _pairs(splits, source)
+    defaults = dict(known or {})
+    if generative:
+        return GenerationTask(
+            name=name, template=overrides.get("template", "{sentence} {prompt}"),
+            prompt=overrides.get("prompt", "Answer:"), metric=overrides.get("metric", "exact_match"),
+            splits={s: GenSplit(tuple(t for t, _ in ps), tuple(_reference(r) for _, r in ps))
+                    for s, ps in pairs.items()})
+    names = overrides.get("label_names") or feature_names or defaults.get("label_names")
+    names = tuple(names) if names else None
+    raw = {s: [_label_index(v, names) for _, v in ps] for s, ps in pairs.items()}
+    if names is None:
+        values = {v for labels in raw.values() for v in labels}
+        if all(isinstance(v, int) for v in values):
+            names = tuple(str(i) for i in range(max(values) + 1)) if min(values) >= 0 else None
+        elif all(isinstance(v, str) for v in values):
+            names = tuple(sorted(values))
+        if names is None:
+            raise ValueError(f"labels in {source} mix numbers and names or are negative: {sorted(map(str, values))}")
+    index = {n: i for i, n in enumerate(names)}
+    split_objs = {}
+    for s, labels in raw.items():
+        for i, label in enumerate(labels):
+            if isinstance(label, str) and label not in index:
+                raise ValueError(f"label {label!r} of example {i} in split {s!r} of {source} is not in the "
+                                 f"label set {list(names)}")
+        split_objs[s] = Split(tuple(t for t, _ in pairs[s]),
+                              tuple(index[v] if isinstance(v, str) else v for v in labels))
+    verbalizers = overrides.get("verbalizers")
+    if verbalizers is None:
+        same_labels = "label_names" not in overrides and "verbalizers" in defaults \
+            and len(defaults["verbalizers"]) == len(names)
+        verbalizers = defaults["verbalizers"] if same_labels else tuple(" " + n for n in names)
+    return ClassificationTask(
+        name=name, label_names=names, verbalizers=tuple(verbalizers),
+        template=overrides.get("template", defaults.get("template", "{sentence} {prompt}")),
+        prompt=overrides.get("prompt", defaults.get("prompt", "Answer:")), splits=split_objs)
+
+
+def _reference(value: Any) -> str:
+    return str(value[0]) if isinstance(value, list) and value else str(value)
+
+
+def _known(path: Path) -> tuple[str, dict | None]:
+    """The task name and defaults for a path, recognising datasets such as ``sst-2`` by directory name."""
+    for part in (path.name if path.is_dir() else path.stem, path.parent.name, path.parent.parent.name):
+        key = re.sub(r"[-_\s]", "", part.lower())
+        if key in _KNOWN_NAMES:
+            return _KNOWN_NAMES[key], _KNOWN[key]
+    own = path.name if path.is_dir() else path.stem
+    return (path.parent.name if own.lower() in _SPLIT_ALIASES and path.parent.name else own), None
+
+
+# -- format readers -----------------------------------------------------------------------------------
+def _load_bigbench(path: Path, data: dict, overrides: dict[str, Any]) -> Task:
+    """A BIG-bench ``task.json``: multiple choice (``target_scores``) or generative (``target``)."""
+    examples = data.get("examples") or []
+    if not examples:
+        raise ValueError(f"BIG-bench file {path} has no examples")
+    name = str(data.get("name") or path.parent.name)
+    defaults = {"template": "{sentence} {prompt}", "prompt": "Answer:"}
+    if "target_scores" not in examples[0]:
+        for i, e in enumerate(examples):
+            if "input" not in e or "target" not in e:
+                raise ValueError(f"BIG-bench example {i} in {path} needs 'input' and 'target' (or 'target_scores'): "
+                                 f"found keys {sorted(e)}")
+        rows = [{"input": e["input"], "target": e["target"]} for e in examples]
+        return _build(name, {"test": rows}, path, defaults, {**defaults, **overrides})
+    choices = tuple(examples[0]["target_scores"])
+    rows = []
+    for i, e in enumerate(examples):
+        if "input" not in e:
+            raise ValueError(f"BIG-bench example {i} in {path} has no 'input': found keys {sorted(e)}")
+        scores = e.get("target_scores") or {}
+        if set(scores) != set(choices):
+            raise ValueError(f"BIG-bench example {i} in {path} has choices {sorted(scores)}, but example 0 has "
+                             f"{sorted(choices)}; all examples must share one choice set")
+        rows.append({"input": e["input"], "label": choices.index(max(scores, key=scores.get))})
+    verbalizers = tuple(" " + (c.split() or [c])[0] for c in choices)
+    defaults.update(label_names=choices, verbalizers=verbalizers)
+    return _build(name, {"test": rows}, path, defaults, overrides)
+
+
+def _load_rlprompt_dir(path: Path, seed: str, overrides: dict[str, Any]) -> Task:
+    """RLPrompt's 16-shot layout: ``<dir>/<seed>/{train,dev}.tsv`` and ``<dir>/test.tsv``."""
+    seed_dir = path / seed
+    if not (seed_dir / "train.tsv").is_file():
+        seeds = sorted(p.name for p in path.iterdir() if (p / "train.tsv").is_file())
+        raise ValueError(f"seed {seed!r} not found in {path}; available seeds: {seeds}")
+    files = {"train": seed_dir / "train.tsv", "dev": seed_dir / "dev.tsv", "test": path / "test.tsv"}
+    name, known = _known(path)
+    splits = {s: _read_table(f) for s, f in files.items() if f.is_file()}
+    return _build(name, splits, path, known, overrides)
+
+
+def _split_files(path: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for f in sorted(path.iterdir()):
+        split = _SPLIT_ALIASES.get(f.stem.lower())
+        if f.is_file() and split and f.suffix in TABLE_SUFFIXES:
+            if split in found:
+                raise ValueError(f"{path} holds two files for the {split!r} split: {found[split].name}, {f.name}")
+            found[split] = f
+    return found
+
+
+def _load_hf(spec: str, local: bool, overrides: dict[str, Any]) -> Task:
+    """Data read by Hugging Face ``datasets`` (local files/dirs, or a hub id when nothing local matches)."""
+    import datasets
+
+    try:
+        saved = any((Path(spec) / f).is_file() for f in ("dataset_dict.json", "state.json"))
+        if local and saved:
+            data = datasets.load_from_disk(spec)
+        elif local and Path(spec).is_file():
+            builder = {".parquet": "parquet", ".arrow": "arrow", ".txt": "text"}.get(Path(spec).suffix)
+            if builder is None:
+                raise ValueError(f"unsupported file type {Path(spec).suffix!r}")
+            data = datasets.load_dataset(builder, data_files=spec)
+        else:
+            data = datasets.load_dataset(spec)
+    except Exception as err:  # datasets raises many types: report them all the same way
+        where = "local data" if local else "a Hugging Face hub dataset (offline, or no such dataset?)"
+        raise ValueError(f"could not load {spec!r} as {where}: {type(err).__name__}: {err}. Built-in tasks: "
+                         f"{list(BUILTIN_TASKS)}") from err
+    if isinstance(data, datasets.Dataset):
+        data = {"test": data}
+    splits, feature_names = {}, None
+    for split_name, ds in data.items():
+        if split_name not in _SPLIT_ALIASES:
+            continue
+        splits[_SPLIT_ALIASES[split_name]] = ds.to_list()
+        feature = ds.features.get("label")
+        if isinstance(feature, datasets.ClassLabel):
+            feature_names = tuple(feature.names)
+    if not splits or not all(splits.values()):
+        raise ValueError(f"{spec!r} has no non-empty train/validation/test split: found {list(data)}")
+    name, known = _known(Path(spec)) if local else (spec.rsplit("/", 1)[-1], None)
+    return _build(name, splits, spec, known, overrides, feature_names)
+
+
+# -- entry point --------------------------------------------------------------------------------------
+def load_task(spec: str, *, seed: str | None = None, shots: int | None = None, sample_seed: int = 0,
+              **overrides: Any) -> Task:
+    """Load a task from a built-in name (:data:`BUILTIN_TASKS`) or a path.
+
+    Paths may be an RLPrompt 16-shot directory (``seed`` picks ``<dir>/<seed>/``, default ``16-42``);
+    a TSV/CSV/JSONL file (all rows form the ``test`` split unless a ``split`` column says otherwise);
+    a directory of ``train``/``dev``/``test`` files; a BIG-bench ``task.json``; or data that Hugging
+    Face ``datasets`` reads. A name that is neither built in nor a local path is tried as a hub id.
+    ``shots`` keeps ``shots`` examples per label of the train and dev splits (:func:`few_shot` with
+    ``sample_seed``). ``overrides`` may set ``template``, ``prompt``, ``verbalizers``,
+    ``label_names`` (and ``metric`` for generation tasks).
+    """
+    unknown = sorted(set(overrides) - set(_OVERRIDES))
+    if unknown:
+        raise TypeError(f"unknown override(s) {unknown}; allowed: {list(_OVERRIDES)}")
+    path = Path(spec).expanduser()
+    is_rlprompt = path.is_dir() and (path / "test.tsv").is_file() and any(
+        (p / "train.tsv").is_file() for p in path.iterdir() if p.is_dir())
+    if seed is not None and not is_rlprompt:
+        raise ValueError(f"seed={seed!r} only applies to RLPrompt 16-shot directories, and {spec!r} is not one")
+    if spec in BUILTIN_TASKS:
+        text = resources.files("rlprompt").joinpath("data", f"{spec}.jsonl").read_text(encoding="utf-8")
+        rows = [json.loads(line) for line in text.split("\n") if line.strip()]
+        task = _build(spec, _by_split(rows, spec), spec, _KNOWN[spec], overrides)
+    elif is_rlprompt:
+        task = _load_rlprompt_dir(path, seed or DEFAULT_RLPROMPT_SEED, overrides)
+    elif path.is_dir() and (path / "task.json").is_file():
+        task = _load_bigbench(path / "task.json", _read_json(path / "task.json"), overrides)
+    elif path.is_dir() and _split_files(path):
+        name, known = _known(path)
+        task = _build(name, {s: _read_table(f) for s, f in _split_files(path).items()}, path, known, overrides)
+    elif path.is_file() and path.suffix in TABLE_SUFFIXES:
+        name, known = _known(path)
+        task = _build(name, _by_split(_read_table(path), path), path, known, overrides)
+    elif path.is_file() and path.suffix == ".json":
+        data = _read_json(path)
+        if isinstance(data, dict) and "examples" in data:
+            task = _load_bigbench(path, data, overrides)
+        elif isinstance(data, list) and data:
+            name, known = _known(path)
+            task = _build(name, _by_split(data, path), path, known, overrides)
+        else:
+            raise ValueError(f"{path} is neither a BIG-bench task (object with 'examples') nor a list of examples")
+    elif path.exists():
+        task = _load_hf(str(path), True, overrides)
+    elif "/" in spec.strip("/").rpartition("/")[0] or spec.startswith((".", "/", "~")) or path.suffix:
+        raise FileNotFoundError(f"no such file or directory: {spec!r} (built-in tasks: {list(BUILTIN_TASKS)})")
+    elif close := difflib.get_close_matches(spec, BUILTIN_TASKS, n=1, cutoff=0.75):
+        raise ValueError(f"unknown task {spec!r}; did you mean the built-in task {close[0]!r}?")
+    else:
+        task = _load_hf(spec, False, overrides)
+    if shots is not None:
+        task = _sample(task, shots, sample_seed)
+    return task
+
+
+def _sample(task: Task, shots: int, seed: int) -> Task:
+    if not isinstance(task, ClassificationTask):
+        raise ValueError(f"shots only applies to classification tasks; {task.name!r} is a generation task")
+    if not {"train", "dev"} & set(task.splits):
+        raise ValueError(f"shots needs a 'train' or 'dev' split; task {task.name!r} has {list(task.splits)}")
+    splits = {s: few_shot(sp, shots, seed) if s in ("train", "dev") else sp for s, sp in task.splits.items()}
+    return ClassificationTask(task.name, task.label_names, task.verbalizers, task.template, task.prompt, splits)

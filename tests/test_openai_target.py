@@ -1,0 +1,370 @@
+"""OpenAITarget against a scripted fake OpenAI-compatible server (httpx.MockTransport, and a real
+uvicorn server on loopback for timeouts): parsing, retries, errors, fallbacks, concurrency, budget."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import pickle
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from rlprompt.targets import BudgetExceeded, OpenAITarget, TargetError, make_target
+from rlprompt.targets.openai import EPS, match_verbalizers, parse_label
+
+URL = "http://fake.test/v1"
+TEMPLATE = "{sentence} {prompt}"
+VERBALIZERS = [" terrible", " great"]
+# A 30-token vocabulary; " awful" is far below the top 20 unless biased.
+VOCAB = [" great", " terrible", " awful"] + [f" w{i}" for i in range(27)]
+
+
+class FakeTokenizer:
+    """Maps each fake vocabulary entry to its index (only single tokens are asked for)."""
+
+    def __call__(self, text, add_special_tokens=False):
+        class Encoded:
+            input_ids = [VOCAB.index(text)] if text in VOCAB else [0, 0]
+
+        return Encoded()
+
+
+def logits_for(text: str) -> np.ndarray:
+    logits = -0.1 * np.arange(len(VOCAB), dtype=np.float64)
+    logits[0], logits[1], logits[2] = (1.0, -1.0, -25.0) if "good" in text else (-1.0, 1.0, -25.0)
+    return logits
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    return x - x.max() - np.log(np.exp(x - x.max()).sum())
+
+
+def true_logprobs(text: str) -> dict[str, float]:
+    return dict(zip(VOCAB, log_softmax(logits_for(text))))
+
+
+class FakeServer:
+    """A scripted OpenAI-compatible endpoint; ``script`` holds canned responses served first."""
+
+    def __init__(self, *, report="raw", logprobs=True, honour_n=True, answer=" great movie", delay=0.0):
+        self.report, self.logprobs, self.honour_n, self.answer, self.delay = report, logprobs, honour_n, answer, delay
+        self.requests: list[httpx.Request] = []
+        self.script: list[httpx.Response] = []
+        self.active = self.max_active = 0
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await asyncio.sleep(self.delay)
+            if self.script:
+                return self.script.pop(0)
+            return httpx.Response(200, json=self.reply(request.url.path, json.loads(request.content)))
+        finally:
+            self.active -= 1
+
+    def top(self, text: str, bias: dict) -> tuple[dict[str, float], str]:
+        """Top-20 entries and the greedy token, as llama.cpp ("raw": values and top-k ignore the bias, the
+        chosen token is added), a post-bias server, or one that ignores ``logit_bias`` altogether."""
+        logits = logits_for(text)
+        raw = log_softmax(logits)
+        shift = np.array([float(bias.get(str(i), 0.0)) for i in range(len(VOCAB))])
+        biased = log_softmax(logits + (0 if self.report == "ignore" else shift))
+        values = biased if self.report == "post-bias" else raw
+        top = {VOCAB[i]: float(values[i]) for i in np.argsort(-values)[:20]}
+        chosen = VOCAB[int(np.argmax(biased))]
+        top.setdefault(chosen, float(values[VOCAB.index(chosen)]))
+        return top, chosen
+
+    def reply(self, path: str, body: dict) -> dict:
+        chat = path.endswith("/chat/completions")
+        text = body["messages"][-1]["content"] if chat else body["prompt"]
+        prompt_tokens = len(text.split())
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 1, "total_tokens": prompt_tokens + 1}
+        n = body.get("n", 1) if self.honour_n else 1
+        seed = body.get("seed")
+        if body["max_tokens"] == 1 and body.get("logprobs") and self.logprobs:
+            top, token = self.top(text, body.get("logit_bias", {}))
+            if chat:
+                entries = [{"token": t, "logprob": v} for t, v in top.items()]
+                content = [{"token": token, "logprob": top[token], "top_logprobs": entries}]
+                message = {"role": "assistant", "content": token}
+                choice = {"index": 0, "message": message, "logprobs": {"content": content}}
+            else:
+                logprobs = {"tokens": [token], "token_logprobs": [top[token]], "top_logprobs": [top]}
+                choice = {"index": 0, "text": token, "logprobs": logprobs}
+            return {"choices": [choice], "usage": usage}
+        answers = [self.answer if seed is None else f"{self.answer} seed={seed + i}" for i in range(n)]
+        if chat:
+            choices = [{"index": i, "message": {"role": "assistant", "content": a}} for i, a in enumerate(answers)]
+        else:
+            choices = [{"index": i, "text": a, "logprobs": None} for i, a in enumerate(answers)]
+        return {"choices": choices, "usage": usage}
+
+
+def make(server: FakeServer, **kw) -> OpenAITarget:
+    kw.setdefault("tokenizer", FakeTokenizer())
+    kw.setdefault("backoff", 0.01)
+    return OpenAITarget(URL, "fake-model", transport=server.transport(), **kw)
+
+
+def expected_scores(prompts, inputs, verbalizers=VERBALIZERS) -> np.ndarray:
+    return np.array([[[true_logprobs(f"{x} {p}")[v] for v in verbalizers] for x in inputs] for p in prompts])
+
+
+# -- scoring ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["completions", "chat"])
+def test_classify_reads_top_logprobs(mode):
+    server = FakeServer()
+    target = make(server, mode=mode)
+    inputs, prompts = ["a good film", "a dull film", "so good"], ["It was", "Overall"]
+    scores = target.classify(TEMPLATE, prompts, inputs, VERBALIZERS)
+    np.testing.assert_allclose(scores, expected_scores(prompts, inputs), atol=1e-9)
+    assert target.stats.calls == 6 and target.stats.sequences == 6 and target.stats.tokens > 0
+    body = json.loads(server.requests[0].content)
+    assert body["max_tokens"] == 1 and body["model"] == "fake-model" and "logit_bias" not in body
+    if mode == "chat":
+        assert server.requests[0].url.path == "/v1/chat/completions"
+        assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["messages"][0]["role"] == "user"
+    else:
+        assert server.requests[0].url.path == "/v1/completions" and body["logprobs"] == 20
+        sent = {json.loads(r.content)["prompt"] for r in server.requests}
+        assert sent == {f"{x} {p}" for x in inputs for p in prompts}
+
+
+@pytest.mark.parametrize("report", ["raw", "post-bias"])
+def test_missing_verbalizer_is_forced_with_logit_bias_and_unbiased(report):
+    server = FakeServer(report=report)
+    target = make(server)
+    verbalizers = [" awful", " great"]
+    inputs = ["a good film", "a dull film"]
+    scores = target.classify(TEMPLATE, ["It was"], inputs, verbalizers)
+    np.testing.assert_allclose(scores, expected_scores(["It was"], inputs, verbalizers), atol=1e-6)
+    biased = [json.loads(r.content) for r in server.requests if "logit_bias" in json.loads(r.content)]
+    assert [b["logit_bias"] for b in biased] == [{"2": 100.0}] * 2
+    assert target.stats.sequences == 2 and target.stats.calls == 4
+
+
+def test_missing_verbalizer_raises_or_is_bounded_when_asked():
+    with pytest.raises(TargetError, match="awful"):
+        make(FakeServer(), tokenizer=None).classify(TEMPLATE, ["It was"], ["fine"], [" awful", " great"])
+    with pytest.raises(TargetError, match="did not force ' awful'.*ignores logit_bias"):
+        make(FakeServer(report="ignore")).classify(TEMPLATE, ["It was"], ["fine"], [" awful", " great"])
+    target = make(FakeServer(), tokenizer=None, missing="bound")
+    scores = target.classify(TEMPLATE, ["It was"], ["fine"], [" awful", " great"])
+    floor = min(FakeServer().top("fine It was", {})[0].values())
+    assert scores[0, 0, 0] == pytest.approx(floor) and target.bounded == 1
+    assert scores[0, 0, 0] > true_logprobs("fine It was")[" awful"]  # an upper bound, not the value
+
+
+def test_match_verbalizers_handles_space_markers():
+    assert match_verbalizers({"Ġgreat": -1.0, "▁bad": -2.0}, [" great", " bad"]) == [-1.0, -2.0]
+    assert match_verbalizers({"great": -1.0}, [" great", " bad"]) == [-1.0, None]
+    assert match_verbalizers({" great": -1.0, "great": -3.0}, [" great"]) == [-1.0]
+
+
+# -- fallback without logprobs ---------------------------------------------------------------------
+def test_label_parsing_fallback_is_detected_and_scored():
+    server = FakeServer(logprobs=False, answer=" Great, really")
+    target = make(server)
+    with pytest.warns(RuntimeWarning, match="label parsing"):
+        scores = target.classify(TEMPLATE, ["It was"], ["x", "y"], VERBALIZERS)
+    np.testing.assert_allclose(np.exp(scores).sum(-1), 1.0, atol=1e-9)
+    assert scores[0, 0, 1] == pytest.approx(math.log1p(-EPS)) and scores[0, 0, 0] == pytest.approx(math.log(EPS))
+    assert target.logprobs is False and target.name.endswith(":labels")
+    server.answer = "no idea"
+    scores = target.classify(TEMPLATE, ["It was"], ["x"], VERBALIZERS)
+    np.testing.assert_allclose(scores, math.log(0.5))
+    assert target.unparsed == 1
+
+
+def test_parse_label():
+    assert parse_label(" Great movie", [" terrible", " great"]) == 1
+    assert parse_label("it was terrible, not great", [" terrible", " great"]) == 0
+    assert parse_label("I think it is great", [" terrible", " great"]) == 1
+    assert parse_label("meh", [" terrible", " great"]) is None
+
+
+# -- transport errors and retries ------------------------------------------------------------------
+def test_429_with_retry_after_then_success():
+    server = FakeServer()
+    server.script = [httpx.Response(429, headers={"Retry-After": "0.3"}, text="slow down")]
+    target = make(server)
+    start = time.perf_counter()
+    target.classify(TEMPLATE, ["It was"], ["good"], VERBALIZERS)
+    assert time.perf_counter() - start >= 0.3
+    assert target.retries == 1 and len(server.requests) == 2 and target.stats.calls == 1
+
+
+def test_5xx_exhausting_retries_names_url_status_and_body():
+    server = FakeServer()
+    server.script = [httpx.Response(500, text="engine exploded") for _ in range(10)]
+    target = make(server, max_retries=2)
+    with pytest.raises(TargetError, match=r"fake\.test/v1/completions.*3 attempts.*500.*engine exploded"):
+        target.classify(TEMPLATE, ["It was"], ["good"], VERBALIZERS)
+    assert len(server.requests) == 3 and target.stats.calls == 0
+
+
+def test_client_error_is_not_retried():
+    server = FakeServer()
+    server.script = [httpx.Response(400, text="unknown model")]
+    with pytest.raises(TargetError, match="400.*unknown model"):
+        make(server).classify(TEMPLATE, ["It was"], ["good"], VERBALIZERS)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("response", "message"),
+    [
+        (httpx.Response(200, text="<html>oops</html>"), "non-JSON"),
+        (httpx.Response(200, json={"object": "text_completion"}), r"missing field \['choices'\]"),
+        (httpx.Response(200, json={"choices": []}), r"missing field \['choices'\]\[0\]"),
+    ],
+)
+def test_malformed_replies(response, message):
+    server = FakeServer()
+    server.script = [response]
+    with pytest.raises(TargetError, match=message):
+        make(server).classify(TEMPLATE, ["It was"], ["good"], VERBALIZERS)
+
+
+def test_unreachable_endpoint():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    target = OpenAITarget(f"http://127.0.0.1:{port}/v1", "m", max_retries=1, backoff=0.01, tokenizer=FakeTokenizer())
+    with pytest.raises(TargetError, match=r"2 attempts.*cannot reach.*is a server running"):
+        target.generate(["hi"])
+
+
+@pytest.fixture(scope="module")
+def slow_server():
+    """A real FastAPI server on loopback whose completions answer after 2 s."""
+    uvicorn = pytest.importorskip("uvicorn")
+    fastapi = pytest.importorskip("fastapi")
+    app = fastapi.FastAPI()
+
+    @app.post("/v1/completions")
+    async def completions():
+        await asyncio.sleep(2.0)
+        return {"choices": [{"text": "late"}]}
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "fake server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_timeout_is_retried_then_reported(slow_server):
+    target = OpenAITarget(slow_server, "m", timeout=0.2, max_retries=1, backoff=0.01, tokenizer=FakeTokenizer())
+    with pytest.raises(TargetError, match=r"2 attempts.*timed out after 0.2 s"):
+        target.generate(["hi"])
+    assert target.retries == 1
+
+
+# -- concurrency, auth, budget, threads ------------------------------------------------------------
+def test_concurrency_bound_is_respected():
+    server = FakeServer(delay=0.05)
+    target = make(server, concurrency=3)
+    target.classify(TEMPLATE, ["a", "b", "c", "d"], ["good", "bad", "ok"], VERBALIZERS)
+    assert len(server.requests) == 12 and server.max_active == 3
+
+
+def test_api_key_header(monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-test")
+    server = FakeServer()
+    make(server, api_key_env="MY_KEY").generate(["hi"])
+    assert server.requests[0].headers["authorization"] == "Bearer sk-test"
+    monkeypatch.delenv("MY_KEY")
+    make(server, api_key_env="MY_KEY").generate(["hi"])
+    assert "authorization" not in server.requests[1].headers
+
+
+def test_budget_is_checked_before_sending():
+    server = FakeServer()
+    target = make(server, max_sequences=5)
+    target.classify(TEMPLATE, ["It was"], ["a", "b", "c"], VERBALIZERS)
+    with pytest.raises(BudgetExceeded):
+        target.classify(TEMPLATE, ["It was"], ["a", "b", "c"], VERBALIZERS)
+    assert len(server.requests) == 3 and target.stats.sequences == 3
+
+
+def test_works_inside_a_running_event_loop_and_other_threads():
+    target = make(FakeServer())
+
+    async def inside_loop():
+        return target.classify(TEMPLATE, ["It was"], ["good"], VERBALIZERS)
+
+    a = asyncio.run(inside_loop())
+    results = []
+    def work():
+        results.append(target.classify(TEMPLATE, ["It was"], ["good"], VERBALIZERS))
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and all(np.array_equal(a, r) for r in results)
+    clone = pickle.loads(pickle.dumps(OpenAITarget(URL, "m", tokenizer=None)))
+    assert clone.name == f"openai:{URL}:m:completions"
+
+
+# -- generation and likelihood ---------------------------------------------------------------------
+def test_generate_completions_chat_and_samples():
+    server = FakeServer(answer="hello")
+    target = make(server)
+    assert target.generate(["a", "b"]) == ["hello", "hello"]
+    assert target.generate(["a"], chat=True) == ["hello"] and server.requests[-1].url.path == "/v1/chat/completions"
+    out = target.generate(["a", "b"], temperature=0.7, top_p=0.9, num_samples=3, seed=5)
+    assert out == [f"hello seed={s}" for s in (5, 6, 7)] * 2
+    body = json.loads(server.requests[-1].content)
+    assert body["n"] == 3 and body["top_p"] == 0.9 and body["temperature"] == 0.7
+    assert target.stats.sequences == 9
+
+
+def test_generate_when_server_ignores_n():
+    server = FakeServer(answer="hi", honour_n=False)
+    target = make(server)
+    assert target.generate(["a"], temperature=1.0, num_samples=3, seed=1) == ["hi seed=1", "hi seed=2", "hi seed=3"]
+    assert target.stats.sequences == 3
+
+
+def test_loglikelihood_needs_opt_in_and_sums_continuation_tokens():
+    server = FakeServer()
+    with pytest.raises(TargetError, match="echo_loglikelihood=True"):
+        make(server).loglikelihood(["The cat"], [" sat"])
+    echoed = {
+        "tokens": ["The", " cat", " sat", " down", "."],
+        "token_logprobs": [None, -2.0, -1.5, -0.5, -0.1],
+        "text_offset": [0, 3, 7, 11, 16],
+    }
+    server.script = [httpx.Response(200, json={"choices": [{"text": "The cat sat down.", "logprobs": echoed}]})]
+    assert make(server, echo_loglikelihood=True).loglikelihood(["The cat"], [" sat down"]) == pytest.approx([-2.0])
+
+
+def test_make_target_parses_from_the_right():
+    target = make_target("openai:http://127.0.0.1:8000/v1:org/model-7b", tokenizer=None, concurrency=2)
+    assert isinstance(target, OpenAITarget)
+    assert (target.base_url, target.model, target.concurrency) == ("http://127.0.0.1:8000/v1", "org/model-7b", 2)
+    with pytest.raises(ValueError, match="openai:<base_url>:<model>"):
+        make_target("openai:model-only")
