@@ -1,0 +1,146 @@
+"""The one place candidate prompts become rewards: :class:`PromptScorer`.
+
+Every environment in :mod:`rlprompt.envs` (and PromptAgent's MCTS) scores prompts through a scorer, so
+that RLPrompt's recipe (Deng et al. 2022, section 2.3) holds everywhere: all candidate prompts of one
+step are scored in ONE batched target call on the SAME minibatch of inputs, which is what the
+input-specific z-score (:class:`rlprompt.rewards.InputZScore`) needs.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from rlprompt.evaluation import evaluate
+from rlprompt.models import BUNDLED
+from rlprompt.rewards import ClassificationReward, RewardFn, make_reward, make_stabilizer, reward_name
+from rlprompt.targets.base import Target
+from rlprompt.tasks import ClassificationTask, load_task
+
+
+@functools.cache
+def _shared_target(spec: str, options: tuple[tuple[str, Any], ...]) -> Target:
+    from rlprompt.targets import make_target  # lazy: keeps ``import rlprompt.envs`` light
+
+    return make_target(spec, **dict(options))
+
+
+def shared_target(spec: str = BUNDLED, **kwargs: Any) -> Target:
+    """The process-wide target for ``spec`` (any string ``rlprompt.targets.make_target`` reads; keyword
+    options must be hashable), built on first use and returned again afterwards, so that several
+    environments in one process load the model once (NOTES: one target model per process)."""
+    return _shared_target(spec, tuple(sorted(kwargs.items())))
+
+
+def resolve_target(target: str | Target) -> Target:
+    """A :class:`Target` instance as is; a string through :func:`shared_target` (bf16 for local models)."""
+    if isinstance(target, str):
+        kwargs = {} if target.startswith("openai:") else {"dtype": "bfloat16"}
+        return shared_target(target, **kwargs)
+    if not callable(getattr(target, "classify", None)):
+        raise TypeError(f"target must be a model name or a Target with classify(), got {target!r}")
+    return target
+
+
+def resolve_task(task: str | ClassificationTask) -> ClassificationTask:
+    """A task object as is; a string through :func:`rlprompt.tasks.load_task`. Only classification tasks."""
+    task = load_task(task) if isinstance(task, str) else task
+    if not isinstance(task, ClassificationTask):
+        raise ValueError(f"prompt environments need a classification task, got {type(task).__name__} {task.name!r}")
+    return task
+
+
+class PromptScorer:
+    """Score candidate prompts on a classification task with a frozen target (RLPrompt, Deng et al. 2022).
+
+    ``reward`` is a name for :func:`rlprompt.rewards.make_reward` (``"gap"``, ``"accuracy"``, ``"logprob"``;
+    built on ``split`` with ``batch_size`` inputs per call, minibatches drawn with ``seed``) or a ready
+    :class:`~rlprompt.rewards.ClassificationReward`. ``stabilizer`` is a name for
+    :func:`rlprompt.rewards.make_stabilizer` (``"none"``, ``"input_zscore"``, ``"batch_zscore"``,
+    ``"running"``, ...) or a callable ``reward -> reward``. ``reward_kwargs`` go to the reward.
+    """
+
+    def __init__(
+        self,
+        target: str | Target,
+        task: str | ClassificationTask,
+        *,
+        reward: str | ClassificationReward = "gap",
+        stabilizer: str | Callable[[RewardFn], RewardFn] = "none",
+        split: str = "train",
+        batch_size: int | None = 16,
+        seed: int = 0,
+        template: str | None = None,
+        stabilizer_kwargs: dict[str, Any] | None = None,
+        **reward_kwargs: Any,
+    ) -> None:
+        self.target = resolve_target(target)
+        self.task = resolve_task(task)
+        self.template = template or self.task.template
+        self.verbalizers = list(self.task.verbalizers)
+        self.split = split
+        data = self.task.split(split)
+        if isinstance(reward, str):
+            if batch_size is not None and batch_size > len(data):
+                raise ValueError(f"batch_size={batch_size} exceeds the {len(data)} examples of split {split!r}")
+            reward = make_reward(
+                reward, target=self.target, template=self.template, verbalizers=self.verbalizers,
+                texts=data.texts, labels=data.labels, batch_size=batch_size, seed=seed, **reward_kwargs,
+            )
+        elif reward_kwargs:
+            raise ValueError(f"reward settings {sorted(reward_kwargs)} only apply when reward is a name")
+        if not callable(getattr(reward, "matrix", None)):
+            raise TypeError(f"reward must be a ClassificationReward-like object with matrix(), got {reward!r}")
+        self.base_reward = reward
+        if isinstance(stabilizer, str):
+            self.reward = make_stabilizer(stabilizer, reward, **(stabilizer_kwargs or {}))
+        else:
+            self.reward = stabilizer(reward)
+        self._eval_cache: dict[tuple[str, str], float] = {}
+
+    def reseed(self, seed: int) -> None:
+        """Restart the minibatch sampler from ``seed`` (the stabilizer's running state is kept)."""
+        self.base_reward.rng = np.random.default_rng(seed)
+
+    def score(self, prompts: Sequence[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Rewards of ``prompts`` from ONE batched target call on one shared minibatch.
+
+        Returns the (stabilized) rewards ``(P,)`` and one info dict per prompt holding ``raw_reward``
+        (the unstabilized mean per-input reward) and ``accuracy`` on this minibatch. Raises
+        ``ValueError`` on a NaN anywhere: a NaN reward is never passed on.
+        """
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("score needs at least one prompt")
+        values = self.reward(None, prompts)
+        rewards = np.asarray([math.nan if v is None else v for v in values], dtype=np.float64)
+        raw = np.asarray(self.base_reward.last_matrix, dtype=np.float64).mean(axis=1)
+        accuracy = np.asarray(self.base_reward.last_accuracy, dtype=np.float64)
+        for name, array in (("reward", rewards), ("raw reward", raw), ("accuracy", accuracy)):
+            if array.shape != (len(prompts),) or not np.isfinite(array).all():
+                bad = [p for p, v in zip(prompts, np.broadcast_to(array, (len(prompts),))) if not np.isfinite(v)]
+                raise ValueError(f"{reward_name(self.reward)} gave a non-finite {name} for prompts {bad or prompts!r}")
+        infos = [{"raw_reward": float(r), "accuracy": float(a)} for r, a in zip(raw, accuracy)]
+        return rewards, infos
+
+    def evaluate(self, prompt: str, split: str = "dev") -> float:
+        """Accuracy of ``prompt`` on the whole ``split`` (cached in memory per (prompt, split))."""
+        key = (prompt, split)
+        if key not in self._eval_cache:
+            data = self.task.split(split)
+            result = evaluate(self.target, template=self.template, prompt=prompt, verbalizers=self.verbalizers,
+                              texts=data.texts, labels=data.labels)
+            if not math.isfinite(result.accuracy):
+                raise ValueError(f"evaluation of prompt {prompt!r} on {split!r} gave {result.accuracy}")
+            self._eval_cache[key] = result.accuracy
+        return self._eval_cache[key]
+
+    def __repr__(self) -> str:
+        return f"PromptScorer(target={getattr(self.target, 'name', self.target)!r}, reward={self.reward!r})"
+
+
+__all__ = ["PromptScorer", "resolve_target", "resolve_task", "shared_target"]

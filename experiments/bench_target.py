@@ -1,0 +1,127 @@
+"""Benchmark the target's scoring path: raw forward throughput vs. naive scoring vs. input KV reuse.
+
+On SST-2 16-shot train inputs with 16 random 5-token candidate prompts (template ``{sentence} {prompt}``,
+RLPrompt's verbalizers), measures in one process:
+  * raw forward: the model's forward pass over the same full sequences the naive path feeds (tokens/s);
+  * naive scoring: ``HFTarget.classify`` feeding full sequences (``kv_reuse=False``);
+  * KV reuse: ``HFTarget.classify`` encoding each input once and feeding only the prompt suffixes.
+Each timing is the best of ``--repeats`` runs. Writes ``experiments/results/bench_target.{json,md}``.
+
+    python experiments/bench_target.py --data ../shared/data/rlprompt-16shot/sst-2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlprompt.targets.hf import HFTarget
+from rlprompt.tasks import load_task
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_of(repeats: int, fn) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/rlprompt-16shot/sst-2", help="RLPrompt 16-shot SST-2 directory")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--prompt-length", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(RESULTS / "bench_target"))
+    args = parser.parse_args()
+
+    task = load_task(args.data)
+    texts = list(task.split("train").texts)
+    target = HFTarget(dtype=args.dtype, batch_size=args.batch_size)
+    rng = np.random.default_rng(0)
+    vocab = len(target.tokenizer)
+    prompts = [target.tokenizer.decode(rng.integers(0, vocab, args.prompt_length).tolist()) for _ in range(args.prompts)]
+    template, verbalizers = task.template, list(task.verbalizers)
+
+    # raw forward over exactly the sequences the naive path builds, in the same batches
+    head, tail = template.split("{sentence}")
+    seqs = sorted(
+        (target.encode(head + text) + target.encode(tail.replace("{prompt}", p)) for p in prompts for text in texts), key=len
+    )
+    batches = [target._left_pad(seqs[i : i + args.batch_size]) for i in range(0, len(seqs), args.batch_size)]
+    naive_tokens = sum(len(s) for s in seqs)
+
+    @torch.inference_mode()
+    def raw_forward():
+        for ids, mask in batches:
+            target.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+
+    def score(kv_reuse: bool):
+        target.kv_reuse = kv_reuse
+        before = target.stats.tokens
+        out = target.classify(template, prompts, texts, verbalizers)
+        return out, target.stats.tokens - before
+
+    raw_forward()  # warm-up
+    raw_s, _ = best_of(args.repeats, raw_forward)
+    naive_s, (naive_scores, _) = best_of(args.repeats, lambda: score(False))
+    kv_s, (kv_scores, kv_tokens) = best_of(args.repeats, lambda: score(True))
+
+    result = {
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "dtype": args.dtype,
+        "inputs": len(texts),
+        "prompts": len(prompts),
+        "pairs": len(texts) * len(prompts),
+        "raw_forward": {"seconds": raw_s, "tokens": naive_tokens, "tokens_per_s": naive_tokens / raw_s},
+        "naive": {"seconds": naive_s, "tokens": naive_tokens, "tokens_per_s": naive_tokens / naive_s},
+        "kv_reuse": {"seconds": kv_s, "tokens": kv_tokens, "tokens_per_s": kv_tokens / kv_s},
+        "kv_speedup_vs_naive": naive_s / kv_s,
+        "naive_throughput_vs_raw": raw_s / naive_s,
+        "max_abs_logprob_diff_kv_vs_naive": float(np.abs(kv_scores - naive_scores).max()),
+        "argmax_agreement_kv_vs_naive": float((kv_scores.argmax(-1) == naive_scores.argmax(-1)).mean()),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out.with_suffix(".json"))
+    table = [
+        f"# Target scoring benchmark\n\n`{result['command']}`  \n{result['machine']}, {args.dtype}, "
+        f"{result['inputs']} inputs x {result['prompts']} prompts\n",
+        "| path | seconds | tokens computed | tokens/s |",
+        "|---|---|---|---|",
+    ]
+    for name in ("raw_forward", "naive", "kv_reuse"):
+        r = result[name]
+        table.append(f"| {name} | {r['seconds']:.2f} | {r['tokens']} | {r['tokens_per_s']:.0f} |")
+    table += [
+        "",
+        f"KV reuse speedup over naive scoring: **{result['kv_speedup_vs_naive']:.2f}x** (goal >= 4x).  ",
+        f"Naive scoring throughput / raw forward throughput: **{result['naive_throughput_vs_raw']:.2f}** (goal >= 0.8).  ",
+        f"KV vs naive: max |log-prob diff| {result['max_abs_logprob_diff_kv_vs_naive']:.4f}, "
+        f"same argmax for {100 * result['argmax_agreement_kv_vs_naive']:.1f}% of pairs.",
+    ]
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(table) + "\n")
+    os.replace(tmp, out.with_suffix(".md"))
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,508 @@
+"""RLPrompt: a token-by-token prompt policy trained with PPO against a frozen target.
+
+Deng et al. 2022, "RLPrompt: Optimizing Discrete Text Prompts with Reinforcement Learning" (EMNLP).
+The policy is a FROZEN causal LM that reads the prompt tokens chosen so far (after a fixed start
+token and optional context) plus a small trainable MLP on its last hidden state, added residually
+and read out through the frozen LM head over the allowed tokens. It writes ``prompt_length`` tokens
+in ``rlprompt/PromptTokens-v0``; all prompts that finish in one step are scored in one batched target
+call and z-scored per input (RLPrompt's input-specific z-score). stable-baselines3's ``PPO`` trains
+the MLP and a value head; the frozen LM is neither optimised nor saved.
+
+Layout of this module: :class:`RLPromptConfig` (the typed config), :class:`RLPromptPolicy` (the SB3
+policy), :class:`RLPromptCallback` (logging, dev evaluation, checkpoints) and :func:`train_rlprompt`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from torch import nn
+from tqdm.auto import tqdm
+
+from rlprompt.config import dump_config
+from rlprompt.envs import make_prompt_tokens_vec_env
+from rlprompt.envs.prompt_tokens import decode_prompt
+from rlprompt.models import load_model
+from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
+from rlprompt.targets import Target, make_target
+from rlprompt.tasks import ClassificationTask, load_task
+
+MASKED_LOGIT = -1e9  # logit of masked tokens (finite, so entropies stay finite)
+
+
+# -- config ---------------------------------------------------------------------------------------
+@dataclass
+class RLPromptConfig:
+    """Everything an RLPrompt run reads (Deng et al. 2022); YAML files may only set these fields."""
+
+    method: ClassVar[str] = "rlprompt"
+
+    task: str = "sentiment"
+    """Built-in task name or data path (see rlprompt.tasks.load_task); needs train and dev splits."""
+    task_seed: str | None = None
+    """Dataset seed directory of an RLPrompt 16-shot dataset (e.g. 16-42); None for other tasks."""
+    template: str | None = None
+    """Template with {sentence} and {prompt}; None keeps the task's."""
+    verbalizers: list[str] | None = None
+    """One single-token verbalizer per label; None keeps the task's."""
+    target: str = "smollm2-135m-instruct"
+    """Frozen target model (rlprompt.targets.make_target spec)."""
+    target_dtype: str = "bfloat16"
+    """dtype of a local target model (bfloat16 or float32)."""
+    policy_model: str = "smollm2-135m-instruct"
+    """Frozen causal LM under the policy's MLP (rlprompt.models.load_model name); shares the target when equal."""
+    policy_dtype: str = "bfloat16"
+    """dtype of the frozen policy LM (its hidden states are cast to float32 for the MLP)."""
+    policy_context: str = ""
+    """Text fed after the start token, before the prompt tokens chosen so far."""
+    prompt_length: int = 5
+    """Number of prompt tokens the policy writes per episode."""
+    vocab: list[int] | None = None
+    """Allowed action token ids; None allows every non-special token."""
+    top_k: int | None = None
+    """Fluent restriction: only the frozen LM's top-k allowed tokens may be chosen (None: no restriction)."""
+    mlp_hidden: int = 2048
+    """Width of the trainable MLP (hidden -> mlp_hidden -> hidden)."""
+    value_hidden: int = 256
+    """Width of the value head's hidden layer."""
+    n_envs: int = 16
+    """Prompts sampled in parallel: one batch of candidates scored together per step."""
+    episodes_per_update: int = 1
+    """Episodes each env runs per PPO update (n_steps = episodes_per_update * prompt_length)."""
+    total_updates: int = 200
+    """PPO updates (rollout + optimisation) of the whole run."""
+    learning_rate: float = 1e-4
+    """Adam learning rate of the MLP and value head."""
+    n_epochs: int = 4
+    """PPO epochs over each rollout."""
+    ppo_minibatch_size: int | None = None
+    """Transitions per PPO minibatch; None uses the whole rollout (n_envs * n_steps)."""
+    gamma: float = 1.0
+    """Discount (the only reward comes at the last token)."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_range: float = 0.2
+    """PPO clip range."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    max_grad_norm: float = 0.5
+    """Gradient clipping norm."""
+    target_kl: float | None = None
+    """Stop an update's epochs early once the approximate KL to the rollout policy passes 1.5x this (None: never)."""
+    reward: str = "gap"
+    """Per-input reward: gap (RLPrompt's probability-gap reward), accuracy or logprob."""
+    correct_coef: float = 200.0
+    """Gap reward slope where the prediction is correct."""
+    incorrect_coef: float = 180.0
+    """Gap reward slope where the prediction is wrong."""
+    stabilizer: str = "input_zscore"
+    """Reward stabilizer: input_zscore (RLPrompt), batch_zscore, running or none."""
+    input_batch_size: int = 16
+    """Task inputs (train split) each batch of candidate prompts is scored on."""
+    eval_every: int = 10
+    """Evaluate the greedy and best sampled prompts on dev every this many updates."""
+    eval_top_k: int = 3
+    """How many of the best sampled prompts (by train reward since the last evaluation) to evaluate on dev."""
+    checkpoint_every: int = 50
+    """Write a checkpoint every this many updates (and at the end)."""
+    keep_checkpoints: int = 3
+    """Checkpoints kept on disk (the newest ones)."""
+    seed: int = 0
+    """Seeds python, numpy, torch, the envs and the reward's minibatch sampler."""
+    max_target_queries: int | None = None
+    """Stop before an update that would pass this many target sequences (training + dev evaluation)."""
+    device: str = "cpu"
+    """Torch device of the trainable heads (cpu, cuda, auto)."""
+    hidden_cache_size: int = 50_000
+    """Prompt prefixes whose frozen hidden state is cached."""
+
+    def __post_init__(self) -> None:
+        positive = ("prompt_length", "mlp_hidden", "value_hidden", "n_envs", "episodes_per_update", "total_updates",
+                    "n_epochs", "input_batch_size", "eval_every", "checkpoint_every", "keep_checkpoints",
+                    "hidden_cache_size", "eval_top_k")
+        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
+        if bad:
+            raise ValueError(f"these fields must be >= 1: {bad}")
+        for name in ("learning_rate", "clip_range", "correct_coef", "incorrect_coef"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.ent_coef < 0 or self.vf_coef < 0 or self.max_grad_norm <= 0:
+            raise ValueError(f"need ent_coef >= 0, vf_coef >= 0, max_grad_norm > 0; got {self.ent_coef}, "
+                             f"{self.vf_coef}, {self.max_grad_norm}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or null, got {self.top_k}")
+        if self.n_envs < 2 and self.stabilizer in ("input_zscore", "batch_zscore"):
+            raise ValueError(f"stabilizer={self.stabilizer!r} z-scores across prompts: needs n_envs >= 2, got {self.n_envs}")
+        rollout = self.n_envs * self.episodes_per_update * self.prompt_length
+        if self.ppo_minibatch_size is not None and (self.ppo_minibatch_size < 2 or rollout % self.ppo_minibatch_size):
+            raise ValueError(f"ppo_minibatch_size={self.ppo_minibatch_size} must be >= 2 and divide the rollout size "
+                             f"n_envs * episodes_per_update * prompt_length = {rollout}")
+        for name in ("target_dtype", "policy_dtype"):
+            if getattr(self, name) not in ("bfloat16", "float32", "float16"):
+                raise ValueError(f"{name} must be bfloat16, float32 or float16, got {getattr(self, name)!r}")
+        if self.target_kl is not None and self.target_kl <= 0:
+            raise ValueError(f"target_kl must be > 0 or null, got {self.target_kl}")
+        if self.max_target_queries is not None and self.max_target_queries < 1:
+            raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
+
+    @property
+    def n_steps(self) -> int:
+        """Env steps per env per update."""
+        return self.episodes_per_update * self.prompt_length
+
+
+# -- policy ---------------------------------------------------------------------------------------
+class RLPromptPolicy(ActorCriticPolicy):
+    """RLPrompt's policy network (Deng et al. 2022, section 2.2) as an SB3 actor-critic policy.
+
+    ``logits = W[action_token_ids] @ (h + MLP(h))`` where ``h`` is the frozen LM's last hidden state
+    after ``context_ids`` plus the prompt tokens chosen so far and ``W`` its frozen output embedding;
+    the MLP's output layer starts near zero, so the untrained policy is the LM's own next-token
+    distribution over the allowed tokens. With ``top_k`` all but the LM's top-k allowed tokens are
+    masked. The value head is an MLP on ``h``. The frozen LM is held outside the module tree:
+    ``parameters()``, ``state_dict()`` and the optimizer hold only the trainable heads.
+    """
+
+    def __init__(self, observation_space: spaces.Box, action_space: spaces.Discrete, lr_schedule, *, lm: nn.Module,
+                 action_token_ids: Sequence[int], context_ids: Sequence[int], mlp_hidden: int = 2048,
+                 value_hidden: int = 256, top_k: int | None = None, cache_size: int = 50_000, **kwargs: Any) -> None:
+        object.__setattr__(self, "lm", lm)  # not a submodule: never optimised, never saved
+        self.action_token_ids = torch.as_tensor(np.asarray(action_token_ids), dtype=torch.long)
+        self.context_ids = list(context_ids)
+        if not self.context_ids:
+            raise ValueError("context_ids must hold at least one token (the start token)")
+        self.mlp_hidden, self.value_hidden, self.top_k = mlp_hidden, value_hidden, top_k
+        self.hidden_size = int(lm.config.hidden_size)
+        self._cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+        self._cache_size = cache_size
+        if int(self.action_token_ids.max()) >= lm.get_output_embeddings().weight.shape[0]:
+            raise ValueError("action token ids exceed the policy LM's vocabulary: policy and target tokenizers differ")
+        if action_space.n != len(self.action_token_ids):
+            raise ValueError(f"action space has {action_space.n} actions but {len(self.action_token_ids)} token ids")
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def _build(self, lr_schedule) -> None:
+        h = self.hidden_size
+        self.mlp = nn.Sequential(nn.Linear(h, self.mlp_hidden), nn.ReLU(), nn.Linear(self.mlp_hidden, h))
+        nn.init.normal_(self.mlp[2].weight, std=1e-4)  # near-zero: start from the frozen LM's distribution
+        nn.init.zeros_(self.mlp[2].bias)
+        self.value_head = nn.Sequential(nn.Linear(h, self.value_hidden), nn.ReLU(), nn.Linear(self.value_hidden, 1))
+        head = self.lm.get_output_embeddings().weight.detach()[self.action_token_ids].float().clone()
+        self.register_buffer("head_weight", head, persistent=False)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    # -- frozen features --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def frozen_hidden(self, obs: torch.Tensor) -> torch.Tensor:
+        """The frozen LM's last hidden state ``(B, hidden)`` for each observation, from the prefix cache.
+
+        One forward over ``context + all prompt slots`` serves every prefix of a row (causal attention:
+        later slots cannot change earlier positions), so each miss also fills the cache for its shorter prefixes.
+        """
+        obs = obs.round().long().cpu() if obs.is_floating_point() else obs.long().cpu()
+        tokens, t = obs[:, :-1], obs[:, -1].clamp(0, obs.shape[1] - 1)
+        keys = [tuple(tokens[i, : t[i]].tolist()) for i in range(len(obs))]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if missing:
+            width = tokens.shape[1]  # always every slot: the same shapes whatever the batch holds
+            ids = torch.zeros((len(missing), len(self.context_ids) + width), dtype=torch.long)
+            ids[:, : len(self.context_ids)] = torch.tensor(self.context_ids)
+            for row, key in enumerate(missing):
+                ids[row, len(self.context_ids): len(self.context_ids) + len(key)] = torch.tensor(key, dtype=torch.long)
+            device = self.lm.get_output_embeddings().weight.device
+            hidden = self.lm.base_model(input_ids=ids.to(device)).last_hidden_state.float().cpu()
+            for row, key in enumerate(missing):
+                for n in range(len(key) + 1):
+                    self._cache[key[:n]] = hidden[row, len(self.context_ids) - 1 + n]
+                    self._cache.move_to_end(key[:n])
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return torch.stack([self._cache[k] for k in keys]).to(self.head_weight.device)
+
+    def _logits_and_values(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.frozen_hidden(obs)
+        logits = (h + self.mlp(h)) @ self.head_weight.T
+        if self.top_k is not None and self.top_k < logits.shape[-1]:
+            frozen = h @ self.head_weight.T
+            keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, frozen.topk(self.top_k, dim=-1).indices, True)
+            logits = logits.masked_fill(~keep, MASKED_LOGIT)
+        return logits, self.value_head(h)
+
+    # -- SB3 policy interface -----------------------------------------------------------------------------
+    def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, values = self._logits_and_values(obs)
+        dist = self.action_dist.proba_distribution(action_logits=logits)
+        actions = dist.get_actions(deterministic=deterministic)
+        return actions, values, dist.log_prob(actions)
+
+    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, values = self._logits_and_values(obs)
+        dist = self.action_dist.proba_distribution(action_logits=logits)
+        return values, dist.log_prob(actions), dist.entropy()
+
+    def get_distribution(self, obs: torch.Tensor) -> Distribution:
+        return self.action_dist.proba_distribution(action_logits=self._logits_and_values(obs)[0])
+
+    def predict_values(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.value_head(self.frozen_hidden(obs))
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, n: int = 1, deterministic: bool = True) -> np.ndarray:
+        """Write ``n`` prompts token by token (argmax when ``deterministic``): token ids ``(n, prompt_length)``."""
+        length = self.observation_space.shape[0] - 1
+        obs = torch.zeros((n, length + 1), dtype=torch.long)
+        for t in range(length):
+            actions = self.get_distribution(obs).get_actions(deterministic=deterministic)
+            obs[:, t] = self.action_token_ids[actions.cpu()]
+            obs[:, -1] = t + 1
+        return obs[:, :-1].numpy()
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trainable tensors only (the MLP and the value head): what checkpoints hold."""
+        return {k: v.detach().clone() for k, v in self.named_parameters()}
+
+
+
+# -- training -------------------------------------------------------------------------------------
+def _context_ids(tokenizer: Any, context: str) -> list[int]:
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return [int(start)] + list(tokenizer(context, add_special_tokens=False).input_ids) if context else [int(start)]
+
+
+class RLPromptCallback(BaseCallback):
+    """Logs each PPO update through :class:`~rlprompt.runs.RunDir`, evaluates on dev, checkpoints, enforces the budget.
+
+    ``train_rlprompt`` runs ``PPO.learn`` one update at a time; this callback collects the finished
+    prompts of the rollout (``_on_step``) and, after the update (``_on_training_end``), logs
+    ``charts/*`` and ``losses/*``, every ``eval_every`` updates evaluates the greedy prompt and the
+    ``eval_top_k`` best sampled prompts on dev (``eval/*``; the best one goes to ``prompt.txt``),
+    writes a checkpoint every ``checkpoint_every`` updates, and sets :attr:`stop_reason` when the next
+    update could pass ``max_target_queries``.
+    """
+
+    def __init__(self, cfg: RLPromptConfig, run: RunDir, target: Target, scorer: Any, tokenizer: Any,
+                 state: dict[str, Any], progress: bool = True) -> None:
+        super().__init__(verbose=0)
+        self.cfg, self.run, self.target, self.scorer, self.tokenizer = cfg, run, target, scorer, tokenizer
+        self.state = state  # step, best_accuracy, best_prompt, queries_offset, wall_offset, pool
+        self.queries_at_start = target.stats.sequences
+        self.started = time.perf_counter()
+        self.stop_reason: str | None = None
+        self.episodes: list[dict[str, Any]] = []
+        self.bar = tqdm(total=cfg.total_updates, initial=state["step"], desc="rlprompt", unit="update",
+                        disable=not progress, dynamic_ncols=True)
+        self.last_eval: dict[str, float] = {}
+
+    def target_queries(self) -> int:
+        """Target sequences used by this run so far, across resumes."""
+        return self.state["queries_offset"] + self.target.stats.sequences - self.queries_at_start
+
+    def _on_rollout_start(self) -> None:
+        self.episodes = []
+
+    def _on_step(self) -> bool:
+        for info, done, reward in zip(self.locals["infos"], self.locals["dones"], self.locals["rewards"]):
+            if done and "prompt" in info:
+                self.episodes.append({"prompt": info["prompt"], "reward": float(reward),
+                                      "raw_reward": info["raw_reward"], "accuracy": info["accuracy"]})
+                pool = self.state["pool"]
+                pool[info["prompt"]] = max(pool.get(info["prompt"], -np.inf), info["raw_reward"])
+        return True
+
+    def _on_training_end(self) -> None:
+        cfg, state = self.cfg, self.state
+        state["step"] += 1
+        step = state["step"]
+        ep = self.episodes
+        metrics = {
+            "charts/reward": float(np.mean([e["reward"] for e in ep])),
+            "charts/raw_reward": float(np.mean([e["raw_reward"] for e in ep])),
+            "charts/raw_reward_max": float(np.max([e["raw_reward"] for e in ep])),
+            "charts/train_accuracy": float(np.mean([e["accuracy"] for e in ep])),
+            "charts/unique_prompts": len({e["prompt"] for e in ep}) / len(ep),
+        }
+        for key, value in self.model.logger.name_to_value.items():
+            if key.startswith("train/") and key not in ("train/n_updates", "train/clip_range", "train/learning_rate"):
+                metrics["losses/" + key[len("train/"):]] = float(value)
+        final = step >= cfg.total_updates
+        budget_next = self._next_update_cost(step + 1)
+        if cfg.max_target_queries is not None and self.target_queries() + budget_next > cfg.max_target_queries:
+            self.stop_reason, final = "max_target_queries", True
+        if step % cfg.eval_every == 0 or final:
+            metrics.update(self._evaluate())
+        state["wall_seconds"] = state["wall_offset"] + time.perf_counter() - self.started
+        metrics["perf/wall_seconds"] = state["wall_seconds"]
+        self.run.log(step, metrics, target_queries=self.target_queries())
+        if step % cfg.checkpoint_every == 0 or final:
+            self.save_checkpoint()
+        self.bar.update(1)
+        self.bar.set_postfix(reward=f"{metrics['charts/raw_reward']:.2f}", dev=f"{state['best_accuracy']:.3f}",
+                             queries=self.target_queries())
+        if step >= cfg.total_updates and self.stop_reason is None:
+            self.stop_reason = "total_updates"
+
+    def _next_update_cost(self, step: int) -> int:
+        """An upper bound on the target sequences of update ``step`` (rollout plus a dev evaluation)."""
+        cost = self.cfg.n_envs * self.cfg.episodes_per_update * self.cfg.input_batch_size
+        if step % self.cfg.eval_every == 0 or step >= self.cfg.total_updates:
+            cost += (1 + self.cfg.eval_top_k) * len(self.scorer.task.split("dev"))
+        return cost
+
+    def _evaluate(self) -> dict[str, float]:
+        """Dev accuracy of the greedy prompt and the best sampled prompts; keeps the best in ``prompt.txt``."""
+        policy: RLPromptPolicy = self.model.policy
+        greedy = decode_prompt(self.tokenizer, policy.decode(1, deterministic=True)[0])
+        pool = self.state["pool"]
+        sampled = sorted(pool, key=lambda p: -pool[p])[: self.cfg.eval_top_k]
+        scores = {p: self.scorer.evaluate(p, split="dev") for p in dict.fromkeys([greedy, *sampled])}
+        self.state["pool"] = {}
+        best = max(scores, key=lambda p: scores[p])  # dict order: greedy wins ties
+        if scores[best] > self.state["best_accuracy"]:
+            self.state.update(best_accuracy=scores[best], best_prompt=best)
+            self.run.write_prompt(best)
+            self.run.write_json("best_prompt.json", {"prompt": best, "dev_accuracy": scores[best],
+                                                     "step": self.state["step"], "target_queries": self.target_queries()})
+        self.state["greedy_prompt"] = greedy
+        return {"eval/greedy_accuracy": scores[greedy],
+                "eval/sampled_accuracy": max((scores[p] for p in sampled), default=float("nan")),
+                "eval/best_accuracy": self.state["best_accuracy"]}
+
+    def save_checkpoint(self) -> Path:
+        """Write the trainable tensors, optimizer, rng states, counters and scorer state (no pickle)."""
+        policy: RLPromptPolicy = self.model.policy
+        stabilizer = getattr(self.scorer.reward, "state_dict", None)
+        state = {**self.state, "target_queries": self.target_queries(), "rng": rng_state(),
+                 "scorer_rng": self.scorer.base_reward.rng.bit_generator.state,
+                 "stabilizer": stabilizer() if callable(stabilizer) else None,
+                 "num_timesteps": self.model.num_timesteps, "n_updates": self.model._n_updates}
+        state.pop("step")
+        return self.run.save_checkpoint(self.state["step"], policy.trainable_state_dict(), state,
+                                        policy.optimizer.state_dict(), keep=self.cfg.keep_checkpoints)
+
+
+def build_task(cfg: RLPromptConfig) -> ClassificationTask:
+    """The config's task with its template/verbalizer overrides; it must have train and dev splits."""
+    overrides: dict[str, Any] = {}
+    if cfg.template is not None:
+        overrides["template"] = cfg.template
+    if cfg.verbalizers is not None:
+        overrides["verbalizers"] = tuple(cfg.verbalizers)
+    task = load_task(cfg.task, seed=cfg.task_seed, **overrides)
+    if not isinstance(task, ClassificationTask):
+        raise ValueError(f"RLPrompt needs a classification task; {cfg.task!r} is {type(task).__name__}")
+    missing = [s for s in ("train", "dev") if s not in task.splits]
+    if missing:
+        raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing} that RLPrompt trains and selects on")
+    return task
+
+
+def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
+    """Seed everything from ``cfg.seed`` and build SB3 ``PPO`` with :class:`RLPromptPolicy` over
+    ``make_prompt_tokens_vec_env`` (one shared scorer, batched scoring). The env is ``model.env``."""
+    seed_everything(cfg.seed)
+    task = build_task(cfg)
+    if target is None:
+        target = make_target(cfg.target, dtype=cfg.target_dtype)
+    env = make_prompt_tokens_vec_env(
+        cfg.n_envs, seed=cfg.seed, task=task, target=target, prompt_length=cfg.prompt_length, vocab=cfg.vocab,
+        reward=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size, split="train",
+        correct_coef=cfg.correct_coef, incorrect_coef=cfg.incorrect_coef,
+    )
+    first = env.envs[0]
+    # the frozen policy LM is the target's own model when they name the same model and dtype
+    shared = getattr(target, "name", None) == f"hf:{cfg.policy_model}:{cfg.policy_dtype}"
+    lm = target.model if shared else load_model(cfg.policy_model, dtype=cfg.policy_dtype)[0]
+    model = PPO(
+        RLPromptPolicy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
+        batch_size=cfg.ppo_minibatch_size or cfg.n_envs * cfg.n_steps, n_epochs=cfg.n_epochs, gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
+        max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl, device=cfg.device, verbose=0,
+        policy_kwargs={"lm": lm, "action_token_ids": first.action_token_ids,
+                       "context_ids": _context_ids(first.tokenizer, cfg.policy_context), "mlp_hidden": cfg.mlp_hidden,
+                       "value_hidden": cfg.value_hidden, "top_k": cfg.top_k, "cache_size": cfg.hidden_cache_size},
+    )
+    model._last_obs = env.reset()  # reseeds the shared scorer's minibatch sampler with cfg.seed
+    model._last_episode_starts = np.ones(env.num_envs, dtype=bool)
+    return model
+
+
+def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bool = False, *,
+                   target: Target | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train an RLPrompt policy with PPO (Deng et al. 2022) and return a summary of the run.
+
+    ``run_dir`` receives config.yaml, metrics.jsonl, TensorBoard events, prompt.txt and checkpoints
+    (:class:`~rlprompt.runs.RunDir`). ``resume=True`` continues from the latest valid checkpoint:
+    trainable tensors, optimizer, rng states, the reward sampler, counters and the best prompt.
+    ``target`` overrides ``cfg.target`` (tests pass a scripted fake target).
+    """
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, resume=resume)
+    checkpoint = run.load_checkpoint() if resume and run.latest_checkpoint() is not None else None
+    if resume and checkpoint is None and run.read_metrics():
+        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
+    if checkpoint is not None and dump_config(cfg) != run.read_config():
+        changed = sorted(k for k, v in dump_config(cfg).items() if run.read_config().get(k) != v)
+        if set(changed) - {"max_target_queries", "total_updates"}:
+            raise ValueError(f"config differs from the run's config.yaml in {changed}; resume with the same config")
+    run.write_config(dump_config(cfg))
+    model = make_ppo(cfg, target)
+    env, rollout = model.env, cfg.n_envs * cfg.n_steps
+    tokenizer, scorer, target = env.envs[0].tokenizer, env.scorer, env.scorer.target
+    state: dict[str, Any] = {"step": 0, "best_accuracy": -1.0, "best_prompt": None, "greedy_prompt": None,
+                             "queries_offset": 0, "wall_offset": 0.0, "pool": {}}
+
+    # -- resume: restore everything the checkpoint holds, drop the metrics logged after it
+    if checkpoint is not None:
+        saved = checkpoint.state
+        model.policy.load_state_dict(checkpoint.tensors, strict=True)
+        model.policy.optimizer.load_state_dict(checkpoint.optimizer)
+        set_rng_state(saved["rng"])
+        scorer.base_reward.rng.bit_generator.state = saved["scorer_rng"]
+        if saved.get("stabilizer") is not None:
+            scorer.reward.load_state_dict(saved["stabilizer"])
+        model.num_timesteps, model._n_updates = saved["num_timesteps"], saved["n_updates"]
+        state.update(step=checkpoint.step, best_accuracy=saved["best_accuracy"], best_prompt=saved["best_prompt"],
+                     greedy_prompt=saved.get("greedy_prompt"), queries_offset=saved["target_queries"],
+                     wall_offset=saved["wall_seconds"], pool=dict(saved["pool"]))
+        run.truncate_to(checkpoint.step)
+
+    # -- the loop: one PPO update per learn() call, so the callback can stop between updates
+    callback = RLPromptCallback(cfg, run, target, scorer, tokenizer, state, progress=progress)
+    try:
+        while state["step"] < cfg.total_updates and callback.stop_reason is None:
+            if cfg.max_target_queries is not None and callback.target_queries() + callback._next_update_cost(
+                    state["step"] + 1) > cfg.max_target_queries:
+                callback.stop_reason = "max_target_queries"
+                break
+            model.learn(total_timesteps=rollout, callback=callback, reset_num_timesteps=False, log_interval=None)
+    finally:
+        callback.bar.close()
+        run.close()
+    summary = {
+        "run_dir": str(run.path), "steps": state["step"], "stop_reason": callback.stop_reason or "total_updates",
+        "target_queries": callback.target_queries(), "best_prompt": state["best_prompt"],
+        "best_dev_accuracy": state["best_accuracy"], "greedy_prompt": state["greedy_prompt"],
+        "wall_seconds": state.get("wall_seconds", state["wall_offset"]),
+    }
+    run.write_json("summary.json", summary)
+    return summary
+
+
+__all__ = ["RLPromptCallback", "RLPromptConfig", "RLPromptPolicy", "build_task", "make_ppo", "train_rlprompt"]

@@ -1,0 +1,352 @@
+"""Run directories: the one place that writes a run's files, for every method.
+
+Layout of a run directory::
+
+    config.yaml                     the config the run was started with (dump_config)
+    metrics.jsonl                   one JSON object per log call: step, target_queries, namespaced keys
+    events.out.tfevents.*           the same scalars for TensorBoard
+    prompt.txt                      the best prompt found so far (on the dev split)
+    checkpoints/step_<n>/           model.safetensors (trainable tensors only), optimizer.safetensors,
+                                    state.json (step, rng states, counters, ...), manifest.json (sha256)
+
+Every file is written atomically (temporary file + ``os.replace``; checkpoints are built in a
+temporary directory that is renamed into place, with the manifest written last), so a crash leaves
+either the old state or the new one. :meth:`RunDir.latest_checkpoint` skips checkpoints whose
+manifest is missing or whose files fail their checksum. Nothing here uses pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_DIR = "checkpoints"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+NAMESPACES = ("charts", "losses", "eval", "perf")
+"""Metric keys must start with one of these namespaces (``charts/reward``, ``losses/value``, ``eval/accuracy``)."""
+
+
+# -- seeding --------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch (CPU and CUDA) from one seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global random states of Python, NumPy and torch as JSON-able lists."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_kind, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state().tolist(),
+    }
+    if torch.cuda.is_available():
+        state["torch_cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the states saved by :func:`rng_state`."""
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+    kind, keys, pos, has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, np_gauss))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["torch_cuda"]])
+
+
+# -- optimizer state without pickle ---------------------------------------------------------------
+def flatten_optimizer_state(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split a torch optimizer ``state_dict`` into tensors (``state.<param>.<key>``) and JSON metadata."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entry in state_dict["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in state_dict["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def unflatten_optimizer_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`flatten_optimizer_state`."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        _, index, key = name.split(".", 2)
+        state.setdefault(int(index), {})[key] = tensor
+    for index, entry in meta.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(entry)
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+# -- files ----------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return value
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back from disk: its step, trainable tensors, optimizer state and JSON state."""
+
+    path: Path
+    step: int
+    tensors: dict[str, torch.Tensor]
+    state: dict[str, Any]
+    optimizer: dict[str, Any] | None = field(default=None, repr=False)
+
+
+class RunDir:
+    """A run directory (see the module docstring). Create with ``RunDir(path)``; call :meth:`close` at the end.
+
+    ``resume=False`` refuses a directory that already holds checkpoints or metrics (so a run is never
+    overwritten by accident); ``resume=True`` reopens it. :meth:`truncate_to` drops metrics logged after
+    the checkpoint a resumed run continues from, so curves do not repeat.
+    """
+
+    def __init__(self, path: str | Path, *, resume: bool = False, tensorboard: bool = True) -> None:
+        self.path = Path(path).expanduser().resolve()
+        if not resume and self.path.exists() and (
+            (self.path / "metrics.jsonl").exists() or any(self.checkpoint_dirs())
+        ):
+            raise ValueError(f"run directory {str(self.path)!r} already holds a run; pass resume=True (--resume) "
+                             "to continue it, or choose a new directory")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.resume = resume
+        self._tensorboard = tensorboard
+        self._writer = None
+        self._purge_step: int | None = None
+
+    # -- paths ----------------------------------------------------------------------------------------
+    def file(self, relative: str | Path) -> Path:
+        """``relative`` resolved inside the run directory; a ``ValueError`` if it would escape it."""
+        candidate = (self.path / relative).resolve()
+        if candidate != self.path and self.path not in candidate.parents:
+            raise ValueError(f"path {str(relative)!r} escapes the run directory {str(self.path)!r}")
+        return candidate
+
+    def write_text(self, relative: str | Path, text: str) -> Path:
+        """Write a text file inside the run directory atomically."""
+        path = self.file(relative)
+        _write_atomic(path, text)
+        return path
+
+    def write_json(self, relative: str | Path, obj: Any) -> Path:
+        """Write a JSON file inside the run directory atomically."""
+        return self.write_text(relative, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+    # -- config and prompt ----------------------------------------------------------------------------
+    def write_config(self, config: Mapping[str, Any]) -> Path:
+        """Write ``config.yaml`` (a dict, as :func:`rlprompt.config.dump_config` returns)."""
+        return self.write_text("config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
+
+    def read_config(self) -> dict[str, Any]:
+        """The run's ``config.yaml`` as a dict."""
+        return yaml.safe_load(self.file("config.yaml").read_text(encoding="utf-8")) or {}
+
+    def write_prompt(self, prompt: str) -> Path:
+        """Write the best prompt as ``prompt.txt`` (exactly the text filled into ``{prompt}``)."""
+        return self.write_text("prompt.txt", prompt)
+
+    # -- metrics --------------------------------------------------------------------------------------
+    def log(self, step: int, metrics: Mapping[str, float], *, target_queries: int) -> dict[str, Any]:
+        """Append one record to ``metrics.jsonl`` and write the same scalars to TensorBoard."""
+        bad = [k for k in metrics if k.split("/", 1)[0] not in NAMESPACES or "/" not in k]
+        if bad:
+            raise ValueError(f"metric keys {bad} must start with one of the namespaces {[n + '/' for n in NAMESPACES]}")
+        record: dict[str, Any] = {"step": int(step), "target_queries": int(target_queries)}
+        for key, value in metrics.items():
+            value = float(_jsonable(value))
+            record[key] = value if math.isfinite(value) else None
+        path = self.file("metrics.jsonl")
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+        writer = self._summary_writer()
+        if writer is not None:
+            for key, value in record.items():
+                if key != "step" and value is not None:
+                    writer.add_scalar(key, value, global_step=int(step))
+            writer.flush()
+        return record
+
+    def _summary_writer(self):
+        if not self._tensorboard:
+            return None
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.path), purge_step=self._purge_step)
+        return self._writer
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """All records of ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
+        path = self.file("metrics.jsonl")
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def truncate_to(self, step: int) -> None:
+        """Drop metric records after ``step`` (in metrics.jsonl and, via purge, in TensorBoard)."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        self.write_text("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+        self._purge_step = step + 1
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def checkpoint_dirs(self) -> list[Path]:
+        """Checkpoint directories, oldest step first (valid or not)."""
+        root = self.path / CHECKPOINT_DIR
+        if not root.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def save_checkpoint(
+        self,
+        step: int,
+        tensors: Mapping[str, torch.Tensor],
+        state: Mapping[str, Any],
+        optimizer: Mapping[str, Any] | None = None,
+        *,
+        keep: int | None = 3,
+    ) -> Path:
+        """Write ``checkpoints/step_<step>/`` atomically and keep only the ``keep`` newest checkpoints."""
+        root = self.file(CHECKPOINT_DIR)
+        root.mkdir(parents=True, exist_ok=True)
+        final = self.file(f"{CHECKPOINT_DIR}/step_{int(step)}")
+        tmp = Path(tempfile.mkdtemp(prefix=f".step_{int(step)}-", dir=root))
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "model.safetensors"))
+            files = ["model.safetensors"]
+            full_state = {"step": int(step), **dict(state)}
+            if optimizer is not None:
+                opt_tensors, opt_meta = flatten_optimizer_state(optimizer)
+                save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+                full_state["optimizer"] = opt_meta
+                files.append("optimizer.safetensors")
+            (tmp / "state.json").write_text(json.dumps(full_state, default=_jsonable), encoding="utf-8")
+            files.append("state.json")
+            manifest = {"step": int(step), "files": {name: _sha256(tmp / name) for name in files}}
+            (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if keep is not None:
+            for old in self.checkpoint_dirs()[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    @staticmethod
+    def is_valid_checkpoint(path: Path) -> bool:
+        """True when ``path`` has a manifest and every file it lists matches its sha256."""
+        try:
+            manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+            return bool(manifest["files"]) and all(
+                (path / name).is_file() and _sha256(path / name) == digest for name, digest in manifest["files"].items()
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest checkpoint that passes :meth:`is_valid_checkpoint` (corrupt or partial ones are skipped)."""
+        for path in reversed(self.checkpoint_dirs()):
+            if self.is_valid_checkpoint(path):
+                return path
+        return None
+
+    def load_checkpoint(self, path: str | Path | None = None) -> Checkpoint:
+        """Read a checkpoint (the latest valid one by default); a ``ValueError`` when there is none or it is corrupt."""
+        path = self.latest_checkpoint() if path is None else Path(path)
+        if path is None:
+            raise ValueError(f"run directory {str(self.path)!r} has no valid checkpoint to resume from")
+        if not self.is_valid_checkpoint(path):
+            raise ValueError(f"checkpoint {str(path)!r} is corrupt or incomplete (checksum mismatch)")
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        optimizer = None
+        if "optimizer" in state:
+            optimizer = unflatten_optimizer_state(load_file(str(path / "optimizer.safetensors")), state.pop("optimizer"))
+        return Checkpoint(path=path, step=int(state["step"]), tensors=load_file(str(path / "model.safetensors")),
+                          state=state, optimizer=optimizer)
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+__all__ = [
+    "Checkpoint",
+    "NAMESPACES",
+    "RunDir",
+    "flatten_optimizer_state",
+    "rng_state",
+    "seed_everything",
+    "set_rng_state",
+    "unflatten_optimizer_state",
+]

@@ -1,0 +1,226 @@
+"""RLPrompt (Deng et al. 2022): the SB3 policy, PPO training, checkpoints/resume and the CLI.
+
+Everything runs on a tiny random Llama policy and a scripted fake target whose label log-probs depend
+on the prompt text (the more vowels, the more it favours the gold label), so some prompts are better.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from rlprompt.config import dump_config, load_config
+from rlprompt.policies.rlprompt import RLPromptConfig, RLPromptPolicy, make_ppo, train_rlprompt
+from rlprompt.runs import RunDir
+from rlprompt.targets.base import Target
+from rlprompt.tasks import load_task
+
+VOCAB = list(range(300, 364))
+
+
+class FakeTarget(Target):
+    """Scripted target: ``log p(gold)`` grows with the share of vowels in the prompt; knows the gold labels."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        super().__init__()
+        task = load_task("sentiment")
+        self.gold = {t: y for split in task.splits.values() for t, y in zip(split.texts, split.labels)}
+
+    @staticmethod
+    def strength(prompt: str) -> float:
+        return 8.0 * sum(c in "aeiou" for c in prompt.lower()) / (len(prompt) + 1) - 1.5
+
+    def _classify(self, template, prompts, inputs, verbalizers):
+        out = np.zeros((len(prompts), len(inputs), len(verbalizers)))
+        for p, prompt in enumerate(prompts):
+            for n, text in enumerate(inputs):
+                out[p, n, self.gold[text]] = self.strength(prompt) + 0.1 * (n % 3)
+        self.stats.calls += 1
+        self.stats.sequences += len(prompts) * len(inputs)
+        return out - np.log(np.exp(out).sum(-1, keepdims=True)) - 1.0
+
+    def _generate(self, *args):
+        raise NotImplementedError
+
+    def _loglikelihood(self, *args):
+        raise NotImplementedError
+
+
+def tiny_config(**overrides) -> RLPromptConfig:
+    base = dict(policy_model="tiny-random", policy_dtype="float32", n_envs=4, prompt_length=2, vocab=VOCAB,
+                mlp_hidden=16, value_hidden=8, total_updates=4, eval_every=2, checkpoint_every=2, input_batch_size=4,
+                eval_top_k=2, learning_rate=1e-2, keep_checkpoints=5)
+    base.update(overrides)
+    return RLPromptConfig(**base)
+
+
+class _Prompts:
+    """Collects the finished prompts of a learn() call."""
+
+    def __init__(self):
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        outer = self
+        self.prompts: list[str] = []
+
+        class CB(BaseCallback):
+            def _on_step(self) -> bool:
+                outer.prompts += [i["prompt"] for i in self.locals["infos"] if "prompt" in i]
+                return True
+
+        self.callback = CB()
+
+
+# -- policy ---------------------------------------------------------------------------------------
+def test_ppo_updates_every_trainable_parameter_and_never_the_frozen_lm():
+    model = make_ppo(tiny_config(), FakeTarget())
+    policy: RLPromptPolicy = model.policy
+    before = {k: v.detach().clone() for k, v in policy.named_parameters()}
+    lm_before = {k: v.detach().clone() for k, v in policy.lm.named_parameters()}
+    assert set(before) == {"mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias", "value_head.0.weight",
+                           "value_head.0.bias", "value_head.2.weight", "value_head.2.bias"}
+    assert set(policy.state_dict()) == set(before)  # the frozen LM is not part of the saved state
+    optimised = {id(p) for group in policy.optimizer.param_groups for p in group["params"]}
+    assert not optimised & {id(p) for p in policy.lm.parameters()}
+    for _ in range(3):
+        model.learn(total_timesteps=model.n_steps * model.n_envs, reset_num_timesteps=False)
+    for name, value in policy.named_parameters():
+        assert not torch.equal(value, before[name]), f"trainable parameter {name} did not change"
+    for name, value in policy.lm.named_parameters():
+        assert torch.equal(value, lm_before[name]), f"frozen LM parameter {name} changed"
+
+
+def test_untrained_policy_is_the_frozen_lm_and_top_k_masks():
+    model = make_ppo(tiny_config(top_k=3), FakeTarget())
+    policy: RLPromptPolicy = model.policy
+    obs = torch.tensor([[0, 0, 0], [VOCAB[5], 0, 1]])
+    h = policy.frozen_hidden(obs)
+    frozen = torch.log_softmax(h @ policy.head_weight.T, -1)
+    probs = policy.get_distribution(obs).distribution.probs
+    assert int((probs > 1e-6).sum(-1).max()) == 3  # fluent top-k: three tokens left
+    top = frozen.topk(3, dim=-1).indices
+    assert torch.allclose(probs.gather(-1, top).sum(-1), torch.ones(2), atol=1e-5)
+    # the hidden state is cached per prefix: same object content for a repeated prefix
+    assert torch.equal(policy.frozen_hidden(obs[1:]), h[1:])
+    tokens = policy.decode(3, deterministic=True)
+    assert tokens.shape == (3, 2) and (tokens == tokens[0]).all() and set(tokens.ravel()) <= set(VOCAB)
+
+
+def test_same_seed_same_sampled_prompts():
+    runs = []
+    for seed in (5, 5, 6):
+        model = make_ppo(tiny_config(seed=seed), FakeTarget())
+        collect = _Prompts()
+        model.learn(total_timesteps=2 * model.n_steps * model.n_envs, callback=collect.callback, reset_num_timesteps=False)
+        runs.append(collect.prompts)
+    assert len(runs[0]) == 8
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+# -- training, checkpoints and resume --------------------------------------------------------------
+def _params(run_dir):
+    return RunDir(run_dir, resume=True).load_checkpoint().tensors
+
+
+def test_train_writes_run_and_resume_matches_an_uninterrupted_run(tmp_path):
+    target = FakeTarget()
+    full = train_rlprompt(tiny_config(), tmp_path / "full", target=target, progress=False)
+    assert full["steps"] == 4 and full["stop_reason"] == "total_updates"
+    run = RunDir(tmp_path / "full", resume=True)
+    assert [r["step"] for r in run.read_metrics()] == [1, 2, 3, 4]
+    assert run.read_config() == dump_config(tiny_config())
+    assert (run.path / "prompt.txt").read_text() == full["best_prompt"]
+    assert [p.name for p in run.checkpoint_dirs()] == ["step_2", "step_4"]
+    record = run.read_metrics()[1]
+    assert {"charts/reward", "charts/raw_reward", "charts/train_accuracy", "losses/value_loss",
+            "eval/greedy_accuracy", "eval/best_accuracy"} <= set(record)
+    assert record["target_queries"] > run.read_metrics()[0]["target_queries"]
+
+    half = train_rlprompt(tiny_config(total_updates=2), tmp_path / "half", target=FakeTarget(), progress=False)
+    assert half["steps"] == 2
+    half_ckpt = RunDir(tmp_path / "half", resume=True).load_checkpoint()
+    model = make_ppo(tiny_config(), FakeTarget())
+    model.policy.load_state_dict(half_ckpt.tensors)
+    assert all(torch.equal(v, half_ckpt.tensors[k]) for k, v in model.policy.named_parameters())
+    resumed = train_rlprompt(tiny_config(), tmp_path / "half", resume=True, target=FakeTarget(), progress=False)
+    assert resumed["steps"] == 4
+    assert resumed["target_queries"] == full["target_queries"]
+    assert [r["step"] for r in RunDir(tmp_path / "half", resume=True).read_metrics()] == [1, 2, 3, 4]
+    a, b = _params(tmp_path / "full"), _params(tmp_path / "half")
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    with pytest.raises(ValueError, match="already holds a run"):
+        train_rlprompt(tiny_config(), tmp_path / "full", target=target, progress=False)
+
+
+def test_resume_skips_a_corrupt_checkpoint_and_truncates_metrics(tmp_path):
+    train_rlprompt(tiny_config(total_updates=3), tmp_path / "run", target=FakeTarget(), progress=False)
+    newest = RunDir(tmp_path / "run", resume=True).checkpoint_dirs()[-1]
+    assert newest.name == "step_3"
+    (newest / "state.json").write_text("{}")  # corrupt: checksum mismatch
+    summary = train_rlprompt(tiny_config(total_updates=3), tmp_path / "run", resume=True, target=FakeTarget(),
+                             progress=False)
+    assert summary["steps"] == 3
+    assert [r["step"] for r in RunDir(tmp_path / "run", resume=True).read_metrics()] == [1, 2, 3]
+
+
+def test_target_query_budget_stops_training(tmp_path):
+    summary = train_rlprompt(tiny_config(total_updates=50, max_target_queries=120), tmp_path / "run",
+                             target=FakeTarget(), progress=False)
+    assert summary["stop_reason"] == "max_target_queries"
+    assert 0 < summary["steps"] < 50
+    assert summary["target_queries"] <= 120
+    assert RunDir(tmp_path / "run", resume=True).latest_checkpoint() is not None
+
+
+def test_config_validation_names_bad_values():
+    with pytest.raises(ValueError, match="prompt_length.*0"):
+        RLPromptConfig(prompt_length=0)
+    with pytest.raises(ValueError, match="ppo_minibatch_size=7"):
+        RLPromptConfig(ppo_minibatch_size=7)
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['lr'\].*learning_rate"):
+        load_config({"lr": 1e-3}, RLPromptConfig)
+
+
+def test_every_config_field_is_documented():
+    from dataclasses import fields
+
+    from rlprompt.config import field_docs
+
+    docs = field_docs(RLPromptConfig)
+    assert {f.name for f in fields(RLPromptConfig)} == set(docs)
+
+
+# -- CLI --------------------------------------------------------------------------------------------
+def test_cli_train_and_report_smoke(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "method: rlprompt\ntask: sentiment\ntarget: tiny-random\ntarget_dtype: float32\npolicy_model: tiny-random\n"
+        "policy_dtype: float32\nprompt_length: 2\nn_envs: 4\nmlp_hidden: 16\nvalue_hidden: 8\ninput_batch_size: 4\n"
+        f"vocab: {VOCAB}\ntotal_updates: 50\neval_every: 2\ncheckpoint_every: 2\n"
+    )
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rlprompt.cli", "train", str(config), "--run-dir", str(run_dir), "total_updates=3"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 3
+    for name in ("config.yaml", "metrics.jsonl", "prompt.txt", "checkpoints/step_3/model.safetensors"):
+        assert (run_dir / name).is_file(), name
+    bad = subprocess.run([sys.executable, "-m", "rlprompt.cli", "train", str(config), "--run-dir", str(tmp_path / "b"),
+                          "learning_rat=1"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "learning_rat" in bad.stderr
+    report = subprocess.run([sys.executable, "-m", "rlprompt.cli", "report", str(run_dir), "--out", str(tmp_path / "rep")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "rep" / "report.md").is_file() and (tmp_path / "rep" / "dev_accuracy.png").is_file()

@@ -1,0 +1,168 @@
+"""Run directories (rlprompt.runs) and typed config loading (rlprompt.config)."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from rlprompt.config import config_method, dump_config, load_config, parse_overrides
+from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
+
+
+@dataclass
+class _Cfg:
+    """A small config for the loader tests."""
+
+    name: str = "x"
+    """A name."""
+    rate: float = 0.1
+    """A float."""
+    count: int = 2
+    """An int."""
+    flag: bool = False
+    """A bool."""
+    ids: list[int] | None = None
+    """Optional ints."""
+
+
+# -- config ---------------------------------------------------------------------------------------
+def test_load_config_from_yaml_with_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: run\nrate: 1\nids: [3, 4]\n")
+    cfg = load_config(path, _Cfg, ["count=5", "flag=true", "rate=2e-3"])
+    assert cfg == _Cfg(name="run", rate=2e-3, count=5, flag=True, ids=[3, 4])
+    assert isinstance(load_config(path, _Cfg).rate, float)  # int 1 accepted for a float field
+    assert dump_config(cfg) == {"name": "run", "rate": 2e-3, "count": 5, "flag": True, "ids": [3, 4]}
+
+
+def test_unknown_config_key_names_key_and_valid_keys():
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['learning_rat'\].*valid keys: \['count', 'flag'"):
+        load_config({"learning_rat": 0.1}, _Cfg)
+    with pytest.raises(ValueError, match="unknown config key"):
+        load_config({}, _Cfg, ["nope=1"])
+
+
+def test_wrong_type_names_field_and_value():
+    with pytest.raises(ValueError, match=r"'count'.*expects int, got 'many'"):
+        load_config({"count": "many"}, _Cfg)
+    with pytest.raises(ValueError, match=r"'flag'.*got 1"):
+        load_config({"flag": 1}, _Cfg)
+    with pytest.raises(ValueError, match=r"'ids'"):
+        load_config({"ids": ["a"]}, _Cfg)
+
+
+def test_overrides_parse_yaml_scalars_and_reject_garbage():
+    assert parse_overrides(["a=1", "b=null", "c=[1, 2]", "d=hello", "e=0.5"]) == {
+        "a": 1, "b": None, "c": [1, 2], "d": "hello", "e": 0.5}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["novalue"])
+
+
+def test_method_key_dispatch():
+    from rlprompt.policies.rlprompt import RLPromptConfig
+
+    assert config_method({"method": "rlprompt", "task": "x"}) == "rlprompt"
+    assert config_method({}) == "rlprompt"
+    cfg = load_config({"method": "rlprompt", "prompt_length": 3}, RLPromptConfig)
+    assert cfg.prompt_length == 3 and dump_config(cfg)["method"] == "rlprompt"
+    with pytest.raises(ValueError, match="method='dpo'"):
+        load_config({"method": "dpo"}, RLPromptConfig)
+
+
+# -- run directory --------------------------------------------------------------------------------
+def _save(run: RunDir, step: int, value: float):
+    return run.save_checkpoint(step, {"w": torch.full((3,), value)}, {"best": value}, keep=None)
+
+
+def test_run_dir_files_and_metrics(tmp_path):
+    with RunDir(tmp_path / "run") as run:
+        run.write_config({"a": 1})
+        run.log(1, {"charts/reward": 0.5}, target_queries=10)
+        run.log(2, {"charts/reward": 0.7, "eval/accuracy": 0.6}, target_queries=20)
+        run.write_prompt("It was")
+        with pytest.raises(ValueError, match="namespaces"):
+            run.log(3, {"reward": 1.0}, target_queries=30)
+    assert run.read_config() == {"a": 1}
+    assert [r["step"] for r in run.read_metrics()] == [1, 2]
+    assert run.read_metrics()[1] == {"step": 2, "target_queries": 20, "charts/reward": 0.7, "eval/accuracy": 0.6}
+    assert (run.path / "prompt.txt").read_text() == "It was"
+    assert list(run.path.glob("events.out.tfevents.*"))
+    with pytest.raises(ValueError, match="already holds a run"):
+        RunDir(tmp_path / "run")
+
+
+def test_paths_cannot_escape_the_run_dir(tmp_path):
+    run = RunDir(tmp_path / "run")
+    for bad in ("../outside.txt", "/etc/passwd", "sub/../../x"):
+        with pytest.raises(ValueError, match="escapes"):
+            run.write_text(bad, "x")
+    assert run.write_text("sub/ok.txt", "y").read_text() == "y"
+
+
+def test_checkpoint_round_trip_with_optimizer(tmp_path):
+    run = RunDir(tmp_path / "run")
+    layer = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
+    layer(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    run.save_checkpoint(7, dict(layer.named_parameters()), {"note": "x"}, opt.state_dict())
+    ckpt = run.load_checkpoint()
+    assert ckpt.step == 7 and ckpt.state["note"] == "x"
+    assert torch.equal(ckpt.tensors["weight"], layer.weight)
+    fresh = torch.optim.Adam(torch.nn.Linear(3, 2).parameters(), lr=1.0)
+    fresh.load_state_dict(ckpt.optimizer)
+    assert fresh.param_groups[0]["lr"] == 1e-3
+    assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert not list(ckpt.path.glob("*.pt")) and not list(ckpt.path.glob("*.pkl"))
+
+
+def test_corrupt_or_partial_checkpoint_falls_back_to_previous(tmp_path):
+    run = RunDir(tmp_path / "run")
+    _save(run, 1, 1.0)
+    second = _save(run, 2, 2.0)
+    assert run.latest_checkpoint() == second
+    data = bytearray((second / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (second / "model.safetensors").write_bytes(bytes(data))
+    assert run.latest_checkpoint().name == "step_1"
+    assert run.load_checkpoint().tensors["w"][0] == 1.0
+    partial = run.path / "checkpoints" / "step_3"  # a crash before the manifest was written
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half")
+    assert run.latest_checkpoint().name == "step_1"
+    with pytest.raises(ValueError, match="corrupt"):
+        run.load_checkpoint(second)
+
+
+def test_keep_only_newest_checkpoints(tmp_path):
+    run = RunDir(tmp_path / "run")
+    for step in range(1, 6):
+        run.save_checkpoint(step, {"w": torch.zeros(1)}, {}, keep=2)
+    assert [p.name for p in run.checkpoint_dirs()] == ["step_4", "step_5"]
+    assert not [p for p in (run.path / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_truncate_metrics_on_resume(tmp_path):
+    run = RunDir(tmp_path / "run")
+    for step in range(1, 6):
+        run.log(step, {"charts/reward": step}, target_queries=step)
+    run.close()
+    resumed = RunDir(tmp_path / "run", resume=True)
+    resumed.truncate_to(3)
+    resumed.log(4, {"charts/reward": 40}, target_queries=4)
+    resumed.close()
+    assert [r["step"] for r in resumed.read_metrics()] == [1, 2, 3, 4]
+    assert resumed.read_metrics()[-1]["charts/reward"] == 40
+
+
+def test_rng_state_is_json_and_restores():
+    seed_everything(3)
+    state = json.loads(json.dumps(rng_state()))
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
