@@ -76,9 +76,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _methods() -> dict[str, tuple[type, Callable[..., dict]]]:
     """Config class and train function of each ``method:`` a config file may name (a plain dict)."""
+    from rlprompt.policies.multiprompter import MultiPrompterConfig, train_multiprompter
     from rlprompt.policies.rlprompt import RLPromptConfig, train_rlprompt
 
-    return {"rlprompt": (RLPromptConfig, train_rlprompt)}
+    return {
+        "rlprompt": (RLPromptConfig, train_rlprompt),
+        "multiprompter": (MultiPrompterConfig, train_multiprompter),
+    }
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:

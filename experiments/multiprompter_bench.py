@@ -1,0 +1,144 @@
+"""Benchmark: MultiPrompter (Kim et al. 2023) with K=2 and K=3 agents against single-agent RLPrompt
+(Deng et al. 2022) on SST-2 16-shot, with the same total prompt length and the same target-query budget.
+
+Every arm trains on ``<data>/<seed>/train.tsv`` and selects its prompt on ``dev.tsv`` until
+``--budget`` target sequences (training + dev evaluation) are spent, then its best prompt is scored on
+the test set (raw accuracy). Arms: ``single`` (``train_rlprompt``, prompt_length = L), ``k2`` and ``k3``
+(``train_multiprompter``, segment_length = L / K). Writes ``experiments/results/multiprompter.json``,
+``.md`` and ``.png`` (raw train reward vs target queries, mean over seeds).
+
+    python experiments/multiprompter_bench.py --seeds 16-42 16-13 --budget 20000          # hours on CPU
+    python experiments/multiprompter_bench.py --seeds 16-42 --budget 600 --test-limit 64 n_episodes=4 input_batch_size=8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rlprompt.config import dump_config, load_config
+from rlprompt.evaluation import evaluate
+from rlprompt.policies.multiprompter import MultiPrompterConfig, train_multiprompter
+from rlprompt.policies.rlprompt import RLPromptConfig, build_task, train_rlprompt
+from rlprompt.runs import RunDir
+from rlprompt.targets import make_target
+
+ROOT = Path(__file__).resolve().parent
+SEEDS = ("16-100", "16-13", "16-21")
+# settings that mean the same in both configs, copied from the MultiPrompter config to the RLPrompt arm
+SHARED = ("task", "template", "verbalizers", "target", "target_dtype", "policy_model", "policy_dtype", "vocab",
+          "top_k", "mlp_hidden", "value_hidden", "learning_rate", "n_epochs", "gamma", "gae_lambda", "clip_range",
+          "ent_coef", "vf_coef", "max_grad_norm", "reward", "correct_coef", "incorrect_coef", "stabilizer",
+          "input_batch_size", "eval_every", "eval_top_k", "checkpoint_every")
+
+
+def arm_configs(base: MultiPrompterConfig, length: int, budget: int, task_seed: str, seed: int) -> dict:
+    """The three arms' configs for one dataset seed: same prompt length, budget, data, target and PPO settings."""
+    common = {"task_seed": task_seed, "seed": seed, "max_target_queries": budget, "total_updates": 10**6}
+    single = {k: getattr(base, k) for k in SHARED} | common | {"prompt_length": length, "n_envs": base.n_episodes}
+    arms = {"single": RLPromptConfig(**single)}
+    for k in (2, 3):
+        if length % k:
+            raise ValueError(f"prompt length {length} must be divisible by 2 and 3")
+        arms[f"k{k}"] = load_config(dump_config(base), MultiPrompterConfig, [f"{key}={value}" for key, value in (
+            common | {"n_agents": k, "segment_length": length // k}).items()])
+    return arms
+
+
+def curve(run_dir: str) -> list[tuple[int, float]]:
+    """(target queries, raw train reward) after each update of a run."""
+    return [(r["target_queries"], r["charts/raw_reward"]) for r in RunDir(run_dir, resume=True).read_metrics()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the MultiPrompter config")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "multiprompter_sst2.yaml"))
+    parser.add_argument("--seeds", nargs="+", default=list(SEEDS), help="dataset seed directories")
+    parser.add_argument("--length", type=int, default=6, help="total prompt tokens (divisible by 2 and 3)")
+    parser.add_argument("--budget", type=int, default=20_000, help="target sequences per arm and seed")
+    parser.add_argument("--test-limit", type=int, default=None, help="score only the first N test sentences")
+    parser.add_argument("--runs-dir", default="runs/multiprompter_bench")
+    parser.add_argument("--out", default=str(ROOT / "results" / "multiprompter.json"))
+    args = parser.parse_args(argv)
+
+    base = load_config(args.config, MultiPrompterConfig, args.overrides)
+    target = make_target(base.target, dtype=base.target_dtype)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    runs: dict[str, list[dict]] = {"single": [], "k2": [], "k3": []}
+    for i, task_seed in enumerate(args.seeds):
+        for name, cfg in arm_configs(base, args.length, args.budget, task_seed, i).items():
+            train = train_rlprompt if name == "single" else train_multiprompter
+            started = time.perf_counter()
+            summary = train(cfg, Path(args.runs_dir) / f"{stamp}-{name}-{task_seed}", target=target, progress=False)
+            task = build_task(cfg)
+            test = task.split("test")
+            prompt = summary["best_prompt"] or ""
+            acc = evaluate(target, template=task.template, prompt=prompt, verbalizers=task.verbalizers,
+                           texts=test.texts[: args.test_limit], labels=test.labels[: args.test_limit]).accuracy
+            runs[name].append({"seed": task_seed, "prompt": prompt, "dev_accuracy": summary["best_dev_accuracy"],
+                               "test_accuracy": acc, "target_queries": summary["target_queries"],
+                               "updates": summary["steps"], "wall_seconds": round(time.perf_counter() - started, 1),
+                               "run_dir": summary["run_dir"], "curve": curve(summary["run_dir"])})
+            print(name, json.dumps({k: v for k, v in runs[name][-1].items() if k != "curve"}), file=sys.stderr)
+
+    arms = {name: {"test_accuracy": float(np.mean([r["test_accuracy"] for r in rs])),
+                   "target_queries": int(np.mean([r["target_queries"] for r in rs])),
+                   "prompts": {r["seed"]: r["prompt"] for r in rs}, "runs": rs} for name, rs in runs.items()}
+    task = build_task(arm_configs(base, args.length, args.budget, args.seeds[0], 0)["k2"])
+    result = {"arms": arms, "prompt_length": args.length, "budget": args.budget, "seeds": args.seeds,
+              "test_examples": len(task.split("test").texts[: args.test_limit]), "config": dump_config(base),
+              "command": " ".join(shlex.quote(a) for a in ["python", "experiments/multiprompter_bench.py", *sys.argv[1:]])}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    plot(result, out.with_suffix(".png"))
+    print(markdown(result))
+    return 0
+
+
+def plot(result: dict, path: Path) -> None:
+    """Raw train reward vs target queries, one line per arm and seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (name, arm), color in zip(result["arms"].items(), ("C0", "C1", "C2")):
+        for j, run in enumerate(arm["runs"]):
+            x, y = zip(*run["curve"]) if run["curve"] else ((), ())
+            ax.plot(x, y, color=color, alpha=0.8, label=name if j == 0 else None)
+    ax.set_xlabel("target queries (sequences)")
+    ax.set_ylabel("raw train reward (gap, mean over batch)")
+    ax.set_title(f"SST-2 16-shot, {result['prompt_length']}-token prompts")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown(result: dict) -> str:
+    """One row per arm and seed, then the means."""
+    lines = [f"# MultiPrompter vs RLPrompt on SST-2 16-shot ({result['prompt_length']}-token prompts, "
+             f"budget {result['budget']} target sequences, {result['test_examples']} test sentences, raw accuracy)",
+             "", f"Command: `{result['command']}`", "",
+             "| arm | seed | prompt | dev acc | test acc | target queries | updates | wall s |", "|---|---|---|---|---|---|---|---|"]
+    for name, arm in result["arms"].items():
+        for r in arm["runs"]:
+            lines.append(f"| {name} | {r['seed']} | `{r['prompt']}` | {r['dev_accuracy']:.3f} | {r['test_accuracy']:.3f} | "
+                         f"{r['target_queries']} | {r['updates']} | {r['wall_seconds']} |")
+    lines += ["", "Mean test accuracy: " + "; ".join(f"{n} {a['test_accuracy']:.3f}" for n, a in result["arms"].items()),
+              "", "Curves: multiprompter.png (raw train reward vs target queries).", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

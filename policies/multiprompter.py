@@ -1,0 +1,460 @@
+"""MultiPrompter: K cooperative prompter agents trained with multi-agent PPO against a frozen target.
+
+Kim et al. 2023, "MultiPrompter: Cooperative Prompt Optimization with Multi-Agent Reinforcement Learning".
+Agent ``k`` writes tokens ``[k*S, (k+1)*S)`` of one prompt (the turn order of
+:class:`~rlprompt.envs.MultiPrompterEnv`); all agents share the team reward the target gives the finished
+prompt. Centralized training, decentralized execution:
+
+* each ACTOR is RLPrompt-style (Deng et al. 2022): the frozen LM's last hidden state ``h`` of the prompt
+  so far, plus its own small MLP added residually, read out through the frozen LM head over the action
+  tokens (``shared_head=True``: one MLP fed ``h + e_k`` with a learned agent embedding ``e_k``);
+* one CENTRALIZED critic sees the whole prompt so far (``h``), the acting agent's index (one-hot) and
+  the position, and gives every agent its advantages (GAE);
+* a compact PPO loop: ``n_episodes`` episodes roll out in lockstep, so they finish together and their
+  prompts are scored in ONE :meth:`PromptScorer.score` call on one minibatch (z-scored per input).
+
+Layout: :class:`MultiPrompterConfig`, :class:`MultiPrompterPolicy`, the rollout and PPO math
+(:func:`rollout`, :func:`gae`, :func:`ppo_update`) and :func:`train_multiprompter`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlprompt.config import dump_config
+from rlprompt.envs.multiprompter import MultiPrompterEnv
+from rlprompt.envs.prompt_tokens import decode_prompt
+from rlprompt.models import load_model
+from rlprompt.policies.rlprompt import MASKED_LOGIT, RLPromptPolicy, _context_ids, build_task
+from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
+from rlprompt.targets import Target, make_target
+
+
+# -- config ---------------------------------------------------------------------------------------
+@dataclass
+class MultiPrompterConfig:
+    """Everything a MultiPrompter run reads (Kim et al. 2023); YAML files may only set these fields."""
+
+    method: ClassVar[str] = "multiprompter"
+
+    task: str = "sentiment"
+    """Built-in task name or data path (see rlprompt.tasks.load_task); needs train and dev splits."""
+    task_seed: str | None = None
+    """Dataset seed directory of an RLPrompt 16-shot dataset (e.g. 16-42); None for other tasks."""
+    template: str | None = None
+    """Template with {sentence} and {prompt}; None keeps the task's."""
+    verbalizers: list[str] | None = None
+    """One single-token verbalizer per label; None keeps the task's."""
+    target: str = "smollm2-135m-instruct"
+    """Frozen target model (rlprompt.targets.make_target spec)."""
+    target_dtype: str = "bfloat16"
+    """dtype of a local target model (bfloat16 or float32)."""
+    policy_model: str = "smollm2-135m-instruct"
+    """Frozen causal LM under the agents' MLPs (rlprompt.models.load_model name; tiny-random for tests)."""
+    policy_dtype: str = "bfloat16"
+    """dtype of the frozen policy LM (its hidden states are cast to float32 for the heads)."""
+    policy_context: str = ""
+    """Text fed after the start token, before the prompt tokens chosen so far."""
+    n_agents: int = 2
+    """K, the number of prompter agents."""
+    segment_length: int = 3
+    """Tokens each agent writes; the prompt has n_agents * segment_length tokens."""
+    vocab: list[int] | None = None
+    """Allowed action token ids; None allows every non-special token."""
+    top_k: int | None = None
+    """Fluent restriction: only the frozen LM's top-k allowed tokens may be chosen (None: no restriction)."""
+    shared_head: bool = False
+    """True: one actor MLP for all agents plus a learned agent embedding; False: one MLP per agent."""
+    mlp_hidden: int = 2048
+    """Width of each actor MLP (hidden -> mlp_hidden -> hidden)."""
+    value_hidden: int = 256
+    """Width of the centralized critic's hidden layer."""
+    n_episodes: int = 16
+    """Episodes per update; they finish together and are scored in one batched target call."""
+    total_updates: int = 200
+    """PPO updates (rollout + optimisation) of the whole run."""
+    learning_rate: float = 1e-4
+    """Adam learning rate of the actors and the critic."""
+    n_epochs: int = 4
+    """PPO epochs over each rollout (full batch)."""
+    gamma: float = 1.0
+    """Discount (the only reward comes at the last token)."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_range: float = 0.2
+    """PPO clip range."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    max_grad_norm: float = 0.5
+    """Gradient clipping norm."""
+    reward: str = "gap"
+    """Per-input reward: gap (RLPrompt's probability-gap reward), accuracy or logprob."""
+    correct_coef: float = 200.0
+    """Gap reward slope where the prediction is correct."""
+    incorrect_coef: float = 180.0
+    """Gap reward slope where the prediction is wrong."""
+    stabilizer: str = "input_zscore"
+    """Reward stabilizer: input_zscore (RLPrompt), batch_zscore, running or none."""
+    input_batch_size: int = 16
+    """Task inputs (train split) each batch of prompts is scored on."""
+    eval_every: int = 10
+    """Evaluate the greedy and best sampled prompts on dev every this many updates."""
+    eval_top_k: int = 3
+    """How many of the best sampled prompts (by train reward since the last evaluation) to evaluate on dev."""
+    checkpoint_every: int = 50
+    """Write a checkpoint every this many updates (and at the end)."""
+    keep_checkpoints: int = 3
+    """Checkpoints kept on disk (the newest ones)."""
+    seed: int = 0
+    """Seeds python, numpy, torch and the reward's minibatch sampler."""
+    max_target_queries: int | None = None
+    """Stop before an update that would pass this many target sequences (training + dev evaluation)."""
+    hidden_cache_size: int = 50_000
+    """Prompt prefixes whose frozen hidden state is cached."""
+
+    def __post_init__(self) -> None:
+        positive = ("n_agents", "segment_length", "mlp_hidden", "value_hidden", "n_episodes", "total_updates",
+                    "n_epochs", "input_batch_size", "eval_every", "eval_top_k", "checkpoint_every",
+                    "keep_checkpoints", "hidden_cache_size")
+        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
+        if bad:
+            raise ValueError(f"these fields must be >= 1: {bad}")
+        for name in ("learning_rate", "clip_range", "correct_coef", "incorrect_coef", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.ent_coef < 0 or self.vf_coef < 0:
+            raise ValueError(f"ent_coef and vf_coef must be >= 0, got {self.ent_coef} and {self.vf_coef}")
+        if self.n_episodes < 2 and self.stabilizer in ("input_zscore", "batch_zscore"):
+            raise ValueError(f"stabilizer={self.stabilizer!r} z-scores across prompts: needs n_episodes >= 2, "
+                             f"got {self.n_episodes}")
+        for name in ("target_dtype", "policy_dtype"):
+            if getattr(self, name) not in ("bfloat16", "float32", "float16"):
+                raise ValueError(f"{name} must be bfloat16, float32 or float16, got {getattr(self, name)!r}")
+        if self.max_target_queries is not None and self.max_target_queries < 1:
+            raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or null, got {self.top_k}")
+
+    @property
+    def prompt_length(self) -> int:
+        """Total prompt tokens, n_agents * segment_length."""
+        return self.n_agents * self.segment_length
+
+
+# -- policy ---------------------------------------------------------------------------------------
+def _mlp(width_in: int, hidden: int, width_out: int, near_zero: bool) -> nn.Sequential:
+    net = nn.Sequential(nn.Linear(width_in, hidden), nn.ReLU(), nn.Linear(hidden, width_out))
+    if near_zero:  # start from the frozen LM's own distribution (RLPrompt)
+        nn.init.normal_(net[2].weight, std=1e-4)
+        nn.init.zeros_(net[2].bias)
+    return net
+
+
+class MultiPrompterPolicy(nn.Module):
+    """K RLPrompt-style actors and one centralized critic (MultiPrompter, Kim et al. 2023, section 3).
+
+    Observations are :class:`~rlprompt.envs.MultiPrompterEnv`'s: ``(B, L + 2)`` int64 = the whole
+    prompt's token ids so far, the position ``t``, the agent number ``k + 1``. Actor ``k``:
+    ``logits = W[action ids] @ (h + MLP_k(h))`` (shared head: ``MLP(h + e_k)``), ``h`` the frozen LM's
+    hidden state of the prompt so far; ``top_k`` masks all but the frozen LM's top-k action tokens.
+    Critic: ``MLP([h, onehot(k), t / L]) -> V``. The frozen LM is not
+    a submodule: ``parameters()`` and ``state_dict()`` hold only the trainable heads.
+    """
+
+    def __init__(self, lm: nn.Module, action_token_ids: np.ndarray, context_ids: list[int], n_agents: int,
+                 prompt_length: int, *, shared_head: bool = False, mlp_hidden: int = 2048, value_hidden: int = 256,
+                 top_k: int | None = None, cache_size: int = 50_000) -> None:
+        super().__init__()
+        object.__setattr__(self, "lm", lm)  # not a submodule: never optimised, never saved
+        self.action_token_ids = torch.as_tensor(np.asarray(action_token_ids), dtype=torch.long)
+        if int(self.action_token_ids.max()) >= lm.get_output_embeddings().weight.shape[0]:
+            raise ValueError("action token ids exceed the policy LM's vocabulary: policy and target tokenizers differ")
+        self.context_ids, self.n_agents, self.prompt_length = list(context_ids), n_agents, prompt_length
+        self.shared_head, self.top_k = shared_head, top_k
+        h = int(lm.config.hidden_size)
+        self._cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+        self._cache_size = cache_size
+        if shared_head:
+            self.actor = _mlp(h, mlp_hidden, h, near_zero=True)
+            self.agent_embedding = nn.Embedding(n_agents, h)
+            nn.init.normal_(self.agent_embedding.weight, std=0.02)
+        else:
+            self.actors = nn.ModuleList(_mlp(h, mlp_hidden, h, near_zero=True) for _ in range(n_agents))
+        self.critic = _mlp(h + n_agents + 1, value_hidden, 1, near_zero=False)
+        head = lm.get_output_embeddings().weight.detach()[self.action_token_ids].float().clone()
+        self.register_buffer("head_weight", head, persistent=False)
+
+    @torch.no_grad()
+    def frozen_hidden(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(B, hidden)`` frozen LM features of the prompt so far (RLPrompt's prefix cache, reused as is)."""
+        return RLPromptPolicy.frozen_hidden(self, obs[:, :-1])  # drop the agent column: tokens + t
+
+    def agent_of(self, obs: torch.Tensor) -> torch.Tensor:
+        """The acting agent's 0-based index of each observation."""
+        return obs[:, -1].long() - 1
+
+    def critic_input(self, obs: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """The centralized critic's input ``(B, hidden + K + 1)``: joint-prompt features, one-hot agent, t / L."""
+        h = self.frozen_hidden(obs) if h is None else h
+        onehot = nn.functional.one_hot(self.agent_of(obs), self.n_agents).float()
+        return torch.cat([h, onehot, obs[:, -2:-1].float() / self.prompt_length], dim=-1)
+
+    def logits(self, obs: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """Action logits ``(B, A)`` of each observation's own agent (decentralized actors)."""
+        h = self.frozen_hidden(obs) if h is None else h
+        agent = self.agent_of(obs)
+        if self.shared_head:
+            delta = self.actor(h + self.agent_embedding(agent))
+        else:
+            delta = torch.zeros_like(h)
+            for k in agent.unique().tolist():
+                rows = agent == k
+                delta[rows] = self.actors[k](h[rows])
+        logits = (h + delta) @ self.head_weight.T
+        if self.top_k is not None and self.top_k < logits.shape[-1]:  # RLPrompt's fluent top-k of the frozen LM
+            keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(
+                -1, (h @ self.head_weight.T).topk(self.top_k, dim=-1).indices, True)
+            logits = logits.masked_fill(~keep, MASKED_LOGIT)
+        return logits
+
+    def value(self, obs: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """Centralized value ``(B,)``."""
+        return self.critic(self.critic_input(obs, h)).squeeze(-1)
+
+    @torch.no_grad()
+    def decode(self, n: int = 1, deterministic: bool = True) -> np.ndarray:
+        """Write ``n`` prompts in turn order (argmax when ``deterministic``): token ids ``(n, L)``."""
+        return rollout(self, n, deterministic=deterministic)["tokens"]
+
+
+# -- rollout and PPO ------------------------------------------------------------------------------
+def observation(tokens: torch.Tensor, t: int, segment_length: int) -> torch.Tensor:
+    """MultiPrompterEnv's observation for every row at position ``t``: tokens, ``t``, agent ``t // S + 1``."""
+    n = tokens.shape[0]
+    extra = torch.tensor([t, t // segment_length + 1], dtype=torch.long).expand(n, 2)
+    return torch.cat([tokens, extra], dim=1)
+
+
+@torch.no_grad()
+def rollout(policy: MultiPrompterPolicy, n: int, deterministic: bool = False) -> dict[str, Any]:
+    """``n`` episodes in lockstep, in MultiPrompterEnv's turn order: agent ``t // S`` picks token ``t``.
+
+    Returns ``obs (n, L, L + 2)``, ``actions``, ``log_probs``, ``values`` ``(n, L)`` and ``tokens (n, L)`` (numpy).
+    """
+    length = policy.prompt_length
+    segment = length // policy.n_agents
+    tokens = torch.zeros((n, length), dtype=torch.long)
+    obs, actions, log_probs, values = [], [], [], []
+    for t in range(length):
+        o = observation(tokens, t, segment)
+        h = policy.frozen_hidden(o)
+        dist = torch.distributions.Categorical(logits=policy.logits(o, h))
+        a = dist.probs.argmax(-1) if deterministic else dist.sample()
+        obs.append(o), actions.append(a), log_probs.append(dist.log_prob(a)), values.append(policy.value(o, h))
+        tokens[:, t] = policy.action_token_ids[a]
+    return {"obs": torch.stack(obs, 1), "actions": torch.stack(actions, 1), "log_probs": torch.stack(log_probs, 1),
+            "values": torch.stack(values, 1), "tokens": tokens.numpy()}
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE advantages and returns ``(n, L)`` for episodes whose only reward ``rewards (n,)`` comes at the end."""
+    n, length = values.shape
+    adv = torch.zeros_like(values)
+    last = torch.zeros(n)
+    for t in reversed(range(length)):
+        final = t == length - 1
+        delta = (rewards if final else 0.0) + (0.0 if final else gamma * values[:, t + 1]) - values[:, t]
+        last = delta + gamma * lam * (0.0 if final else last)
+        adv[:, t] = last
+    return adv, adv + values
+
+
+def ppo_update(policy: MultiPrompterPolicy, optimizer: torch.optim.Optimizer, batch: dict[str, Any],
+               rewards: torch.Tensor, cfg: MultiPrompterConfig) -> dict[str, float]:
+    """PPO epochs on one rollout: each agent's clipped loss on its own turns, advantages from the critic."""
+    obs = batch["obs"].flatten(0, 1)
+    actions, old_logp = batch["actions"].flatten(), batch["log_probs"].flatten()
+    adv, returns = gae(rewards, batch["values"], cfg.gamma, cfg.gae_lambda)
+    adv, returns = adv.flatten(), returns.flatten()
+    adv = (adv - adv.mean()) / (adv.std() + 1e-8) if adv.numel() > 1 else adv
+    h = policy.frozen_hidden(obs)  # frozen: computed once for all epochs
+    agent = policy.agent_of(obs)
+    stats: dict[str, float] = {}
+    for _ in range(cfg.n_epochs):
+        dist = torch.distributions.Categorical(logits=policy.logits(obs, h))
+        logp, entropy = dist.log_prob(actions), dist.entropy()
+        ratio = torch.exp(logp - old_logp)
+        surrogate = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range) * adv)
+        policy_loss = torch.zeros(())
+        for k in range(cfg.n_agents):  # one PPO objective per agent, each averaged over its own turns
+            mine = agent == k
+            loss_k = surrogate[mine].mean() - cfg.ent_coef * entropy[mine].mean()
+            policy_loss = policy_loss + loss_k
+            stats[f"losses/policy_loss_agent{k}"] = loss_k.item()
+        value_loss = nn.functional.mse_loss(policy.value(obs, h), returns)
+        optimizer.zero_grad()
+        (policy_loss + cfg.vf_coef * value_loss).backward()
+        nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        with torch.no_grad():
+            stats.update({"losses/value_loss": value_loss.item(), "losses/entropy": entropy.mean().item(),
+                          "losses/approx_kl": (old_logp - logp).mean().item(),
+                          "losses/clip_fraction": ((ratio - 1).abs() > cfg.clip_range).float().mean().item()})
+    return stats
+
+
+# -- training -------------------------------------------------------------------------------------
+def make_multiprompter(cfg: MultiPrompterConfig, target: Target | None = None
+                       ) -> tuple[MultiPrompterEnv, MultiPrompterPolicy, torch.optim.Optimizer]:
+    """Seed everything from ``cfg.seed``; build the env (scorer, tokenizer, action ids), policy and optimizer."""
+    seed_everything(cfg.seed)
+    task = build_task(cfg)
+    if target is None:
+        target = make_target(cfg.target, dtype=cfg.target_dtype)
+    env = MultiPrompterEnv(task, target, num_agents=cfg.n_agents, segment_length=cfg.segment_length, vocab=cfg.vocab,
+                           reward=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
+                           correct_coef=cfg.correct_coef, incorrect_coef=cfg.incorrect_coef)
+    env.reset(seed=cfg.seed)
+    shared = getattr(target, "name", None) == f"hf:{cfg.policy_model}:{cfg.policy_dtype}"
+    lm = target.model if shared else load_model(cfg.policy_model, dtype=cfg.policy_dtype)[0]
+    policy = MultiPrompterPolicy(lm, env.action_token_ids, _context_ids(env.tokenizer, cfg.policy_context),
+                                 cfg.n_agents, cfg.prompt_length, shared_head=cfg.shared_head,
+                                 mlp_hidden=cfg.mlp_hidden, value_hidden=cfg.value_hidden, top_k=cfg.top_k,
+                                 cache_size=cfg.hidden_cache_size)
+    return env, policy, torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
+
+
+def train_multiprompter(cfg: MultiPrompterConfig, run_dir: str | Path | RunDir, resume: bool = False, *,
+                        target: Target | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train MultiPrompter (Kim et al. 2023) and return a summary of the run.
+
+    ``run_dir`` receives config.yaml, metrics.jsonl (``charts/*``, ``losses/*``, ``eval/*``, ``perf/*``),
+    TensorBoard events, prompt.txt (best prompt on dev) and checkpoints. ``resume=True`` continues from the
+    latest valid checkpoint. ``target`` overrides ``cfg.target`` (tests pass a scripted fake target).
+    ``progress`` prints one line per update to stderr.
+    """
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, resume=resume)
+    checkpoint = run.load_checkpoint() if resume and run.latest_checkpoint() is not None else None
+    if resume and checkpoint is None and run.read_metrics():
+        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
+    if checkpoint is not None:
+        changed = sorted(k for k, v in dump_config(cfg).items() if run.read_config().get(k) != v)
+        if set(changed) - {"max_target_queries", "total_updates"}:
+            raise ValueError(f"config differs from the run's config.yaml in {changed}; resume with the same config")
+    run.write_config(dump_config(cfg))
+    env, policy, optimizer = make_multiprompter(cfg, target)
+    scorer, target = env.scorer, env.scorer.target
+    state: dict[str, Any] = {"step": 0, "best_accuracy": -1.0, "best_prompt": None, "greedy_prompt": None,
+                             "queries_offset": 0, "wall_offset": 0.0, "pool": {}}
+    if checkpoint is not None:
+        saved = checkpoint.state
+        policy.load_state_dict(checkpoint.tensors, strict=True)
+        optimizer.load_state_dict(checkpoint.optimizer)
+        set_rng_state(saved["rng"])
+        scorer.base_reward.rng.bit_generator.state = saved["scorer_rng"]
+        if saved.get("stabilizer") is not None:
+            scorer.reward.load_state_dict(saved["stabilizer"])
+        state.update(step=checkpoint.step, best_accuracy=saved["best_accuracy"], best_prompt=saved["best_prompt"],
+                     greedy_prompt=saved["greedy_prompt"], queries_offset=saved["target_queries"],
+                     wall_offset=saved["wall_seconds"], pool=dict(saved["pool"]))
+        run.truncate_to(checkpoint.step)
+    start_queries, started = target.stats.sequences, time.perf_counter()
+    dev_size = len(scorer.task.split("dev"))
+
+    def queries() -> int:
+        return state["queries_offset"] + target.stats.sequences - start_queries
+
+    def cost() -> int:  # upper bound on update ``step``: rollout plus a dev evaluation (any update
+        return cfg.n_episodes * cfg.input_batch_size + (1 + cfg.eval_top_k) * dev_size  # may be the final one)
+
+    def save() -> None:
+        stabilizer = getattr(scorer.reward, "state_dict", None)
+        extra = {k: v for k, v in state.items() if k != "step"}
+        run.save_checkpoint(state["step"], {k: v.detach().clone() for k, v in policy.state_dict().items()},
+                            {**extra, "target_queries": queries(), "rng": rng_state(),
+                             "scorer_rng": scorer.base_reward.rng.bit_generator.state,
+                             "stabilizer": stabilizer() if callable(stabilizer) else None},
+                            optimizer.state_dict(), keep=cfg.keep_checkpoints)
+
+    stop_reason = "total_updates"
+    try:
+        while state["step"] < cfg.total_updates:
+            if cfg.max_target_queries is not None and queries() + cost() > cfg.max_target_queries:
+                stop_reason = "max_target_queries"
+                break
+            # -- rollout: n_episodes prompts, scored together in ONE batched call
+            batch = rollout(policy, cfg.n_episodes)
+            prompts = [decode_prompt(env.tokenizer, row) for row in batch["tokens"]]
+            rewards, infos = scorer.score(prompts)
+            for p, info in zip(prompts, infos):
+                state["pool"][p] = max(state["pool"].get(p, -np.inf), info["raw_reward"])
+            # -- PPO update of every agent with the centralized critic's advantages
+            metrics = ppo_update(policy, optimizer, batch, torch.as_tensor(rewards, dtype=torch.float32), cfg)
+            state["step"] += 1
+            step = state["step"]
+            raw = [i["raw_reward"] for i in infos]
+            metrics.update({"charts/reward": float(np.mean(rewards)), "charts/raw_reward": float(np.mean(raw)),
+                            "charts/raw_reward_max": float(np.max(raw)),
+                            "charts/train_accuracy": float(np.mean([i["accuracy"] for i in infos])),
+                            "charts/unique_prompts": len(set(prompts)) / len(prompts)})
+            final = step >= cfg.total_updates
+            if cfg.max_target_queries is not None and queries() + cost() > cfg.max_target_queries:
+                stop_reason, final = "max_target_queries", True
+            if step % cfg.eval_every == 0 or final:
+                metrics.update(_evaluate(cfg, run, policy, env, state, queries))
+            state["wall_seconds"] = state["wall_offset"] + time.perf_counter() - started
+            metrics["perf/wall_seconds"] = state["wall_seconds"]
+            run.log(step, metrics, target_queries=queries())
+            if step % cfg.checkpoint_every == 0 or final:
+                save()
+            if progress:
+                print(f"multiprompter update {step}: raw_reward={metrics['charts/raw_reward']:.3f} "
+                      f"best_dev={state['best_accuracy']:.3f} queries={queries()}", file=sys.stderr, flush=True)
+            if final:
+                break
+    finally:
+        run.close()
+    summary = {"run_dir": str(run.path), "steps": state["step"], "stop_reason": stop_reason,
+               "target_queries": queries(), "best_prompt": state["best_prompt"],
+               "best_dev_accuracy": state["best_accuracy"], "greedy_prompt": state["greedy_prompt"],
+               "wall_seconds": state.get("wall_seconds", state["wall_offset"])}
+    run.write_json("summary.json", summary)
+    return summary
+
+
+def _evaluate(cfg: MultiPrompterConfig, run: RunDir, policy: MultiPrompterPolicy, env: MultiPrompterEnv,
+              state: dict[str, Any], queries) -> dict[str, float]:
+    """Dev accuracy of the greedy joint prompt and the best sampled ones; the best goes to ``prompt.txt``."""
+    greedy = decode_prompt(env.tokenizer, policy.decode(1, deterministic=True)[0])
+    pool = state["pool"]
+    sampled = sorted(pool, key=lambda p: -pool[p])[: cfg.eval_top_k]
+    scores = {p: env.scorer.evaluate(p, split="dev") for p in dict.fromkeys([greedy, *sampled])}
+    state["pool"] = {}
+    best = max(scores, key=lambda p: scores[p])  # dict order: greedy wins ties
+    if scores[best] > state["best_accuracy"]:
+        state.update(best_accuracy=scores[best], best_prompt=best)
+        run.write_prompt(best)
+        run.write_json("best_prompt.json", {"prompt": best, "dev_accuracy": scores[best], "step": state["step"],
+                                            "target_queries": queries()})
+    state["greedy_prompt"] = greedy
+    return {"eval/greedy_accuracy": scores[greedy],
+            "eval/sampled_accuracy": max((scores[p] for p in sampled), default=float("nan")),
+            "eval/best_accuracy": state["best_accuracy"]}
+
+
+__all__ = ["MultiPrompterConfig", "MultiPrompterPolicy", "gae", "make_multiprompter", "observation", "ppo_update",
+           "rollout", "train_multiprompter"]
