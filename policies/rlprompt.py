@@ -343,7 +343,7 @@ class RLPromptCallback(BaseCallback):
             if key.startswith("train/") and key not in ("train/n_updates", "train/clip_range", "train/learning_rate"):
                 metrics["losses/" + key[len("train/"):]] = float(value)
         final = step >= cfg.total_updates
-        budget_next = self._next_update_cost(step + 1)
+        budget_next = self._next_update_cost()
         if cfg.max_target_queries is not None and self.target_queries() + budget_next > cfg.max_target_queries:
             self.stop_reason, final = "max_target_queries", True
         if step % cfg.eval_every == 0 or final:
@@ -359,12 +359,11 @@ class RLPromptCallback(BaseCallback):
         if step >= cfg.total_updates and self.stop_reason is None:
             self.stop_reason = "total_updates"
 
-    def _next_update_cost(self, step: int) -> int:
-        """An upper bound on the target sequences of update ``step`` (rollout plus a dev evaluation)."""
-        cost = self.cfg.n_envs * self.cfg.episodes_per_update * self.cfg.input_batch_size
-        if step % self.cfg.eval_every == 0 or step >= self.cfg.total_updates:
-            cost += (1 + self.cfg.eval_top_k) * len(self.scorer.task.split("dev"))
-        return cost
+    def _next_update_cost(self) -> int:
+        """An upper bound on the target sequences of update ``step``: its rollout plus a dev evaluation,
+        which any update runs when it turns out to be the last one (the budget stops the run after it)."""
+        rollout = self.cfg.n_envs * self.cfg.episodes_per_update * self.cfg.input_batch_size
+        return rollout + (1 + self.cfg.eval_top_k) * len(self.scorer.task.split("dev"))
 
     def _evaluate(self) -> dict[str, float]:
         """Dev accuracy of the greedy prompt and the best sampled prompts; keeps the best in ``prompt.txt``."""
@@ -487,8 +486,8 @@ def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bo
     callback = RLPromptCallback(cfg, run, target, scorer, tokenizer, state, progress=progress)
     try:
         while state["step"] < cfg.total_updates and callback.stop_reason is None:
-            if cfg.max_target_queries is not None and callback.target_queries() + callback._next_update_cost(
-                    state["step"] + 1) > cfg.max_target_queries:
+            if cfg.max_target_queries is not None and (
+                    callback.target_queries() + callback._next_update_cost() > cfg.max_target_queries):
                 callback.stop_reason = "max_target_queries"
                 break
             model.learn(total_timesteps=rollout, callback=callback, reset_num_timesteps=False, log_interval=None)
