@@ -76,12 +76,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _methods() -> dict[str, tuple[type, Callable[..., dict]]]:
     """Config class and train function of each ``method:`` a config file may name (a plain dict)."""
+    from rlprompt.policies.dpo import DPOMethodConfig, SemDPOConfig, train_dpo
     from rlprompt.policies.multiprompter import MultiPrompterConfig, train_multiprompter
+    from rlprompt.policies.prewrite import PRewriteConfig, train_prewrite
+    from rlprompt.policies.promptagent import PromptAgentConfig, train_promptagent
     from rlprompt.policies.rlprompt import RLPromptConfig, train_rlprompt
 
     return {
         "rlprompt": (RLPromptConfig, train_rlprompt),
         "multiprompter": (MultiPrompterConfig, train_multiprompter),
+        "prewrite": (PRewriteConfig, train_prewrite),
+        "dpo": (DPOMethodConfig, train_dpo),
+        "sem-dpo": (SemDPOConfig, train_dpo),
+        "promptagent": (PromptAgentConfig, train_promptagent),
     }
 
 
@@ -148,12 +155,70 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_prefs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prefs", help="build DPO / Sem-DPO preference pairs from a config (method: dpo or sem-dpo)")
+    p.add_argument("config", help="YAML config with method: dpo or sem-dpo")
+    p.add_argument("overrides", nargs="*", help="key=value settings that override the file")
+    p.set_defaults(func=_cmd_prefs)
+
+
+def _cmd_prefs(args: argparse.Namespace) -> int:
+    from rlprompt.policies.dpo import build_preferences, load_method_config
+
+    path = build_preferences(load_method_config(args.config, args.overrides))
+    with open(path, encoding="utf-8") as handle:
+        print(json.dumps({"preferences": str(path), "pairs": sum(1 for _ in handle)}))
+    return 0
+
+
+def _add_enhance(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("enhance", help="rewrite prompts with a learned prompt enhancer")
+    p.add_argument("prompts", nargs="*", default=["-"], help="prompts to enhance; none or '-' reads one per stdin line")
+    p.add_argument("--enhancer", required=True, help="enhancer directory (written by PRewrite training)")
+    p.add_argument("--num-samples", type=int, default=1, help="rewrites per prompt (sampled when > 1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature when --num-samples > 1")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed")
+    p.add_argument("--dtype", default=None, help="override the enhancer's dtype (bfloat16 or float32)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {prompt, enhanced}")
+    p.set_defaults(func=_cmd_enhance)
+
+
+def _cmd_enhance(args: argparse.Namespace) -> int:
+    from rlprompt.enhancer import enhance_main
+
+    return enhance_main(args.enhancer, args.prompts or ["-"], num_samples=args.num_samples,
+                        temperature=args.temperature, seed=args.seed, dtype=args.dtype, as_json=args.json)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a prompt enhancer over HTTP (/v1/enhance, /v1/chat/completions proxy)")
+    p.add_argument("--enhancer", dest="enhancer_dir", required=True, help="enhancer directory")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--upstream", default=None, help="OpenAI-compatible base URL that /v1/chat/completions forwards to")
+    p.add_argument("--api-key-env", default=None, help="environment variable holding the bearer token clients must send")
+    p.add_argument("--dtype", default=None, help="override the enhancer's dtype")
+    p.add_argument("--batch-window-ms", type=float, default=10.0, help="how long to gather concurrent requests into one batch")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body accepted (413 beyond)")
+    p.add_argument("--max-prompt-chars", type=int, default=8000, help="longest prompt accepted (422 beyond)")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from rlprompt.serve import serve_main
+
+    return serve_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlprompt", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_eval(sub)
     _add_train(sub)
     _add_report(sub)
+    _add_prefs(sub)
+    _add_enhance(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from rlprompt.targets.base import Target, fill
+from rlprompt.targets.base import Target
 
 CALIBRATIONS = ("none", "contextual", "mean")
 CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")

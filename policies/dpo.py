@@ -1,0 +1,548 @@
+"""DPO and Sem-DPO for an instruction rewriter: preference pairs scored by a frozen target, then trl's DPOTrainer.
+
+1. :func:`build_preferences` samples several rewrites of each original instruction from a rewriter LM (a
+   chat meta-prompt, PRewrite's by default, Kong et al. 2024), scores every rewrite with the task reward of the
+   frozen target on one shared minibatch (:class:`~rlprompt.rewards.ClassificationReward`, Deng et al. 2022),
+   and keeps (chosen, rejected) pairs whose reward differs by at least ``margin``; it writes them as JSONL
+   in trl's conversational preference format.
+2. :func:`train_dpo` trains a LoRA adapter of the rewriter on those pairs with DPO (Rafailov et al. 2023,
+   trl's ``DPOTrainer`` unchanged) or Sem-DPO (Mohamed et al. 2025): every pair carries a weight
+   ``W = exp(-alpha * (1 - cos(e(original), e(chosen))))`` computed once before training
+   (:func:`rlprompt.rewards.semantic.semantic_weights`) and the batch loss is ``sum(W * loss) / sum(W)``.
+
+trl 1.16's ``DPOTrainer`` has no per-pair weight input (trl issue 5613). :class:`SemDPOTrainer` adds it by
+overriding exactly three methods, nothing else:
+
+- ``__init__``: installs :class:`WeightedPreferenceCollator` (trl's ``DataCollatorForPreference`` whose
+  ``torch_call`` also stacks ``weight`` into the batch) unless a collator is passed, and refuses trl loss
+  settings it does not implement (anything but ``loss_type=["sigmoid"]``, reverse KL, no ``ld_alpha``/WPO);
+- ``_set_signature_columns_if_needed``: adds ``weight`` to the kept columns (``remove_unused_columns``
+  would drop it before the collator sees it);
+- ``_compute_loss``: trl computes the per-pair loss inline there and returns only its mean, so there is no
+  smaller method to hook. The override makes the same fused-LM-head forward, takes the reference log-probs
+  from trl's ``compute_ref_log_probs`` (adapter disabled under PEFT) or the precomputed columns, computes
+  the sigmoid DPO loss per pair and returns ``sum(W * loss) / sum(W)``; it logs trl's reward/logp metrics
+  plus ``semdpo/weight``. A test checks that with every weight 1 it equals trl's own ``_compute_loss`` on
+  the same batch, and that with other weights it is the weighted mean of trl's single-pair losses.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rlprompt.config import dump_config
+from rlprompt.models import BUNDLED, load_model, load_tokenizer
+from rlprompt.rewards import ClassificationReward
+from rlprompt.rewards.semantic import Embedder, cosine_similarity, semantic_weights
+from rlprompt.runs import RunDir, seed_everything
+from rlprompt.targets import Target, make_target
+from rlprompt.tasks import ClassificationTask, load_task
+
+try:  # the PRewrite module owns the rewrite meta-prompt and the completion cleaner
+    from rlprompt.policies.prewrite import META_PROMPT, chat_template, clean_rewrite
+except ImportError:  # pragma: no cover - a minimal stand-in when PRewrite is absent
+    META_PROMPT = ("Rewrite the following instruction so that a language model follows it better. "
+                   "Output only the new instruction, nothing else.\n\nInstruction: {instruction}")
+    chat_template = None
+
+    def clean_rewrite(text: str) -> str:
+        return text.strip().split("\n\n", 1)[0].strip().strip('"').strip()
+
+DEFAULT_ORIGINALS: dict[str, list[str]] = {
+    "sentiment": [
+        "Classify the sentiment of the movie review as negative or positive.",
+        "Is this review positive or negative?",
+        "Decide whether the reviewer liked the movie.",
+        "Tell me if the sentiment of this text is negative or positive.",
+        "Read the review and say whether it is positive or negative.",
+        "Label the review's sentiment.",
+        "What is the sentiment of this movie review?",
+        "Determine if the opinion expressed is favorable or unfavorable.",
+        "Judge the overall tone of the review: negative or positive.",
+        "Answer with the sentiment of the review.",
+        "Was the writer happy or unhappy with the film?",
+        "Give the polarity of the review.",
+    ],
+    "topic": [
+        "Classify the news article into World, Sports, Business, or Tech.",
+        "What is this article about?",
+        "Pick the topic of the news story: World, Sports, Business or Tech.",
+        "Assign the article to one news category.",
+        "Which section of a newspaper does this article belong to?",
+        "Name the topic of the text.",
+        "Decide whether the article covers world news, sports, business or technology.",
+        "Label the news article with its subject.",
+        "Tell me the category of this news report.",
+        "Read the article and give its topic.",
+        "Sort this story into World, Sports, Business, or Tech.",
+        "What kind of news is this?",
+    ],
+}
+"""Plain instructions to rewrite for the built-in tasks (a config's ``originals`` replaces them)."""
+DEFAULT_ORIGINALS["sst-2"] = DEFAULT_ORIGINALS["sentiment"]
+DEFAULT_ORIGINALS["agnews"] = DEFAULT_ORIGINALS["topic"]
+
+
+# -- config ---------------------------------------------------------------------------------------
+@dataclass
+class DPOMethodConfig:
+    """A DPO run on rewriter preference pairs (Rafailov et al. 2023); YAML files may only set these fields.
+
+    Named to avoid trl's ``DPOConfig``, which :func:`train_dpo` builds from it."""
+
+    method: ClassVar[str] = "dpo"
+
+    task: str = "sentiment"
+    """Built-in task name or data path (rlprompt.tasks.load_task); the reward uses its train split."""
+    task_seed: str | None = None
+    """Dataset seed directory of an RLPrompt 16-shot dataset (e.g. 16-42); None for other tasks."""
+    target: str = BUNDLED
+    """Frozen target scoring the rewrites (rlprompt.targets.make_target spec)."""
+    target_dtype: str = "bfloat16"
+    """dtype of a local target model (bfloat16 or float32)."""
+    rewriter_model: str = BUNDLED
+    """Rewriter base model (rlprompt.models.load_model name or a local checkpoint directory)."""
+    meta_prompt: str = META_PROMPT
+    """Rewriter meta-prompt holding {instruction} once; sent as one user chat message."""
+    template: str | None = None
+    """Target template with {prompt} and {sentence}; None uses PRewrite's chat template of the bundled tokenizer."""
+    verbalizers: list[str] | None = None
+    """One single-token verbalizer per label; None uses " <label name>"."""
+    originals: list[str] | None = None
+    """Instructions to rewrite when building pairs; None uses DEFAULT_ORIGINALS[task]."""
+    eval_originals: list[str] | None = None
+    """Held-out instructions rewritten (greedy) after training to measure reward and drift; None skips it."""
+    preferences: str = "runs/preferences.jsonl"
+    """JSONL file of preference pairs: written by build_preferences, read by train_dpo (built first if missing)."""
+    samples_per_original: int = 6
+    """Rewrites sampled per original instruction when building pairs."""
+    sample_temperature: float = 1.0
+    """Sampling temperature of the rewriter when building pairs."""
+    max_new_tokens: int = 40
+    """Maximum tokens of one rewrite."""
+    reward: str = "gap"
+    """Reward of a rewrite on its minibatch: gap (RLPrompt's probability-gap reward) or accuracy."""
+    input_batch_size: int = 16
+    """Train inputs that all rewrites of one original are scored on (one shared minibatch per original)."""
+    margin: float = 0.0
+    """Keep a pair only when reward(chosen) - reward(rejected) >= margin (and strictly > 0)."""
+    max_pairs_per_original: int = 4
+    """Pairs kept per original, the largest reward gaps first."""
+    alpha: float = 1.0
+    """Sem-DPO: W = exp(-alpha * (1 - cos)); unused by plain DPO."""
+    beta: float = 0.1
+    """DPO temperature on the log-ratio difference."""
+    learning_rate: float = 5e-5
+    """AdamW learning rate of the LoRA parameters."""
+    steps: int = 20
+    """Optimisation steps."""
+    batch_size: int = 4
+    """Pairs per step."""
+    lora_r: int = 8
+    """LoRA rank of the rewriter's adapter (peft)."""
+    lora_alpha: int = 16
+    """LoRA scaling alpha."""
+    lora_dropout: float = 0.0
+    """LoRA dropout."""
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Linear modules that get LoRA adapters."""
+    max_length: int = 256
+    """Maximum tokens of prompt + completion (trl truncates past it)."""
+    checkpoint_every: int = 10
+    """Save a trl checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept on disk."""
+    seed: int = 0
+    """Seeds python, numpy, torch, trl, the rewriter's sampling and the reward's minibatch sampler."""
+
+    def __post_init__(self) -> None:
+        positive = ("samples_per_original", "max_new_tokens", "input_batch_size", "max_pairs_per_original", "steps",
+                    "batch_size", "lora_r", "lora_alpha", "max_length", "checkpoint_every", "keep_checkpoints")
+        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
+        if bad:
+            raise ValueError(f"these {type(self).__name__} fields must be >= 1: {bad}")
+        if self.samples_per_original < 2:
+            raise ValueError(f"samples_per_original must be >= 2 to form pairs, got {self.samples_per_original}")
+        if self.reward not in ("gap", "accuracy"):
+            raise ValueError(f"reward must be 'gap' or 'accuracy', got {self.reward!r}")
+        if self.meta_prompt.count("{instruction}") != 1:
+            raise ValueError(f"meta_prompt must contain {{instruction}} exactly once, got {self.meta_prompt!r}")
+        if self.margin < 0 or self.alpha < 0:
+            raise ValueError(f"margin and alpha must be >= 0, got margin={self.margin}, alpha={self.alpha}")
+        if self.beta <= 0 or self.learning_rate <= 0 or self.sample_temperature <= 0:
+            raise ValueError(f"beta, learning_rate and sample_temperature must be > 0, got {self.beta}, "
+                             f"{self.learning_rate}, {self.sample_temperature}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}")
+        if self.originals is not None and len(self.originals) < 1:
+            raise ValueError("originals must hold at least one instruction (or be null for the task's defaults)")
+        if not self.lora_target_modules:
+            raise ValueError("lora_target_modules must name at least one module")
+
+
+@dataclass
+class SemDPOConfig(DPOMethodConfig):
+    """A Sem-DPO run (Mohamed et al. 2025): DPO with each pair weighted by its chosen rewrite's similarity
+    to the original, ``exp(-alpha * (1 - cos))``; the same fields as :class:`DPOMethodConfig`."""
+
+    method: ClassVar[str] = "sem-dpo"
+
+
+def method_config(method: str) -> type[DPOMethodConfig]:
+    """The config class of ``method`` (``dpo`` or ``sem-dpo``)."""
+    classes = {"dpo": DPOMethodConfig, "sem-dpo": SemDPOConfig}
+    if method not in classes:
+        raise ValueError(f"method must be one of {sorted(classes)}, got {method!r}")
+    return classes[method]
+
+
+# -- preference data ------------------------------------------------------------------------------
+def build_task(cfg: DPOMethodConfig) -> ClassificationTask:
+    """The config's classification task with its template and verbalizers (train split required)."""
+    base = load_task(cfg.task, seed=cfg.task_seed)
+    if not isinstance(base, ClassificationTask) or "train" not in base.splits:
+        raise ValueError(f"DPO needs a classification task with a train split; {cfg.task!r} is not one")
+    template = cfg.template
+    if template is None:
+        if chat_template is None:
+            raise ValueError("set template: the PRewrite chat template is unavailable")
+        template = chat_template(load_tokenizer(BUNDLED))
+    verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
+    return load_task(cfg.task, seed=cfg.task_seed, template=template, verbalizers=verbalizers)
+
+
+def config_target(cfg: DPOMethodConfig) -> Target:
+    """The config's frozen target (``target_dtype`` applies to local models only)."""
+    return make_target(cfg.target, **({} if cfg.target.startswith("openai:") else {"dtype": cfg.target_dtype}))
+
+
+def originals_for(cfg: DPOMethodConfig) -> list[str]:
+    """``cfg.originals`` or the default instructions of the task."""
+    if cfg.originals is not None:
+        return list(cfg.originals)
+    if cfg.task not in DEFAULT_ORIGINALS:
+        raise ValueError(f"no default originals for task {cfg.task!r}: set originals in the config")
+    return list(DEFAULT_ORIGINALS[cfg.task])
+
+
+def meta_messages(cfg: DPOMethodConfig, original: str) -> list[dict[str, str]]:
+    """The rewriter's conversational prompt for ``original`` (one user message), as DPOTrainer expects."""
+    return [{"role": "user", "content": cfg.meta_prompt.replace("{instruction}", original)}]
+
+
+def preference_pairs(candidates: Sequence[str], rewards: Sequence[float], margin: float,
+                     limit: int) -> list[tuple[int, int]]:
+    """Index pairs (chosen, rejected) with ``rewards[c] - rewards[r] >= margin`` and ``> 0``, largest gaps
+    first, at most ``limit`` of them; duplicated texts count once."""
+    first = {text: i for i, text in reversed(list(enumerate(candidates)))}
+    unique = sorted(set(first.values()))
+    pairs = [(c, r) for c in unique for r in unique
+             if rewards[c] - rewards[r] > 0 and rewards[c] - rewards[r] >= margin]
+    pairs.sort(key=lambda p: (-(rewards[p[0]] - rewards[p[1]]), p))
+    return pairs[:limit]
+
+
+def build_preferences(cfg: DPOMethodConfig, *, target: Target | None = None, rewriter: Target | None = None,
+                      task: ClassificationTask | None = None, output: str | Path | None = None) -> Path:
+    """Sample, score and pair rewrites; write ``cfg.preferences`` (or ``output``) as JSONL and return its path.
+
+    Each line holds ``prompt`` (the meta-prompt as a chat message list), ``chosen``/``rejected`` (one
+    assistant message each), ``original``, ``chosen_reward`` and ``rejected_reward``. ``target``,
+    ``rewriter`` (any :class:`Target`; it generates with ``chat=True``) and ``task`` override the config's.
+    """
+    task = task or build_task(cfg)
+    target = target or config_target(cfg)
+    rewriter = rewriter or make_target(cfg.rewriter_model, dtype="float32")
+    reward = ClassificationReward.from_task(target, task, "train", batch_size=min(cfg.input_batch_size,
+                                            len(task.split("train"))), kind=cfg.reward, seed=cfg.seed)
+    rows = []
+    for n, original in enumerate(originals_for(cfg)):
+        samples = rewriter.generate([meta_messages(cfg, original)[0]["content"]], chat=True,
+                                    temperature=cfg.sample_temperature, num_samples=cfg.samples_per_original,
+                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + n)
+        candidates = [c for c in dict.fromkeys(clean_rewrite(s) for s in samples) if c]
+        if len(candidates) < 2:
+            continue
+        scores = reward(None, candidates)
+        for c, r in preference_pairs(candidates, scores, cfg.margin, cfg.max_pairs_per_original):
+            rows.append({"prompt": meta_messages(cfg, original),
+                         "chosen": [{"role": "assistant", "content": candidates[c]}],
+                         "rejected": [{"role": "assistant", "content": candidates[r]}],
+                         "original": original, "chosen_reward": float(scores[c]), "rejected_reward": float(scores[r])})
+    path = Path(output or cfg.preferences)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(tmp, path)
+    return path
+
+
+def load_preferences(path: str | Path):
+    """The pairs of a preferences JSONL as a ``datasets.Dataset`` (a ``ValueError`` if it holds none)."""
+    from datasets import load_dataset
+
+    if not Path(path).is_file() or Path(path).stat().st_size == 0:
+        raise ValueError(f"{str(path)!r} holds no preference pairs: build them first (rlprompt prefs CONFIG), "
+                         "or lower margin / raise samples_per_original")
+    return load_dataset("json", data_files=str(path), split="train")
+
+
+def pair_weights(dataset: Any, alpha: float, embedder: Embedder | None = None) -> np.ndarray:
+    """Sem-DPO weights of the dataset's pairs: original vs chosen text (Mohamed et al. 2025)."""
+    chosen = [row[-1]["content"] if isinstance(row, list) else str(row) for row in dataset["chosen"]]
+    return semantic_weights(list(dataset["original"]), chosen, alpha, embedder)
+
+
+# -- the weighted trainer -------------------------------------------------------------------------
+@functools.cache
+def _collator_class():
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    @dataclass
+    class WeightedPreferenceCollator(DataCollatorForPreference):
+        """trl's preference collator that also stacks each example's ``weight`` into ``batch["weight"]``."""
+
+        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+            batch = super().torch_call(examples)
+            batch["weight"] = torch.tensor([float(e["weight"]) for e in examples], dtype=torch.float32)
+            return batch
+
+    return WeightedPreferenceCollator
+
+
+@functools.cache
+def _trainer_class():
+    from trl import DPOTrainer
+
+    class SemDPOTrainer(DPOTrainer):
+        """trl's DPOTrainer with a per-pair weight column (Sem-DPO, Mohamed et al. 2025): loss = sum(W l) / sum(W).
+
+        Supports trl's standard DPO loss only (``loss_type=["sigmoid"]``, reverse KL, no ``ld_alpha``, no WPO
+        weighting); other settings raise at construction instead of being silently ignored.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            args_obj = kwargs.get("args")
+            if kwargs.get("data_collator") is None and kwargs.get("processing_class") is not None:
+                tok = kwargs["processing_class"]
+                kwargs["data_collator"] = _collator_class()(
+                    pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                    max_length=args_obj.max_length if args_obj else None,
+                    truncation_mode=args_obj.truncation_mode if args_obj else "keep_start")
+            super().__init__(*args, **kwargs)
+            if list(self.loss_types) != ["sigmoid"] or self.f_divergence_type != "reverse_kl" or \
+                    self.ld_alpha is not None or self.use_weighting:
+                raise ValueError(f"SemDPOTrainer supports loss_type=['sigmoid'], f_divergence_type='reverse_kl', "
+                                 f"ld_alpha=None, use_weighting=False; got {self.loss_types}, "
+                                 f"{self.f_divergence_type!r}, {self.ld_alpha}, {self.use_weighting}")
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if "weight" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "weight"]
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            mode = "train" if self.model.training else "eval"
+            weight = inputs["weight"].float()
+            inputs = {k: v for k, v in inputs.items() if k != "weight"}
+            model_kwargs = {k: v for k, v in inputs.items()
+                            if k not in {"completion_mask", "ref_chosen_logps", "ref_rejected_logps"}}
+            model_kwargs["use_cache"] = False
+            completion_mask = inputs["completion_mask"]
+            seq_len = completion_mask.size(1) - 1
+            labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+            outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+            logps = outputs.log_probs[:, -seq_len:].sum(dim=1)
+            chosen_logps, rejected_logps = logps.chunk(2, dim=0)
+            if self.precompute_ref_logps:
+                ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+            else:
+                ref_chosen, ref_rejected = self.compute_ref_log_probs(
+                    self.model if self.ref_model is None else self.ref_model, inputs)
+            chosen_logratios = chosen_logps - ref_chosen
+            rejected_logratios = rejected_logps - ref_rejected
+            per_pair = -F.logsigmoid(self.beta * (chosen_logratios - rejected_logratios))
+            weight = weight.to(per_pair.device, per_pair.dtype)
+            loss = (weight * per_pair).sum() / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny)
+
+            chosen_rewards = self.beta * chosen_logratios.detach()
+            rejected_rewards = self.beta * rejected_logratios.detach()
+            gather = self.accelerator.gather
+            metrics = self._metrics[mode]
+            metrics["rewards/chosen"].append(gather(chosen_rewards).mean().item())
+            metrics["rewards/rejected"].append(gather(rejected_rewards).mean().item())
+            metrics["rewards/accuracies"].append(gather((chosen_rewards > rejected_rewards).float()).mean().item())
+            metrics["rewards/margins"].append(gather(chosen_rewards - rejected_rewards).mean().item())
+            metrics["logps/chosen"].append(gather(chosen_logps.detach()).mean().item())
+            metrics["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
+            metrics["semdpo/weight"].append(gather(weight).mean().item())
+            return (loss, outputs) if return_outputs else loss
+
+    return SemDPOTrainer
+
+
+def __getattr__(name: str) -> Any:
+    """``SemDPOTrainer`` and ``WeightedPreferenceCollator`` are built on first access (importing trl is slow)."""
+    if name == "SemDPOTrainer":
+        return _trainer_class()
+    if name == "WeightedPreferenceCollator":
+        return _collator_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# -- training -------------------------------------------------------------------------------------
+def _trl_config(cfg: DPOMethodConfig, output_dir: Path):
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=1,
+        learning_rate=cfg.learning_rate, beta=cfg.beta, max_steps=cfg.steps, max_length=cfg.max_length,
+        logging_steps=1, save_strategy="steps", save_steps=cfg.checkpoint_every, save_total_limit=cfg.keep_checkpoints,
+        use_cpu=not torch.cuda.is_available(), bf16=False, seed=cfg.seed, data_seed=cfg.seed, report_to="none",
+        disable_tqdm=True, dataloader_num_workers=0, activation_checkpointing=False,
+    )
+
+
+def _run_logger(run: RunDir):
+    from transformers import TrainerCallback
+
+    class RunLogger(TrainerCallback):
+        """Writes trl's logs into the run's metrics.jsonl under fixed namespaces."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            metrics = {}
+            for key, value in (logs or {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    space = "losses" if "loss" in key else "charts"
+                    metrics[f"{space}/{key.replace('/', '_')}"] = float(value)
+            if state.is_world_process_zero and metrics:
+                run.log(state.global_step, metrics, target_queries=0)
+
+    return RunLogger()
+
+
+def _last_checkpoint(output_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return Path(found) if output_dir.is_dir() and (found := get_last_checkpoint(str(output_dir))) else None
+
+
+def rewrite(model: Any, tokenizer: Any, cfg: DPOMethodConfig, originals: Sequence[str]) -> list[str]:
+    """Greedy rewrites of ``originals`` by ``model`` (cleaned), one each."""
+    from rlprompt.targets.hf import HFTarget
+
+    gen = HFTarget.from_loaded(model.eval(), tokenizer, batch_size=8)
+    texts = [meta_messages(cfg, o)[0]["content"] for o in originals]
+    out = gen.generate(texts, chat=True, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
+    return [clean_rewrite(t) or o for t, o in zip(out, originals)]
+
+
+def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *,
+              rewriter: tuple[Any, Any] | None = None, embedder: Embedder | None = None, target: Target | None = None,
+              task: ClassificationTask | None = None) -> dict[str, Any]:
+    """Train the rewriter's LoRA adapter with DPO or Sem-DPO (by ``type(cfg).method``) and return a summary.
+
+    ``run_dir`` receives config.yaml, metrics.jsonl, ``pair_weights.json`` (Sem-DPO), trl checkpoints under
+    ``checkpoints/checkpoint-<step>/`` (adapter safetensors, optimizer, trainer state) and summary.json;
+    ``resume=True`` continues from the latest one. When ``cfg.eval_originals`` is set, the trained rewriter
+    rewrites them greedily and the summary holds ``eval_reward`` (task reward on the dev split, else train)
+    and ``eval_similarity`` (mean cosine original vs rewrite). ``rewriter`` (model, tokenizer), ``embedder``,
+    ``target`` and ``task`` override the config's (tests).
+    """
+    from peft import LoraConfig
+    from trl import DPOTrainer
+
+    semantic = type(cfg).method == "sem-dpo"
+    run = RunDir(run_dir, resume=resume)
+    if resume and (run.path / "config.yaml").is_file():
+        changed = sorted(k for k, v in dump_config(cfg).items() if run.read_config().get(k) != v)
+        if set(changed) - {"steps", "checkpoint_every"}:
+            raise ValueError(f"config differs from the run's config.yaml in {changed}; resume with the same config")
+    run.write_config(dump_config(cfg))
+    seed_everything(cfg.seed)
+    if not Path(cfg.preferences).is_file():
+        from rlprompt.targets.hf import HFTarget
+
+        build_preferences(cfg, target=target, task=task,
+                          rewriter=HFTarget.from_loaded(*rewriter) if rewriter is not None else None)
+    dataset = load_preferences(cfg.preferences)
+    weights = None
+    if semantic:
+        stored = run.path / "pair_weights.json"
+        weights = (np.asarray(json.loads(stored.read_text(encoding="utf-8"))) if resume and stored.is_file()
+                   else pair_weights(dataset, cfg.alpha, embedder))
+        if len(weights) != len(dataset):
+            raise ValueError(f"pair_weights.json holds {len(weights)} weights for {len(dataset)} pairs")
+        run.write_json("pair_weights.json", weights.tolist())
+        dataset = dataset.add_column("weight", weights.tolist())
+    model, tokenizer = rewriter if rewriter is not None else load_model(cfg.rewriter_model, dtype="float32")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    output_dir = run.path / "checkpoints"
+    checkpoint = _last_checkpoint(output_dir) if resume else None
+    if resume and checkpoint is None and run.read_metrics():
+        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no trl checkpoint")
+    if checkpoint is not None:
+        run.truncate_to(int(checkpoint.name.rsplit("-", 1)[1]))
+    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                             target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
+    trainer_cls = _trainer_class() if semantic else DPOTrainer
+    trainer = trainer_cls(model=model, args=_trl_config(cfg, output_dir), train_dataset=dataset,
+                          processing_class=tokenizer, peft_config=peft_config, callbacks=[_run_logger(run)])
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    summary: dict[str, Any] = {
+        "run_dir": str(run.path), "method": type(cfg).method, "steps": trainer.state.global_step,
+        "pairs": len(dataset), "train_seconds": time.perf_counter() - start,
+        "mean_weight": float(np.mean(weights)) if weights is not None else 1.0,
+    }
+    if cfg.eval_originals:
+        summary.update(evaluate_rewriter(trainer.accelerator.unwrap_model(trainer.model), tokenizer, cfg,
+                                         cfg.eval_originals, target=target, task=task, embedder=embedder))
+        run.log(trainer.state.global_step, {"eval/reward": summary["eval_reward"],
+                                            "eval/similarity": summary["eval_similarity"]}, target_queries=0)
+    run.write_json("summary.json", summary)
+    run.close()
+    return summary
+
+
+def evaluate_rewriter(model: Any, tokenizer: Any, cfg: DPOMethodConfig, originals: Sequence[str], *,
+                      target: Target | None = None, task: ClassificationTask | None = None,
+                      embedder: Embedder | None = None) -> dict[str, Any]:
+    """Greedy rewrites of held-out ``originals``: mean task reward (whole dev split, else train) and mean
+    cosine similarity to the originals (semantic drift)."""
+    task = task or build_task(cfg)
+    target = target or config_target(cfg)
+    rewrites = rewrite(model, tokenizer, cfg, originals)
+    split = "dev" if "dev" in task.splits else "train"
+    scorer = ClassificationReward.from_task(target, task, split, batch_size=None, kind=cfg.reward, seed=cfg.seed)
+    rewards = scorer(None, rewrites)
+    sims = cosine_similarity(list(originals), rewrites, embedder)
+    return {"eval_reward": float(np.mean(rewards)), "eval_similarity": float(np.mean(sims)),
+            "eval_rewrites": rewrites}
+
+
+def load_method_config(path: str | Path, overrides: Sequence[str] = ()) -> DPOMethodConfig:
+    """Load a ``method: dpo`` or ``method: sem-dpo`` YAML config (plus ``key=value`` overrides)."""
+    from rlprompt.config import config_method, load_config
+
+    return load_config(path, method_config(config_method(path, default="dpo")), overrides)
+
+
+__all__ = ["DEFAULT_ORIGINALS", "DPOMethodConfig", "SemDPOConfig", "SemDPOTrainer", "WeightedPreferenceCollator",
+           "build_preferences", "config_target", "evaluate_rewriter", "load_method_config", "load_preferences",
+           "method_config", "pair_weights", "preference_pairs", "train_dpo"]
+

@@ -1,0 +1,481 @@
+"""PRewrite: a LoRA-tuned LM that rewrites an instruction, trained with GRPO against a frozen target.
+
+Kong et al. 2024, "PRewrite: Prompt Rewriting with Reinforcement Learning" (ACL). A rewriter LM reads a
+meta-prompt holding the initial instruction and writes a new instruction; the frozen target classifies
+task inputs with the new instruction filled into a chat template, and its task metric (RLPrompt's
+probability-gap reward or accuracy, Deng et al. 2022) on a minibatch of train inputs shared by all
+completions of a step is the reward. The paper trains with PPO; here trl's ``GRPOTrainer`` (Shao et al.
+2024) plays that role, with a KL penalty (``beta``) to the initial rewriter (the LoRA adapter disabled).
+Inference: PRewrite-I keeps the greedy rewrite, PRewrite-S samples ``K`` rewrites and keeps the best on dev.
+
+Layout: :class:`PRewriteConfig`, the template helpers, :class:`RewriteReward`, :class:`PRewriteGRPOTrainer`
+(generation in eval mode with a KV cache), :class:`RunLogger`, the inference functions and :func:`train_prewrite`.
+Run under accelerate with ``accelerate launch --num_processes 1 --cpu -m rlprompt.policies.prewrite CONFIG --run-dir DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from rlprompt.config import dump_config
+from rlprompt.models import BUNDLED, load_model, load_tokenizer
+from rlprompt.rewards import ClassificationReward, make_stabilizer
+from rlprompt.rewards.protocol import completion_texts
+from rlprompt.runs import RunDir, seed_everything
+from rlprompt.targets import Target, make_target
+from rlprompt.tasks import ClassificationTask, load_task
+
+META_PROMPT = (
+    "Rewrite the following instruction so that a language model follows it better. You may rephrase it "
+    "and/or add specific requirements, such as what to pay attention to or which answer options to use. "
+    "Output only the new instruction, nothing else.\n\nInstruction: {instruction}"
+)
+"""The project's meta-prompt (PRewrite, Kong et al. 2024, section 3): ``{instruction}`` is the one to rewrite."""
+
+ANSWER_PREFIX = "Answer:"
+INITIAL_INSTRUCTIONS = {
+    "sentiment": "Classify the sentiment of the movie review as negative or positive.",
+    "sst-2": "Classify the sentiment of the movie review as negative or positive.",
+    "topic": "Classify the news article into World, Sports, Business, or Tech.",
+    "agnews": "Classify the news article into World, Sports, Business, or Tech.",
+    "yesno": "Answer the question with yes or no.",
+}
+STABILIZERS = ("input_zscore", "batch_zscore", "none")
+
+
+# -- config ---------------------------------------------------------------------------------------
+@dataclass
+class PRewriteConfig:
+    """Everything a PRewrite run reads (Kong et al. 2024); YAML files may only set these fields."""
+
+    method: ClassVar[str] = "prewrite"
+
+    task: str = "sentiment"
+    """Built-in task name or data path (rlprompt.tasks.load_task); needs train and dev splits."""
+    task_seed: str | None = None
+    """Dataset seed directory of an RLPrompt 16-shot dataset (e.g. 16-42); None for other tasks."""
+    target: str = BUNDLED
+    """Frozen target (rlprompt.targets.make_target spec: a model name, or openai:<base_url>:<model>)."""
+    target_dtype: str = "bfloat16"
+    """dtype of a local target model (bfloat16 or float32)."""
+    rewriter_model: str = BUNDLED
+    """Rewriter base model (rlprompt.models.load_model name or a local checkpoint directory)."""
+    lora_r: int = 8
+    """LoRA rank of the rewriter's adapter (peft)."""
+    lora_alpha: int = 16
+    """LoRA scaling alpha."""
+    lora_dropout: float = 0.0
+    """LoRA dropout (0 keeps generation and scoring consistent)."""
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Linear modules that get LoRA adapters."""
+    initial_instruction: str | None = None
+    """The instruction to rewrite; None picks a built-in one for the task (INITIAL_INSTRUCTIONS)."""
+    meta_prompt: str = META_PROMPT
+    """Rewriter meta-prompt holding {instruction} once; sent as one user chat message."""
+    template: str | None = None
+    """Target template with {prompt} (the instruction) and {sentence}; None renders the target's chat format
+    (chat_template): the instruction and the input in one user message, then the answer prefix."""
+    answer_prefix: str = ANSWER_PREFIX
+    """Text the assistant turn starts with before the verbalizer is scored (used when template is None)."""
+    verbalizers: list[str] | None = None
+    """One single-token verbalizer per label; None uses " <label name>" for each label."""
+    reward: str = "gap"
+    """Per-input reward: gap (RLPrompt's probability-gap reward) or accuracy."""
+    stabilizer: str = "input_zscore"
+    """Stabilizer over the completions of a step: input_zscore (RLPrompt), batch_zscore or none."""
+    input_batch_size: int = 16
+    """Train inputs each step's completions are all scored on (one shared minibatch per step)."""
+    num_generations: int = 8
+    """Rewrites sampled per step (the GRPO group)."""
+    max_completion_length: int = 40
+    """Maximum tokens of one rewrite."""
+    temperature: float = 1.0
+    """Sampling temperature of the rewriter during training."""
+    learning_rate: float = 1e-4
+    """AdamW learning rate of the LoRA parameters."""
+    beta: float = 0.04
+    """KL coefficient to the initial rewriter (adapter disabled); 0 turns the reference model off."""
+    steps: int = 50
+    """GRPO optimisation steps (one group of num_generations rewrites each)."""
+    checkpoint_every: int = 10
+    """Save a trl checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept on disk."""
+    num_samples: int = 8
+    """K of PRewrite-S: rewrites sampled after training, the best on dev is kept."""
+    sample_temperature: float = 1.0
+    """Sampling temperature of PRewrite-S."""
+    dev_limit: int | None = None
+    """Score PRewrite-I/S candidates on N dev examples balanced over labels (None: the whole split)."""
+    seed: int = 0
+    """Seeds python, numpy, torch, trl and the reward's minibatch sampler."""
+    device: str = "cpu"
+    """cpu (use_cpu=True, fp32) or auto (whatever accelerate picks; bf16 on GPU)."""
+
+    def __post_init__(self) -> None:
+        positive = ("lora_r", "lora_alpha", "input_batch_size", "num_generations", "max_completion_length", "steps",
+                    "checkpoint_every", "keep_checkpoints", "num_samples")
+        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
+        if bad:
+            raise ValueError(f"these PRewriteConfig fields must be >= 1: {bad}")
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 (GRPO compares rewrites in a group), got {self.num_generations}")
+        if self.reward not in ("gap", "accuracy"):
+            raise ValueError(f"reward must be 'gap' or 'accuracy', got {self.reward!r}")
+        if self.stabilizer not in STABILIZERS:
+            raise ValueError(f"stabilizer must be one of {list(STABILIZERS)}, got {self.stabilizer!r}")
+        if self.meta_prompt.count("{instruction}") != 1:
+            raise ValueError(f"meta_prompt must contain {{instruction}} exactly once, got {self.meta_prompt!r}")
+        if not 0 <= self.lora_dropout < 1 or self.beta < 0 or self.learning_rate <= 0:
+            raise ValueError(f"need 0 <= lora_dropout < 1, beta >= 0, learning_rate > 0; got "
+                             f"{self.lora_dropout}, {self.beta}, {self.learning_rate}")
+        if self.temperature <= 0 or self.sample_temperature <= 0:
+            raise ValueError(f"temperatures must be > 0, got {self.temperature} and {self.sample_temperature}")
+        if self.device not in ("cpu", "auto"):
+            raise ValueError(f"device must be 'cpu' or 'auto', got {self.device!r}")
+        if self.dev_limit is not None and self.dev_limit < 1:
+            raise ValueError(f"dev_limit must be >= 1 or None, got {self.dev_limit}")
+        if not self.lora_target_modules:
+            raise ValueError("lora_target_modules must name at least one module")
+
+
+# -- task, template, reward -----------------------------------------------------------------------
+def chat_template(tokenizer: Any, answer_prefix: str = ANSWER_PREFIX) -> str:
+    """A classification template in the target's own chat format: one user message holding the
+    instruction (``{prompt}``) and the input (``{sentence}``), then the assistant turn opened with
+    ``answer_prefix``; the verbalizer is scored as the next token. A plain string, so
+    ``rlprompt eval --template`` reproduces it."""
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "\x00P\x00\n\nInput: \x00S\x00"}],
+                                             add_generation_prompt=True, tokenize=False)
+    return rendered.replace("\x00P\x00", "{prompt}").replace("\x00S\x00", "{sentence}") + answer_prefix
+
+
+def build_task(cfg: PRewriteConfig, tokenizer: Any | None = None) -> ClassificationTask:
+    """The config's task with its PRewrite template and verbalizers; it needs train and dev splits.
+
+    ``tokenizer`` renders the chat template (default: the bundled model's, whose chat format the
+    bundled target and a vLLM server of the same model share)."""
+    base = load_task(cfg.task, seed=cfg.task_seed)
+    if not isinstance(base, ClassificationTask):
+        raise ValueError(f"PRewrite needs a classification task; {cfg.task!r} is {type(base).__name__}")
+    missing = [s for s in ("train", "dev") if s not in base.splits]
+    if missing:
+        raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing} that PRewrite trains and selects on")
+    template = cfg.template or chat_template(tokenizer or load_tokenizer(BUNDLED), cfg.answer_prefix)
+    verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
+    return load_task(cfg.task, seed=cfg.task_seed, template=template, verbalizers=verbalizers,
+                     prompt=initial_instruction(cfg, base))
+
+
+def initial_instruction(cfg: PRewriteConfig, task: ClassificationTask) -> str:
+    """``cfg.initial_instruction`` or the built-in one for the task (a generic one naming the labels)."""
+    if cfg.initial_instruction:
+        return cfg.initial_instruction
+    return INITIAL_INSTRUCTIONS.get(task.name, f"Classify the input as one of: {', '.join(task.label_names)}.")
+
+
+def clean_rewrite(text: str) -> str:
+    """The instruction inside a rewriter completion: first paragraph, without a leading
+    ``Instruction:``/``New instruction:`` label and surrounding quotes."""
+    text = text.strip().split("\n\n", 1)[0].strip()
+    text = re.sub(r"^(new |rewritten |improved )?instruction\s*:\s*", "", text, flags=re.IGNORECASE)
+    return text.strip().strip('"').strip("'").strip()
+
+
+class RewriteReward:
+    """trl reward ``f(prompts, completions, **columns)``: each rewrite (cleaned with :func:`clean_rewrite`)
+    is filled into the task template as the instruction and scored by the frozen target on one minibatch
+    of train inputs shared by all completions of the call (:class:`ClassificationReward`), then stabilized.
+
+    ``history`` keeps ``(step, rewrite, accuracy on the minibatch)`` of every scored rewrite.
+    """
+
+    __name__ = "prewrite"
+
+    def __init__(self, target: Target, task: ClassificationTask, *, kind: str = "gap", stabilizer: str = "input_zscore",
+                 batch_size: int = 16, seed: int = 0) -> None:
+        train = task.split("train")
+        self.base = ClassificationReward(target, task.template, task.verbalizers, train.texts, train.labels,
+                                         batch_size=min(batch_size, len(train)), kind=kind, seed=seed)
+        self.reward = make_stabilizer(stabilizer, self.base)
+        self.history: list[tuple[int, str, float]] = []
+        self.calls = 0
+        self.last: dict[str, float] = {}
+
+    def __call__(self, prompts: Sequence[Any] | None, completions: Sequence[Any], **columns: Any) -> list[float | None]:
+        rewrites = [clean_rewrite(t) for t in completion_texts(completions)]
+        values = self.reward(prompts, rewrites)
+        accuracy = self.base.last_accuracy
+        raw = self.base.last_matrix.mean(axis=1)
+        step = getattr(columns.get("trainer_state"), "global_step", self.calls)
+        self.history.extend((int(step), r, float(a)) for r, a in zip(rewrites, accuracy))
+        self.calls += 1
+        self.last = {"charts/minibatch_accuracy_mean": float(np.mean(accuracy)),
+                     "charts/minibatch_accuracy_max": float(np.max(accuracy)),
+                     "charts/raw_reward_mean": float(np.mean(raw)), "charts/raw_reward_std": float(np.std(raw)),
+                     "charts/rewrite_words": float(np.mean([len(r.split()) for r in rewrites]))}
+        if callable(columns.get("log_metric")):
+            for key, value in self.last.items():
+                columns["log_metric"](key.split("/", 1)[1], value)
+        return values
+
+    def state_dict(self) -> dict[str, Any]:
+        """The minibatch sampler state and call count (JSON), for resuming."""
+        return {"rng": self.base.rng.bit_generator.state, "calls": self.calls}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base.rng.bit_generator.state = state["rng"]
+        self.calls = int(state["calls"])
+
+
+# -- trainer --------------------------------------------------------------------------------------
+def _grpo_trainer_class():
+    from trl import GRPOTrainer
+
+    class PRewriteGRPOTrainer(GRPOTrainer):
+        """trl's GRPOTrainer that samples rewrites in eval mode (no dropout) with a KV cache."""
+
+        def _generate_single_turn(self, *args: Any, **kwargs: Any):
+            model = self.model_wrapped
+            was_training = model.training
+            model.eval()
+            try:
+                return super()._generate_single_turn(*args, **kwargs)
+            finally:
+                model.train(was_training)
+
+    return PRewriteGRPOTrainer
+
+
+def _run_logger_class():
+    from transformers import TrainerCallback
+
+    class RunLogger(TrainerCallback):
+        """Writes trl's logs to the run's metrics.jsonl under fixed namespaces, times each step and
+        saves the reward sampler's state next to each trl checkpoint."""
+
+        def __init__(self, run: RunDir, reward: RewriteReward, target: Target) -> None:
+            self.run, self.reward, self.target = run, reward, target
+            self.step_seconds: list[float] = []
+            self._t0 = time.perf_counter()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.step_seconds.append(time.perf_counter() - self._t0)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            metrics = {}
+            for key, value in (logs or {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    name = key.replace("/", "_")
+                    space = "losses" if "loss" in key or key.startswith("kl") else "charts"
+                    metrics[f"{space}/{name}"] = float(value)
+            metrics.update(self.reward.last)
+            if self.step_seconds:
+                metrics["perf/seconds_per_step"] = self.step_seconds[-1]
+            if state.is_world_process_zero:
+                self.run.log(state.global_step, metrics, target_queries=self.target.stats.sequences)
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir() and state.is_world_process_zero:
+                (folder / "prewrite_state.json").write_text(json.dumps(self.reward.state_dict()), encoding="utf-8")
+
+    return RunLogger
+
+
+def _last_checkpoint(output_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return Path(found) if output_dir.is_dir() and (found := get_last_checkpoint(str(output_dir))) else None
+
+
+# -- inference: PRewrite-I and PRewrite-S ---------------------------------------------------------
+def balanced_subset(labels: Sequence[int], limit: int | None) -> list[int]:
+    """Indices of ``limit`` examples taken round-robin over the labels in file order (RLPrompt's dev files
+    are sorted by label, so the first N would hold one class only); all indices when ``limit`` is None."""
+    if limit is None or limit >= len(labels):
+        return list(range(len(labels)))
+    by_label: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(int(label), []).append(i)
+    queues, keep = [list(reversed(v)) for _, v in sorted(by_label.items())], []
+    while len(keep) < limit:
+        for queue in queues:
+            if queue and len(keep) < limit:
+                keep.append(queue.pop())
+    return sorted(keep)
+
+
+def dev_scorer(target: Target, task: ClassificationTask, limit: int | None = None) -> Callable[[list[str]], list[float]]:
+    """Accuracy of each instruction on the dev split (``limit`` examples balanced over labels, see
+    :func:`balanced_subset`) in the task template."""
+    dev = task.split("dev")
+    keep = balanced_subset(dev.labels, limit)
+    texts, labels = [dev.texts[i] for i in keep], np.asarray([dev.labels[i] for i in keep])
+
+    def score(instructions: list[str]) -> list[float]:
+        unique = list(dict.fromkeys(instructions))
+        logprobs = target.classify(task.template, unique, texts, task.verbalizers)
+        accuracy = dict(zip(unique, (logprobs.argmax(-1) == labels[None, :]).mean(axis=1).tolist()))
+        return [accuracy[i] for i in instructions]
+
+    return score
+
+
+def prewrite_i(enhancer: Any, instruction: str) -> str:
+    """PRewrite-I (Kong et al. 2024): the rewriter's greedy rewrite of ``instruction``."""
+    return clean_rewrite(enhancer.enhance(instruction))
+
+
+def prewrite_s(enhancer: Any, instruction: str, score: Callable[[list[str]], list[float]], *, k: int = 8,
+               temperature: float = 1.0, seed: int = 0) -> tuple[str, dict[str, float]]:
+    """PRewrite-S (Kong et al. 2024): sample ``k`` rewrites, keep the one ``score`` (dev accuracy) rates best.
+
+    Returns the best rewrite and the score of every distinct candidate (ties keep the first sampled)."""
+    samples = enhancer.sample([instruction], k=k, temperature=temperature, seed=seed)[0]
+    candidates = list(dict.fromkeys(clean_rewrite(s) for s in samples))
+    scores = dict(zip(candidates, score(candidates)))
+    best = max(candidates, key=lambda c: scores[c])
+    return best, scores
+
+
+# -- training -------------------------------------------------------------------------------------
+def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = False, *, target: Target | None = None,
+                   rewriter: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """Train a PRewrite rewriter with GRPO and return a summary of the run (Kong et al. 2024).
+
+    ``run_dir`` receives config.yaml, metrics.jsonl (RunDir), ``checkpoints/checkpoint-<step>/`` (trl's
+    checkpoints: adapter safetensors, optimizer, trainer state, reward sampler state), ``prompt.txt`` (the
+    best of PRewrite-I and PRewrite-S on dev), ``rewrites.json`` and ``enhancer/`` (a PromptEnhancer).
+    ``resume=True`` continues from the latest trl checkpoint. ``target`` and ``rewriter`` (model, tokenizer)
+    override the config's models (tests pass a scripted fake target and a tiny random rewriter).
+    """
+    from datasets import Dataset
+    from peft import LoraConfig
+    from rlprompt.enhancer import PromptEnhancer
+
+    run = RunDir(run_dir, resume=resume)
+    if resume and (run.path / "config.yaml").is_file() and run.read_config() != dump_config(cfg):
+        changed = sorted(k for k, v in dump_config(cfg).items() if run.read_config().get(k) != v)
+        if set(changed) - {"steps", "checkpoint_every"}:
+            raise ValueError(f"config differs from the run's config.yaml in {changed}; resume with the same config")
+    run.write_config(dump_config(cfg))
+    seed_everything(cfg.seed)
+    model, tokenizer = rewriter if rewriter is not None else load_model(cfg.rewriter_model, dtype="float32")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    task = build_task(cfg)
+    if target is None:
+        target = make_target(cfg.target, **({} if cfg.target.startswith("openai:") else {"dtype": cfg.target_dtype}))
+    reward = RewriteReward(target, task, kind=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
+                           seed=cfg.seed)
+    output_dir = run.path / "checkpoints"
+    checkpoint = _last_checkpoint(output_dir) if resume else None
+    if resume and checkpoint is None and run.read_metrics():
+        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no trl checkpoint")
+    if checkpoint is not None:
+        state_file = checkpoint / "prewrite_state.json"
+        if state_file.is_file():
+            reward.load_state_dict(json.loads(state_file.read_text(encoding="utf-8")))
+        run.truncate_to(int(checkpoint.name.rsplit("-", 1)[1]))
+
+    messages = [{"role": "user", "content": cfg.meta_prompt.replace("{instruction}", task.prompt)}]
+    dataset = Dataset.from_dict({"prompt": [messages] * (cfg.steps * cfg.num_generations)})
+    on_cpu = cfg.device == "cpu"
+    args = _grpo_config(cfg, output_dir, on_cpu)
+    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                             target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
+    logger = _run_logger_class()(run, reward, target)
+    trainer = _grpo_trainer_class()(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
+                                    processing_class=tokenizer, peft_config=peft_config, callbacks=[logger])
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    train_seconds = time.perf_counter() - start
+    if not trainer.accelerator.is_main_process:
+        return {}
+
+    # -- inference with the trained rewriter: PRewrite-I and PRewrite-S, selected on dev
+    peft_model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    enhancer = PromptEnhancer(peft_model, tokenizer, base_model=cfg.rewriter_model, meta_prompt=cfg.meta_prompt,
+                              max_new_tokens=cfg.max_completion_length,
+                              info={"task": task.name, "initial_instruction": task.prompt, "template": task.template,
+                                    "verbalizers": list(task.verbalizers)})
+    score = dev_scorer(target, task, cfg.dev_limit)
+    rewrite_i = prewrite_i(enhancer, task.prompt)
+    rewrite_s, sampled = prewrite_s(enhancer, task.prompt, score, k=cfg.num_samples,
+                                    temperature=cfg.sample_temperature, seed=cfg.seed)
+    initial_acc, acc_i = score([task.prompt, rewrite_i])
+    best = rewrite_i if acc_i >= sampled[rewrite_s] else rewrite_s
+    run.write_prompt(best)
+    enhancer.save_pretrained(run.path / "enhancer")
+    seconds = logger.step_seconds
+    summary = {
+        "run_dir": str(run.path), "steps": trainer.state.global_step, "train_seconds": train_seconds,
+        "seconds_per_step": float(np.mean(seconds)) if seconds else None,
+        "target_queries": target.stats.sequences, "initial_instruction": task.prompt,
+        "initial_dev_accuracy": initial_acc, "prewrite_i": rewrite_i, "prewrite_i_dev_accuracy": acc_i,
+        "prewrite_s": rewrite_s, "prewrite_s_dev_accuracy": sampled[rewrite_s], "best_prompt": best,
+        "template": task.template, "verbalizers": list(task.verbalizers),
+    }
+    run.log(trainer.state.global_step, {"eval/initial_accuracy": initial_acc, "eval/prewrite_i_accuracy": acc_i,
+                                        "eval/prewrite_s_accuracy": sampled[rewrite_s]},
+            target_queries=target.stats.sequences)
+    run.write_json("rewrites.json", {"prewrite_s_candidates": sampled, "history": reward.history})
+    run.write_json("summary.json", summary)
+    run.close()
+    return summary
+
+
+def _grpo_config(cfg: PRewriteConfig, output_dir: Path, on_cpu: bool):
+    """trl's GRPOConfig for one prompt per step: ``num_generations`` rewrites of the same meta-prompt."""
+    from trl import GRPOConfig
+
+    bf16 = not on_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return GRPOConfig(
+        output_dir=str(output_dir), per_device_train_batch_size=cfg.num_generations, gradient_accumulation_steps=1,
+        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature, learning_rate=cfg.learning_rate, beta=cfg.beta, max_steps=cfg.steps,
+        logging_steps=1, save_strategy="steps", save_steps=cfg.checkpoint_every, save_total_limit=cfg.keep_checkpoints,
+        use_cpu=on_cpu, bf16=bf16, seed=cfg.seed, data_seed=cfg.seed, report_to="none", disable_tqdm=True,
+        shuffle_dataset=False, generation_kwargs={"use_cache": True}, dataloader_num_workers=0,
+        activation_checkpointing=False,  # trl turns it on by default; a small rewriter needs no memory savings
+    )
+
+
+# -- command line (the accelerate entry point) ----------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rlprompt.policies.prewrite CONFIG --run-dir DIR [--resume] [key=value ...]``; works under
+    ``accelerate launch --num_processes N [--cpu] -m rlprompt.policies.prewrite ...``."""
+    from rlprompt.config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m rlprompt.policies.prewrite", description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="YAML config (method: prewrite)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    parser.add_argument("--run-dir", required=True, help="run directory")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest trl checkpoint in --run-dir")
+    args = parser.parse_args(argv)
+    summary = train_prewrite(load_config(args.config, PRewriteConfig, args.overrides), args.run_dir, resume=args.resume)
+    if summary:
+        print(json.dumps(summary))
+    return 0
+
+
+__all__ = ["META_PROMPT", "PRewriteConfig", "RewriteReward", "build_task", "chat_template", "clean_rewrite",
+           "balanced_subset", "dev_scorer", "main", "prewrite_i", "prewrite_s", "train_prewrite"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""DPO / Sem-DPO (Rafailov et al. 2023; Mohamed et al. 2025): config checks, preference building against a
+scripted fake target and rewriter, hand-computed Sem-DPO weights, the weight column through trl's collator,
+the weighted loss against trl's own loss, and a few LoRA training steps with a tiny random rewriter."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rlprompt.models import load_model
+from rlprompt.policies.dpo import (
+    DPOMethodConfig,
+    SemDPOConfig,
+    _trl_config,
+    build_preferences,
+    load_preferences,
+    method_config,
+    pair_weights,
+    preference_pairs,
+    train_dpo,
+)
+from rlprompt.targets.base import Target, fill
+from rlprompt.tasks import load_task
+
+TEMPLATE = "{prompt}\n\nInput: {sentence}\nAnswer:"
+QUALITY = {"great rewrite": 1.0, "good rewrite": 0.7, "ok rewrite": 0.5, "poor rewrite": 0.45, "bad rewrite": 0.0}
+
+
+class ScriptedTarget(Target):
+    """Fake target: the gold verbalizer's probability is ``0.05 + 0.9 * QUALITY[instruction]`` on every input."""
+
+    name = "scripted"
+
+    def __init__(self, labels_by_text: dict[str, int]) -> None:
+        super().__init__()
+        self.labels_by_text = labels_by_text
+
+    def _classify(self, template, prompts, inputs, verbalizers):
+        k = len(verbalizers)
+        out = np.empty((len(prompts), len(inputs), k))
+        for p, prompt in enumerate(prompts):
+            q = 0.05 + 0.9 * QUALITY.get(prompt, 0.5)
+            for n, text in enumerate(inputs):
+                assert fill(template, prompt, text)
+                probs = np.full(k, (1 - q) / (k - 1))
+                probs[self.labels_by_text[text]] = q
+                out[p, n] = np.log(probs)
+        return out
+
+    def _generate(self, *args):
+        raise NotImplementedError
+
+    def _loglikelihood(self, *args):
+        raise NotImplementedError
+
+
+class ScriptedRewriter(Target):
+    """Fake rewriter: returns the QUALITY keys in a fixed order (with chat noise to clean)."""
+
+    name = "scripted-rewriter"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[list[str], bool]] = []
+
+    def _generate(self, texts, max_new_tokens, temperature, top_p, num_samples, seed, chat):
+        self.calls.append((texts, chat))
+        keys = list(QUALITY)
+        return [f"Instruction: {keys[i % len(keys)]}\n\nextra" for _ in texts for i in range(num_samples)]
+
+    def _classify(self, *args):
+        raise NotImplementedError
+
+    def _loglikelihood(self, *args):
+        raise NotImplementedError
+
+
+def fake_embedder(texts: list[str]) -> np.ndarray:
+    """Deterministic 2-D embedding: the angle grows with the text's length, so cosines are hand-computable."""
+    return np.array([[math.cos(len(t) / 10), math.sin(len(t) / 10)] for t in texts])
+
+
+def _task():
+    return load_task("sentiment", template=TEMPLATE, verbalizers=(" negative", " positive"))
+
+
+def _target(task):
+    train = task.split("train")
+    labels = {t: int(y) for split in task.splits.values() for t, y in zip(split.texts, split.labels)}
+    assert len(train.texts) > 0
+    return ScriptedTarget(labels)
+
+
+def _cfg(tmp_path, cls=DPOMethodConfig, **kw):
+    base = dict(template=TEMPLATE, verbalizers=[" negative", " positive"],
+                originals=["Say the sentiment.", "Is it good?"],
+                preferences=str(tmp_path / "prefs.jsonl"), samples_per_original=5, input_batch_size=4,
+                max_pairs_per_original=10, steps=2, batch_size=2, lora_r=2, lora_alpha=4, max_length=96,
+                max_new_tokens=8, checkpoint_every=1, learning_rate=1e-2)
+    base.update(kw)
+    return cls(**base)
+
+
+# -- config ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad, match", [
+    ({"alpha": -1.0}, "alpha"), ({"margin": -0.1}, "margin"), ({"beta": 0.0}, "beta"),
+    ({"samples_per_original": 1}, "samples_per_original"), ({"steps": 0}, "steps"),
+    ({"reward": "f1"}, "reward"), ({"meta_prompt": "no placeholder"}, "instruction"),
+    ({"lora_dropout": 1.0}, "lora_dropout"), ({"originals": []}, "originals"),
+])
+def test_bad_config_values_error_clearly(bad, match):
+    with pytest.raises(ValueError, match=match):
+        DPOMethodConfig(**bad)
+
+
+def test_method_names_pick_the_config_class():
+    from rlprompt.config import dump_config, load_config
+
+    assert method_config("dpo") is DPOMethodConfig and method_config("sem-dpo") is SemDPOConfig
+    with pytest.raises(ValueError, match="method"):
+        method_config("ppo")
+    cfg = load_config({"method": "sem-dpo", "alpha": 2}, SemDPOConfig)
+    assert dump_config(cfg)["method"] == "sem-dpo" and cfg.alpha == 2.0
+    with pytest.raises(ValueError, match="method"):
+        load_config({"method": "sem-dpo"}, DPOMethodConfig)
+
+
+# -- preferences ----------------------------------------------------------------------------------
+def test_preference_pairs_respect_the_margin():
+    rewards = [3.0, 1.0, 2.5, 1.0]
+    assert preference_pairs(["a", "b", "c", "d"], rewards, 1.0, 10) == [(0, 1), (0, 3), (2, 1), (2, 3)]
+    assert preference_pairs(["a", "b", "c", "d"], rewards, 0.0, 2) == [(0, 1), (0, 3)]
+    assert preference_pairs(["a", "a"], [1.0, 0.0], 0.0, 10) == []  # the same text never pairs with itself
+
+
+@pytest.mark.parametrize("margin", [0.0, 50.0])
+def test_build_preferences_with_a_scripted_target(tmp_path, margin):
+    task = _task()
+    cfg = _cfg(tmp_path, margin=margin)
+    rewriter = ScriptedRewriter()
+    path = build_preferences(cfg, target=_target(task), rewriter=rewriter, task=task)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows and all(r["chosen_reward"] - r["rejected_reward"] >= max(margin, 1e-12) for r in rows)
+    assert all(r["chosen"][0]["content"] in QUALITY and r["rejected"][0]["content"] in QUALITY for r in rows)
+    assert {r["original"] for r in rows} == set(cfg.originals)
+    assert rows[0]["prompt"][0]["role"] == "user" and cfg.originals[0] in rows[0]["prompt"][0]["content"]
+    assert all(chat for _, chat in rewriter.calls)
+    best = max(rows, key=lambda r: r["chosen_reward"] - r["rejected_reward"])
+    assert (best["chosen"][0]["content"], best["rejected"][0]["content"]) == ("great rewrite", "bad rewrite")
+    if margin:  # gap rewards span [-180*0.9, 200*0.9]: 50 removes close pairs such as ok vs poor
+        assert not any({r["chosen"][0]["content"], r["rejected"][0]["content"]} == {"ok rewrite", "poor rewrite"}
+                       for r in rows)
+    ds = load_preferences(path)
+    assert len(ds) == len(rows) and set(ds.column_names) >= {"prompt", "chosen", "rejected", "original"}
+
+
+# -- Sem-DPO weights ------------------------------------------------------------------------------
+def test_weights_match_hand_computed_values(tmp_path):
+    from datasets import Dataset
+
+    originals, chosen = ["abcde", "abcdefghij"], ["abcdefghij", "abcdefghij"]
+    ds = Dataset.from_dict({"original": originals, "chosen": [[{"role": "assistant", "content": c}] for c in chosen]})
+    alpha = 2.0
+    expected = [math.exp(-alpha * (1 - math.cos((len(c) - len(o)) / 10))) for o, c in zip(originals, chosen)]
+    np.testing.assert_allclose(pair_weights(ds, alpha, fake_embedder), expected, rtol=1e-12)
+    assert pair_weights(ds, alpha, fake_embedder)[1] == pytest.approx(1.0)
+    np.testing.assert_allclose(pair_weights(ds, 0.0, fake_embedder), [1.0, 1.0])
+
+
+# -- the trainer ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prefs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("prefs")
+    task = _task()
+    cfg = _cfg(tmp)
+    return build_preferences(cfg, target=_target(task), rewriter=ScriptedRewriter(), task=task), tmp
+
+
+def _semdpo_trainer(tmp_path, dataset, cfg):
+    from peft import LoraConfig
+
+    from rlprompt.policies.dpo import SemDPOTrainer
+
+    model, tok = load_model("tiny-random")
+    peft = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    return SemDPOTrainer(model=model, args=_trl_config(cfg, tmp_path / "out"), train_dataset=dataset,
+                         processing_class=tok, peft_config=peft)
+
+
+def _batch(trainer, n):
+    rows = [trainer.train_dataset[i] for i in range(n)]
+    return trainer._prepare_inputs(trainer.data_collator(rows))
+
+
+def test_weight_column_survives_the_collator_and_unit_weights_give_trls_loss(prefs, tmp_path):
+    from trl import DPOTrainer
+
+    path, _ = prefs
+    cfg = _cfg(tmp_path, cls=SemDPOConfig, preferences=str(path))
+    ds = load_preferences(path)
+    ds = ds.add_column("weight", [1.0] * len(ds))
+    trainer = _semdpo_trainer(tmp_path, ds, cfg)
+    assert "weight" in trainer.train_dataset.column_names  # not dropped by remove_unused_columns
+    loader_batch = next(iter(trainer.get_train_dataloader()))
+    assert "weight" in loader_batch and loader_batch["weight"].shape == (cfg.batch_size,)
+    batch = _batch(trainer, 3)
+    torch.testing.assert_close(batch["weight"], torch.ones(3))
+    trainer.model.eval()
+    with torch.no_grad():
+        ours = trainer._compute_loss(trainer.model, batch, False)
+        unweighted = {k: v for k, v in batch.items() if k != "weight"}
+        trls = DPOTrainer._compute_loss(trainer, trainer.model, unweighted, False)
+    torch.testing.assert_close(ours, trls, rtol=1e-5, atol=1e-6)
+
+
+def test_weighted_loss_is_the_weighted_mean_of_trls_per_pair_losses(prefs, tmp_path):
+    from trl import DPOTrainer
+
+    path, _ = prefs
+    cfg = _cfg(tmp_path, cls=SemDPOConfig, preferences=str(path))
+    ds = load_preferences(path)
+    w = [0.2, 1.0, 0.5]
+    ds = ds.select(range(3)).add_column("weight", w)
+    trainer = _semdpo_trainer(tmp_path, ds, cfg)
+    trainer.model.eval()
+    with torch.no_grad():
+        ours = trainer._compute_loss(trainer.model, _batch(trainer, 3), False)
+        singles = []
+        for i in range(3):
+            one = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i]]))
+            one.pop("weight")
+            singles.append(DPOTrainer._compute_loss(trainer, trainer.model, one, False))
+    expected = sum(wi * li for wi, li in zip(w, singles)) / sum(w)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [DPOMethodConfig, SemDPOConfig])
+def test_training_steps_change_lora_params_and_write_the_run(prefs, tmp_path, monkeypatch, cls):
+    import peft
+
+    path, _ = prefs
+    cfg = _cfg(tmp_path, cls=cls, preferences=str(path), alpha=1.0, lora_target_modules=["q_proj", "v_proj"])
+    captured = {}
+    original = peft.get_peft_model
+
+    def spy(model, config, *args, **kwargs):
+        out = original(model, config, *args, **kwargs)
+        captured.update({n: p.detach().clone() for n, p in out.named_parameters() if p.requires_grad})
+        captured["model"] = out
+        return out
+
+    monkeypatch.setattr(peft, "get_peft_model", spy)
+    import trl.trainer.dpo_trainer as dpo_mod
+
+    if hasattr(dpo_mod, "get_peft_model"):
+        monkeypatch.setattr(dpo_mod, "get_peft_model", spy)
+    summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder)
+    assert summary["steps"] == 2 and summary["method"] == cls.method
+    model = captured.pop("model")
+    after = dict(model.named_parameters())
+    lora_b = [n for n in captured if "lora_B" in n]
+    assert lora_b and all(not torch.equal(captured[n], after[n].detach()) for n in lora_b)
+    run = tmp_path / "run"
+    assert (run / "config.yaml").is_file() and (run / "metrics.jsonl").read_text().strip()
+    assert any((run / "checkpoints").glob("checkpoint-2/*.safetensors"))
+    if cls is SemDPOConfig:
+        weights = json.loads((run / "pair_weights.json").read_text())
+        assert len(weights) == len(load_preferences(path)) and all(0 < w <= 1 for w in weights)
+        assert any("semdpo_weight" in line for line in (run / "metrics.jsonl").read_text().splitlines())
+
+
+def test_resume_continues_from_the_last_checkpoint(prefs, tmp_path):
+    path, _ = prefs
+    cfg = _cfg(tmp_path, cls=SemDPOConfig, preferences=str(path), lora_target_modules=["q_proj"])
+    train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder)
+    more = _cfg(tmp_path, cls=SemDPOConfig, preferences=str(path), lora_target_modules=["q_proj"], steps=3)
+    summary = train_dpo(more, tmp_path / "run", resume=True, rewriter=load_model("tiny-random"), embedder=fake_embedder)
+    assert summary["steps"] == 3
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 3
+
+
+@pytest.mark.parametrize("name, method", [("dpo_sentiment", "dpo"), ("semdpo_sentiment", "sem-dpo")])
+def test_shipped_configs_load(name, method):
+    from pathlib import Path
+
+    from rlprompt.policies.dpo import load_method_config
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "configs" / f"{name}.yaml"
+    cfg = load_method_config(path, ["steps=3"])
+    assert type(cfg).method == method and cfg.steps == 3 and cfg.eval_originals

@@ -1,0 +1,213 @@
+"""PRewrite (Kong et al. 2024): config checks, the rewrite reward, GRPO training with a tiny random rewriter
+against a scripted fake target, PRewrite-S selection, resume, and the accelerate entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rlprompt.models import load_model
+from rlprompt.policies.prewrite import (
+    PRewriteConfig,
+    RewriteReward,
+    balanced_subset,
+    build_task,
+    chat_template,
+    clean_rewrite,
+    dev_scorer,
+    prewrite_s,
+    train_prewrite,
+)
+from rlprompt.targets.base import Target, fill
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ScriptedTarget(Target):
+    """A fake target whose accuracy depends only on the instruction: ``quality(instruction)`` in [0, 1] is the
+    gold verbalizer's probability share, so a scripted score decides which rewrite is best."""
+
+    name = "scripted"
+
+    def __init__(self, labels_by_text: dict[str, int], quality) -> None:
+        super().__init__()
+        self.labels_by_text, self.quality = labels_by_text, quality
+        self.seen_prompts: list[str] = []
+
+    def _classify(self, template, prompts, inputs, verbalizers):
+        k = len(verbalizers)
+        out = np.full((len(prompts), len(inputs), k), np.log(0.1))
+        for p, prompt in enumerate(prompts):
+            self.seen_prompts.append(prompt)
+            q = 0.05 + 0.9 * self.quality(prompt)
+            for n, text in enumerate(inputs):
+                assert fill(template, prompt, text)  # the template is usable
+                probs = np.full(k, (1 - q) / (k - 1))
+                probs[self.labels_by_text[text]] = q
+                out[p, n] = np.log(probs)
+        self.stats.sequences += len(prompts) * len(inputs)
+        return out
+
+    def _generate(self, *args):
+        raise NotImplementedError
+
+    def _loglikelihood(self, *args):
+        raise NotImplementedError
+
+
+def hash_quality(prompt: str) -> float:
+    return (zlib.crc32(prompt.encode()) % 1000) / 999
+
+
+def _fake_target(cfg: PRewriteConfig, quality=hash_quality) -> ScriptedTarget:
+    task = build_task(cfg)
+    labels = {t: l for split in task.splits.values() for t, l in zip(split.texts, split.labels)}
+    return ScriptedTarget(labels, quality)
+
+
+def _tiny_cfg(**kw) -> PRewriteConfig:
+    base = dict(task="sentiment", rewriter_model="tiny-random", num_generations=4, max_completion_length=8,
+                input_batch_size=4, steps=2, checkpoint_every=1, num_samples=3, learning_rate=5e-2, lora_r=4,
+                lora_target_modules=["q_proj", "v_proj"], dev_limit=8, beta=0.04)
+    base.update(kw)
+    return PRewriteConfig(**base)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="num_generations"):
+        PRewriteConfig(num_generations=1)
+    with pytest.raises(ValueError, match="reward"):
+        PRewriteConfig(reward="f1")
+    with pytest.raises(ValueError, match="instruction"):
+        PRewriteConfig(meta_prompt="no placeholder")
+    with pytest.raises(ValueError, match="lora_r"):
+        PRewriteConfig(lora_r=0)
+
+
+def test_chat_template_and_clean_rewrite():
+    from rlprompt.models import load_tokenizer
+
+    template = chat_template(load_tokenizer("tiny-random"))
+    assert template.count("{prompt}") == 1 and template.count("{sentence}") == 1
+    assert template.index("{prompt}") < template.index("{sentence}") and template.endswith("Answer:")
+    assert clean_rewrite('  New instruction: "Decide if the review is positive."\n\nExtra') == \
+        "Decide if the review is positive."
+    task = build_task(_tiny_cfg())
+    assert task.verbalizers == (" negative", " positive") and task.prompt.startswith("Classify the sentiment")
+
+
+def test_balanced_subset_spreads_over_label_sorted_files():
+    labels = [0] * 8 + [1] * 8
+    keep = balanced_subset(labels, 6)
+    assert keep == [0, 1, 2, 8, 9, 10] and balanced_subset(labels, None) == list(range(16))
+    assert sorted(balanced_subset([2, 2, 0, 1], 3)) == [0, 2, 3]
+
+
+def test_reward_scores_cleaned_completions_on_one_shared_minibatch():
+    cfg = _tiny_cfg()
+    target = _fake_target(cfg, quality=lambda p: 1.0 if "best" in p else 0.0)
+    reward = RewriteReward(target, build_task(cfg), kind="accuracy", stabilizer="none", batch_size=4)
+    completions = [[{"role": "assistant", "content": "Instruction: the best one"}], [{"role": "assistant", "content": "bad"}]]
+    assert reward(None, completions) == [1.0, 0.0]
+    assert target.seen_prompts == ["the best one", "bad"]  # cleaned, scored together in one classify call
+    assert [h[1:] for h in reward.history] == [("the best one", 1.0), ("bad", 0.0)]
+
+
+def test_grpo_steps_change_lora_params_and_write_the_run(tmp_path, monkeypatch):
+    import trl.trainer.grpo_trainer as grpo
+
+    cfg = _tiny_cfg()
+    target = _fake_target(cfg)
+    calls = []
+    target.quality = lambda prompt: calls.append(prompt) or hash_quality(prompt)
+    initial: dict[str, tuple[torch.nn.Parameter, torch.Tensor]] = {}
+    original = grpo.get_peft_model
+
+    def spy(model, config, *args, **kwargs):  # remember every trainable LoRA tensor as trl creates it
+        wrapped = original(model, config, *args, **kwargs)
+        initial.update({n: (p, p.detach().clone()) for n, p in wrapped.named_parameters() if p.requires_grad})
+        return wrapped
+
+    monkeypatch.setattr(grpo, "get_peft_model", spy)
+    summary = train_prewrite(cfg, tmp_path / "run", target=target, rewriter=load_model("tiny-random"))
+    assert summary["steps"] == 2 and summary["seconds_per_step"] > 0
+    assert len(calls) >= cfg.num_generations  # the reward scored the sampled completions
+    assert initial and all("lora_" in n for n in initial)
+    unchanged = [n for n, (param, before) in initial.items() if torch.equal(param.detach(), before)]
+    assert not unchanged, f"LoRA parameters unchanged by GRPO: {unchanged}"
+    run = tmp_path / "run"
+    assert (run / "prompt.txt").read_text() == summary["best_prompt"]
+    assert (run / "enhancer" / "adapter_model.safetensors").is_file()
+    assert (run / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("charts/minibatch_accuracy_mean" in r for r in records)
+    assert any("perf/seconds_per_step" in r for r in records)
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path):
+    cfg = _tiny_cfg(steps=1)
+    train_prewrite(cfg, tmp_path / "run", target=_fake_target(cfg), rewriter=load_model("tiny-random"))
+    with pytest.raises(ValueError, match="already holds a run"):
+        train_prewrite(cfg, tmp_path / "run", target=_fake_target(cfg), rewriter=load_model("tiny-random"))
+    cfg2 = _tiny_cfg(steps=2)
+    summary = train_prewrite(cfg2, tmp_path / "run", resume=True, target=_fake_target(cfg2),
+                             rewriter=load_model("tiny-random"))
+    assert summary["steps"] == 2
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and 2 in steps
+
+
+class SamplingEnhancer:
+    """Stands in for PromptEnhancer.sample: returns fixed candidates."""
+
+    def __init__(self, candidates):
+        self.candidates = candidates
+
+    def sample(self, prompts, *, k, temperature, seed):
+        return [self.candidates[:k] for _ in prompts]
+
+
+def test_prewrite_s_picks_the_best_of_k_on_dev_by_scripted_scores():
+    cfg = _tiny_cfg()
+    scores = {"alpha": 0.2, "beta": 0.9, "gamma": 0.5}
+    target = _fake_target(cfg, quality=lambda p: scores[p])
+    task = build_task(cfg)
+    best, table = prewrite_s(SamplingEnhancer(["alpha", "beta", "gamma", "beta"]), task.prompt,
+                             dev_scorer(target, task), k=4)
+    assert best == "beta" and set(table) == {"alpha", "beta", "gamma"}
+    assert table["beta"] == 1.0 and table["alpha"] == 0.0  # gold share 0.86 vs 0.23: all right / all wrong
+
+
+def test_prewrite_s_with_a_real_tiny_enhancer():
+    from rlprompt.enhancer import PromptEnhancer
+
+    cfg = _tiny_cfg()
+    model, tokenizer = load_model("tiny-random")
+    enhancer = PromptEnhancer(model, tokenizer, base_model="tiny-random", meta_prompt=cfg.meta_prompt, max_new_tokens=6)
+    target = _fake_target(cfg)
+    task = build_task(cfg)
+    best, table = prewrite_s(enhancer, task.prompt, dev_scorer(target, task, limit=8), k=4, seed=1)
+    assert table[best] == max(table.values())
+    assert best == max(table, key=lambda c: (table[c], -list(table).index(c)))
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_entry_point(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("method: prewrite\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\n"
+                      "target_dtype: float32\nnum_generations: 2\nmax_completion_length: 4\ninput_batch_size: 2\n"
+                      "steps: 1\nnum_samples: 2\ndev_limit: 4\nlora_target_modules: [q_proj]\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", "-m",
+         "rlprompt.policies.prewrite", str(config), "--run-dir", str(tmp_path / "run")],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 1 and (tmp_path / "run" / "enhancer" / "enhancer.json").is_file()

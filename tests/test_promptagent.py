@@ -1,0 +1,278 @@
+"""PromptAgent (Wang et al. 2023): UCT math, tree rules and budgets with a scripted optimizer and target."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+
+import numpy as np
+import pytest
+
+from rlprompt.policies.promptagent import (
+    Node,
+    PromptAgent,
+    PromptAgentConfig,
+    backpropagate,
+    make_agent,
+    parse_proposals,
+    select_final,
+    train_promptagent,
+    uct,
+)
+from rlprompt.targets.base import Target
+from rlprompt.tasks import ClassificationTask, Split
+
+N = 10
+TASK = ClassificationTask(
+    name="toy", label_names=("negative", "positive"), verbalizers=(" terrible", " great"),
+    template="{sentence} {prompt}", prompt="root",
+    splits={s: Split(tuple(f"{s} {i}" for i in range(N)), tuple(i % 2 for i in range(N))) for s in ("train", "dev", "test")},
+)
+
+
+def hashed(prompt: str) -> float:
+    """A deterministic reward in {0, 0.1, ..., 1} that depends on the whole prompt."""
+    return (zlib.crc32(prompt.encode()) % (N + 1)) / N
+
+
+def by_depth(prompt: str) -> float:
+    """Reward rising with depth (children are named parent/x), capped at 0.9."""
+    return min(0.9, 0.3 + 0.2 * prompt.count("/"))
+
+
+class FakeTarget(Target):
+    """Answers example ``i`` of a split correctly iff ``i < accuracy(prompt) * N``; logs dev prompts scored."""
+
+    name = "fake-target"
+
+    def __init__(self, accuracy=hashed) -> None:
+        super().__init__()
+        self.accuracy, self.dev_prompts = accuracy, []
+
+    def _classify(self, template, prompts, inputs, verbalizers):
+        out = np.full((len(prompts), len(inputs), len(verbalizers)), math.log(0.1))
+        for p, prompt in enumerate(prompts):
+            for n, text in enumerate(inputs):
+                split, i = text.split()
+                if split == "dev" and n == 0:
+                    self.dev_prompts.append(prompt)
+                label = int(i) % 2
+                correct = int(i) < round(self.accuracy(prompt) * N)
+                out[p, n, label if correct else 1 - label] = math.log(0.8)
+        return out
+
+    def _generate(self, *args):
+        raise AssertionError("the target is never asked to generate")
+
+    def _loglikelihood(self, contexts, continuations):
+        return np.zeros(len(contexts))
+
+
+class ScriptedOptimizer(Target):
+    """Gradient requests get a fixed diagnosis; revision requests of prompt P get ``<START>P/k<END>`` (k
+    counts revisions of P), unless ``script(P, k)`` returns another answer; APE requests ``<START>ape-k<END>``.
+    With ``seeded`` the seed of the call is part of the name (so the tree depends on the search's seed)."""
+
+    name = "scripted"
+
+    def __init__(self, script=None, seeded: bool = False) -> None:
+        super().__init__()
+        self.script, self.seeded, self.counter, self.requests = script, seeded, {}, []
+
+    def _generate(self, texts, max_new_tokens, temperature, top_p, num_samples, seed, chat):
+        out = []
+        for text in texts:
+            self.requests.append(text)
+            if "Diagnosis of the mistakes" in text:
+                prompt = re.search(r'Current prompt: "(.*)"', text).group(1)
+                k = self.counter[prompt] = self.counter.get(prompt, 0) + 1
+                answer = self.script(prompt, k) if self.script else None
+                suffix = f"{k}s{seed % 7}" if self.seeded else str(k)
+                out.append(answer if answer is not None else f"Sure.\n<START>{prompt}/{suffix}<END>")
+            elif "Examples of texts" in text:
+                k = self.counter["ape"] = self.counter.get("ape", 0) + 1
+                out.append(f"<START>ape-{k}<END>")
+            else:
+                out.append("The prompt does not say which word to answer with.")
+        return out
+
+    def _classify(self, *args):
+        raise AssertionError("the optimizer never classifies")
+
+    def _loglikelihood(self, contexts, continuations):
+        return np.zeros(len(contexts))
+
+
+def agent(accuracy=hashed, script=None, seeded=False, **kwargs) -> PromptAgent:
+    cfg = PromptAgentConfig(**{"error_batch_size": N, "eval_test": False, **kwargs})
+    return make_agent(cfg, FakeTarget(accuracy), ScriptedOptimizer(script, seeded), TASK)
+
+
+# -- math against hand computation --------------------------------------------------------------------
+def test_uct_matches_hand_computation():
+    parent = Node(0, "p", None, 0, 0.5, returns=[0.5, 0.6, 0.7])
+    visited = Node(1, "a", 0, 1, 0.9, returns=[0.4, 0.6])
+    fresh = Node(2, "b", 0, 1, 0.3)
+    assert visited.q == pytest.approx(0.5) and visited.visits == 2
+    assert uct(visited, parent, 2.5) == pytest.approx(0.5 + 2.5 * math.sqrt(math.log(3) / 2))
+    # an unvisited child: Q is its own reward, N counts as 1
+    assert uct(fresh, parent, 2.5) == pytest.approx(0.3 + 2.5 * math.sqrt(math.log(3)))
+    assert uct(fresh, Node(0, "p", None, 0, 0.5), 2.5) == pytest.approx(0.3)  # ln(max(1, 0)) = 0
+
+
+def test_backpropagate_gives_each_node_the_mean_reward_below_it():
+    nodes = [Node(0, "r", None, 0, 0.2), Node(1, "a", 0, 1, 0.4), Node(2, "b", 1, 2, 0.9)]
+    assert backpropagate(nodes, [0, 1, 2]) == pytest.approx([0.5, 0.65, 0.9])
+    backpropagate(nodes, [0, 1])
+    assert nodes[0].returns == pytest.approx([0.5, 0.3]) and nodes[0].q == pytest.approx(0.4)
+    assert nodes[1].visits == 2 and nodes[2].visits == 1
+
+
+def test_final_node_is_best_node_of_best_mean_path_not_best_node_overall():
+    rewards = {0: 0.5, 1: 0.4, 2: 0.8, 3: 0.95}
+    nodes = [Node(i, f"n{i}", None, 0, r) for i, r in rewards.items()]
+    traces = [[0, 1, 3], [0, 2]]  # means 0.617 and 0.65
+    assert select_final(nodes, traces).id == 2
+    assert select_final(nodes, [[0, 1, 3]]).id == 3
+    assert select_final(nodes, []).id == 3
+
+
+def test_parse_proposals():
+    assert parse_proposals("a <START> Be  precise. <END> b <START>Two<END>") == (["Be precise.", "Two"], False)
+    assert parse_proposals("<START>  <END>") == ([""], False)
+    assert parse_proposals('I suggest "Rate the review:" here') == ([], False)
+    assert parse_proposals('I suggest "Rate the review:" here', fallback=True) == (["Rate the review:"], True)
+    assert parse_proposals("<START> Overall it was\nmore", fallback=True) == (["Overall it was"], True)
+
+
+# -- the search on scripted fakes ---------------------------------------------------------------------
+def test_mcts_respects_width_and_depth_limit():
+    a = agent(iterations=6, max_evaluations=100, expand_width=3, depth_limit=3, min_depth=3)
+    a.run()
+    assert max(n.depth for n in a.nodes) <= 3
+    assert all(len(n.children) <= 3 for n in a.nodes)
+    assert all(not n.children for n in a.nodes if n.depth == 3)
+    assert all(len(n.children) == 3 for n in a.nodes if n.expanded)
+    assert a.nodes[0].visits == 6 == len(a.traces)
+    for trace in a.traces:  # every trace is a root-to-node chain
+        assert [a.nodes[i].depth for i in trace] == list(range(len(trace)))
+        assert all(a.nodes[c].parent == p for p, c in zip(trace, trace[1:]))
+    # visits along the tree are consistent: a parent is visited at least as often as all its children
+    for n in a.nodes:
+        assert n.visits >= sum(a.nodes[c].visits for c in n.children)
+
+
+def test_unparseable_and_empty_proposals_are_dropped_and_counted():
+    answers = {1: "I cannot help with that.", 2: "<START>   <END>"}
+    a = agent(script=lambda prompt, k: answers.get(k), iterations=2, max_evaluations=100, expand_width=3,
+              depth_limit=3, min_depth=3)
+    a.run()  # iteration 1 expands depths 0, 1, 2; iteration 2 selects down to the depth limit
+    assert a.drops["unparseable"] == 3 and a.drops["empty"] == 3  # one of each per expansion
+    assert all(len(n.children) == 1 for n in a.nodes if n.expanded)
+    assert a.nodes[0].children == [1]
+
+
+def test_mcts_stops_simulation_early_when_a_deep_enough_node_beats_the_best():
+    a = agent(accuracy=by_depth, iterations=1, max_evaluations=100, depth_limit=5, min_depth=2)
+    a.run()
+    assert a.counts["early_stops"] == 1
+    assert [a.nodes[i].depth for i in a.traces[0]] == [0, 1, 2]  # depth 1 is too shallow to stop
+    # "best so far" includes the depth-1 node (0.9): the depth-2 node (0.7) only beats the root, so no stop there
+    levels = {0: 0.5, 2: 0.7, 3: 0.95}
+    c = agent(accuracy=lambda p: levels.get(p.count("/"), 0.9 if p.endswith("/1") else 0.1), iterations=1,
+              max_evaluations=100, depth_limit=5, min_depth=2)
+    c.run()
+    assert c.counts["early_stops"] == 1 and [c.nodes[i].depth for i in c.traces[0]] == [0, 1, 2, 3]
+    b = agent(accuracy=lambda p: 0.5, iterations=1, max_evaluations=100, depth_limit=4, min_depth=1)
+    b.run()  # nothing beats the root: the simulation runs to the depth limit
+    assert b.counts["early_stops"] == 0 and len(b.traces[0]) == 5
+
+
+def test_mcts_final_prompt_follows_promptagent_rule():
+    a = agent(iterations=5, max_evaluations=100, depth_limit=3)
+    final = a.run()
+    assert final is select_final(a.nodes, a.traces)
+    tree = a.tree()
+    assert tree["final"] == final.id
+    assert {"prompt", "reward", "visits", "q", "parent", "depth"} <= set(tree["nodes"][0])
+    json.dumps(tree)
+
+
+@pytest.mark.parametrize("search", ["mcts", "greedy", "beam", "ape"])
+def test_every_search_stops_at_the_evaluation_budget(search):
+    a = agent(search=search, iterations=1000, max_evaluations=14, depth_limit=3 if search == "mcts" else 2, beam_width=2)
+    a.run()
+    target = a.scorer.target
+    assert a.stop_reason == "max_evaluations" and a.evaluations == 14
+    assert len(set(target.dev_prompts)) == 14  # the scorer scored exactly the budget's prompts on dev
+    if search == "ape":
+        assert all(n.depth == 1 for n in a.nodes[1:])
+    if search in ("greedy", "beam"):  # the frontier restarts at the root after reaching the depth limit
+        assert len(a.nodes[0].children) > 3 and max(n.depth for n in a.nodes) == 2
+
+
+def test_mcts_stops_when_every_node_is_expanded_or_at_the_depth_limit():
+    a = agent(iterations=1000, max_evaluations=1000, depth_limit=2, expand_width=2)
+    a.run()
+    assert a.stop_reason == "tree_exhausted" and len(a.nodes) == 1 + 2 + 4
+
+
+def test_greedy_follows_the_best_child():
+    a = agent(search="greedy", iterations=2, max_evaluations=100, depth_limit=5)
+    a.run()
+    first = max((a.nodes[c] for c in a.nodes[0].children), key=lambda n: n.reward)
+    assert a.nodes[a.traces[1][1]] is first and len(first.children) == 3
+
+
+def test_budget_counts_new_prompts_only():
+    a = agent(script=lambda prompt, k: "<START>root/1<END>" if k > 1 else None, iterations=3,
+              max_evaluations=100, depth_limit=1, min_depth=1)
+    a.run()
+    assert [n.prompt for n in a.nodes] == ["root", "root/1"]
+    assert a.evaluations == 2 and a.drops["duplicate"] == 2
+
+
+def test_same_seed_same_tree():
+    agents = [agent(seeded=True, seed=s, iterations=5, max_evaluations=40) for s in (3, 3, 4)]
+    for a in agents:
+        a.run()
+    a, b, c = (a.tree() for a in agents)
+    assert a == b
+    assert a != c
+
+
+def test_config_validation_names_bad_values():
+    with pytest.raises(ValueError, match="'dfs'"):
+        PromptAgentConfig(search="dfs")
+    with pytest.raises(ValueError, match="min_depth"):
+        PromptAgentConfig(min_depth=9, depth_limit=8)
+    with pytest.raises(ValueError, match="expand_width"):
+        PromptAgentConfig(expand_width=0)
+    with pytest.raises(ValueError, match="test"):
+        PromptAgentConfig(reward_split="test")
+
+
+# -- the run entry point ------------------------------------------------------------------------------
+def test_train_writes_outputs_and_resume_continues_the_same_search(tmp_path):
+    def run(path, iterations, resume=False):
+        cfg = PromptAgentConfig(iterations=iterations, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1)
+        return train_promptagent(cfg, path, resume=resume, target=FakeTarget(), optimizer=ScriptedOptimizer(seeded=True),
+                                 task=TASK)
+
+    summary = run(tmp_path / "full", 4)
+    for name in ("prompt.txt", "tree.json", "reward_by_depth.png", "metrics.jsonl", "config.yaml", "summary.json"):
+        assert (tmp_path / "full" / name).is_file(), name
+    tree = json.loads((tmp_path / "full" / "tree.json").read_text())
+    assert (tmp_path / "full" / "prompt.txt").read_text() == summary["prompt"] == tree["nodes"][tree["final"]]["prompt"]
+    assert summary["test_accuracy"] == pytest.approx(hashed(summary["prompt"]))
+    records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 4] and "eval/test_accuracy" in records[-1]
+
+    run(tmp_path / "resumed", 2)
+    with pytest.raises(ValueError, match="already holds a run"):
+        run(tmp_path / "resumed", 4)
+    resumed = run(tmp_path / "resumed", 4, resume=True)
+    assert json.loads((tmp_path / "resumed" / "tree.json").read_text()) == tree
+    assert resumed["prompt"] == summary["prompt"]
