@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -122,9 +123,34 @@ def main(argv: list[str] | None = None) -> int:
     add_eval_commands(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(results["tasks"], indent=2))
+    write_atomic(out, json.dumps(results, indent=2) + "\n")
+    write_atomic(out.with_suffix(".md"), markdown(results))
+    print(markdown(results))
     return 0
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def markdown(results: dict) -> str:
+    """A short table of the arms' test accuracy and the service's latency, with the producing command."""
+    lines = ["# PRewrite benchmark", "", f"`{results['command']}`", "",
+             "| task | arm | test accuracy | instruction |", "|---|---|---:|---|"]
+    for task, arms in results["tasks"].items():
+        for name, arm in arms.items():
+            lines.append(f"| {task} | {name} | {arm['test_accuracy']:.3f} | {arm['instruction']!r} |")
+    service = results.get("service")
+    if service:
+        lines += ["", "| clients | requests | errors | requests/s | p50 s | p99 s | enhancer calls |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for level in service["levels"]:
+            lines.append(f"| {level['clients']} | {level['requests']} | {sum(level['errors'].values())} | "
+                         f"{level['requests_per_second']:.2f} | {level['p50_latency_s']:.2f} | "
+                         f"{level['p99_latency_s']:.2f} | {level['enhancer_calls']} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
