@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -224,3 +226,38 @@ def test_cli_train_and_report_smoke(tmp_path):
                             capture_output=True, text=True, env=env, timeout=120)
     assert report.returncode == 0, report.stderr
     assert (tmp_path / "rep" / "report.md").is_file() and (tmp_path / "rep" / "dev_accuracy.png").is_file()
+
+
+def test_kill_9_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
+    """`kill -9` of `rlprompt train` mid-run, then `--resume`: the run finishes with every update logged once."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "method: rlprompt\ntask: sentiment\ntarget: tiny-random\ntarget_dtype: float32\npolicy_model: tiny-random\n"
+        "policy_dtype: float32\nprompt_length: 2\nn_envs: 4\nmlp_hidden: 16\nvalue_hidden: 8\ninput_batch_size: 4\n"
+        f"vocab: {VOCAB}\ntotal_updates: 400\neval_every: 5\ncheckpoint_every: 2\n"
+    )
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rlprompt.cli", "train", str(config), "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run_dir / "checkpoints").is_dir() or len(list((run_dir / "checkpoints").glob("step_*"))) < 2:
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline, "no second checkpoint within 240 s"
+            time.sleep(0.05)
+        time.sleep(0.3)  # land somewhere inside the next checkpoint interval
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    latest = max(int(p.name.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*"))
+    assert max(logged) - latest < 2  # at most one checkpoint interval past the newest checkpoint
+    target = max(logged) + 3
+    out = subprocess.run(cmd + ["--resume", f"total_updates={target}"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert steps == list(range(1, target + 1))  # nothing lost before the checkpoint, nothing logged twice
+    assert json.loads(out.stdout.strip().splitlines()[-1])["steps"] == target
