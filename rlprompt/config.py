@@ -34,7 +34,10 @@ def _read(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {str(path)!r} is not valid YAML: {err}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

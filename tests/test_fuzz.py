@@ -1,0 +1,65 @@
+"""Fuzzed configs, overrides and task files get a ValueError naming the bad value, never a deep traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rlprompt.cli import _methods
+from rlprompt.config import load_config
+from rlprompt.tasks import load_task
+
+CONFIG_CLASSES = [cls for cls, _ in _methods().values()]
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                    st.text(max_size=12), st.lists(st.integers(-5, 5), max_size=3))
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(cls=st.sampled_from(CONFIG_CLASSES), data=st.data())
+def test_config_values_are_accepted_or_rejected_with_a_named_error(cls, data):
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    key = data.draw(st.one_of(st.sampled_from(names), st.text(min_size=1, max_size=10)))
+    value = data.draw(scalars)
+    try:
+        load_config({key: value}, cls)
+    except ValueError as err:
+        message = str(err)
+        assert any(name in message for name in (key, repr(key)[1:-1], repr(value), str(value))), message
+
+
+@FUZZ
+@given(cls=st.sampled_from(CONFIG_CLASSES), text=st.text(max_size=40))
+def test_override_strings_never_crash_the_parser(cls, text):
+    try:
+        load_config({}, cls, [text])
+    except ValueError as err:
+        assert str(err)
+
+
+@FUZZ
+@given(rows=st.lists(st.dictionaries(st.sampled_from(["text", "label", "split", "other"]), scalars, max_size=4), max_size=5))
+def test_task_files_load_or_fail_with_a_value_error(tmp_path, rows):
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    try:
+        task = load_task(str(path))
+    except ValueError as err:
+        assert str(err)
+    else:
+        assert all(0 <= label < len(task.label_names) for split in task.splits.values() for label in split.labels)
+
+
+@pytest.mark.parametrize("text, named", [("{", "c.yaml"), ("a: [1", "c.yaml"), ("- 1\n- 2", "c.yaml"), ("42", "c.yaml"),
+                                         ("method: [rlprompt]", "method=\\['rlprompt'\\]")])
+def test_malformed_yaml_is_a_value_error(tmp_path, text, named):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=named) as info:
+        load_config(path, CONFIG_CLASSES[0])
+    assert not isinstance(info.value, yaml.YAMLError)
