@@ -149,6 +149,23 @@ def test_concurrent_requests_are_batched(server, enhancer):
     assert health["enhancer_calls"] == len(enhancer.calls) and health["enhanced_prompts"] == 16
 
 
+def test_200_concurrent_clients_mixed_with_bad_requests(server, enhancer):
+    """200 concurrent good requests get no error while malformed and oversized ones get 4xx beside them."""
+    async def storm():
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(headers=AUTH, timeout=60, limits=limits) as client:
+            good = [client.post(f"{server}/v1/enhance", json={"prompt": f"q{i}"}) for i in range(200)]
+            bad = [client.post(f"{server}/v1/enhance", content=b"{oops") for _ in range(20)]
+            bad += [client.post(f"{server}/v1/enhance", json={"prompt": "z" * 500}) for _ in range(20)]
+            return await asyncio.gather(*good), await asyncio.gather(*bad)
+
+    good, bad = asyncio.run(storm())
+    assert [r.status_code for r in good] == [200] * 200
+    assert [r.json()["enhanced"] for r in good] == [f"Q{i}!" for i in range(200)]
+    assert all(400 <= r.status_code < 500 and "error" in r.json() for r in bad)
+    assert sum(len(c) for c in enhancer.calls) == 200
+
+
 def test_enhancer_failure_is_a_json_500_and_the_server_survives():
     enhancer = FakeEnhancer(fail_on="boom")
     with running(create_app(enhancer, batch_window_ms=1)) as base:
