@@ -2,7 +2,7 @@
 target on SST-2 16-shot: edit a start instruction to raise dev accuracy, then report dev and test
 accuracy of the start and of the best instruction found (by dev accuracy).
 
-    python experiments/train_prompt_edit.py --data /work/shared/data/rlprompt-16shot/sst-2 --minutes 6
+    python experiments/train_prompt_edit.py --data ../shared/data/rlprompt-16shot/sst-2 --minutes 6 --n-steps 8
 
 Writes ``experiments/results/prompt_edit_sst2.{json,md}`` (the command and config included).
 """
@@ -30,7 +30,7 @@ from rlprompt.tasks import load_task
 
 @dataclass
 class Args:
-    data: str = "/work/shared/data/rlprompt-16shot/sst-2"
+    data: str = "../shared/data/rlprompt-16shot/sst-2"
     """RLPrompt 16-shot directory (seed 16-42 is read), or a built-in task name"""
     instruction: str = "All in all, in my honest opinion, the movie was"
     """start instruction (filled as {sentence} {prompt}, verbalizers ' terrible'/' great')"""
