@@ -92,7 +92,7 @@ def write_markdown(meta: dict, rows: list[dict], path: Path) -> str:
         f"Target {a['target']} (bf16, CPU, {meta['torch_threads']} torch threads, {meta['cpu_count']} cores), task "
         f"{a['task']!r}, prompt_length={a['prompt_length']}, {a['batch_size']} inputs per minibatch, "
         f"{a['rounds']} timed episodes per env after one warm-up episode, random actions.",
-        "A single noisy run on a machine shared with other jobs: compare ratios within this table, not absolute "
+        "A single run (noisy: absolute times vary between runs on these machines): compare ratios within this table, not absolute "
         "times across runs. With N=1 both modes do exactly the same work (one prompt per call), so any "
         "difference in that row is machine noise, which bounds how far the other rows can be trusted.",
         "",
