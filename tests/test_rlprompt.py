@@ -203,13 +203,19 @@ def test_every_config_field_is_documented():
 
 
 # -- CLI --------------------------------------------------------------------------------------------
-def test_cli_train_and_report_smoke(tmp_path):
+def _tiny_cli_config(tmp_path, *, total_updates: int, eval_every: int):
+    """A YAML config for `rlprompt train` on the tiny random policy and target, checkpointing every 2 updates."""
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "method: rlprompt\ntask: sentiment\ntarget: tiny-random\ntarget_dtype: float32\npolicy_model: tiny-random\n"
         "policy_dtype: float32\nprompt_length: 2\nn_envs: 4\nmlp_hidden: 16\nvalue_hidden: 8\ninput_batch_size: 4\n"
-        f"vocab: {VOCAB}\ntotal_updates: 50\neval_every: 2\ncheckpoint_every: 2\n"
+        f"vocab: {VOCAB}\ntotal_updates: {total_updates}\neval_every: {eval_every}\ncheckpoint_every: 2\n"
     )
+    return config
+
+
+def test_cli_train_and_report_smoke(tmp_path):
+    config = _tiny_cli_config(tmp_path, total_updates=50, eval_every=2)
     env = {**os.environ, "TQDM_DISABLE": "1"}
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "rlprompt.cli", "train", str(config), "--run-dir", str(run_dir), "total_updates=3"]
@@ -230,12 +236,7 @@ def test_cli_train_and_report_smoke(tmp_path):
 
 def test_kill_9_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
     """`kill -9` of `rlprompt train` mid-run, then `--resume`: the run finishes with every update logged once."""
-    config = tmp_path / "tiny.yaml"
-    config.write_text(
-        "method: rlprompt\ntask: sentiment\ntarget: tiny-random\ntarget_dtype: float32\npolicy_model: tiny-random\n"
-        "policy_dtype: float32\nprompt_length: 2\nn_envs: 4\nmlp_hidden: 16\nvalue_hidden: 8\ninput_batch_size: 4\n"
-        f"vocab: {VOCAB}\ntotal_updates: 400\neval_every: 5\ncheckpoint_every: 2\n"
-    )
+    config = _tiny_cli_config(tmp_path, total_updates=400, eval_every=5)
     env = {**os.environ, "TQDM_DISABLE": "1"}
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "rlprompt.cli", "train", str(config), "--run-dir", str(run_dir)]
