@@ -1,13 +1,15 @@
-"""Benchmark: RLPrompt (Deng et al. 2022) on SST-2 16-shot against manual and random-search baselines.
+"""Benchmark: RLPrompt (Deng et al. 2022) on SST-2 or AG News 16-shot against manual and random-search baselines.
 
 For each dataset seed: train on ``<data>/<seed>/train.tsv`` (prompts selected on ``dev.tsv``), then
 score the learned prompt on the full test set (raw accuracy, no calibration). Baselines on the same
 test set: the manual prompt (raw, and calibrated by removing each label's mean log-prob), and random
 search: uniformly sampled 5-token prompts from the same action vocabulary, each scored on the whole
 dev split, keeping the best, with the SAME number of target queries as the RL run of that seed.
-Writes ``experiments/results/rlprompt_sst2.json`` and a markdown table next to it.
+Writes ``experiments/results/rlprompt_sst2.json`` (or ``--out``) and a markdown table next to it.
 
-    python experiments/rlprompt_sst2.py                                  # the full benchmark (hours on CPU)
+    python experiments/rlprompt_sst2.py total_updates=60                 # SST-2, 3 dataset seeds
+    python experiments/rlprompt_sst2.py --config experiments/configs/rlprompt_agnews.yaml \
+        --out experiments/results/rlprompt_agnews.json --test-limit 2000 total_updates=60
     python experiments/rlprompt_sst2.py --seeds 16-42 --test-limit 64 total_updates=2   # a quick check
 """
 
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(result: dict) -> str:
     """The results as a markdown table: one row per seed, then the baselines."""
     b = result["baselines"]
-    lines = [f"# RLPrompt on SST-2 16-shot ({result['test_examples']} test sentences, raw accuracy)", "",
+    name = Path(result["config"]["task"]).name
+    lines = [f"# RLPrompt on {name} 16-shot ({result['test_examples']} test sentences, raw accuracy)", "",
              f"Command: `{result['command']}`", "",
              "| seed | learned prompt | dev acc | test acc | target queries | wall s | random search test acc (same queries) |",
              "|---|---|---|---|---|---|---|"]

@@ -46,7 +46,7 @@ from rlprompt.config import dump_config
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, cosine_similarity, semantic_weights
-from rlprompt.runs import RunDir, seed_everything
+from rlprompt.runs import RunDir, resume_trainer_checkpoint, seed_everything, trainer_checkpoint_sealer
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask, load_task
 
@@ -225,7 +225,7 @@ def build_task(cfg: DPOMethodConfig) -> ClassificationTask:
 
 def config_target(cfg: DPOMethodConfig) -> Target:
     """The config's frozen target (``target_dtype`` applies to local models only)."""
-    return make_target(cfg.target, **({} if cfg.target.startswith("openai:") else {"dtype": cfg.target_dtype}))
+    return make_target(cfg.target, dtype=cfg.target_dtype)
 
 
 def originals_for(cfg: DPOMethodConfig) -> list[str]:
@@ -434,12 +434,6 @@ def _run_logger(run: RunDir):
     return RunLogger()
 
 
-def _last_checkpoint(output_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return Path(found) if output_dir.is_dir() and (found := get_last_checkpoint(str(output_dir))) else None
-
-
 def rewrite(model: Any, tokenizer: Any, cfg: DPOMethodConfig, originals: Sequence[str]) -> list[str]:
     """Greedy rewrites of ``originals`` by ``model`` (cleaned), one each."""
     from rlprompt.targets.hf import HFTarget
@@ -492,16 +486,17 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     output_dir = run.path / "checkpoints"
-    checkpoint = _last_checkpoint(output_dir) if resume else None
+    checkpoint = resume_trainer_checkpoint(output_dir) if resume else None
     if resume and checkpoint is None and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no trl checkpoint")
+        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
     if checkpoint is not None:
         run.truncate_to(int(checkpoint.name.rsplit("-", 1)[1]))
     peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                              target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
     trainer_cls = _trainer_class() if semantic else DPOTrainer
     trainer = trainer_cls(model=model, args=_trl_config(cfg, output_dir), train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config, callbacks=[_run_logger(run)])
+                          processing_class=tokenizer, peft_config=peft_config,
+                          callbacks=[_run_logger(run), trainer_checkpoint_sealer()])
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
     summary: dict[str, Any] = {

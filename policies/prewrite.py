@@ -32,7 +32,7 @@ from rlprompt.config import dump_config
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward, make_stabilizer
 from rlprompt.rewards.protocol import completion_texts
-from rlprompt.runs import RunDir, seed_everything
+from rlprompt.runs import RunDir, resume_trainer_checkpoint, seed_everything, trainer_checkpoint_sealer
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask, load_task
 
@@ -297,12 +297,6 @@ def _run_logger_class():
     return RunLogger
 
 
-def _last_checkpoint(output_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return Path(found) if output_dir.is_dir() and (found := get_last_checkpoint(str(output_dir))) else None
-
-
 # -- inference: PRewrite-I and PRewrite-S ---------------------------------------------------------
 def balanced_subset(labels: Sequence[int], limit: int | None) -> list[int]:
     """Indices of ``limit`` examples taken round-robin over the labels in file order (RLPrompt's dev files
@@ -380,13 +374,13 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
         tokenizer.pad_token = tokenizer.eos_token
     task = build_task(cfg)
     if target is None:
-        target = make_target(cfg.target, **({} if cfg.target.startswith("openai:") else {"dtype": cfg.target_dtype}))
+        target = make_target(cfg.target, dtype=cfg.target_dtype)
     reward = RewriteReward(target, task, kind=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
                            seed=cfg.seed)
     output_dir = run.path / "checkpoints"
-    checkpoint = _last_checkpoint(output_dir) if resume else None
+    checkpoint = resume_trainer_checkpoint(output_dir) if resume else None
     if resume and checkpoint is None and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no trl checkpoint")
+        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
     if checkpoint is not None:
         state_file = checkpoint / "prewrite_state.json"
         if state_file.is_file():
@@ -401,7 +395,8 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
                              target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
     logger = _run_logger_class()(run, reward, target)
     trainer = _grpo_trainer_class()(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                                    processing_class=tokenizer, peft_config=peft_config, callbacks=[logger])
+                                    processing_class=tokenizer, peft_config=peft_config,
+                                    callbacks=[logger, trainer_checkpoint_sealer()])
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
     train_seconds = time.perf_counter() - start

@@ -52,8 +52,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     split = task.split(args.split)
     texts, labels = list(split.texts[: args.limit]), list(split.labels[: args.limit])
-    kwargs = {} if args.target.startswith("openai:") else {"dtype": args.dtype}
-    target = make_target(args.target, **kwargs)
+    target = make_target(args.target, dtype=args.dtype)
     result = evaluate(
         target,
         template=task.template,

@@ -13,6 +13,12 @@ Every file is written atomically (temporary file + ``os.replace``; checkpoints a
 temporary directory that is renamed into place, with the manifest written last), so a crash leaves
 either the old state or the new one. :meth:`RunDir.latest_checkpoint` skips checkpoints whose
 manifest is missing or whose files fail their checksum. Nothing here uses pickle.
+
+trl methods (PRewrite, DPO) keep trl's own ``checkpoints/checkpoint-<n>/`` folders, which the Trainer
+writes in place; :func:`trainer_checkpoint_sealer` seals each one with the same sha256 manifest once it
+is complete, and :func:`resume_trainer_checkpoint` resumes only from a sealed, intact one. (The Trainer
+reads its optimizer, scheduler and rng files with ``torch.load(weights_only=True)``: tensors and plain
+containers only, no code runs.)
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from safetensors.torch import load_file, save_file
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+_TRAINER_DIR = re.compile(r"^checkpoint-(\d+)$")
 NAMESPACES = ("charts", "losses", "eval", "perf")
 """Metric keys must start with one of these namespaces (``charts/reward``, ``losses/value``, ``eval/accuracy``)."""
 
@@ -350,3 +357,44 @@ __all__ = [
     "set_rng_state",
     "unflatten_optimizer_state",
 ]
+
+
+# -- trl / transformers Trainer checkpoints ---------------------------------------------------------
+def seal_trainer_checkpoint(folder: str | Path) -> None:
+    """Mark a Trainer checkpoint as complete: ``manifest.json`` with the sha256 of every file in it,
+    written atomically after the Trainer has written everything else."""
+    folder = Path(folder)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
+    manifest = {"step": int(_TRAINER_DIR.match(folder.name).group(1)), "files": {n: _sha256(folder / n) for n in files}}
+    _write_atomic(folder / "manifest.json", json.dumps(manifest))
+
+
+def trainer_checkpoint_sealer() -> Any:
+    """A ``transformers.TrainerCallback`` that seals each checkpoint the Trainer saves (add it last, after
+    callbacks that write files into the checkpoint)."""
+    from transformers import TrainerCallback
+
+    class Sealer(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                seal_trainer_checkpoint(folder)
+
+    return Sealer()
+
+
+def resume_trainer_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest sealed, intact ``checkpoint-<n>`` under ``output_dir`` (None if there is none).
+    Newer ones that are unsealed (a crash while the Trainer was saving) or fail their checksum are
+    renamed to ``.broken-checkpoint-<n>`` (kept for inspection, never deleted), so the Trainer neither
+    resumes from nor rotates them."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    found = sorted((int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _TRAINER_DIR.match(p.name)))
+    for _, path in reversed(found):
+        if RunDir.is_valid_checkpoint(path):
+            return path
+        path.rename(root / f".broken-{path.name}")
+    return None
+

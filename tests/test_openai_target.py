@@ -167,6 +167,34 @@ def test_missing_verbalizer_raises_or_is_bounded_when_asked():
     assert scores[0, 0, 0] > true_logprobs("fine It was")[" awful"]  # an upper bound, not the value
 
 
+def test_truncated_body_is_retried_then_reported():
+    server = FakeServer()
+    server.script = [httpx.Response(200, text='{"choices": [{"text": " gre')]
+    target = make(server)
+    np.testing.assert_allclose(target.classify(TEMPLATE, ["It was"], ["good"], VERBALIZERS),
+                               expected_scores(["It was"], ["good"]), atol=1e-9)
+    assert target.retries == 1
+    server.script = [httpx.Response(200, text="<html>oops</html>")] * 3
+    with pytest.raises(TargetError, match="3 attempts.*non-JSON body"):
+        make(server, max_retries=2).classify(TEMPLATE, ["It was"], ["good"], VERBALIZERS)
+
+
+def test_logprobs_missing_mid_run_is_a_fault_not_a_switch_to_label_parsing():
+    """An endpoint that has returned logprobs and then drops them once is retried; dropping them for good
+    is an error. Neither switches scoring to hard labels behind the run's back."""
+    server = FakeServer()
+    target = make(server, max_retries=2)
+    first = target.classify(TEMPLATE, ["It was"], ["good", "bad"], VERBALIZERS)
+    bare = httpx.Response(200, json={"choices": [{"index": 0, "text": " great", "logprobs": None}]})
+    server.script = [bare]
+    np.testing.assert_allclose(target.classify(TEMPLATE, ["It was"], ["good", "bad"], VERBALIZERS), first, atol=1e-9)
+    assert target.retries == 1 and target.logprobs is True
+    server.logprobs = False
+    with pytest.raises(TargetError, match="3 attempts.*without logprobs"):
+        target.classify(TEMPLATE, ["It was"], ["good"], VERBALIZERS)
+    assert target.logprobs is True
+
+
 def test_match_verbalizers_handles_space_markers():
     assert match_verbalizers({"Ġgreat": -1.0, "▁bad": -2.0}, [" great", " bad"]) == [-1.0, -2.0]
     assert match_verbalizers({"great": -1.0}, [" great", " bad"]) == [-1.0, None]
@@ -226,7 +254,6 @@ def test_client_error_is_not_retried():
 @pytest.mark.parametrize(
     ("response", "message"),
     [
-        (httpx.Response(200, text="<html>oops</html>"), "non-JSON"),
         (httpx.Response(200, json={"object": "text_completion"}), r"missing field \['choices'\]"),
         (httpx.Response(200, json={"choices": []}), r"missing field \['choices'\]\[0\]"),
     ],
@@ -368,3 +395,13 @@ def test_make_target_parses_from_the_right():
     assert (target.base_url, target.model, target.concurrency) == ("http://127.0.0.1:8000/v1", "org/model-7b", 2)
     with pytest.raises(ValueError, match="openai:<base_url>:<model>"):
         make_target("openai:model-only")
+
+
+def test_make_target_reads_options_after_the_spec_and_ignores_dtype():
+    target = make_target("openai:http://127.0.0.1:8000/v1:m?timeout=2.5&max_retries=1&mode=chat&logprobs=false",
+                         dtype="bfloat16", tokenizer=None)
+    assert (target.model, target.timeout, target.max_retries, target.mode, target.logprobs) == ("m", 2.5, 1, "chat", False)
+    with pytest.raises(ValueError, match="'retries=3'.*max_retries"):
+        make_target("openai:http://h/v1:m?retries=3")
+    with pytest.raises(ValueError, match="timeout='soon'"):
+        make_target("openai:http://h/v1:m?timeout=soon")

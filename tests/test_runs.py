@@ -166,3 +166,22 @@ def test_rng_state_is_json_and_restores():
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(state)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_trainer_checkpoints_resume_only_from_a_sealed_intact_one(tmp_path):
+    from rlprompt.runs import resume_trainer_checkpoint, seal_trainer_checkpoint
+
+    root = tmp_path / "checkpoints"
+    assert resume_trainer_checkpoint(root) is None
+    for step in (2, 4, 6):
+        folder = root / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(bytes([step]) * 64)
+        (folder / "trainer_state.json").write_text("{}")
+    seal_trainer_checkpoint(root / "checkpoint-2")
+    seal_trainer_checkpoint(root / "checkpoint-4")
+    (root / "checkpoint-4" / "adapter_model.safetensors").write_bytes(b"torn")  # corrupt after sealing
+    # checkpoint-6 was never sealed: the process died while the Trainer was saving it
+    assert resume_trainer_checkpoint(root) == root / "checkpoint-2"
+    assert sorted(p.name for p in root.iterdir()) == [".broken-checkpoint-4", ".broken-checkpoint-6", "checkpoint-2"]
+    assert json.loads((root / "checkpoint-2" / "manifest.json").read_text())["step"] == 2

@@ -17,15 +17,35 @@ __all__ = [
 ]
 
 
-def make_target(spec: str, **kwargs) -> Target:
+# OpenAITarget settings a target spec may carry after "?": name -> parser of the text value.
+_SPEC_OPTIONS = {"concurrency": int, "timeout": float, "max_retries": int, "backoff": float, "top_logprobs": int,
+                 "label_tokens": int, "mode": str, "missing": str, "api_key_env": str,
+                 "logprobs": lambda v: {"true": True, "false": False}[v.lower()]}
+
+
+def make_target(spec: str, *, dtype: str | None = None, **kwargs) -> Target:
     """Build a target from a string: ``openai:<base_url>:<model>`` (the model is the text after the
     last ``:``, so ``openai:http://127.0.0.1:8000/v1:smollm2`` works) gives :class:`OpenAITarget`;
-    anything else is a model name for ``HFTarget(spec, **kwargs)``."""
+    anything else is a model name for ``HFTarget(spec, dtype=dtype, **kwargs)``.
+
+    An OpenAI spec may end in ``?key=value&...`` with :class:`OpenAITarget` settings (``timeout``,
+    ``max_retries``, ``backoff``, ``concurrency``, ``mode``, ``logprobs``, ...), so configs and the CLI
+    can tune them: ``openai:http://127.0.0.1:8000/v1:smollm2?timeout=10&max_retries=3``. ``dtype`` is a
+    local-weights setting and does not apply to a remote endpoint."""
     if spec.startswith("openai:"):
+        spec, _, query = spec.partition("?")
         base_url, sep, model = spec[len("openai:"):].rpartition(":")
         if not sep or not model or not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"target spec {spec!r} must look like openai:<base_url>:<model>")
+            raise ValueError(f"target spec {spec!r} must look like openai:<base_url>:<model>[?key=value&...]")
+        for pair in filter(None, query.split("&")):
+            key, eq, value = pair.partition("=")
+            if key not in _SPEC_OPTIONS or not eq:
+                raise ValueError(f"target spec option {pair!r}: expected key=value with key one of {sorted(_SPEC_OPTIONS)}")
+            try:
+                kwargs[key] = _SPEC_OPTIONS[key](value)
+            except (ValueError, KeyError):
+                raise ValueError(f"target spec option {key}={value!r} is not a valid {key}") from None
         return OpenAITarget(base_url, model, **kwargs)
     from rlprompt.targets.hf import HFTarget
 
-    return HFTarget(spec, **kwargs)
+    return HFTarget(spec, **({} if dtype is None else {"dtype": dtype}), **kwargs)

@@ -161,6 +161,7 @@ class OpenAITarget(Target):
         self.bounded = 0  #: verbalizer scores replaced by an upper bound (``missing="bound"``)
         self.retries = 0  #: requests repeated after a 429, 5xx, timeout or connection error
         self._n_supported = True
+        self._logprobs_seen = False  # set by the first reply that carries logprobs
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = -1
@@ -234,8 +235,9 @@ class OpenAITarget(Target):
             self.stats.sequences += sequences
             self.stats.tokens += int(tokens)
 
-    async def _post(self, endpoint: str, payload: dict, sequences: int = 1) -> dict:
-        """POST with retries on 429/5xx/timeouts/connection errors; returns the parsed JSON reply."""
+    async def _post(self, endpoint: str, payload: dict, sequences: int = 1, check=None) -> dict:
+        """POST with retries on 429/5xx/timeouts/connection errors/non-JSON bodies, and on replies that
+        ``check`` (if given) rejects; returns the parsed JSON reply."""
         client = await self._ensure_client()
         url = f"{self.base_url}/{endpoint}"
         payload = {"model": self.model, **payload}
@@ -259,12 +261,16 @@ class OpenAITarget(Target):
                 else:
                     try:
                         reply = response.json()
-                    except ValueError:
-                        raise TargetError(f"POST {url} returned a non-JSON body: {response.text[:300]!r}") from None
-                    if not isinstance(reply, dict):
-                        raise TargetError(f"POST {url} returned JSON that is not an object: {str(reply)[:300]!r}")
-                    self._count(reply, sequences)
-                    return reply
+                    except ValueError:  # a truncated or garbled body (a proxy cut it off): worth another try
+                        reply = None
+                        last = f"a non-JSON body: {response.text[:300]!r}"
+                    else:
+                        if not isinstance(reply, dict):
+                            raise TargetError(f"POST {url} returned JSON that is not an object: {str(reply)[:300]!r}")
+                        if check is None or check(reply):
+                            self._count(reply, sequences)
+                            return reply
+                        last = f"a reply without logprobs, though this endpoint returned them before: {str(reply)[:300]!r}"
             if attempt == self.max_retries:
                 break
             with self._lock:
@@ -342,11 +348,9 @@ class OpenAITarget(Target):
 
     async def _force(self, text: str, plain: dict[str, float], verbalizer: str, token_id: int) -> float:
         """Log-probability of a verbalizer missing from the top ``k``, read by forcing it with ``logit_bias``."""
-        reply = await self._post(*self._request(text, **self._logprob_payload({str(token_id): self.bias})), sequences=0)
-        parsed = self._top(reply)
-        if parsed is None:
-            raise TargetError(f"the logit_bias request for {verbalizer!r} came back without logprobs")
-        biased, (token, value) = parsed
+        reply = await self._post(*self._request(text, **self._logprob_payload({str(token_id): self.bias})), sequences=0,
+                                 check=lambda r: self._top(r) is not None)
+        biased, (token, value) = self._top(reply)
         if match_verbalizers({token: value}, [verbalizer])[0] is None:
             raise TargetError(
                 f"logit_bias {{{token_id}: {self.bias}}} did not force {verbalizer!r} (the server chose {token!r}): "
@@ -355,9 +359,13 @@ class OpenAITarget(Target):
         return self._unbias(plain, biased, verbalizer, value)
 
     async def _score_one(self, text: str, verbalizers: list[str], ids: list[int] | None) -> list[float] | None:
-        parsed = self._top(await self._post(*self._request(text, **self._logprob_payload())))
+        # Once the endpoint has returned logprobs, a reply without them is a fault (retried, then an error),
+        # never a silent switch to label parsing in the middle of a run.
+        check = (lambda reply: self._top(reply) is not None) if self._logprobs_seen else None
+        parsed = self._top(await self._post(*self._request(text, **self._logprob_payload()), check=check))
         if parsed is None:
             return None
+        self._logprobs_seen = True
         plain = parsed[0]
         found = match_verbalizers(plain, verbalizers)
         if ids is not None and self.bias:
@@ -399,6 +407,14 @@ class OpenAITarget(Target):
                 return await asyncio.gather(*(self._score_one(t, verbalizers, ids) for t in texts))
 
             rows = self._run(score_all())
+            missing = [i for i, row in enumerate(rows) if row is None]
+            if missing and len(missing) < len(rows):  # some replies of the first batch lacked logprobs: faults
+
+                async def rescore():
+                    return await asyncio.gather(*(self._score_one(texts[i], verbalizers, ids) for i in missing))
+
+                for i, row in zip(missing, self._run(rescore())):
+                    rows[i] = row
             if all(row is not None for row in rows):
                 return np.asarray(rows, dtype=np.float64).reshape(len(prompts), len(inputs), len(verbalizers))
             warnings.warn(

@@ -1,0 +1,253 @@
+"""Reliability benchmark: inject faults into real `rlprompt train` runs and count what survives.
+
+Every scenario drives the public CLI (`python -m rlprompt.cli train ...` in a subprocess) on tiny random
+models, so it runs in minutes on a CPU:
+
+- transient target faults: the target is a fault-injecting OpenAI-compatible endpoint on loopback
+  (rlprompt.targets.faulty: 429 + Retry-After, 500, replies past the client timeout, truncated and
+  non-JSON bodies, replies without logprobs) answering 30% of requests with a fault;
+- outage: the endpoint starts answering 503 to everything mid-run; the run must stop with a clear
+  error, then `--resume` after the endpoint is back must finish it;
+- kill -9: the trainer is SIGKILLed at a random moment (several times per run) and resumed;
+- corrupt checkpoint: the newest checkpoint's weights are truncated before `--resume`;
+- the same kill -9 for PRewrite (trl's GRPOTrainer checkpoints).
+
+"Data lost" counts logged updates missing or duplicated in the finished run's metrics.jsonl, a
+non-finite reward anywhere in it, or a finished run without a loadable final checkpoint. Writes
+experiments/results/reliability.json and reliability.md.
+
+    python experiments/reliability.py            # about 5 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rlprompt.runs import RunDir
+from rlprompt.targets.faulty import FAULTS, FaultyEndpoint
+
+ROOT = Path(__file__).resolve().parent
+TOKENS = [" terrible", " great"]  # the built-in sentiment task's verbalizers
+RLPROMPT = ("method: rlprompt\ntask: sentiment\npolicy_model: tiny-random\npolicy_dtype: float32\nprompt_length: 2\n"
+            "n_envs: 4\nmlp_hidden: 16\nvalue_hidden: 8\ninput_batch_size: 4\nvocab: [{vocab}]\n"
+            "eval_every: 5\ncheckpoint_every: 2\ntarget: {target}\ntarget_dtype: float32\n")
+PREWRITE = ("method: prewrite\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\ntarget_dtype: float32\n"
+            "num_generations: 2\nmax_completion_length: 4\ninput_batch_size: 2\nnum_samples: 2\ndev_limit: 4\n"
+            "checkpoint_every: 1\nlora_target_modules: [q_proj]\n")
+ENV = {**os.environ, "TQDM_DISABLE": "1"}
+
+
+def train_cmd(config: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "rlprompt.cli", "train", str(config), "--run-dir", str(run_dir), *extra]
+
+
+def write_config(folder: Path, name: str, text: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def rlprompt_config(folder: Path, name: str, target: str) -> Path:
+    return write_config(folder, name, RLPROMPT.format(vocab=", ".join(map(str, range(300, 364))), target=target))
+
+
+def audit(run_dir: Path, expected_steps: int, reward_keys: tuple[str, ...]) -> dict:
+    """What the finished run kept: missing / duplicated updates, non-finite rewards, a valid checkpoint."""
+    run = RunDir(run_dir, resume=True)
+    records = [r for r in run.read_metrics() if reward_keys[0] in r]  # training updates (not eval-only lines)
+    steps = [r["step"] for r in records]
+    rewards = [r[k] for r in records for k in reward_keys if k in r]
+    missing = sorted(set(range(1, expected_steps + 1)) - set(steps))
+    duplicated = len(steps) - len(set(steps))
+    non_finite = sum(not math.isfinite(v) for v in rewards)
+    return {"logged_updates": len(set(steps)), "missing_updates": missing, "duplicated_updates": duplicated,
+            "non_finite_rewards": non_finite, "rewards_checked": len(rewards),
+            "data_lost": bool(missing or duplicated or non_finite)}
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise RuntimeError(f"training exited (code {proc.returncode}) before the fault could be injected")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"condition not reached within {timeout} s")
+        time.sleep(0.05)
+
+
+def last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1][:300] if lines else ""
+
+
+def newest_valid_checkpoint(run_dir: Path) -> int:
+    """Step of the newest intact checkpoint (rlprompt's step_<n> or a sealed trl checkpoint-<n>), 0 if none."""
+    found = [int(re.sub(r"^(step_|checkpoint-)", "", p.name)) for p in (run_dir / "checkpoints").iterdir()
+             if re.match(r"^(step_|checkpoint-)\d+$", p.name) and RunDir.is_valid_checkpoint(p)]
+    return max(found, default=0)
+
+
+def rlprompt_checkpoints(run_dir: Path) -> int:
+    return len(list((run_dir / "checkpoints").glob("step_*"))) if (run_dir / "checkpoints").is_dir() else 0
+
+
+def prewrite_checkpoints(run_dir: Path) -> int:
+    return len(list((run_dir / "checkpoints").glob("checkpoint-*"))) if (run_dir / "checkpoints").is_dir() else 0
+
+
+# -- scenarios -------------------------------------------------------------------------------------------
+def transient_faults(work: Path, seed: int, updates: int = 10) -> dict:
+    with FaultyEndpoint(TOKENS, fault_rate=0.3, slow_seconds=3.0, seed=seed) as endpoint:
+        target = f"openai:{endpoint.url}:fake?timeout=2&max_retries=6&backoff=0.01"
+        config = rlprompt_config(work, f"transient{seed}", target)
+        run_dir = work / f"transient{seed}"
+        out = subprocess.run(train_cmd(config, run_dir, f"total_updates={updates}", f"seed={seed}"),
+                             capture_output=True, text=True, env=ENV, timeout=900)
+        injected = dict(endpoint.injected)
+    return {"scenario": "transient target faults (30% of requests)", "method": "rlprompt", "seed": seed,
+            "faults_injected": sum(injected.values()), "fault_kinds": injected, "interruptions": 0,
+            "survived": out.returncode == 0, "exit_code": out.returncode, "error": last_line(out.stderr),
+            **audit(run_dir, updates, ("charts/raw_reward", "charts/reward"))}
+
+
+def outage(work: Path, seed: int, updates: int = 10) -> dict:
+    with FaultyEndpoint(TOKENS, outage_after=100 + 16 * seed) as endpoint:
+        target = f"openai:{endpoint.url}:fake?timeout=2&max_retries=2&backoff=0.01"
+        config = rlprompt_config(work, f"outage{seed}", target)
+        run_dir = work / f"outage{seed}"
+        first = subprocess.run(train_cmd(config, run_dir, f"total_updates={updates}", f"seed={seed}"),
+                               capture_output=True, text=True, env=ENV, timeout=900)
+        error = last_line(first.stderr)
+        endpoint.outage(False)
+        second = subprocess.run(train_cmd(config, run_dir, "--resume", f"total_updates={updates}", f"seed={seed}"),
+                                capture_output=True, text=True, env=ENV, timeout=900)
+        injected = endpoint.injected["outage"]
+    clean_stop = first.returncode == 1 and "TargetError" in error and "503" in error
+    return {"scenario": "target outage (503 until lifted), then --resume", "method": "rlprompt", "seed": seed,
+            "faults_injected": injected, "interruptions": 1, "stopped_cleanly": clean_stop, "error": error,
+            "survived": clean_stop and second.returncode == 0, "exit_code": second.returncode,
+            **audit(run_dir, updates, ("charts/raw_reward", "charts/reward"))}
+
+
+def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
+    """SIGKILL the trainer ``kills`` times at random moments after a checkpoint exists, resuming each time."""
+    rng = random.Random(seed)
+    if method == "rlprompt":
+        config, updates, count = rlprompt_config(work, f"kill{seed}", "tiny-random"), 60, rlprompt_checkpoints
+        extra = [f"total_updates={updates}", f"seed={seed}"]
+    else:
+        config, updates, count = write_config(work, f"killpw{seed}", PREWRITE), 8, prewrite_checkpoints
+        extra = [f"steps={updates}", f"seed={seed}"]
+    run_dir = work / f"kill-{method}{seed}"
+    redone, done = 0, False
+    for attempt in range(kills + 1):
+        resume = ["--resume"] if attempt else []
+        proc = subprocess.Popen(train_cmd(config, run_dir, *resume, *extra), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=ENV)
+        if attempt < kills:
+            try:
+                before = count(run_dir)
+                wait_for(lambda: count(run_dir) > before, proc, 600)
+                time.sleep(rng.uniform(0.0, 1.5))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=60)
+            except RuntimeError:  # the run finished before this kill could land
+                proc.wait(timeout=60)
+                done = proc.returncode == 0
+                break
+            logged = {r["step"] for r in RunDir(run_dir, resume=True).read_metrics()}
+            redone += max(0, max(logged, default=0) - newest_valid_checkpoint(run_dir))
+        else:
+            _, err = proc.communicate(timeout=900)
+            done = proc.returncode == 0
+    reward_keys = ("charts/raw_reward", "charts/reward") if method == "rlprompt" else ("charts/reward",)
+    return {"scenario": f"kill -9 at random moments ({kills}x), then --resume", "method": method, "seed": seed,
+            "faults_injected": kills, "interruptions": kills, "survived": done, "updates_redone": redone,
+            **audit(run_dir, updates, reward_keys)}
+
+
+def corrupt_checkpoint(work: Path, seed: int) -> dict:
+    config = rlprompt_config(work, f"corrupt{seed}", "tiny-random")
+    run_dir = work / f"corrupt{seed}"
+    first = subprocess.run(train_cmd(config, run_dir, "total_updates=6", f"seed={seed}"),
+                           capture_output=True, text=True, env=ENV, timeout=900)
+    newest = sorted((run_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    second = subprocess.run(train_cmd(config, run_dir, "--resume", "total_updates=10", f"seed={seed}"),
+                            capture_output=True, text=True, env=ENV, timeout=900)
+    return {"scenario": "newest checkpoint truncated, then --resume", "method": "rlprompt", "seed": seed,
+            "faults_injected": 1, "interruptions": 1, "survived": first.returncode == 0 and second.returncode == 0,
+            "exit_code": second.returncode, **audit(run_dir, 10, ("charts/raw_reward", "charts/reward"))}
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Reliability: faults injected into real `rlprompt train` runs", "",
+             f"Command: `{result['command']}`", "",
+             "Tiny random models on CPU; the OpenAI-compatible target is rlprompt.targets.faulty.FaultyEndpoint on "
+             "loopback. *Data lost* = an update missing or logged twice in the finished run's metrics.jsonl, or a "
+             "non-finite reward in it. *Redone* = updates computed again after a kill (at most one checkpoint "
+             "interval each).", "",
+             "| scenario | method | seed | faults injected | survived | updates kept | redone | non-finite rewards | data lost |",
+             "|---|---|---:|---:|---|---:|---:|---:|---|"]
+    for r in result["scenarios"]:
+        lines.append(f"| {r['scenario']} | {r['method']} | {r['seed']} | {r['faults_injected']} | "
+                     f"{'yes' if r['survived'] else 'NO'} | {r['logged_updates']} | {r.get('updates_redone', '-')} | "
+                     f"{r['non_finite_rewards']} / {r['rewards_checked']} | {'YES' if r['data_lost'] else 'none'} |")
+    t = result["totals"]
+    lines += ["", f"Totals: {t['faults_injected']} faults injected over {t['runs']} runs; {t['survived']} runs survived; "
+              f"runs with data lost: {t['runs_with_data_lost']}.", ""]
+    kinds = {}
+    for r in result["scenarios"]:
+        for k, v in r.get("fault_kinds", {}).items():
+            kinds[k] = kinds.get(k, 0) + v
+    if kinds:
+        lines += ["Transient faults by kind: " + ", ".join(f"{k} {kinds.get(k, 0)}" for k in FAULTS) + ".", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="runs per scenario")
+    parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per kill -9 run")
+    parser.add_argument("--out", default=str(ROOT / "results" / "reliability.json"))
+    args = parser.parse_args(argv)
+    scenarios = []
+    with tempfile.TemporaryDirectory(prefix="rlprompt-reliability-") as tmp:
+        work = Path(tmp)
+        for seed in range(args.seeds):
+            for run in (lambda: transient_faults(work, seed), lambda: outage(work, seed),
+                        lambda: kill_and_resume(work, seed, "rlprompt", args.kills),
+                        lambda: corrupt_checkpoint(work, seed),
+                        lambda: kill_and_resume(work, seed, "prewrite", args.kills)):
+                scenarios.append(run())
+                print(json.dumps(scenarios[-1]), file=sys.stderr)
+    totals = {"runs": len(scenarios), "faults_injected": sum(r["faults_injected"] for r in scenarios),
+              "survived": sum(r["survived"] for r in scenarios),
+              "runs_with_data_lost": sum(r["data_lost"] for r in scenarios)}
+    result = {"scenarios": scenarios, "totals": totals,
+              "command": " ".join(shlex.quote(a) for a in ["python", "experiments/reliability.py", *sys.argv[1:]])}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    tmp_out.replace(out)
+    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    print(markdown(result))
+    return 0 if totals["survived"] == totals["runs"] and not totals["runs_with_data_lost"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
