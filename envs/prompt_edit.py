@@ -78,7 +78,10 @@ class PromptEditEnv(gym.Env):
     prompt); ``phrase_bank``: phrases the add action appends; ``budget``: edits per episode;
     ``eval_split``: the split whose accuracy change is the reward; ``embedder``: ``texts -> (N, D)`` unit
     vectors (default: the bundled MiniLM); ``template``: overrides the task's template (holds
-    ``{prompt}`` and ``{sentence}``). Other arguments as :class:`PromptTokensEnv`.
+    ``{prompt}`` and ``{sentence}``); ``reviser``: ``instruction -> revised instruction or None``, offered
+    as one more action, ``revise`` (PromptAgent's error-driven revision: ``reviser=agent.revise``, see
+    :class:`rlprompt.policies.promptagent.PromptAgent`; cached per instruction, None leaves the
+    instruction as it is). Other arguments as :class:`PromptTokensEnv`.
     """
 
     metadata = {"render_modes": []}
@@ -96,6 +99,7 @@ class PromptEditEnv(gym.Env):
         template: str | None = None,
         embedder: Callable[[list[str]], np.ndarray] | None = None,
         paraphrase_tokens: int = 16,
+        reviser: Callable[[str], str | None] | None = None,
     ) -> None:
         if max_phrases < 2:
             raise ValueError(f"max_phrases must be >= 2, got {max_phrases}")
@@ -116,8 +120,11 @@ class PromptEditEnv(gym.Env):
             + [("swap", i, j) for i, j in combinations(range(m), 2)]
             + [("paraphrase", i) for i in range(m)]
             + [("add", k) for k in range(len(self.phrase_bank))]
+            + ([("revise",)] if reviser is not None else [])
             + [("stop",)]
         )
+        self.reviser = reviser
+        self._revisions: dict[str, str] = {}
         if embedder is None:
             from rlprompt.rewards.semantic import minilm_embed
 
@@ -178,6 +185,13 @@ class PromptEditEnv(gym.Env):
             self._paraphrases[phrase] = line or phrase
         return self._paraphrases[phrase]
 
+    def revise(self, instruction: str) -> str:
+        """The reviser's revision of ``instruction`` (cached); the instruction itself when it has none."""
+        if instruction not in self._revisions:
+            revised = self.reviser(instruction)
+            self._revisions[instruction] = revised if revised and split_phrases(revised, self.max_phrases) else instruction
+        return self._revisions[instruction]
+
     def score(self, instruction: str | None = None) -> float:
         """Accuracy of ``instruction`` (default: the current one) on the eval split."""
         return self.scorer.evaluate(self.instruction if instruction is None else instruction, self.eval_split)
@@ -218,6 +232,8 @@ class PromptEditEnv(gym.Env):
                 self.phrases[i], self.phrases[j] = self.phrases[j], self.phrases[i]
             elif edit[0] == "paraphrase":
                 self.phrases[edit[1]] = self.paraphrase(self.phrases[edit[1]])
+            elif edit[0] == "revise":
+                self.phrases = split_phrases(self.revise(self.instruction), self.max_phrases)
             else:
                 self.phrases.append(self.phrase_bank[edit[1]])
             self.remaining -= 1

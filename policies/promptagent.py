@@ -355,15 +355,14 @@ class PromptAgent:
             self.drops[reason] += 1
         return None
 
-    def expand(self, node: Node, width: int | None = None) -> list[Node]:
-        """Add up to ``width`` (default ``expand_width``) children to ``node``, one per action; actions
-        whose minibatch holds no error or whose answer parses to nothing usable add none (counted)."""
-        width = min(width or self.cfg.expand_width, self.cfg.max_evaluations - self.evaluations)
-        if width < 1:
-            return []
+    def revisions(self, prompt: str, width: int, path: str = "") -> list[tuple[str, list[str]]]:
+        """Up to ``width`` error-driven revisions of ``prompt``, one per minibatch of examples the target
+        gets wrong: ``(gradient, proposed prompts)`` pairs. ``path`` describes the search path so far for
+        the revision request. Minibatches without an error and unparseable answers give none (counted in
+        :attr:`drops`). Nothing is evaluated here."""
         n = len(self.errors_from)
         batches = [self.rng.choice(n, size=min(self.cfg.error_batch_size, n), replace=False) for _ in range(width)]
-        preds = self._predict(node.prompt, np.concatenate(batches))
+        preds = self._predict(prompt, np.concatenate(batches))
         errors = [[int(i) for i in b if preds[int(i)] != self.errors_from.labels[int(i)]][: self.cfg.max_errors]
                   for b in batches]
         self.drops["no_errors"] += sum(not e for e in errors)
@@ -371,32 +370,52 @@ class PromptAgent:
         if not errors:
             return []
         shown = [self._format_examples(e, preds) for e in errors]
-        asks = [GRADIENT_REQUEST.format(prompt=node.prompt, errors=s, **self._intro) for s in shown]
+        asks = [GRADIENT_REQUEST.format(prompt=prompt, errors=s, **self._intro) for s in shown]
         gradients = [g.strip() for g in self._ask(asks, self.cfg.gradient_tokens, prefill=False)]
-        path = " -> ".join(f'"{self.nodes[i].prompt}" ({self.nodes[i].reward:.2f})' for i in self.ancestry(node))
-        asks = [REVISION_REQUEST.format(prompt=node.prompt, errors=s, gradient=" ".join(g.split()), path=path,
-                                        **self._intro) for s, g in zip(shown, gradients)]
-        children = []
-        for gradient, answer in zip(gradients, self._ask(asks, self.cfg.revision_tokens, prefill=True)):
-            children += self._propose(answer, node, gradient)
-        node.expanded = node.expanded or bool(children)
-        return children
+        path = path or f'"{prompt}"'
+        asks = [REVISION_REQUEST.format(prompt=prompt, errors=s, gradient=" ".join(g.split()), path=path, **self._intro)
+                for s, g in zip(shown, gradients)]
+        answers = self._ask(asks, self.cfg.revision_tokens, prefill=True)
+        return [(g, proposals) for g, a in zip(gradients, answers) if (proposals := self._parse(a))]
 
-    def _propose(self, answer: str, parent: Node, gradient: str = "") -> list[Node]:
+    def _parse(self, answer: str) -> list[str]:
+        """The prompts proposed in an optimizer answer; an unparseable one gives none (counted)."""
         proposals, fallback = parse_proposals(answer, self.cfg.parse_fallback)
-        if not proposals:
-            self.drops["unparseable"] += 1
-            return []
-        self.counts["fallback_parsed"] += int(fallback)
-        taken = {parent.prompt} | {self.nodes[c].prompt for c in parent.children}
-        prompt = self._keep(proposals, taken)
+        self.drops["unparseable"] += int(not proposals)
+        self.counts["fallback_parsed"] += int(fallback and bool(proposals))
+        return proposals
+
+    def _add_child(self, parent: Node, proposals: list[str], gradient: str = "") -> Node | None:
+        """Evaluate and add the first usable proposal as a child of ``parent`` (None if none is usable)."""
+        prompt = self._keep(proposals, {parent.prompt} | {self.nodes[c].prompt for c in parent.children})
         if prompt is None:
-            return []
+            return None
         try:
-            return [self.add(prompt, parent, gradient)]
+            return self.add(prompt, parent, gradient)
         except BudgetSpent:
             self.drops["over_budget"] += 1
+            return None
+
+    def revise(self, prompt: str) -> str | None:
+        """One error-driven revision of ``prompt`` (the first usable proposal), or None when the target
+        makes no error on the drawn minibatch or the optimizer's answer is unusable. This is the
+        ``revise`` action of ``rlprompt/PromptEdit-v0`` (``PromptEditEnv(reviser=agent.revise)``)."""
+        for _, proposals in self.revisions(prompt, 1):
+            if (kept := self._keep(proposals, {prompt})) is not None:
+                return kept
+        return None
+
+    def expand(self, node: Node, width: int | None = None) -> list[Node]:
+        """Add up to ``width`` (default ``expand_width``) children to ``node``, one per action; actions
+        whose minibatch holds no error or whose answer parses to nothing usable add none (counted)."""
+        width = min(width or self.cfg.expand_width, self.cfg.max_evaluations - self.evaluations)
+        if width < 1:
             return []
+        path = " -> ".join(f'"{self.nodes[i].prompt}" ({self.nodes[i].reward:.2f})' for i in self.ancestry(node))
+        added = [self._add_child(node, proposals, g) for g, proposals in self.revisions(node.prompt, width, path)]
+        children = [child for child in added if child is not None]
+        node.expanded = node.expanded or bool(children)
+        return children
 
     def ancestry(self, node: Node) -> list[int]:
         """Node ids from the root to ``node``."""
@@ -448,7 +467,8 @@ class PromptAgent:
         demos = [self.rng.choice(n, size=min(self.cfg.ape_demos, n), replace=False) for _ in range(width)]
         asks = [APE_REQUEST.format(demos=self._format_examples(d), **self._intro) for d in demos]
         for answer in self._ask(asks, self.cfg.revision_tokens, prefill=True):
-            self._propose(answer, root)
+            if proposals := self._parse(answer):
+                self._add_child(root, proposals)
         root.expanded = bool(root.children)
 
     def done(self) -> bool:

@@ -276,3 +276,29 @@ def test_train_writes_outputs_and_resume_continues_the_same_search(tmp_path):
     resumed = run(tmp_path / "resumed", 4, resume=True)
     assert json.loads((tmp_path / "resumed" / "tree.json").read_text()) == tree
     assert resumed["prompt"] == summary["prompt"]
+
+
+def test_error_driven_revision_is_a_prompt_edit_action():
+    """PromptEdit-v0 offers PromptAgent's revision as its `revise` action, scored by the same target."""
+    from gymnasium.utils.env_checker import check_env
+
+    from rlprompt.envs.prompt_edit import PromptEditEnv
+
+    def embed(texts):
+        vectors = np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=8) for t in texts])
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    a = agent()
+    env = PromptEditEnv(task=TASK, target=a.scorer.target, embedder=embed, reviser=a.revise, max_phrases=4, budget=2)
+    env.reset(seed=0, options={"instruction": "root"})
+    revise = env.edits.index(("revise",))
+    assert env.action_masks()[revise]
+    _, reward, _, _, info = env.step(revise)
+    assert info["instruction"] == "root/1" == env.revise("root")  # the scripted optimizer's first revision, cached
+    assert reward == pytest.approx(hashed("root/1") - hashed("root"))
+    assert a.evaluations == 0  # revising evaluates nothing in the agent: the env scores the edit itself
+    env.reviser = lambda prompt: None  # an optimizer with nothing usable to say leaves the instruction alone
+    env.reset(seed=0, options={"instruction": "plain"})
+    assert env.step(revise)[4]["instruction"] == "plain"
+    env.reviser, env.paraphrase = a.revise, lambda phrase: f"{phrase}!"  # FakeTarget does not generate
+    check_env(env, skip_render_check=True)
