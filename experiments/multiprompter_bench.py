@@ -26,7 +26,7 @@ from rlprompt.config import dump_config, load_config
 from rlprompt.evaluation import evaluate
 from rlprompt.policies.multiprompter import MultiPrompterConfig, train_multiprompter
 from rlprompt.policies.rlprompt import RLPromptConfig, build_task, train_rlprompt
-from rlprompt.runs import RunDir
+from rlprompt.runs import RunDir, write_atomic
 from rlprompt.targets import make_target
 
 ROOT = Path(__file__).resolve().parent
@@ -66,14 +66,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-limit", type=int, default=None, help="score only the first N test sentences")
     parser.add_argument("--runs-dir", default="runs/multiprompter_bench")
     parser.add_argument("--out", default=str(ROOT / "results" / "multiprompter.json"))
+    parser.add_argument("--arms", nargs="+", default=["single", "k2", "k3"], choices=["single", "k2", "k3"])
+    parser.add_argument("--combine", nargs="+", metavar="JSON", default=None,
+                        help="merge result files of earlier runs (say, one dataset seed each, run in parallel) into --out")
     args = parser.parse_args(argv)
+    if args.combine:
+        parts = [json.loads(Path(f).read_text(encoding="utf-8")) for f in args.combine]
+        runs: dict[str, list[dict]] = {}
+        for part in parts:
+            for name, arm in part["arms"].items():
+                runs.setdefault(name, []).extend(arm["runs"])
+        meta = {k: parts[0][k] for k in ("prompt_length", "budget", "test_examples", "config")}
+        meta["seeds"] = sorted({s for part in parts for s in part["seeds"]})
+        meta["command"] = " && ".join(part["command"] for part in parts)
+        return finish(runs, meta, Path(args.out))
 
     base = load_config(args.config, MultiPrompterConfig, args.overrides)
     target = make_target(base.target, dtype=base.target_dtype)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    runs: dict[str, list[dict]] = {"single": [], "k2": [], "k3": []}
+    runs: dict[str, list[dict]] = {name: [] for name in args.arms}
     for i, task_seed in enumerate(args.seeds):
         for name, cfg in arm_configs(base, args.length, args.budget, task_seed, i).items():
+            if name not in runs:
+                continue
             train = train_rlprompt if name == "single" else train_multiprompter
             started = time.perf_counter()
             summary = train(cfg, Path(args.runs_dir) / f"{stamp}-{name}-{task_seed}", target=target, progress=False)
@@ -88,17 +103,21 @@ def main(argv: list[str] | None = None) -> int:
                                "run_dir": summary["run_dir"], "curve": curve(summary["run_dir"])})
             print(name, json.dumps({k: v for k, v in runs[name][-1].items() if k != "curve"}), file=sys.stderr)
 
+    task = build_task(arm_configs(base, args.length, args.budget, args.seeds[0], 0)["k2"])
+    meta = {"prompt_length": args.length, "budget": args.budget, "seeds": args.seeds,
+            "test_examples": len(task.split("test").texts[: args.test_limit]), "config": dump_config(base),
+            "command": " ".join(shlex.quote(a) for a in ["python", "experiments/multiprompter_bench.py", *sys.argv[1:]])}
+    return finish(runs, meta, Path(args.out))
+
+
+def finish(runs: dict[str, list[dict]], meta: dict, out: Path) -> int:
+    """Aggregate the arms' runs (means over seeds), write ``out`` (.json, .md, .png) and print the table."""
     arms = {name: {"test_accuracy": float(np.mean([r["test_accuracy"] for r in rs])),
                    "target_queries": int(np.mean([r["target_queries"] for r in rs])),
                    "prompts": {r["seed"]: r["prompt"] for r in rs}, "runs": rs} for name, rs in runs.items()}
-    task = build_task(arm_configs(base, args.length, args.budget, args.seeds[0], 0)["k2"])
-    result = {"arms": arms, "prompt_length": args.length, "budget": args.budget, "seeds": args.seeds,
-              "test_examples": len(task.split("test").texts[: args.test_limit]), "config": dump_config(base),
-              "command": " ".join(shlex.quote(a) for a in ["python", "experiments/multiprompter_bench.py", *sys.argv[1:]])}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    result = {"arms": arms, **meta, "plot": out.with_suffix(".png").name}
+    write_atomic(out, json.dumps(result, indent=2) + "\n")
+    write_atomic(out.with_suffix(".md"), markdown(result))
     plot(result, out.with_suffix(".png"))
     print(markdown(result))
     return 0
@@ -136,7 +155,7 @@ def markdown(result: dict) -> str:
             lines.append(f"| {name} | {r['seed']} | `{r['prompt']}` | {r['dev_accuracy']:.3f} | {r['test_accuracy']:.3f} | "
                          f"{r['target_queries']} | {r['updates']} | {r['wall_seconds']} |")
     lines += ["", "Mean test accuracy: " + "; ".join(f"{n} {a['test_accuracy']:.3f}" for n, a in result["arms"].items()),
-              "", "Curves: multiprompter.png (raw train reward vs target queries).", ""]
+              "", f"Curves: {result['plot']} (raw train reward vs target queries).", ""]
     return "\n".join(lines)
 
 

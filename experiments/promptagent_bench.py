@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,15 +25,8 @@ import numpy as np
 
 from rlprompt.envs.scoring import shared_target
 from rlprompt.policies.promptagent import SEARCHES, PromptAgentConfig, make_agent
+from rlprompt.runs import write_atomic
 from rlprompt.tasks import ClassificationTask, Split, load_task
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def load(spec: str, test_limit: int | None, seed: int = 0) -> ClassificationTask:
@@ -60,15 +51,15 @@ def load(spec: str, test_limit: int | None, seed: int = 0) -> ClassificationTask
 
 def markdown(results: dict) -> str:
     lines = [f"Command: `{results['command']}`", "", f"Settings: `{json.dumps(results['settings'])}`", "",
-             "| task | arm | test acc (mean ± std over seeds) | dev reward | evaluations | optimizer requests | "
-             "dropped proposals | final prompt (first seed) |", "|---|---|---|---|---|---|---|---|"]
+             "| task | arm | seeds | test acc (mean ± std over seeds) | dev reward | evaluations | optimizer requests | "
+             "dropped proposals | final prompt (first seed) |", "|---|---|---|---|---|---|---|---|---|"]
     for task, arms in results["tasks"].items():
         init = results["init"][task]
-        lines.append(f"| {task} | initial prompt | {init['test_accuracy']:.3f} | {init['reward']:.3f} | 1 | 0 | - | "
+        lines.append(f"| {task} | initial prompt | - | {init['test_accuracy']:.3f} | {init['reward']:.3f} | 1 | 0 | - | "
                      f"`{init['prompt']}` |")
         for arm, r in arms.items():
             dropped = sum(sum(v for k, v in s["drops"].items() if k != "no_errors") for s in r["seeds"])
-            lines.append(f"| {task} | {arm} | {r['test_accuracy']:.3f} ± {r['test_accuracy_std']:.3f} | "
+            lines.append(f"| {task} | {arm} | {len(r['seeds'])} | {r['test_accuracy']:.3f} ± {r['test_accuracy_std']:.3f} | "
                          f"{r['reward']:.3f} | {r['evaluations']:.1f} | {r['optimizer_requests']:.1f} | {dropped} | "
                          f"`{r['prompt'][:120]}` |")
     return "\n".join(lines) + "\n"
@@ -92,13 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--test-limit", type=int, default=400, help="score final prompts on at most this many test examples")
     p.add_argument("--out", default="experiments/results/promptagent", help="output path without suffix")
+    p.add_argument("--combine", nargs="+", metavar="JSON", default=None,
+                   help="merge result files of earlier runs (say, one seed or task each, run in parallel) into --out")
     args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.combine:
+        return combine([json.loads(Path(f).read_text(encoding="utf-8")) for f in args.combine], out)
 
     target = shared_target(args.model, dtype=args.dtype)
-    settings = {k: v for k, v in vars(args).items() if k not in ("tasks", "out")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("tasks", "out", "combine")}
     results = {"tasks": {}, "init": {}, "settings": settings,
                "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])}
-    out = Path(args.out)
     for spec in args.tasks:
         task = load(spec, args.test_limit)
         name = task.name
@@ -130,15 +125,41 @@ def main(argv: list[str] | None = None) -> int:
                     results["init"][name] = {"prompt": root.prompt, "reward": root.reward,
                                              "test_accuracy": agent.scorer.evaluate(root.prompt, "test")}
                 print(json.dumps({k: v for k, v in record.items() if k != "tree_prompts"}), file=sys.stderr, flush=True)
-            accs = [r["test_accuracy"] for r in per_seed]
-            results["tasks"][name][arm] = {
-                "prompt": per_seed[0]["prompt"], "test_accuracy": float(np.mean(accs)),
-                "test_accuracy_std": float(np.std(accs)), "reward": float(np.mean([r["reward"] for r in per_seed])),
-                "evaluations": float(np.mean([r["evaluations"] for r in per_seed])),
-                "optimizer_requests": float(np.mean([r["counts"].get("optimizer_requests", 0) for r in per_seed])),
-                "seeds": per_seed}
-            _write_atomic(out.with_suffix(".json"), json.dumps(results, indent=2) + "\n")
-            _write_atomic(out.with_suffix(".md"), markdown(results))
+            results["tasks"][name][arm] = summarize(per_seed)
+            write_atomic(out.with_suffix(".json"), json.dumps(results, indent=2) + "\n")
+            write_atomic(out.with_suffix(".md"), markdown(results))
+    print(markdown(results))
+    return 0
+
+
+def summarize(per_seed: list[dict]) -> dict:
+    """An arm's means over seeds (its ``prompt`` is the first seed's), with the per-seed records."""
+    accs = [r["test_accuracy"] for r in per_seed]
+    return {"prompt": per_seed[0]["prompt"], "test_accuracy": float(np.mean(accs)),
+            "test_accuracy_std": float(np.std(accs)), "reward": float(np.mean([r["reward"] for r in per_seed])),
+            "evaluations": float(np.mean([r["evaluations"] for r in per_seed])),
+            "optimizer_requests": float(np.mean([r["counts"].get("optimizer_requests", 0) for r in per_seed])),
+            "seeds": per_seed}
+
+
+def combine(parts: list[dict], out: Path) -> int:
+    """Merge results of runs over disjoint seeds and/or tasks with the same settings (seeds excepted)."""
+    settings = [{k: v for k, v in part["settings"].items() if k != "seeds"} for part in parts]
+    if any(s != settings[0] for s in settings):
+        raise ValueError(f"cannot combine runs with different settings: {settings}")
+    seeds: dict[str, dict[str, list[dict]]] = {}
+    results = {"tasks": {}, "init": {}, "settings": {**settings[0], "seeds": []},
+               "command": " && ".join(part["command"] for part in parts)}
+    for part in parts:
+        results["init"].update(part["init"])
+        results["settings"]["seeds"] += [s for s in part["settings"]["seeds"] if s not in results["settings"]["seeds"]]
+        for task, arms in part["tasks"].items():
+            for arm, summary in arms.items():
+                seeds.setdefault(task, {}).setdefault(arm, []).extend(summary["seeds"])
+    results["tasks"] = {task: {arm: summarize(sorted(rs, key=lambda r: r["seed"])) for arm, rs in arms.items()}
+                        for task, arms in seeds.items()}
+    write_atomic(out.with_suffix(".json"), json.dumps(results, indent=2) + "\n")
+    write_atomic(out.with_suffix(".md"), markdown(results))
     print(markdown(results))
     return 0
 

@@ -117,7 +117,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: readers
+    see the old file or the new one, never a partial one (folders are created as needed)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -182,7 +185,7 @@ class RunDir:
     def write_text(self, relative: str | Path, text: str) -> Path:
         """Write a text file inside the run directory atomically."""
         path = self.file(relative)
-        _write_atomic(path, text)
+        write_atomic(path, text)
         return path
 
     def write_json(self, relative: str | Path, obj: Any) -> Path:
@@ -366,7 +369,7 @@ def seal_trainer_checkpoint(folder: str | Path) -> None:
     folder = Path(folder)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
     manifest = {"step": int(_TRAINER_DIR.match(folder.name).group(1)), "files": {n: _sha256(folder / n) for n in files}}
-    _write_atomic(folder / "manifest.json", json.dumps(manifest))
+    write_atomic(folder / "manifest.json", json.dumps(manifest))
 
 
 def trainer_checkpoint_sealer() -> Any:
