@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from rlprompt.envs import make_prompt_tokens_vec_env, shared_target
+from rlprompt.runs import write_atomic
 
 
 @dataclass
@@ -104,7 +105,7 @@ def write_markdown(meta: dict, rows: list[dict], path: Path) -> str:
                      f"{r['episodes']} | {r['seconds']} | {r['episodes_per_s']} | {r['forward_passes']} | "
                      f"{r['speedup_vs_per_env']}x |")
     text = "\n".join(lines) + "\n"
-    path.write_text(text)
+    write_atomic(path, text)
     return text
 
 
@@ -122,8 +123,7 @@ def main() -> None:
     meta = {"command": command, "args": asdict(args), "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    write_atomic(out.with_suffix(".json"), json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     print(write_markdown(meta, rows, out.with_suffix(".md")))
 
 

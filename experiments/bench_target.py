@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlprompt.runs import write_atomic
 from rlprompt.targets.hf import HFTarget
 from rlprompt.tasks import load_task
 
@@ -104,10 +105,7 @@ def main() -> None:
         "argmax_agreement_kv_vs_naive": float((kv_scores.argmax(-1) == naive_scores.argmax(-1)).mean()),
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out.with_suffix(".json"))
+    write_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
     table = [
         f"# Target scoring benchmark\n\n`{result['command']}`  \n{result['machine']}, {args.dtype}, "
         f"{result['inputs']} inputs x {result['prompts']} prompts\n",
@@ -125,9 +123,7 @@ def main() -> None:
         f"KV vs naive: max |log-prob diff| {result['max_abs_logprob_diff_kv_vs_naive']:.4f}, "
         f"same argmax for {100 * result['argmax_agreement_kv_vs_naive']:.1f}% of pairs.",
     ]
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(table) + "\n")
-    os.replace(tmp, out.with_suffix(".md"))
+    write_atomic(out.with_suffix(".md"), "\n".join(table) + "\n")
     print("\n".join(table))
 
 

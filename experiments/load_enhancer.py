@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from rlprompt.runs import write_atomic
 
 PROMPTS = ["Classify the sentiment of the movie review as negative or positive.",
            "Classify the news article into World, Sports, Business, or Tech.",
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         result = measure_in_process(args.enhancer, args.requests, args.clients)
     text = json.dumps(result, indent=2)
     if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        write_atomic(args.out, text + "\n")
     print(text)
     return 0
 

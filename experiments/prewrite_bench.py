@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from rlprompt.runs import write_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "rlprompt-16shot"
@@ -122,17 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         results["service"] = measure_in_process(last_enhancer, args.service_requests, clients=(1, 8))
     add_eval_commands(results)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(results, indent=2) + "\n")
     write_atomic(out.with_suffix(".md"), markdown(results))
     print(markdown(results))
     return 0
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def markdown(results: dict) -> str:

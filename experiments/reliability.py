@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rlprompt.runs import RunDir
+from rlprompt.runs import RunDir, write_atomic
 from rlprompt.targets.faulty import FAULTS, FaultyEndpoint
 
 ROOT = Path(__file__).resolve().parent
@@ -109,8 +109,8 @@ def prewrite_checkpoints(run_dir: Path) -> int:
 
 # -- scenarios -------------------------------------------------------------------------------------------
 def transient_faults(work: Path, seed: int, updates: int = 10) -> dict:
-    with FaultyEndpoint(TOKENS, fault_rate=0.3, slow_seconds=3.0, seed=seed) as endpoint:
-        target = f"openai:{endpoint.url}:fake?timeout=2&max_retries=6&backoff=0.01"
+    with FaultyEndpoint(TOKENS, fault_rate=0.3, slow_seconds=6.0, seed=seed) as endpoint:
+        target = f"openai:{endpoint.url}:fake?timeout=5&max_retries=6&backoff=0.01"
         config = rlprompt_config(work, f"transient{seed}", target)
         run_dir = work / f"transient{seed}"
         out = subprocess.run(train_cmd(config, run_dir, f"total_updates={updates}", f"seed={seed}"),
@@ -124,7 +124,7 @@ def transient_faults(work: Path, seed: int, updates: int = 10) -> dict:
 
 def outage(work: Path, seed: int, updates: int = 10) -> dict:
     with FaultyEndpoint(TOKENS, outage_after=100 + 16 * seed) as endpoint:
-        target = f"openai:{endpoint.url}:fake?timeout=2&max_retries=2&backoff=0.01"
+        target = f"openai:{endpoint.url}:fake?timeout=5&max_retries=2&backoff=0.01"
         config = rlprompt_config(work, f"outage{seed}", target)
         run_dir = work / f"outage{seed}"
         first = subprocess.run(train_cmd(config, run_dir, f"total_updates={updates}", f"seed={seed}"),
@@ -240,11 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"scenarios": scenarios, "totals": totals,
               "command": " ".join(shlex.quote(a) for a in ["python", "experiments/reliability.py", *sys.argv[1:]])}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp_out.replace(out)
-    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    write_atomic(out, json.dumps(result, indent=2) + "\n")
+    write_atomic(out.with_suffix(".md"), markdown(result))
     print(markdown(result))
     return 0 if totals["survived"] == totals["runs"] and not totals["runs_with_data_lost"] else 1
 

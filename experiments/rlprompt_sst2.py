@@ -28,6 +28,7 @@ from rlprompt.config import dump_config, load_config
 from rlprompt.envs.prompt_tokens import action_vocabulary, decode_prompt
 from rlprompt.evaluation import evaluate
 from rlprompt.policies.rlprompt import RLPromptConfig, build_task, train_rlprompt
+from rlprompt.runs import write_atomic
 from rlprompt.targets import make_target
 
 ROOT = Path(__file__).resolve().parent
@@ -101,9 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"runs": runs, "baselines": baselines, "test_examples": test_n, "config": dump_config(base),
               "command": " ".join(shlex.quote(a) for a in ["python", "experiments/rlprompt_sst2.py", *sys.argv[1:]])}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    write_atomic(out, json.dumps(result, indent=2) + "\n")
+    write_atomic(out.with_suffix(".md"), markdown(result))
     print(markdown(result))
     return 0
 

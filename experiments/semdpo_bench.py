@@ -37,6 +37,7 @@ from rlprompt.policies.dpo import (
     method_config,
     train_dpo,
 )
+from rlprompt.runs import write_atomic
 
 ARMS = ("dpo", "sem-dpo")
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     stem = Path(args.out)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    write_atomic(stem.with_suffix(".json"), json.dumps(out, indent=2) + "\n")
     lines = [
         "# DPO vs Sem-DPO (same rewriter, same pairs, same budget)", "",
         f"Command: `{out['command']}`  ", f"Task: {base_cfg.task}; rewriter: {base_cfg.rewriter_model}; target: "
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for arm in ARMS:
         r, s = out["arms"][arm]["reward"], out["arms"][arm]["similarity"]
         lines.append(f"| {arm} | {r['mean']:.3f} ± {r['std']:.3f} | {s['mean']:.3f} ± {s['std']:.3f} |")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_atomic(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print(stem.with_suffix(".md").read_text(encoding="utf-8"))
     return 0
 

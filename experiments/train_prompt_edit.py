@@ -25,6 +25,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from rlprompt.envs import PromptEditEnv, shared_target
 from rlprompt.envs.prompt_edit import PHRASE_BANK
 from rlprompt.evaluation import evaluate
+from rlprompt.runs import write_atomic
 from rlprompt.tasks import load_task
 
 
@@ -123,8 +124,7 @@ def main() -> None:
         "target_stats": target.stats.as_dict(),
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomic(out.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
     s, b = scores["start"], scores["best"]
     lines = [
         "# PromptEdit-v0 + MaskablePPO on SST-2 16-shot (seed 16-42), bundled SmolLM2-135M (bf16, CPU)",
@@ -148,7 +148,7 @@ def main() -> None:
         "",
         *[f"- {a:.3f} `{p}`" for a, p in ranked[:8]],
     ]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
