@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,7 +33,7 @@ from rlprompt.config import dump_config
 from rlprompt.envs.multiprompter import MultiPrompterEnv
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.models import load_model
-from rlprompt.policies.rlprompt import MASKED_LOGIT, RLPromptPolicy, _context_ids, build_task
+from rlprompt.policies.rlprompt import MASKED_LOGIT, PrefixFeatures, build_task, context_ids, mlp
 from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
 from rlprompt.targets import Target, make_target
 
@@ -156,14 +155,6 @@ class MultiPrompterConfig:
 
 
 # -- policy ---------------------------------------------------------------------------------------
-def _mlp(width_in: int, hidden: int, width_out: int, near_zero: bool) -> nn.Sequential:
-    net = nn.Sequential(nn.Linear(width_in, hidden), nn.ReLU(), nn.Linear(hidden, width_out))
-    if near_zero:  # start from the frozen LM's own distribution (RLPrompt)
-        nn.init.normal_(net[2].weight, std=1e-4)
-        nn.init.zeros_(net[2].bias)
-    return net
-
-
 class MultiPrompterPolicy(nn.Module):
     """K RLPrompt-style actors and one centralized critic (MultiPrompter, Kim et al. 2023, section 3).
 
@@ -183,25 +174,22 @@ class MultiPrompterPolicy(nn.Module):
         self.action_token_ids = torch.as_tensor(np.asarray(action_token_ids), dtype=torch.long)
         if int(self.action_token_ids.max()) >= lm.get_output_embeddings().weight.shape[0]:
             raise ValueError("action token ids exceed the policy LM's vocabulary: policy and target tokenizers differ")
-        self.context_ids, self.n_agents, self.prompt_length = list(context_ids), n_agents, prompt_length
-        self.shared_head, self.top_k = shared_head, top_k
+        self.features = PrefixFeatures(lm, context_ids, cache_size)
+        self.n_agents, self.prompt_length, self.shared_head, self.top_k = n_agents, prompt_length, shared_head, top_k
         h = int(lm.config.hidden_size)
-        self._cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
-        self._cache_size = cache_size
         if shared_head:
-            self.actor = _mlp(h, mlp_hidden, h, near_zero=True)
+            self.actor = mlp(h, mlp_hidden, h, near_zero=True)
             self.agent_embedding = nn.Embedding(n_agents, h)
             nn.init.normal_(self.agent_embedding.weight, std=0.02)
         else:
-            self.actors = nn.ModuleList(_mlp(h, mlp_hidden, h, near_zero=True) for _ in range(n_agents))
-        self.critic = _mlp(h + n_agents + 1, value_hidden, 1, near_zero=False)
+            self.actors = nn.ModuleList(mlp(h, mlp_hidden, h, near_zero=True) for _ in range(n_agents))
+        self.critic = mlp(h + n_agents + 1, value_hidden, 1)
         head = lm.get_output_embeddings().weight.detach()[self.action_token_ids].float().clone()
         self.register_buffer("head_weight", head, persistent=False)
 
-    @torch.no_grad()
     def frozen_hidden(self, obs: torch.Tensor) -> torch.Tensor:
-        """``(B, hidden)`` frozen LM features of the prompt so far (RLPrompt's prefix cache, reused as is)."""
-        return RLPromptPolicy.frozen_hidden(self, obs[:, :-1])  # drop the agent column: tokens + t
+        """``(B, hidden)`` frozen LM features of the prompt so far (RLPrompt's :class:`PrefixFeatures`)."""
+        return self.features(obs[:, :-1]).to(self.head_weight.device)  # drop the agent column: tokens + t
 
     def agent_of(self, obs: torch.Tensor) -> torch.Tensor:
         """The acting agent's 0-based index of each observation."""
@@ -331,7 +319,7 @@ def make_multiprompter(cfg: MultiPrompterConfig, target: Target | None = None
     env.reset(seed=cfg.seed)
     shared = getattr(target, "name", None) == f"hf:{cfg.policy_model}:{cfg.policy_dtype}"
     lm = target.model if shared else load_model(cfg.policy_model, dtype=cfg.policy_dtype)[0]
-    policy = MultiPrompterPolicy(lm, env.action_token_ids, _context_ids(env.tokenizer, cfg.policy_context),
+    policy = MultiPrompterPolicy(lm, env.action_token_ids, context_ids(env.tokenizer, cfg.policy_context),
                                  cfg.n_agents, cfg.prompt_length, shared_head=cfg.shared_head,
                                  mlp_hidden=cfg.mlp_hidden, value_hidden=cfg.value_hidden, top_k=cfg.top_k,
                                  cache_size=cfg.hidden_cache_size)

@@ -168,6 +168,61 @@ class RLPromptConfig:
         return self.episodes_per_update * self.prompt_length
 
 
+# -- frozen LM features ---------------------------------------------------------------------------
+def context_ids(tokenizer: Any, context: str) -> list[int]:
+    """The start token plus ``context``'s tokens: what the frozen LM reads before the prompt."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return [int(start)] + list(tokenizer(context, add_special_tokens=False).input_ids) if context else [int(start)]
+
+
+def mlp(width_in: int, hidden: int, width_out: int, *, near_zero: bool = False) -> nn.Sequential:
+    """Linear-ReLU-Linear; ``near_zero`` starts the output layer near zero, so a head added to the frozen
+    LM's hidden state starts as the LM's own next-token distribution (RLPrompt)."""
+    net = nn.Sequential(nn.Linear(width_in, hidden), nn.ReLU(), nn.Linear(hidden, width_out))
+    if near_zero:
+        nn.init.normal_(net[2].weight, std=1e-4)
+        nn.init.zeros_(net[2].bias)
+    return net
+
+
+class PrefixFeatures:
+    """The frozen LM's last hidden state ``(B, hidden)`` (float32, CPU) after ``context_ids`` plus each
+    observation's prompt prefix, kept in an LRU cache of ``cache_size`` prefixes.
+
+    Observations are ``(B, L + 1)``: L prompt slots then the number ``t`` of tokens chosen so far. One
+    forward over ``context + all prompt slots`` serves every prefix of a row (causal attention: later
+    slots cannot change earlier positions), so each miss also fills the cache for its shorter prefixes.
+    """
+
+    def __init__(self, lm: nn.Module, context_ids: Sequence[int], cache_size: int = 50_000) -> None:
+        self.lm, self.context_ids, self.cache_size = lm, list(context_ids), int(cache_size)
+        if not self.context_ids:
+            raise ValueError("context_ids must hold at least one token (the start token)")
+        self.cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+
+    @torch.no_grad()
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        obs = obs.round().long().cpu() if obs.is_floating_point() else obs.long().cpu()
+        tokens, t = obs[:, :-1], obs[:, -1].clamp(0, obs.shape[1] - 1)
+        keys = [tuple(tokens[i, : t[i]].tolist()) for i in range(len(obs))]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        if missing:
+            n_ctx, width = len(self.context_ids), tokens.shape[1]  # every slot: the same shapes whatever the batch
+            ids = torch.zeros((len(missing), n_ctx + width), dtype=torch.long)
+            ids[:, :n_ctx] = torch.tensor(self.context_ids)
+            for row, key in enumerate(missing):
+                ids[row, n_ctx: n_ctx + len(key)] = torch.tensor(key, dtype=torch.long)
+            device = self.lm.get_output_embeddings().weight.device
+            hidden = self.lm.base_model(input_ids=ids.to(device)).last_hidden_state.float().cpu()
+            for row, key in enumerate(missing):
+                for n in range(len(key) + 1):
+                    self.cache[key[:n]] = hidden[row, n_ctx - 1 + n]
+                    self.cache.move_to_end(key[:n])
+            while len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
+        return torch.stack([self.cache[k] for k in keys])
+
+
 # -- policy ---------------------------------------------------------------------------------------
 class RLPromptPolicy(ActorCriticPolicy):
     """RLPrompt's policy network (Deng et al. 2022, section 2.2) as an SB3 actor-critic policy.
@@ -185,13 +240,9 @@ class RLPromptPolicy(ActorCriticPolicy):
                  value_hidden: int = 256, top_k: int | None = None, cache_size: int = 50_000, **kwargs: Any) -> None:
         object.__setattr__(self, "lm", lm)  # not a submodule: never optimised, never saved
         self.action_token_ids = torch.as_tensor(np.asarray(action_token_ids), dtype=torch.long)
-        self.context_ids = list(context_ids)
-        if not self.context_ids:
-            raise ValueError("context_ids must hold at least one token (the start token)")
+        self.features = PrefixFeatures(lm, context_ids, cache_size)
         self.mlp_hidden, self.value_hidden, self.top_k = mlp_hidden, value_hidden, top_k
         self.hidden_size = int(lm.config.hidden_size)
-        self._cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
-        self._cache_size = cache_size
         if int(self.action_token_ids.max()) >= lm.get_output_embeddings().weight.shape[0]:
             raise ValueError("action token ids exceed the policy LM's vocabulary: policy and target tokenizers differ")
         if action_space.n != len(self.action_token_ids):
@@ -200,41 +251,16 @@ class RLPromptPolicy(ActorCriticPolicy):
 
     def _build(self, lr_schedule) -> None:
         h = self.hidden_size
-        self.mlp = nn.Sequential(nn.Linear(h, self.mlp_hidden), nn.ReLU(), nn.Linear(self.mlp_hidden, h))
-        nn.init.normal_(self.mlp[2].weight, std=1e-4)  # near-zero: start from the frozen LM's distribution
-        nn.init.zeros_(self.mlp[2].bias)
-        self.value_head = nn.Sequential(nn.Linear(h, self.value_hidden), nn.ReLU(), nn.Linear(self.value_hidden, 1))
+        self.mlp = mlp(h, self.mlp_hidden, h, near_zero=True)
+        self.value_head = mlp(h, self.value_hidden, 1)
         head = self.lm.get_output_embeddings().weight.detach()[self.action_token_ids].float().clone()
         self.register_buffer("head_weight", head, persistent=False)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     # -- frozen features --------------------------------------------------------------------------------
-    @torch.no_grad()
     def frozen_hidden(self, obs: torch.Tensor) -> torch.Tensor:
-        """The frozen LM's last hidden state ``(B, hidden)`` for each observation, from the prefix cache.
-
-        One forward over ``context + all prompt slots`` serves every prefix of a row (causal attention:
-        later slots cannot change earlier positions), so each miss also fills the cache for its shorter prefixes.
-        """
-        obs = obs.round().long().cpu() if obs.is_floating_point() else obs.long().cpu()
-        tokens, t = obs[:, :-1], obs[:, -1].clamp(0, obs.shape[1] - 1)
-        keys = [tuple(tokens[i, : t[i]].tolist()) for i in range(len(obs))]
-        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
-        if missing:
-            width = tokens.shape[1]  # always every slot: the same shapes whatever the batch holds
-            ids = torch.zeros((len(missing), len(self.context_ids) + width), dtype=torch.long)
-            ids[:, : len(self.context_ids)] = torch.tensor(self.context_ids)
-            for row, key in enumerate(missing):
-                ids[row, len(self.context_ids): len(self.context_ids) + len(key)] = torch.tensor(key, dtype=torch.long)
-            device = self.lm.get_output_embeddings().weight.device
-            hidden = self.lm.base_model(input_ids=ids.to(device)).last_hidden_state.float().cpu()
-            for row, key in enumerate(missing):
-                for n in range(len(key) + 1):
-                    self._cache[key[:n]] = hidden[row, len(self.context_ids) - 1 + n]
-                    self._cache.move_to_end(key[:n])
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return torch.stack([self._cache[k] for k in keys]).to(self.head_weight.device)
+        """The frozen LM's last hidden state ``(B, hidden)`` for each observation (:class:`PrefixFeatures`)."""
+        return self.features(obs).to(self.head_weight.device)
 
     def _logits_and_values(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.frozen_hidden(obs)
@@ -282,11 +308,6 @@ class RLPromptPolicy(ActorCriticPolicy):
 
 
 # -- training -------------------------------------------------------------------------------------
-def _context_ids(tokenizer: Any, context: str) -> list[int]:
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    return [int(start)] + list(tokenizer(context, add_special_tokens=False).input_ids) if context else [int(start)]
-
-
 class RLPromptCallback(BaseCallback):
     """Logs each PPO update through :class:`~rlprompt.runs.RunDir`, evaluates on dev, checkpoints, enforces the budget.
 
@@ -435,7 +456,7 @@ def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
         gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
         max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl, device=cfg.device, verbose=0,
         policy_kwargs={"lm": lm, "action_token_ids": first.action_token_ids,
-                       "context_ids": _context_ids(first.tokenizer, cfg.policy_context), "mlp_hidden": cfg.mlp_hidden,
+                       "context_ids": context_ids(first.tokenizer, cfg.policy_context), "mlp_hidden": cfg.mlp_hidden,
                        "value_hidden": cfg.value_hidden, "top_k": cfg.top_k, "cache_size": cfg.hidden_cache_size},
     )
     model._last_obs = env.reset()  # reseeds the shared scorer's minibatch sampler with cfg.seed

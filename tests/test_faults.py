@@ -18,7 +18,7 @@ TOKENS = [" terrible", " great"]  # the built-in sentiment task's verbalizers
 
 
 def tiny_config(endpoint: FaultyEndpoint, **overrides) -> RLPromptConfig:
-    fields = dict(task="sentiment", target=f"openai:{endpoint.url}:fake?timeout=2&max_retries=6&backoff=0.01",
+    fields = dict(task="sentiment", target=f"openai:{endpoint.url}:fake?timeout=2&max_retries=10&backoff=0.01",
                   policy_model="tiny-random", policy_dtype="float32", prompt_length=2, n_envs=4, mlp_hidden=16,
                   value_hidden=8, input_batch_size=4, vocab=list(range(300, 364)), total_updates=8, eval_every=4,
                   checkpoint_every=2)
