@@ -124,7 +124,7 @@ def finish(runs: dict[str, list[dict]], meta: dict, out: Path) -> int:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Raw train reward vs target queries, one line per arm and seed."""
+    """Raw train reward vs target queries: a thin line per seed, a thick one for each arm's mean over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,9 +132,13 @@ def plot(result: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for (name, arm), color in zip(result["arms"].items(), ("C0", "C1", "C2")):
-        for j, run in enumerate(arm["runs"]):
-            x, y = zip(*run["curve"]) if run["curve"] else ((), ())
-            ax.plot(x, y, color=color, alpha=0.8, label=name if j == 0 else None)
+        curves = [run["curve"] for run in arm["runs"] if run["curve"]]
+        for curve_ in curves:
+            ax.plot(*zip(*curve_), color=color, alpha=0.25, linewidth=0.8)
+        if curves:  # mean over seeds, update by update (every run logs one point per PPO update)
+            n = min(len(c) for c in curves)
+            mean = np.mean([np.asarray(c[:n], dtype=float) for c in curves], axis=0)
+            ax.plot(mean[:, 0], mean[:, 1], color=color, linewidth=2, label=f"{name} (mean of {len(curves)})")
     ax.set_xlabel("target queries (sequences)")
     ax.set_ylabel("raw train reward (gap, mean over batch)")
     ax.set_title(f"SST-2 16-shot, {result['prompt_length']}-token prompts")
