@@ -18,6 +18,7 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -25,23 +26,17 @@ import numpy as np
 from rlprompt.config import dump_config, load_config
 from rlprompt.evaluation import evaluate
 from rlprompt.policies.multiprompter import MultiPrompterConfig, train_multiprompter
-from rlprompt.policies.rlprompt import RLPromptConfig, build_task, train_rlprompt
+from rlprompt.policies.rlprompt import RLPromptConfig, TokenPPOConfig, build_task, train_rlprompt
 from rlprompt.runs import RunDir, write_atomic
 from rlprompt.targets import make_target
 
 ROOT = Path(__file__).resolve().parent
 SEEDS = ("16-100", "16-13", "16-21")
-# settings that mean the same in both configs, copied from the MultiPrompter config to the RLPrompt arm
-SHARED = ("task", "template", "verbalizers", "target", "target_dtype", "policy_model", "policy_dtype", "vocab",
-          "top_k", "mlp_hidden", "value_hidden", "learning_rate", "n_epochs", "gamma", "gae_lambda", "clip_range",
-          "ent_coef", "vf_coef", "max_grad_norm", "reward", "correct_coef", "incorrect_coef", "stabilizer",
-          "input_batch_size", "eval_every", "eval_top_k", "checkpoint_every")
-
-
 def arm_configs(base: MultiPrompterConfig, length: int, budget: int, task_seed: str, seed: int) -> dict:
     """The three arms' configs for one dataset seed: same prompt length, budget, data, target and PPO settings."""
     common = {"task_seed": task_seed, "seed": seed, "max_target_queries": budget, "total_updates": 10**6}
-    single = {k: getattr(base, k) for k in SHARED} | common | {"prompt_length": length, "n_envs": base.n_episodes}
+    shared = {f.name: getattr(base, f.name) for f in fields(TokenPPOConfig)}  # task, target, PPO, reward, run
+    single = shared | common | {"prompt_length": length, "n_envs": base.n_episodes}
     arms = {"single": RLPromptConfig(**single)}
     for k in (2, 3):
         if length % k:

@@ -33,120 +33,35 @@ from rlprompt.config import dump_config
 from rlprompt.envs.multiprompter import MultiPrompterEnv
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.models import load_model
-from rlprompt.policies.rlprompt import MASKED_LOGIT, PrefixFeatures, build_task, context_ids, mlp
+from rlprompt.policies.rlprompt import MASKED_LOGIT, PrefixFeatures, TokenPPOConfig, build_task, context_ids, mlp
 from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
 from rlprompt.targets import Target, make_target
 
 
 # -- config ---------------------------------------------------------------------------------------
 @dataclass
-class MultiPrompterConfig:
+class MultiPrompterConfig(TokenPPOConfig):
     """Everything a MultiPrompter run reads (Kim et al. 2023); YAML files may only set these fields."""
 
     method: ClassVar[str] = "multiprompter"
 
-    task: str = "sentiment"
-    """Built-in task name or data path (see rlprompt.tasks.load_task); needs train and dev splits."""
-    task_seed: str | None = None
-    """Dataset seed directory of an RLPrompt 16-shot dataset (e.g. 16-42); None for other tasks."""
-    template: str | None = None
-    """Template with {sentence} and {prompt}; None keeps the task's."""
-    verbalizers: list[str] | None = None
-    """One single-token verbalizer per label; None keeps the task's."""
-    target: str = "smollm2-135m-instruct"
-    """Frozen target model (rlprompt.targets.make_target spec)."""
-    target_dtype: str = "bfloat16"
-    """dtype of a local target model (bfloat16 or float32)."""
-    policy_model: str = "smollm2-135m-instruct"
-    """Frozen causal LM under the agents' MLPs (rlprompt.models.load_model name; tiny-random for tests)."""
-    policy_dtype: str = "bfloat16"
-    """dtype of the frozen policy LM (its hidden states are cast to float32 for the heads)."""
-    policy_context: str = ""
-    """Text fed after the start token, before the prompt tokens chosen so far."""
     n_agents: int = 2
     """K, the number of prompter agents."""
     segment_length: int = 3
     """Tokens each agent writes; the prompt has n_agents * segment_length tokens."""
-    vocab: list[int] | None = None
-    """Allowed action token ids; None allows every non-special token."""
-    top_k: int | None = None
-    """Fluent restriction: only the frozen LM's top-k allowed tokens may be chosen (None: no restriction)."""
     shared_head: bool = False
     """True: one actor MLP for all agents plus a learned agent embedding; False: one MLP per agent."""
-    mlp_hidden: int = 2048
-    """Width of each actor MLP (hidden -> mlp_hidden -> hidden)."""
-    value_hidden: int = 256
-    """Width of the centralized critic's hidden layer."""
     n_episodes: int = 16
     """Episodes per update; they finish together and are scored in one batched target call."""
-    total_updates: int = 200
-    """PPO updates (rollout + optimisation) of the whole run."""
-    learning_rate: float = 1e-4
-    """Adam learning rate of the actors and the critic."""
-    n_epochs: int = 4
-    """PPO epochs over each rollout (full batch)."""
-    gamma: float = 1.0
-    """Discount (the only reward comes at the last token)."""
-    gae_lambda: float = 0.95
-    """GAE lambda."""
-    clip_range: float = 0.2
-    """PPO clip range."""
-    ent_coef: float = 0.0
-    """Entropy bonus coefficient."""
-    vf_coef: float = 0.5
-    """Value loss coefficient."""
-    max_grad_norm: float = 0.5
-    """Gradient clipping norm."""
-    reward: str = "gap"
-    """Per-input reward: gap (RLPrompt's probability-gap reward), accuracy or logprob."""
-    correct_coef: float = 200.0
-    """Gap reward slope where the prediction is correct."""
-    incorrect_coef: float = 180.0
-    """Gap reward slope where the prediction is wrong."""
-    stabilizer: str = "input_zscore"
-    """Reward stabilizer: input_zscore (RLPrompt), batch_zscore, running or none."""
-    input_batch_size: int = 16
-    """Task inputs (train split) each batch of prompts is scored on."""
-    eval_every: int = 10
-    """Evaluate the greedy and best sampled prompts on dev every this many updates."""
-    eval_top_k: int = 3
-    """How many of the best sampled prompts (by train reward since the last evaluation) to evaluate on dev."""
-    checkpoint_every: int = 50
-    """Write a checkpoint every this many updates (and at the end)."""
-    keep_checkpoints: int = 3
-    """Checkpoints kept on disk (the newest ones)."""
-    seed: int = 0
-    """Seeds python, numpy, torch and the reward's minibatch sampler."""
-    max_target_queries: int | None = None
-    """Stop before an update that would pass this many target sequences (training + dev evaluation)."""
-    hidden_cache_size: int = 50_000
-    """Prompt prefixes whose frozen hidden state is cached."""
 
     def __post_init__(self) -> None:
-        positive = ("n_agents", "segment_length", "mlp_hidden", "value_hidden", "n_episodes", "total_updates",
-                    "n_epochs", "input_batch_size", "eval_every", "eval_top_k", "checkpoint_every",
-                    "keep_checkpoints", "hidden_cache_size")
-        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
+        super().__post_init__()
+        bad = {k: getattr(self, k) for k in ("n_agents", "segment_length", "n_episodes") if getattr(self, k) < 1}
         if bad:
             raise ValueError(f"these fields must be >= 1: {bad}")
-        for name in ("learning_rate", "clip_range", "correct_coef", "incorrect_coef", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        if self.ent_coef < 0 or self.vf_coef < 0:
-            raise ValueError(f"ent_coef and vf_coef must be >= 0, got {self.ent_coef} and {self.vf_coef}")
         if self.n_episodes < 2 and self.stabilizer in ("input_zscore", "batch_zscore"):
             raise ValueError(f"stabilizer={self.stabilizer!r} z-scores across prompts: needs n_episodes >= 2, "
                              f"got {self.n_episodes}")
-        for name in ("target_dtype", "policy_dtype"):
-            if getattr(self, name) not in ("bfloat16", "float32", "float16"):
-                raise ValueError(f"{name} must be bfloat16, float32 or float16, got {getattr(self, name)!r}")
-        if self.max_target_queries is not None and self.max_target_queries < 1:
-            raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or null, got {self.top_k}")
 
     @property
     def prompt_length(self) -> int:

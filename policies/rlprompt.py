@@ -44,10 +44,9 @@ MASKED_LOGIT = -1e9  # logit of masked tokens (finite, so entropies stay finite)
 
 # -- config ---------------------------------------------------------------------------------------
 @dataclass
-class RLPromptConfig:
-    """Everything an RLPrompt run reads (Deng et al. 2022); YAML files may only set these fields."""
-
-    method: ClassVar[str] = "rlprompt"
+class TokenPPOConfig:
+    """Fields shared by the token-level PPO methods (RLPrompt and MultiPrompter): task, target, frozen
+    policy LM, heads, PPO, reward and run settings. Subclasses add their own fields and checks."""
 
     task: str = "sentiment"
     """Built-in task name or data path (see rlprompt.tasks.load_task); needs train and dev splits."""
@@ -62,33 +61,25 @@ class RLPromptConfig:
     target_dtype: str = "bfloat16"
     """dtype of a local target model (bfloat16 or float32)."""
     policy_model: str = "smollm2-135m-instruct"
-    """Frozen causal LM under the policy's MLP (rlprompt.models.load_model name); shares the target when equal."""
+    """Frozen causal LM under the trainable heads (rlprompt.models.load_model name); shares the target when equal."""
     policy_dtype: str = "bfloat16"
-    """dtype of the frozen policy LM (its hidden states are cast to float32 for the MLP)."""
+    """dtype of the frozen policy LM (its hidden states are cast to float32 for the heads)."""
     policy_context: str = ""
     """Text fed after the start token, before the prompt tokens chosen so far."""
-    prompt_length: int = 5
-    """Number of prompt tokens the policy writes per episode."""
     vocab: list[int] | None = None
     """Allowed action token ids; None allows every non-special token."""
     top_k: int | None = None
     """Fluent restriction: only the frozen LM's top-k allowed tokens may be chosen (None: no restriction)."""
     mlp_hidden: int = 2048
-    """Width of the trainable MLP (hidden -> mlp_hidden -> hidden)."""
+    """Width of each trainable actor MLP (hidden -> mlp_hidden -> hidden)."""
     value_hidden: int = 256
-    """Width of the value head's hidden layer."""
-    n_envs: int = 16
-    """Prompts sampled in parallel: one batch of candidates scored together per step."""
-    episodes_per_update: int = 1
-    """Episodes each env runs per PPO update (n_steps = episodes_per_update * prompt_length)."""
+    """Width of the value head's (critic's) hidden layer."""
     total_updates: int = 200
     """PPO updates (rollout + optimisation) of the whole run."""
     learning_rate: float = 1e-4
-    """Adam learning rate of the MLP and value head."""
+    """Adam learning rate of the actor MLPs and the value head."""
     n_epochs: int = 4
     """PPO epochs over each rollout."""
-    ppo_minibatch_size: int | None = None
-    """Transitions per PPO minibatch; None uses the whole rollout (n_envs * n_steps)."""
     gamma: float = 1.0
     """Discount (the only reward comes at the last token)."""
     gae_lambda: float = 0.95
@@ -101,8 +92,6 @@ class RLPromptConfig:
     """Value loss coefficient."""
     max_grad_norm: float = 0.5
     """Gradient clipping norm."""
-    target_kl: float | None = None
-    """Stop an update's epochs early once the approximate KL to the rollout policy passes 1.5x this (None: never)."""
     reward: str = "gap"
     """Per-input reward: gap (RLPrompt's probability-gap reward), accuracy or logprob."""
     correct_coef: float = 200.0
@@ -125,15 +114,12 @@ class RLPromptConfig:
     """Seeds python, numpy, torch, the envs and the reward's minibatch sampler."""
     max_target_queries: int | None = None
     """Stop before an update that would pass this many target sequences (training + dev evaluation)."""
-    device: str = "cpu"
-    """Torch device of the trainable heads (cpu, cuda, auto)."""
     hidden_cache_size: int = 50_000
     """Prompt prefixes whose frozen hidden state is cached."""
 
     def __post_init__(self) -> None:
-        positive = ("prompt_length", "mlp_hidden", "value_hidden", "n_envs", "episodes_per_update", "total_updates",
-                    "n_epochs", "input_batch_size", "eval_every", "checkpoint_every", "keep_checkpoints",
-                    "hidden_cache_size", "eval_top_k")
+        positive = ("mlp_hidden", "value_hidden", "total_updates", "n_epochs", "input_batch_size", "eval_every",
+                    "eval_top_k", "checkpoint_every", "keep_checkpoints", "hidden_cache_size")
         bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
         if bad:
             raise ValueError(f"these fields must be >= 1: {bad}")
@@ -148,19 +134,45 @@ class RLPromptConfig:
                              f"{self.vf_coef}, {self.max_grad_norm}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or null, got {self.top_k}")
+        for name in ("target_dtype", "policy_dtype"):
+            if getattr(self, name) not in ("bfloat16", "float32", "float16"):
+                raise ValueError(f"{name} must be bfloat16, float32 or float16, got {getattr(self, name)!r}")
+        if self.max_target_queries is not None and self.max_target_queries < 1:
+            raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
+
+
+@dataclass
+class RLPromptConfig(TokenPPOConfig):
+    """Everything an RLPrompt run reads (Deng et al. 2022); YAML files may only set these fields."""
+
+    method: ClassVar[str] = "rlprompt"
+
+    prompt_length: int = 5
+    """Number of prompt tokens the policy writes per episode."""
+    n_envs: int = 16
+    """Prompts sampled in parallel: one batch of candidates scored together per step."""
+    episodes_per_update: int = 1
+    """Episodes each env runs per PPO update (n_steps = episodes_per_update * prompt_length)."""
+    ppo_minibatch_size: int | None = None
+    """Transitions per PPO minibatch; None uses the whole rollout (n_envs * n_steps)."""
+    target_kl: float | None = None
+    """Stop an update's epochs early once the approximate KL to the rollout policy passes 1.5x this (None: never)."""
+    device: str = "cpu"
+    """Torch device of the trainable heads (cpu, cuda, auto)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        bad = {k: getattr(self, k) for k in ("prompt_length", "n_envs", "episodes_per_update") if getattr(self, k) < 1}
+        if bad:
+            raise ValueError(f"these fields must be >= 1: {bad}")
         if self.n_envs < 2 and self.stabilizer in ("input_zscore", "batch_zscore"):
             raise ValueError(f"stabilizer={self.stabilizer!r} z-scores across prompts: needs n_envs >= 2, got {self.n_envs}")
         rollout = self.n_envs * self.episodes_per_update * self.prompt_length
         if self.ppo_minibatch_size is not None and (self.ppo_minibatch_size < 2 or rollout % self.ppo_minibatch_size):
             raise ValueError(f"ppo_minibatch_size={self.ppo_minibatch_size} must be >= 2 and divide the rollout size "
                              f"n_envs * episodes_per_update * prompt_length = {rollout}")
-        for name in ("target_dtype", "policy_dtype"):
-            if getattr(self, name) not in ("bfloat16", "float32", "float16"):
-                raise ValueError(f"{name} must be bfloat16, float32 or float16, got {getattr(self, name)!r}")
         if self.target_kl is not None and self.target_kl <= 0:
             raise ValueError(f"target_kl must be > 0 or null, got {self.target_kl}")
-        if self.max_target_queries is not None and self.max_target_queries < 1:
-            raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
 
     @property
     def n_steps(self) -> int:
