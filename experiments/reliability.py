@@ -10,7 +10,8 @@ models, so it runs in minutes on a CPU:
   designed, but that is the bounded-failure path, which the outage scenario covers);
 - outage: the endpoint starts answering 503 to everything mid-run; the run must stop with a clear
   error, then `--resume` after the endpoint is back must finish it;
-- kill -9: the trainer is SIGKILLed at a random moment (several times per run) and resumed;
+- kill -9: the trainer (RLPrompt, MultiPrompter) is SIGKILLed at a random moment (several times per
+  run) and resumed;
 - corrupt checkpoint: the newest checkpoint's weights are truncated before `--resume`;
 - the same kill -9 for PRewrite (trl's GRPOTrainer checkpoints).
 
@@ -18,7 +19,7 @@ models, so it runs in minutes on a CPU:
 non-finite reward anywhere in it, or a finished run without a loadable final checkpoint. Writes
 experiments/results/reliability.json and reliability.md.
 
-    python experiments/reliability.py            # about 5 minutes on 2 CPU cores
+    python experiments/reliability.py            # about 15 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ TOKENS = [" terrible", " great"]  # the built-in sentiment task's verbalizers
 RLPROMPT = ("method: rlprompt\ntask: sentiment\npolicy_model: tiny-random\npolicy_dtype: float32\nprompt_length: 2\n"
             "n_envs: 4\nmlp_hidden: 16\nvalue_hidden: 8\ninput_batch_size: 4\nvocab: [{vocab}]\n"
             "eval_every: 5\ncheckpoint_every: 2\ntarget: {target}\ntarget_dtype: float32\n")
+MULTIPROMPTER = ("method: multiprompter\ntask: sentiment\npolicy_model: tiny-random\npolicy_dtype: float32\n"
+                 "n_agents: 2\nsegment_length: 1\nn_episodes: 4\nmlp_hidden: 16\nvalue_hidden: 8\ninput_batch_size: 4\n"
+                 "vocab: [{vocab}]\neval_every: 5\ncheckpoint_every: 2\ntarget: tiny-random\ntarget_dtype: float32\n")
 PREWRITE = ("method: prewrite\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\ntarget_dtype: float32\n"
             "num_generations: 2\nmax_completion_length: 4\ninput_batch_size: 2\nnum_samples: 2\ndev_limit: 4\n"
             "checkpoint_every: 1\nlora_target_modules: [q_proj]\n")
@@ -149,6 +153,10 @@ def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
     if method == "rlprompt":
         config, updates, count = rlprompt_config(work, f"kill{seed}", "tiny-random"), 60, rlprompt_checkpoints
         extra = [f"total_updates={updates}", f"seed={seed}"]
+    elif method == "multiprompter":
+        text = MULTIPROMPTER.format(vocab=", ".join(map(str, range(300, 364))))
+        config, updates, count = write_config(work, f"killmp{seed}", text), 60, rlprompt_checkpoints
+        extra = [f"total_updates={updates}", f"seed={seed}"]
     else:
         config, updates, count = write_config(work, f"killpw{seed}", PREWRITE), 8, prewrite_checkpoints
         extra = [f"steps={updates}", f"seed={seed}"]
@@ -174,7 +182,7 @@ def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
         else:
             _, err = proc.communicate(timeout=900)
             done = proc.returncode == 0
-    reward_keys = ("charts/raw_reward", "charts/reward") if method == "rlprompt" else ("charts/reward",)
+    reward_keys = ("charts/reward",) if method == "prewrite" else ("charts/raw_reward", "charts/reward")
     return {"scenario": f"kill -9 at random moments ({kills}x), then --resume", "method": method, "seed": seed,
             "faults_injected": kills, "interruptions": kills, "survived": done, "updates_redone": redone,
             **audit(run_dir, updates, reward_keys)}
@@ -233,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             for run in (lambda: transient_faults(work, seed), lambda: outage(work, seed),
                         lambda: kill_and_resume(work, seed, "rlprompt", args.kills),
                         lambda: corrupt_checkpoint(work, seed),
+                        lambda: kill_and_resume(work, seed, "multiprompter", args.kills),
                         lambda: kill_and_resume(work, seed, "prewrite", args.kills)):
                 scenarios.append(run())
                 print(json.dumps(scenarios[-1]), file=sys.stderr)
