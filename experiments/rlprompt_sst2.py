@@ -19,7 +19,6 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +41,15 @@ def random_search(target, task, cfg: RLPromptConfig, budget: int, seed: int) -> 
     vocab = action_vocabulary(tokenizer, cfg.vocab)
     rng = np.random.default_rng(seed)
     n = max(1, budget // len(dev))
+    prompts = [decode_prompt(tokenizer, rng.choice(vocab, size=cfg.prompt_length)) for _ in range(n)]
     best = ("", -1.0)
     start = target.stats.sequences
-    for _ in range(n):
-        prompt = decode_prompt(tokenizer, rng.choice(vocab, size=cfg.prompt_length))
-        acc = evaluate(target, template=task.template, prompt=prompt, verbalizers=task.verbalizers,
-                       texts=dev.texts, labels=dev.labels).accuracy
-        if acc > best[1]:
-            best = (prompt, acc)
+    for i in range(0, n, cfg.n_envs):  # as many prompts per target call as the RL run scores per step
+        chunk = prompts[i: i + cfg.n_envs]
+        scores = target.classify(task.template, chunk, list(dev.texts), list(task.verbalizers))
+        for prompt, acc in zip(chunk, (scores.argmax(-1) == np.asarray(dev.labels)).mean(-1)):
+            if acc > best[1]:
+                best = (prompt, float(acc))
     return {"prompt": best[0], "dev_accuracy": best[1], "prompts_tried": n,
             "target_queries": target.stats.sequences - start}
 
@@ -73,17 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     base = load_config(args.config, RLPromptConfig, args.overrides)
     target = make_target(base.target, dtype=base.target_dtype)
     runs, random_runs = [], []
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     for i, seed in enumerate(args.seeds):
         cfg = load_config(dump_config(base), RLPromptConfig, [f"task_seed={seed}", f"seed={i}"])
         task = build_task(cfg)
-        started = time.perf_counter()
-        summary = train_rlprompt(cfg, Path(args.runs_dir) / f"{stamp}-{seed}", target=target)
-        wall = time.perf_counter() - started
+        run_dir = Path(args.runs_dir) / seed  # an interrupted benchmark resumes each seed's run
+        summary = train_rlprompt(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), target=target)
         prompt = summary["best_prompt"] or ""
         runs.append({"seed": seed, "learned_prompt": prompt, "dev_accuracy": summary["best_dev_accuracy"],
                      "test_accuracy": test_accuracy(target, task, prompt, args.test_limit),
-                     "target_queries": summary["target_queries"], "wall_seconds": round(wall, 1),
+                     "target_queries": summary["target_queries"], "wall_seconds": round(summary["wall_seconds"], 1),
                      "updates": summary["steps"], "run_dir": summary["run_dir"]})
         search = random_search(target, task, cfg, summary["target_queries"], seed=i)
         search["test_accuracy"] = test_accuracy(target, task, search["prompt"], args.test_limit)
