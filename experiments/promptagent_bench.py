@@ -144,7 +144,7 @@ def summarize(per_seed: list[dict]) -> dict:
 
 def combine(parts: list[dict], out: Path) -> int:
     """Merge results of runs over disjoint seeds and/or tasks with the same settings (seeds excepted)."""
-    settings = [{k: v for k, v in part["settings"].items() if k != "seeds"} for part in parts]
+    settings = [{k: v for k, v in part["settings"].items() if k not in ("seeds", "combine")} for part in parts]
     if any(s != settings[0] for s in settings):
         raise ValueError(f"cannot combine runs with different settings: {settings}")
     seeds: dict[str, dict[str, list[dict]]] = {}

@@ -106,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def shown(prompt: str) -> str:
+    """A prompt as one table cell: newlines and other control characters escaped, pipes too."""
+    return json.dumps(prompt, ensure_ascii=False)[1:-1].replace("|", "\\|")
+
+
 def markdown(result: dict) -> str:
     """The results as a markdown table: one row per seed, then the baselines."""
     b = result["baselines"]
@@ -115,8 +120,9 @@ def markdown(result: dict) -> str:
              "| seed | learned prompt | dev acc | test acc | target queries | wall s | random search test acc (same queries) |",
              "|---|---|---|---|---|---|---|"]
     for run, rand in zip(result["runs"], b["random_search"]):
-        lines.append(f"| {run['seed']} | `{run['learned_prompt']}` | {run['dev_accuracy']:.3f} | {run['test_accuracy']:.3f} | "
-                     f"{run['target_queries']} | {run['wall_seconds']} | {rand['test_accuracy']:.3f} (`{rand['prompt']}`) |")
+        lines.append(f"| {run['seed']} | `{shown(run['learned_prompt'])}` | {run['dev_accuracy']:.3f} | "
+                     f"{run['test_accuracy']:.3f} | {run['target_queries']} | {run['wall_seconds']} | "
+                     f"{rand['test_accuracy']:.3f} (`{shown(rand['prompt'])}`) |")
     mean = np.mean([r["test_accuracy"] for r in result["runs"]])
     rand_mean = np.mean([r["test_accuracy"] for r in b["random_search"]])
     lines += ["", f"Mean test accuracy: RLPrompt {mean:.3f}; random search {rand_mean:.3f}; manual prompt "
