@@ -12,10 +12,10 @@ next ``B``            append bank phrase k (needs n < M and k not already presen
 last                  stop
 ====================  ==========================================================
 
-``action_masks()`` gives the legal ones (for sb3-contrib's ``MaskablePPO``); a masked action raises
-``ValueError``, and ``action_space.sample()`` without a mask draws a legal action. Observation: the
-MiniLM embedding of the current instruction followed by the fraction of the edit budget left, a float32
-``Box(-1, 1)``. Reward: the change of the dev accuracy (:meth:`PromptScorer.evaluate`, cached), so an
+``action_masks()`` gives the legal ones (for sb3-contrib's ``MaskablePPO``); a masked action is a no-op
+that uses one edit (``info["masked"]``), and ``action_space.sample()`` without a mask draws a legal action.
+Observation: the MiniLM embedding of the current instruction followed by the fraction of the edit budget
+left, a float32 ``Box(-1, 1)``. Reward: the change of the dev accuracy (:meth:`PromptScorer.evaluate`, cached), so an
 episode's return is the dev accuracy gained. An episode ends at ``stop`` or when the budget is spent.
 """
 
@@ -217,12 +217,15 @@ class PromptEditEnv(gym.Env):
         if np.ndim(action) != 0 or not 0 <= int(action) < len(self.edits) or int(action) != action:
             raise ValueError(f"action {action!r} is outside Discrete({len(self.edits)})")
         action = int(action)
-        if not self.action_masks()[action]:
-            raise ValueError(f"action {action} ({self.describe(action)}) is masked out for the instruction "
-                             f"{self.instruction!r} ({len(self.phrases)} phrases)")
+        # A masked-out action (an edit that does not apply to this instruction) is a no-op that still uses
+        # one edit of the budget: masks guide MaskablePPO, but any action of Discrete(n) is valid here, as
+        # Gymnasium's contract wants (its checker samples an action in one state and steps it in another).
+        legal = bool(self.action_masks()[action])
         before = self.score()
         edit = self.edits[action]
-        if edit[0] == "stop":
+        if not legal:
+            self.remaining -= 1
+        elif edit[0] == "stop":
             self.remaining = 0
         else:
             if edit[0] == "delete":
@@ -238,7 +241,7 @@ class PromptEditEnv(gym.Env):
                 self.phrases.append(self.phrase_bank[edit[1]])
             self.remaining -= 1
         after = self.score()
-        info = {"instruction": self.instruction, "edit": self.describe(action), "score": after}
+        info = {"instruction": self.instruction, "edit": self.describe(action), "score": after, "masked": not legal}
         return self._obs(), float(after - before), self.remaining <= 0, False, info
 
 

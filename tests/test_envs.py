@@ -252,10 +252,10 @@ def test_prompt_edit_actions_masks_and_rewards(fake):
     assert obs.dtype == np.float32 and obs[-1] == 1.0 and env.phrases == ["All in all,", "the movie was"]
     mask = env.action_masks()
     assert mask.sum() == 2 + 1 + 2 + 2 + 1  # delete x2, swap(0,1), paraphrase x2, add x2, stop
-    bad = env.edits.index(("delete", 3))
-    with pytest.raises(ValueError, match="masked out"):
-        env.step(bad)
     start = env.score()
+    _, r0, done, _, info = env.step(env.edits.index(("delete", 3)))  # masked out: a no-op that uses one edit
+    assert info["masked"] and r0 == 0.0 and env.phrases == ["All in all,", "the movie was"] and env.remaining == 2
+    env.reset(seed=0)
     _, r1, done, _, info = env.step(env.edits.index(("swap", 0, 1)))
     assert env.instruction == "the movie was All in all," and not done
     assert r1 == pytest.approx(info["score"] - start)
