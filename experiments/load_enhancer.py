@@ -13,9 +13,7 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,25 +76,12 @@ def measure(url: str, requests: int, clients: Sequence[int] = (1, 8, 32), api_ke
 def measure_in_process(enhancer_dir: str | Path, requests: int, clients: Sequence[int] = (1, 8, 32),
                        batch_window_ms: float = 20.0) -> dict:
     """Serve ``enhancer_dir`` with uvicorn in a background thread on a free port and :func:`measure` it."""
-    import uvicorn
-
     from rlprompt.enhancer import PromptEnhancer
-    from rlprompt.serve import create_app
+    from rlprompt.serve import create_app, running_in_background
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     app = create_app(PromptEnhancer.from_pretrained(enhancer_dir), batch_window_ms=batch_window_ms)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        result = measure(f"http://127.0.0.1:{port}", requests, clients)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with running_in_background(app) as url:
+        result = measure(url, requests, clients)
     return {**result, "enhancer_dir": str(enhancer_dir), "batch_window_ms": batch_window_ms}
 
 

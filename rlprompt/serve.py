@@ -23,8 +23,11 @@ import asyncio
 import hmac
 import json
 import os
-from collections.abc import Sequence
-from contextlib import asynccontextmanager
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -287,6 +290,32 @@ def serve(enhancer_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, u
     app = create_app(enhancer, upstream=upstream, api_key=api_key, max_body_bytes=max_body_bytes,
                      max_prompt_chars=max_prompt_chars, batch_window_ms=batch_window_ms)
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+@contextmanager
+def running_in_background(app: Any, *, log_level: str = "warning", start_timeout: float = 30.0) -> Iterator[str]:
+    """Serve the ASGI ``app`` with uvicorn on a free loopback port in a daemon thread; yield its base URL
+    (``http://127.0.0.1:<port>``) once it accepts requests, and stop it on exit. For in-process load
+    tests, test servers and :class:`~rlprompt.targets.faulty.FaultyEndpoint`."""
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level, lifespan="on"))
+    thread = threading.Thread(target=server.run, name="uvicorn-background", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise RuntimeError(f"uvicorn did not start on port {port} within {start_timeout} s")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def serve_main(args: Any) -> int:

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from rlprompt.serve import running_in_background
 from rlprompt.targets import BudgetExceeded, OpenAITarget, TargetError, make_target
 from rlprompt.targets.openai import EPS, match_verbalizers, parse_label
 
@@ -277,7 +278,7 @@ def test_unreachable_endpoint():
 @pytest.fixture(scope="module")
 def slow_server():
     """A real FastAPI server on loopback whose completions answer after 2 s."""
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     fastapi = pytest.importorskip("fastapi")
     app = fastapi.FastAPI()
 
@@ -286,19 +287,8 @@ def slow_server():
         await asyncio.sleep(2.0)
         return {"choices": [{"text": "late"}]}
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "fake server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_in_background(app, log_level="error") as base:
+        yield f"{base}/v1"
 
 
 def test_timeout_is_retried_then_reported(slow_server):

@@ -15,12 +15,11 @@ Counters record what was injected and what was served.
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import json
 import random
-import socket
 import threading
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,32 +51,18 @@ class FaultyEndpoint:
         self._outage = False
         self._outage_after = outage_after
         self.requests = 0  #: requests received
-        self._server = self._thread = None
+        self._server = contextlib.ExitStack()  # holds the running server between start() and stop()
         self.url = ""
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> "FaultyEndpoint":
-        import uvicorn
+        from rlprompt.serve import running_in_background
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(self._app(), host="127.0.0.1", port=port, log_level="error"))
-        self._thread = threading.Thread(target=self._server.run, name="FaultyEndpoint", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the fault-injecting endpoint did not start within 30 s")
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{port}/v1"
+        self.url = self._server.enter_context(running_in_background(self._app(), log_level="error")) + "/v1"
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = None
+        self._server.close()
 
     def __enter__(self) -> "FaultyEndpoint":
         return self.start()
