@@ -98,19 +98,20 @@ def last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+CHECKPOINT_NAME = re.compile(r"^(?:step_|checkpoint-)(\d+)$")  # RunDir's step_<n> and trl's checkpoint-<n>
+
+
+def checkpoints(run_dir: Path) -> dict[int, Path]:
+    """The run's checkpoint folders by step, intact or not (temporary and .broken- folders excluded)."""
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return {}
+    return {int(m.group(1)): p for p in folder.iterdir() if (m := CHECKPOINT_NAME.match(p.name))}
+
+
 def newest_valid_checkpoint(run_dir: Path) -> int:
-    """Step of the newest intact checkpoint (rlprompt's step_<n> or a sealed trl checkpoint-<n>), 0 if none."""
-    found = [int(re.sub(r"^(step_|checkpoint-)", "", p.name)) for p in (run_dir / "checkpoints").iterdir()
-             if re.match(r"^(step_|checkpoint-)\d+$", p.name) and RunDir.is_valid_checkpoint(p)]
-    return max(found, default=0)
-
-
-def rlprompt_checkpoints(run_dir: Path) -> int:
-    return len(list((run_dir / "checkpoints").glob("step_*"))) if (run_dir / "checkpoints").is_dir() else 0
-
-
-def prewrite_checkpoints(run_dir: Path) -> int:
-    return len(list((run_dir / "checkpoints").glob("checkpoint-*"))) if (run_dir / "checkpoints").is_dir() else 0
+    """Step of the newest intact checkpoint (a RunDir one, or a sealed trl one), 0 if none."""
+    return max((step for step, path in checkpoints(run_dir).items() if RunDir.is_valid_checkpoint(path)), default=0)
 
 
 # -- scenarios -------------------------------------------------------------------------------------------
@@ -151,14 +152,14 @@ def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
     """SIGKILL the trainer ``kills`` times at random moments after a checkpoint exists, resuming each time."""
     rng = random.Random(seed)
     if method == "rlprompt":
-        config, updates, count = rlprompt_config(work, f"kill{seed}", "tiny-random"), 60, rlprompt_checkpoints
+        config, updates = rlprompt_config(work, f"kill{seed}", "tiny-random"), 60
         extra = [f"total_updates={updates}", f"seed={seed}"]
     elif method == "multiprompter":
         text = MULTIPROMPTER.format(vocab=", ".join(map(str, range(300, 364))))
-        config, updates, count = write_config(work, f"killmp{seed}", text), 60, rlprompt_checkpoints
+        config, updates = write_config(work, f"killmp{seed}", text), 60
         extra = [f"total_updates={updates}", f"seed={seed}"]
     else:
-        config, updates, count = write_config(work, f"killpw{seed}", PREWRITE), 8, prewrite_checkpoints
+        config, updates = write_config(work, f"killpw{seed}", PREWRITE), 8
         extra = [f"steps={updates}", f"seed={seed}"]
     run_dir = work / f"kill-{method}{seed}"
     redone, done = 0, False
@@ -168,8 +169,8 @@ def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
                                 stderr=subprocess.PIPE, text=True, env=ENV)
         if attempt < kills:
             try:
-                before = count(run_dir)
-                wait_for(lambda: count(run_dir) > before, proc, 600)
+                before = len(checkpoints(run_dir))
+                wait_for(lambda: len(checkpoints(run_dir)) > before, proc, 600)
                 time.sleep(rng.uniform(0.0, 1.5))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=60)
