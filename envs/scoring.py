@@ -32,15 +32,17 @@ def _shared_target(spec: str, options: tuple[tuple[str, Any], ...]) -> Target:
 def shared_target(spec: str = BUNDLED, **kwargs: Any) -> Target:
     """The process-wide target for ``spec`` (any string ``rlprompt.targets.make_target`` reads; keyword
     options must be hashable), built on first use and returned again afterwards, so that several
-    environments in one process load the model once (NOTES: one target model per process)."""
+    environments in one process load the model once (NOTES: one target model per process). ``dtype``
+    does not apply to a remote ``openai:`` spec (make_target ignores it), so it is not part of that key."""
+    if spec.startswith("openai:"):
+        kwargs.pop("dtype", None)
     return _shared_target(spec, tuple(sorted(kwargs.items())))
 
 
 def resolve_target(target: str | Target) -> Target:
     """A :class:`Target` instance as is; a string through :func:`shared_target` (bf16 for local models)."""
     if isinstance(target, str):
-        kwargs = {} if target.startswith("openai:") else {"dtype": "bfloat16"}
-        return shared_target(target, **kwargs)
+        return shared_target(target, dtype="bfloat16")
     if not callable(getattr(target, "classify", None)):
         raise TypeError(f"target must be a model name or a Target with classify(), got {target!r}")
     return target
