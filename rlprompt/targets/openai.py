@@ -305,6 +305,9 @@ class OpenAITarget(Target):
         top.setdefault(*chosen)
         return top, chosen
 
+    def _has_logprobs(self, reply: dict) -> bool:
+        return self._top(reply) is not None
+
     def _logprob_payload(self, logit_bias: dict[str, float] | None = None) -> dict:
         payload: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0}
         if self.mode == "chat":
@@ -349,7 +352,7 @@ class OpenAITarget(Target):
     async def _force(self, text: str, plain: dict[str, float], verbalizer: str, token_id: int) -> float:
         """Log-probability of a verbalizer missing from the top ``k``, read by forcing it with ``logit_bias``."""
         reply = await self._post(*self._request(text, **self._logprob_payload({str(token_id): self.bias})), sequences=0,
-                                 check=lambda r: self._top(r) is not None)
+                                 check=self._has_logprobs)
         biased, (token, value) = self._top(reply)
         if match_verbalizers({token: value}, [verbalizer])[0] is None:
             raise TargetError(
@@ -361,7 +364,7 @@ class OpenAITarget(Target):
     async def _score_one(self, text: str, verbalizers: list[str], ids: list[int] | None) -> list[float] | None:
         # Once the endpoint has returned logprobs, a reply without them is a fault (retried, then an error),
         # never a silent switch to label parsing in the middle of a run.
-        check = (lambda reply: self._top(reply) is not None) if self._logprobs_seen else None
+        check = self._has_logprobs if self._logprobs_seen else None
         parsed = self._top(await self._post(*self._request(text, **self._logprob_payload()), check=check))
         if parsed is None:
             return None
