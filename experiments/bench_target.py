@@ -1,10 +1,12 @@
-"""Benchmark the target's scoring path: raw forward throughput vs. naive scoring vs. input KV reuse.
+"""Benchmark the target's scoring path: raw forward throughput vs. naive scoring vs. shared-prefix KV reuse.
 
-On SST-2 16-shot train inputs with 16 random 5-token candidate prompts (template ``{sentence} {prompt}``,
-RLPrompt's verbalizers), measures in one process:
+On SST-2 16-shot train inputs, with two template orders: RLPrompt's ``{sentence} {prompt}`` with 16 random
+5-token prompts, and PRewrite's chat template (instruction before the input) with 8 random 20-token
+instructions. For each, measures in one process:
   * raw forward: the model's forward pass over the same full sequences the naive path feeds (tokens/s);
   * naive scoring: ``HFTarget.classify`` feeding full sequences (``kv_reuse=False``);
-  * KV reuse: ``HFTarget.classify`` encoding each input once and feeding only the prompt suffixes.
+  * KV reuse: ``HFTarget.classify`` encoding each shared first segment once (the input, or the instruction)
+    and feeding only the other segment over its cache.
 Each timing is the best of ``--repeats`` interleaved rounds. Writes ``experiments/results/bench_target.{json,md}``.
 
     python experiments/bench_target.py --data ../shared/data/rlprompt-16shot/sst-2
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlprompt.policies.prewrite import chat_template
 from rlprompt.runs import write_atomic
 from rlprompt.targets.hf import HFTarget
 from rlprompt.tasks import load_task
@@ -44,31 +47,13 @@ def best_of_interleaved(repeats: int, fns: dict) -> dict[str, tuple[float, objec
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data/rlprompt-16shot/sst-2", help="RLPrompt 16-shot SST-2 directory")
-    parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--prompts", type=int, default=16)
-    parser.add_argument("--prompt-length", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(RESULTS / "bench_target"))
-    args = parser.parse_args()
-
-    task = load_task(args.data)
-    texts = list(task.split("train").texts)
-    target = HFTarget(dtype=args.dtype, batch_size=args.batch_size)
-    rng = np.random.default_rng(0)
-    vocab = len(target.tokenizer)
-    prompts = [target.tokenizer.decode(rng.integers(0, vocab, args.prompt_length).tolist()) for _ in range(args.prompts)]
-    template, verbalizers = task.template, list(task.verbalizers)
-
+def measure(target: HFTarget, template: str, prompts: list[str], texts: list[str], verbalizers: list[str],
+            batch_size: int, repeats: int) -> dict:
+    """Raw forward vs naive scoring vs KV reuse over every (prompt, input) pair of one template."""
     # raw forward over exactly the sequences the naive path builds, in the same batches
-    head, tail = template.split("{sentence}")
-    seqs = sorted(
-        (target.encode(head + text) + target.encode(tail.replace("{prompt}", p)) for p in prompts for text in texts), key=len
-    )
-    batches = [target._left_pad(seqs[i : i + args.batch_size]) for i in range(0, len(seqs), args.batch_size)]
+    prefixes, suffixes, _ = target._segments(template, prompts, texts)
+    seqs = sorted((a + b for a in prefixes for b in suffixes), key=len)
+    batches = [target._left_pad(seqs[i : i + batch_size]) for i in range(0, len(seqs), batch_size)]
     naive_tokens = sum(len(s) for s in seqs)
 
     @torch.inference_mode()
@@ -83,15 +68,12 @@ def main() -> None:
         return out, target.stats.tokens - before
 
     raw_forward()  # warm-up
-    timings = best_of_interleaved(args.repeats, {"raw": raw_forward, "naive": lambda: score(False), "kv": lambda: score(True)})
+    timings = best_of_interleaved(repeats, {"raw": raw_forward, "naive": lambda: score(False), "kv": lambda: score(True)})
     raw_s = timings["raw"][0]
     naive_s, (naive_scores, _) = timings["naive"]
     kv_s, (kv_scores, kv_tokens) = timings["kv"]
-
-    result = {
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "dtype": args.dtype,
+    return {
+        "template": template,
         "inputs": len(texts),
         "prompts": len(prompts),
         "pairs": len(texts) * len(prompts),
@@ -104,25 +86,59 @@ def main() -> None:
         "max_abs_logprob_diff_kv_vs_naive": float(np.abs(kv_scores - naive_scores).max()),
         "argmax_agreement_kv_vs_naive": float((kv_scores.argmax(-1) == naive_scores.argmax(-1)).mean()),
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/rlprompt-16shot/sst-2", help="RLPrompt 16-shot SST-2 directory")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--prompt-length", type=int, default=5)
+    parser.add_argument("--instructions", type=int, default=8, help="instructions scored with the prompt-first template")
+    parser.add_argument("--instruction-length", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(RESULTS / "bench_target"))
+    args = parser.parse_args()
+
+    task = load_task(args.data)
+    texts = list(task.split("train").texts)
+    target = HFTarget(dtype=args.dtype, batch_size=args.batch_size)
+    rng = np.random.default_rng(0)
+    vocab = len(target.tokenizer)
+
+    def random_texts(n: int, length: int) -> list[str]:
+        return [target.tokenizer.decode(rng.integers(0, vocab, length).tolist()) for _ in range(n)]
+
+    result = {
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "dtype": args.dtype,
+        # RLPrompt: the sentence first, then a short prompt
+        "input_first": measure(target, task.template, random_texts(args.prompts, args.prompt_length), texts,
+                               list(task.verbalizers), args.batch_size, args.repeats),
+        # PRewrite: the target's chat format with the instruction before the input
+        "prompt_first": measure(target, chat_template(target.tokenizer), random_texts(args.instructions, args.instruction_length),
+                                texts, [" " + name for name in task.label_names], args.batch_size, args.repeats),
+    }
     out = Path(args.out)
     write_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    table = [
-        f"# Target scoring benchmark\n\n`{result['command']}`  \n{result['machine']}, {args.dtype}, "
-        f"{result['inputs']} inputs x {result['prompts']} prompts\n",
-        "| path | seconds | tokens computed | tokens/s |",
-        "|---|---|---|---|",
-    ]
-    for name in ("raw_forward", "naive", "kv_reuse"):
-        r = result[name]
-        table.append(f"| {name} | {r['seconds']:.2f} | {r['tokens']} | {r['tokens_per_s']:.0f} |")
-    table += [
-        "",
-        f"KV reuse speedup over naive scoring: **{result['kv_speedup_vs_naive']:.2f}x** (goal >= 4x); the tokens it "
-        f"computes are {result['kv_token_ratio']:.2f}x fewer, which bounds the speedup at equal tokens/s.  ",
-        f"Naive scoring throughput / raw forward throughput: **{result['naive_throughput_vs_raw']:.2f}** (goal >= 0.8).  ",
-        f"KV vs naive: max |log-prob diff| {result['max_abs_logprob_diff_kv_vs_naive']:.4f}, "
-        f"same argmax for {100 * result['argmax_agreement_kv_vs_naive']:.1f}% of pairs.",
-    ]
+    table = [f"# Target scoring benchmark\n\n`{result['command']}`  \n{result['machine']}, {args.dtype}\n",
+             "| template | path | seconds | tokens computed | tokens/s |", "|---|---|---|---|---|"]
+    for order in ("input_first", "prompt_first"):
+        for name in ("raw_forward", "naive", "kv_reuse"):
+            r = result[order][name]
+            table.append(f"| {order} | {name} | {r['seconds']:.2f} | {r['tokens']} | {r['tokens_per_s']:.0f} |")
+    table.append("")
+    for order, what in (("input_first", "`{sentence} {prompt}`, 5-token prompts"),
+                        ("prompt_first", "chat template, instruction before the input")):
+        r = result[order]
+        table += [
+            f"**{order}** ({what}; {r['inputs']} inputs x {r['prompts']} prompts): KV reuse speedup over naive "
+            f"scoring **{r['kv_speedup_vs_naive']:.2f}x**, {r['kv_token_ratio']:.2f}x fewer tokens computed; naive / raw "
+            f"forward throughput {r['naive_throughput_vs_raw']:.2f}; KV vs naive: max |log-prob diff| "
+            f"{r['max_abs_logprob_diff_kv_vs_naive']:.4f}, same argmax for {100 * r['argmax_agreement_kv_vs_naive']:.1f}% of pairs.  ",
+        ]
     write_atomic(out.with_suffix(".md"), "\n".join(table) + "\n")
     print("\n".join(table))
 

@@ -21,7 +21,8 @@ def _fresh(target):
     return target
 
 
-@pytest.mark.parametrize("template", ["{sentence} {prompt}", "{sentence}{prompt}", "Review: {sentence}\n{prompt} Sentiment:", "{prompt}\n{sentence} It was"])
+@pytest.mark.parametrize("template", ["{sentence} {prompt}", "{sentence}{prompt}", "Review: {sentence}\n{prompt} Sentiment:", "{prompt}\n{sentence} It was",
+                                      "<|im_start|>user\n{prompt}\n\nInput: {sentence}<|im_end|>\nAnswer:"])
 def test_kv_reuse_matches_naive_path(tiny_target, template):
     tiny_target.kv_reuse = True
     reused = tiny_target.classify(template, PROMPTS, INPUTS, VERBALIZERS)
@@ -50,6 +51,21 @@ def test_kv_reuse_computes_each_input_once(tiny_target):
     suffix_tokens = sum(len(target.encode(" " + p)) for p in PROMPTS)
     assert target.stats.tokens == input_tokens + len(INPUTS) * suffix_tokens
     assert target.stats.sequences == len(PROMPTS) * len(INPUTS)
+
+
+def test_prompt_first_template_computes_each_prompt_once(tiny_target):
+    target = _fresh(tiny_target)
+    template = "Task: {prompt}\n\nInput: {sentence}\nAnswer:"
+    scores = target.classify(template, PROMPTS, INPUTS, VERBALIZERS)
+    prompt_tokens = sum(len(target.encode("Task: " + p)) for p in PROMPTS)
+    tail = len(target.encode("\nAnswer:"))
+    input_tokens = sum(len(target.encode("\n\nInput: " + text)) + tail for text in INPUTS)
+    assert target.stats.tokens == prompt_tokens + len(PROMPTS) * input_tokens
+    ids = target.encode("Task: " + PROMPTS[1]) + target.encode("\n\nInput: " + INPUTS[0]) + target.encode("\nAnswer:")
+    with torch.no_grad():
+        logits = target.model(torch.tensor([ids])).logits[0, -1]
+    expected = torch.log_softmax(logits, -1)[target.verbalizer_ids(VERBALIZERS)].numpy()
+    np.testing.assert_allclose(scores[1, 0], expected, atol=1e-4)
 
 
 def test_verbalizer_must_be_one_token(tiny_target):

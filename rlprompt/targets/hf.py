@@ -1,4 +1,4 @@
-"""A local transformers causal LM as the frozen target, batched, with input KV-cache reuse."""
+"""A local transformers causal LM as the frozen target, batched, with shared-prefix KV-cache reuse."""
 
 from __future__ import annotations
 
@@ -21,16 +21,18 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 class HFTarget(Target):
     """A frozen local causal LM (any name :func:`rlprompt.models.load_model` resolves).
 
-    Scoring tokenizes ``template`` piecewise: everything up to and including ``{sentence}`` is one
-    segment, the rest (with the prompt filled in) another, and the token ids are concatenated. With
-    an input-first template (``{sentence}`` before ``{prompt}``) the input segment is the same for
-    every candidate prompt, so its key/value cache is computed once per batch of inputs and each
-    candidate only feeds its own suffix tokens (``kv_reuse=True``); the naive path feeds whole
-    sequences and returns the same numbers up to floating-point rounding.
+    Scoring tokenizes ``template`` in two segments whose token ids are concatenated: with an input-first
+    template (``{sentence}`` before ``{prompt}``) the cut falls after the input, with a prompt-first one
+    (a chat template with the instruction before the input) after the prompt. The first segment is the
+    same for every candidate prompt (input-first) or every input (prompt-first), so with ``kv_reuse=True``
+    its key/value cache is computed once per batch and only the second segments are fed over it; the
+    naive path feeds whole sequences and returns the same numbers up to floating-point rounding.
     """
 
     suffix_rows = 256
-    """Rows (inputs x candidate prompts) fed at once when scoring prompt suffixes over a cached input batch."""
+    """Most rows (prefixes x suffixes) fed at once when scoring suffixes over a cached prefix batch."""
+    suffix_tokens = 4096
+    """Most padded suffix tokens fed at once (rows x the group's longest suffix): long suffixes go in small groups."""
 
     def __init__(
         self,
@@ -107,70 +109,90 @@ class HFTarget(Target):
         return torch.log_softmax(logits, dim=-1)[:, verbalizer_ids]
 
     # -- scoring ------------------------------------------------------------------------------------
+    def _segments(self, template: str, prompts: list[str], inputs: list[str]) -> tuple[list[list[int]], list[list[int]], bool]:
+        """Token ids of the part of each sequence shared by one input (input-first template) or by one
+        prompt (prompt-first), then of the part that varies with the other, and whether the input comes first.
+
+        Sequence ``(p, n)`` is the concatenation of its two segments, tokenized apart: the cut falls after
+        the input (input-first) or after the prompt (prompt-first), where a BPE merge across it is rare.
+        """
+        head, tail = template.split(SENTENCE)
+        if PROMPT in tail:
+            return ([self.encode(head + text) for text in inputs],
+                    [self.encode(tail.replace(PROMPT, prompt)) for prompt in prompts], True)
+        before, between = head.split(PROMPT)
+        tail_ids = self.encode(tail)
+        return ([self.encode(before + prompt) for prompt in prompts],
+                [self.encode(between + text) + tail_ids for text in inputs], False)
+
     @torch.inference_mode()
     def _classify(self, template: str, prompts: list[str], inputs: list[str], verbalizers: list[str]) -> np.ndarray:
         verbalizer_ids = torch.tensor(self.verbalizer_ids(verbalizers))
-        head, tail = template.split(SENTENCE)
-        input_first = PROMPT in tail
-        out = np.empty((len(prompts), len(inputs), len(verbalizers)))
-        if input_first:
-            prefixes = [self.encode(head + text) for text in inputs]
-            suffixes = [self.encode(tail.replace(PROMPT, prompt)) for prompt in prompts]
-            if self.kv_reuse:
-                self._classify_reusing_inputs(prefixes, suffixes, verbalizer_ids, out)
-                self.stats.sequences += len(prompts) * len(inputs)
-                return out
-            seqs = [(p, n, prefixes[n] + suffixes[p]) for p in range(len(prompts)) for n in range(len(inputs))]
+        prefixes, suffixes, input_first = self._segments(template, prompts, inputs)
+        if self.kv_reuse:
+            scores = self._score_over_cached_prefixes(prefixes, suffixes, verbalizer_ids)
         else:
-            seqs = [
-                (p, n, self.encode(head.replace(PROMPT, prompt) + text) + self.encode(tail))
-                for p, prompt in enumerate(prompts)
-                for n, text in enumerate(inputs)
-            ]
-        seqs.sort(key=lambda item: len(item[2]))  # similar lengths share a batch: less padding
-        for chunk in _chunks(len(seqs), self.batch_size):
-            batch = seqs[chunk]
-            ids, mask = self._left_pad([s for _, _, s in batch])
-            scores = self._last_logprobs(self._hidden(ids, mask), verbalizer_ids).numpy()
-            for row, (p, n, _) in enumerate(batch):
-                out[p, n] = scores[row]
-        self.stats.sequences += len(seqs)
-        return out
+            scores = np.empty((len(prefixes), len(suffixes), len(verbalizers)))
+            seqs = sorted(((a, b) for a in range(len(prefixes)) for b in range(len(suffixes))),
+                          key=lambda ab: len(prefixes[ab[0]]) + len(suffixes[ab[1]]))  # less padding per batch
+            for chunk in _chunks(len(seqs), self.batch_size):
+                batch = seqs[chunk]
+                ids, mask = self._left_pad([prefixes[a] + suffixes[b] for a, b in batch])
+                rows = self._last_logprobs(self._hidden(ids, mask), verbalizer_ids).numpy()
+                for row, (a, b) in enumerate(batch):
+                    scores[a, b] = rows[row]
+        self.stats.sequences += len(prompts) * len(inputs)
+        return scores.transpose(1, 0, 2) if input_first else scores
 
-    def _classify_reusing_inputs(self, prefixes, suffixes, verbalizer_ids, out) -> None:
-        """Encode each batch of inputs once, then score groups of candidate suffixes on a copy of its cache.
+    def _score_over_cached_prefixes(self, prefixes, suffixes, verbalizer_ids) -> np.ndarray:
+        """Scores ``[prefix, suffix, verbalizer]`` of every concatenation: each batch of prefixes is encoded
+        once, then groups of suffixes are scored on a copy of its cache.
 
-        A group of ``G`` suffixes is fed as ``B * G`` rows over the input cache repeated ``G`` times.
+        A group of ``G`` suffixes is fed as ``B * G`` rows over the prefix cache repeated ``G`` times.
         """
+        out = np.empty((len(prefixes), len(suffixes), len(verbalizer_ids)))
         order = sorted(range(len(prefixes)), key=lambda n: len(prefixes[n]))  # less padding per batch
+        # an empty suffix: the prefix's own last token decides; the others in length order (less padding)
+        scored = sorted((s for s, suffix in enumerate(suffixes) if suffix), key=lambda s: len(suffixes[s]))
+        empty = [s for s, suffix in enumerate(suffixes) if not suffix]
         for span in _chunks(len(order), self.batch_size):
             chunk = order[span]
             ids, mask = self._left_pad([prefixes[n] for n in chunk])
             cache = DynamicCache(config=self.model.config)
-            prefix_scores = self._last_logprobs(self._hidden(ids, mask, cache), verbalizer_ids)
+            prefix_scores = self._last_logprobs(self._hidden(ids, mask, cache), verbalizer_ids).numpy()
             lengths, rows = mask.sum(-1), ids.shape[0]
-            for p, suffix in enumerate(suffixes):
-                if not suffix:  # an empty prompt and nothing after it: the input's own last token decides
-                    out[p, chunk] = prefix_scores.numpy()
-            scored = [p for p, suffix in enumerate(suffixes) if suffix]
-            for group in _chunks(len(scored), max(1, self.suffix_rows // rows)):
-                members = scored[group]
-                g, width = len(members), max(len(suffixes[p]) for p in members)
-                # suffixes are right-aligned: padding sits between the cached input and the suffix, masked
+            for s in empty:
+                out[chunk, s] = prefix_scores
+            for members in self._suffix_groups([len(suffixes[s]) for s in scored], scored, rows):
+                g, width = len(members), len(suffixes[members[-1]])
+                # suffixes are right-aligned: padding sits between the cached prefix and the suffix, masked
                 # out, so every row ends on a real token and only the last position needs logits
                 s_ids = torch.full((g, width), self.pad_id, dtype=torch.long)
                 s_real = torch.zeros((g, width), dtype=torch.long)
-                for j, p in enumerate(members):
-                    s_ids[j, width - len(suffixes[p]):] = torch.tensor(suffixes[p])
-                    s_real[j, width - len(suffixes[p]):] = 1
+                for j, s in enumerate(members):
+                    s_ids[j, width - len(suffixes[s]):] = torch.tensor(suffixes[s])
+                    s_real[j, width - len(suffixes[s]):] = 1
                 group_cache = copy.deepcopy(cache)
                 group_cache.batch_repeat_interleave(g)
-                # row b * g + j holds input b with suffix j
+                # row b * g + j holds prefix b with suffix j
                 full_mask = torch.cat([mask.repeat_interleave(g, 0), s_real.repeat(rows, 1)], dim=-1)
                 positions = lengths.repeat_interleave(g)[:, None] + (s_real.cumsum(-1) - 1).clamp(min=0).repeat(rows, 1)
                 hidden = self._hidden(s_ids.repeat(rows, 1), full_mask, group_cache, positions)
                 scores = self._last_logprobs(hidden, verbalizer_ids).view(rows, g, -1)
-                out[np.ix_(members, chunk)] = scores.permute(1, 0, 2).numpy()
+                out[np.ix_(chunk, members)] = scores.numpy()
+        return out
+
+    def _suffix_groups(self, lengths: list[int], items: list[int], rows: int) -> Iterator[list[int]]:
+        """Consecutive groups of ``items`` (sorted by their ``lengths``, ascending) of at most ``suffix_rows``
+        rows and ``suffix_tokens`` padded tokens each, so that a group pads to a similar length."""
+        group: list[int] = []
+        for item, length in zip(items, lengths):
+            if group and ((len(group) + 1) * rows > self.suffix_rows or (len(group) + 1) * rows * length > self.suffix_tokens):
+                yield group
+                group = []
+            group.append(item)
+        if group:
+            yield group
 
     # -- generation and likelihood ------------------------------------------------------------------
     def _render(self, text: str, chat: bool) -> list[int]:
