@@ -143,12 +143,13 @@ def summarize(per_seed: list[dict]) -> dict:
 
 
 def combine(parts: list[dict], out: Path) -> int:
-    """Merge results of runs over disjoint seeds and/or tasks with the same settings (seeds excepted)."""
-    settings = [{k: v for k, v in part["settings"].items() if k not in ("seeds", "combine")} for part in parts]
+    """Merge results of runs over disjoint seeds, tasks and/or arms with the same settings otherwise."""
+    settings = [{k: v for k, v in part["settings"].items() if k not in ("seeds", "arms", "combine")} for part in parts]
     if any(s != settings[0] for s in settings):
         raise ValueError(f"cannot combine runs with different settings: {settings}")
     seeds: dict[str, dict[str, list[dict]]] = {}
-    results = {"tasks": {}, "init": {}, "settings": {**settings[0], "seeds": []},
+    arms_run = list(dict.fromkeys(arm for part in parts for arm in part["settings"]["arms"]))
+    results = {"tasks": {}, "init": {}, "settings": {**settings[0], "arms": arms_run, "seeds": []},
                "command": " && ".join(part["command"] for part in parts)}
     for part in parts:
         results["init"].update(part["init"])
