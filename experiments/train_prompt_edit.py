@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 
 from rlprompt.envs import PromptEditEnv, shared_target
 from rlprompt.envs.prompt_edit import PHRASE_BANK
@@ -90,6 +91,7 @@ def main() -> None:
 
     model = MaskablePPO("MlpPolicy", env, n_steps=args.n_steps, batch_size=args.n_steps, n_epochs=4,
                         learning_rate=3e-4, ent_coef=0.01, gamma=1.0, seed=args.seed, verbose=0)
+    model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default makes an empty temp dir per learn()
     clock = WallClock(args.minutes * 60)
     model.learn(args.total_timesteps, callback=clock)
     train_seconds = time.perf_counter() - clock.start

@@ -27,6 +27,7 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 from tqdm.auto import tqdm
@@ -471,6 +472,8 @@ def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
                        "context_ids": context_ids(first.tokenizer, cfg.policy_context), "mlp_hidden": cfg.mlp_hidden,
                        "value_hidden": cfg.value_hidden, "top_k": cfg.top_k, "cache_size": cfg.hidden_cache_size},
     )
+    # metrics go to the run directory; SB3's default logger makes an empty temp directory per learn() call
+    model.set_logger(Logger(folder=None, output_formats=[]))
     model._last_obs = env.reset()  # reseeds the shared scorer's minibatch sampler with cfg.seed
     model._last_episode_starts = np.ones(env.num_envs, dtype=bool)
     return model

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -162,6 +163,12 @@ def test_train_writes_run_and_resume_matches_an_uninterrupted_run(tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-6), key
     with pytest.raises(ValueError, match="already holds a run"):
         train_rlprompt(tiny_config(), tmp_path / "full", target=target, progress=False)
+
+
+def test_training_leaves_no_sb3_temp_directories(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    train_rlprompt(tiny_config(total_updates=1), tmp_path / "run", target=FakeTarget(), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_resume_skips_a_corrupt_checkpoint_and_truncates_metrics(tmp_path):
