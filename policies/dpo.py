@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlprompt.config import dump_config
+from rlprompt.config import TaskTargetConfig, dump_config
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, cosine_similarity, semantic_weights
@@ -50,15 +50,7 @@ from rlprompt.runs import RunDir, resume_trainer_checkpoint, seed_everything, tr
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask, load_task
 
-try:  # the PRewrite module owns the rewrite meta-prompt and the completion cleaner
-    from rlprompt.policies.prewrite import META_PROMPT, chat_template, clean_rewrite
-except ImportError:  # pragma: no cover - a minimal stand-in when PRewrite is absent
-    META_PROMPT = ("Rewrite the following instruction so that a language model follows it better. "
-                   "Output only the new instruction, nothing else.\n\nInstruction: {instruction}")
-    chat_template = None
-
-    def clean_rewrite(text: str) -> str:
-        return text.strip().split("\n\n", 1)[0].strip().strip('"').strip()
+from rlprompt.policies.prewrite import META_PROMPT, chat_template, clean_rewrite  # PRewrite owns the rewrite prompt
 
 DEFAULT_ORIGINALS: dict[str, list[str]] = {
     "sentiment": [
@@ -97,21 +89,14 @@ DEFAULT_ORIGINALS["agnews"] = DEFAULT_ORIGINALS["topic"]
 
 # -- config ---------------------------------------------------------------------------------------
 @dataclass
-class DPOMethodConfig:
-    """A DPO run on rewriter preference pairs (Rafailov et al. 2023); YAML files may only set these fields.
+class DPOMethodConfig(TaskTargetConfig):
+    """A DPO run on rewriter preference pairs (Rafailov et al. 2023; the reward uses the task's train split);
+    YAML files may only set these fields.
 
     Named to avoid trl's ``DPOConfig``, which :func:`train_dpo` builds from it."""
 
     method: ClassVar[str] = "dpo"
 
-    task: str = "sentiment"
-    """Built-in task name or data path (rlprompt.tasks.load_task); the reward uses its train split."""
-    task_seed: str | None = None
-    """Dataset seed directory of an RLPrompt 16-shot dataset (e.g. 16-42); None for other tasks."""
-    target: str = BUNDLED
-    """Frozen target scoring the rewrites (rlprompt.targets.make_target spec)."""
-    target_dtype: str = "bfloat16"
-    """dtype of a local target model (bfloat16 or float32)."""
     rewriter_model: str = BUNDLED
     """Rewriter base model (rlprompt.models.load_model name or a local checkpoint directory)."""
     meta_prompt: str = META_PROMPT
@@ -168,6 +153,7 @@ class DPOMethodConfig:
     """Seeds python, numpy, torch, trl, the rewriter's sampling and the reward's minibatch sampler."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         positive = ("samples_per_original", "max_new_tokens", "input_batch_size", "max_pairs_per_original", "steps",
                     "batch_size", "lora_r", "lora_alpha", "max_length", "checkpoint_every", "keep_checkpoints")
         bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
@@ -216,8 +202,6 @@ def build_task(cfg: DPOMethodConfig) -> ClassificationTask:
         raise ValueError(f"DPO needs a classification task with a train split; {cfg.task!r} is not one")
     template = cfg.template
     if template is None:
-        if chat_template is None:
-            raise ValueError("set template: the PRewrite chat template is unavailable")
         template = chat_template(load_tokenizer(BUNDLED))
     verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
     return load_task(cfg.task, seed=cfg.task_seed, template=template, verbalizers=verbalizers)

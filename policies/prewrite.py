@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from rlprompt.config import dump_config
+from rlprompt.config import TaskTargetConfig, dump_config
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward, make_stabilizer
 from rlprompt.rewards.protocol import completion_texts
@@ -56,19 +56,12 @@ STABILIZERS = ("input_zscore", "batch_zscore", "none")
 
 # -- config ---------------------------------------------------------------------------------------
 @dataclass
-class PRewriteConfig:
-    """Everything a PRewrite run reads (Kong et al. 2024); YAML files may only set these fields."""
+class PRewriteConfig(TaskTargetConfig):
+    """Everything a PRewrite run reads (Kong et al. 2024; the task needs train and dev splits); YAML files may
+    only set these fields."""
 
     method: ClassVar[str] = "prewrite"
 
-    task: str = "sentiment"
-    """Built-in task name or data path (rlprompt.tasks.load_task); needs train and dev splits."""
-    task_seed: str | None = None
-    """Dataset seed directory of an RLPrompt 16-shot dataset (e.g. 16-42); None for other tasks."""
-    target: str = BUNDLED
-    """Frozen target (rlprompt.targets.make_target spec: a model name, or openai:<base_url>:<model>)."""
-    target_dtype: str = "bfloat16"
-    """dtype of a local target model (bfloat16 or float32)."""
     rewriter_model: str = BUNDLED
     """Rewriter base model (rlprompt.models.load_model name or a local checkpoint directory)."""
     lora_r: int = 8
@@ -124,6 +117,7 @@ class PRewriteConfig:
     """cpu (use_cpu=True, fp32) or auto (whatever accelerate picks; bf16 on GPU)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         positive = ("lora_r", "lora_alpha", "input_batch_size", "num_generations", "max_completion_length", "steps",
                     "checkpoint_every", "keep_checkpoints", "num_samples")
         bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}

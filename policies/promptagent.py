@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rlprompt.config import dump_config
+from rlprompt.config import TaskTargetConfig, check_dtypes, dump_config
 from rlprompt.envs.scoring import PromptScorer, shared_target
 from rlprompt.evaluation import evaluate
 from rlprompt.models import BUNDLED
@@ -49,27 +49,19 @@ from rlprompt.targets.base import Target
 from rlprompt.tasks import ClassificationTask, load_task
 
 SEARCHES = ("mcts", "greedy", "beam", "ape")
-DTYPES = ("bfloat16", "float32", "float16")
 
 
 @dataclass
-class PromptAgentConfig:
-    """Everything a PromptAgent run reads (Wang et al. 2023); YAML files may only set these fields."""
+class PromptAgentConfig(TaskTargetConfig):
+    """Everything a PromptAgent run reads (Wang et al. 2023; the task needs the error and reward splits); YAML
+    files may only set these fields."""
 
     method: ClassVar[str] = "promptagent"
 
-    task: str = "sentiment"
-    """Built-in task name or data path (rlprompt.tasks.load_task); needs the error and reward splits."""
-    task_seed: str | None = None
-    """Dataset seed directory of an RLPrompt 16-shot dataset (e.g. 16-42); None for other tasks."""
     template: str | None = None
     """Template with {sentence} and {prompt}; None keeps the task's."""
     verbalizers: list[str] | None = None
     """One single-token verbalizer per label; None keeps the task's."""
-    target: str = BUNDLED
-    """Frozen target model (rlprompt.targets.make_target spec)."""
-    target_dtype: str = "bfloat16"
-    """dtype of a local target model."""
     optimizer: str = BUNDLED
     """Optimizer LM writing gradients and revisions: a model name, or openai:<base_url>:<model>."""
     optimizer_dtype: str = "bfloat16"
@@ -138,9 +130,7 @@ class PromptAgentConfig:
         if self.optimizer_temperature < 0 or not 0 < self.optimizer_top_p <= 1:
             raise ValueError(f"need optimizer_temperature >= 0 and 0 < optimizer_top_p <= 1, got "
                              f"{self.optimizer_temperature}, {self.optimizer_top_p}")
-        for name in ("target_dtype", "optimizer_dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise ValueError(f"{name} must be one of {list(DTYPES)}, got {getattr(self, name)!r}")
+        check_dtypes(self, "optimizer_dtype")
         if self.reward_split == "test":
             raise ValueError("reward_split='test' would select prompts on the test split; use dev (held out)")
         if self.max_target_queries is not None and self.max_target_queries < 1:

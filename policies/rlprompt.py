@@ -32,7 +32,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 from tqdm.auto import tqdm
 
-from rlprompt.config import dump_config
+from rlprompt.config import TaskTargetConfig, check_dtypes, dump_config
 from rlprompt.envs import make_prompt_tokens_vec_env
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.models import load_model
@@ -45,22 +45,14 @@ MASKED_LOGIT = -1e9  # logit of masked tokens (finite, so entropies stay finite)
 
 # -- config ---------------------------------------------------------------------------------------
 @dataclass
-class TokenPPOConfig:
-    """Fields shared by the token-level PPO methods (RLPrompt and MultiPrompter): task, target, frozen
-    policy LM, heads, PPO, reward and run settings. Subclasses add their own fields and checks."""
+class TokenPPOConfig(TaskTargetConfig):
+    """Fields shared by the token-level PPO methods (RLPrompt and MultiPrompter): the task (train and dev
+    splits), target, frozen policy LM, heads, PPO, reward and run settings. Subclasses add their own fields."""
 
-    task: str = "sentiment"
-    """Built-in task name or data path (see rlprompt.tasks.load_task); needs train and dev splits."""
-    task_seed: str | None = None
-    """Dataset seed directory of an RLPrompt 16-shot dataset (e.g. 16-42); None for other tasks."""
     template: str | None = None
     """Template with {sentence} and {prompt}; None keeps the task's."""
     verbalizers: list[str] | None = None
     """One single-token verbalizer per label; None keeps the task's."""
-    target: str = "smollm2-135m-instruct"
-    """Frozen target model (rlprompt.targets.make_target spec)."""
-    target_dtype: str = "bfloat16"
-    """dtype of a local target model (bfloat16 or float32)."""
     policy_model: str = "smollm2-135m-instruct"
     """Frozen causal LM under the trainable heads (rlprompt.models.load_model name); shares the target when equal."""
     policy_dtype: str = "bfloat16"
@@ -119,6 +111,8 @@ class TokenPPOConfig:
     """Prompt prefixes whose frozen hidden state is cached."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        check_dtypes(self, "policy_dtype")
         positive = ("mlp_hidden", "value_hidden", "total_updates", "n_epochs", "input_batch_size", "eval_every",
                     "eval_top_k", "checkpoint_every", "keep_checkpoints", "hidden_cache_size")
         bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
@@ -135,9 +129,6 @@ class TokenPPOConfig:
                              f"{self.vf_coef}, {self.max_grad_norm}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or null, got {self.top_k}")
-        for name in ("target_dtype", "policy_dtype"):
-            if getattr(self, name) not in ("bfloat16", "float32", "float16"):
-                raise ValueError(f"{name} must be bfloat16, float32 or float16, got {getattr(self, name)!r}")
         if self.max_target_queries is not None and self.max_target_queries < 1:
             raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
 

