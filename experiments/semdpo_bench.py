@@ -42,10 +42,6 @@ from rlprompt.runs import write_atomic
 ARMS = ("dpo", "sem-dpo")
 
 
-def _stats(values: list[float]) -> dict[str, float | list[float]]:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": [float(v) for v in values]}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="YAML config with DPOMethodConfig fields (its method: key is ignored)")
@@ -73,49 +69,73 @@ def main(argv: list[str] | None = None) -> int:
 
     model, tokenizer = load_model(base_cfg.rewriter_model, dtype="float32")
     base = evaluate_rewriter(model, tokenizer, base_cfg, base_cfg.eval_originals, target=target, task=task)
-    results: dict[str, dict[str, list]] = {
-        arm: {"reward": [], "similarity": [], "rewrites": [], "seconds": []} for arm in ARMS}
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    per_seed = []
     for seed in args.seeds:
+        record: dict = {"seed": seed}
         for arm in ARMS:
             cfg = method_config(arm)(**{**dataclasses.asdict(base_cfg), "seed": seed})
             run_dir = Path(args.runs) / f"{stamp}-{arm}-s{seed}"
             summary = train_dpo(cfg, run_dir, rewriter=load_model(cfg.rewriter_model, dtype="float32"),
                                 target=target, task=task)
-            results[arm]["reward"].append(summary["eval_reward"])
-            results[arm]["similarity"].append(summary["eval_similarity"])
-            results[arm]["rewrites"].append(summary["eval_rewrites"])
-            results[arm]["seconds"].append(summary["train_seconds"])
+            record[arm] = {"reward": summary["eval_reward"], "similarity": summary["eval_similarity"],
+                           "train_seconds": summary["train_seconds"], "rewrites": summary["eval_rewrites"],
+                           "run_dir": str(run_dir)}
             print(json.dumps({"arm": arm, "seed": seed, "reward": summary["eval_reward"],
                               "similarity": summary["eval_similarity"]}), flush=True)
+        per_seed.append(record)
+        write_results(per_seed, base, base_cfg, pairs, prefs_seconds, argv, Path(args.out))  # what is done so far
+    print(Path(args.out).with_suffix(".md").read_text(encoding="utf-8"))
+    return 0
+
+
+def write_results(per_seed: list[dict], base: dict, base_cfg: DPOMethodConfig, pairs: int, prefs_seconds: float,
+                  argv: list[str] | None, stem: Path) -> None:
+    """``<stem>.json`` (means over seeds in ``arms``, per-seed figures in ``seeds``) and ``<stem>.md``."""
+    def mean_std(arm: str, key: str) -> dict[str, float]:
+        values = [r[arm][key] for r in per_seed]
+        return {key: float(np.mean(values)), f"{key}_std": float(np.std(values))}
 
     out = {
-        "arms": {arm: {"reward": _stats(r["reward"]), "similarity": _stats(r["similarity"]),
-                       "train_seconds": _stats(r["seconds"]), "rewrites": r["rewrites"]} for arm, r in results.items()},
+        "arms": {arm: {**mean_std(arm, "reward"), **mean_std(arm, "similarity"), **mean_std(arm, "train_seconds")}
+                 for arm in ARMS},
+        "seeds": per_seed,
         "base": {"reward": base["eval_reward"], "similarity": base["eval_similarity"],
                  "rewrites": base["eval_rewrites"]},
-        "seeds": list(args.seeds), "pairs": pairs, "preferences_seconds": prefs_seconds,
+        "pairs": pairs, "preferences_seconds": prefs_seconds, "eval_originals": list(base_cfg.eval_originals),
         "config": dump_config(base_cfg),
         "command": " ".join(["python", *map(shlex.quote, [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])]),
     }
-    stem = Path(args.out)
     stem.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(stem.with_suffix(".json"), json.dumps(out, indent=2) + "\n")
+    write_atomic(stem.with_suffix(".md"), markdown(out))
+
+
+def markdown(out: dict) -> str:
+    """The results table: means over seeds, per-seed figures and Sem-DPO's relative change against DPO."""
+    cfg, base = out["config"], out["base"]
     lines = [
         "# DPO vs Sem-DPO (same rewriter, same pairs, same budget)", "",
-        f"Command: `{out['command']}`  ", f"Task: {base_cfg.task}; rewriter: {base_cfg.rewriter_model}; target: "
-        f"{base_cfg.target}; {pairs} preference pairs; {base_cfg.steps} steps x {base_cfg.batch_size} pairs; "
-        f"alpha={base_cfg.alpha}, beta={base_cfg.beta}; seeds {args.seeds}; "
-        f"{len(base_cfg.eval_originals)} held-out originals; reward = {base_cfg.reward} on the dev split.", "",
-        "| arm | reward (mean ± std over seeds) | similarity to original |", "|---|---|---|",
-        f"| base (no adapter) | {base['eval_reward']:.3f} | {base['eval_similarity']:.3f} |",
+        f"Command: `{out['command']}`  ", f"Task: {cfg['task']}; rewriter: {cfg['rewriter_model']}; target: "
+        f"{cfg['target']}; {out['pairs']} preference pairs; {cfg['steps']} steps x {cfg['batch_size']} pairs; "
+        f"alpha={cfg['alpha']}, beta={cfg['beta']}, learning rate {cfg['learning_rate']}; seeds "
+        f"{[r['seed'] for r in out['seeds']]}; "
+        f"{len(cfg['eval_originals'])} held-out originals; reward = {cfg['reward']} on the dev split.", "",
+        "| arm | reward (mean ± std over seeds) | per seed | similarity to original | per seed |", "|---|---|---|---|---|",
+        f"| base (no adapter) | {base['reward']:.3f} | - | {base['similarity']:.3f} | - |",
     ]
     for arm in ARMS:
-        r, s = out["arms"][arm]["reward"], out["arms"][arm]["similarity"]
-        lines.append(f"| {arm} | {r['mean']:.3f} ± {r['std']:.3f} | {s['mean']:.3f} ± {s['std']:.3f} |")
-    write_atomic(stem.with_suffix(".md"), "\n".join(lines) + "\n")
-    print(stem.with_suffix(".md").read_text(encoding="utf-8"))
-    return 0
+        a = out["arms"][arm]
+        rewards, sims = (" / ".join(f"{r[arm][key]:.3f}" for r in out["seeds"]) for key in ("reward", "similarity"))
+        lines.append(f"| {arm} | {a['reward']:.3f} ± {a['reward_std']:.3f} | {rewards} | "
+                     f"{a['similarity']:.3f} ± {a['similarity_std']:.3f} | {sims} |")
+    dpo, sem = out["arms"]["dpo"], out["arms"]["sem-dpo"]
+    gain = 100 * (sem["similarity"] / dpo["similarity"] - 1)
+    wins = sum(r["sem-dpo"]["similarity"] > r["dpo"]["similarity"] for r in out["seeds"])
+    lines += ["", f"Sem-DPO vs DPO: similarity {gain:+.1f}% (higher on {wins} of {len(out['seeds'])} seeds), reward "
+              f"{sem['reward'] - dpo['reward']:+.3f}. Training seconds per arm (mean): dpo {dpo['train_seconds']:.0f}, "
+              f"sem-dpo {sem['train_seconds']:.0f}."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
