@@ -1,7 +1,8 @@
 """PRewrite benchmark (Kong et al. 2024) on RLPrompt's 16-shot SST-2 and AG News with the bundled target.
 
-For each task and training seed: train a PRewrite rewriter with GRPO (policies/prewrite.py), then score on
-the test split the initial instruction, PRewrite-I (greedy rewrite) and PRewrite-S (best of K on dev).
+For each task and RLPrompt data seed (16-42, 16-100, 16-13): train a PRewrite rewriter with GRPO
+(policies/prewrite.py) on that seed's train split, then score on the test split the initial instruction,
+PRewrite-I (greedy rewrite) and PRewrite-S (best of K on that seed's dev split).
 Writes experiments/results/prewrite.json; every arm records ``instruction``, ``template``, ``verbalizers``
 and ``test_accuracy`` so that
 
@@ -9,10 +10,10 @@ and ``test_accuracy`` so that
         --verbalizers <v1> <v2> ... [--limit <test_limit>]
 
 reproduces the figure (same target, bfloat16). Full runs (3 seeds, ~50 steps) take hours on 2 CPU cores:
-``--seeds``, ``--steps`` and ``--test-limit`` shrink them; tasks can run as separate processes whose result
+``--data-seeds``, ``--steps`` and ``--test-limit`` shrink them; tasks can run as separate processes whose result
 files ``--combine`` merges.
 
-    python experiments/prewrite_bench.py --seeds 0 --steps 2 --test-limit 64
+    python experiments/prewrite_bench.py --data-seeds 16-42 --steps 2 --test-limit 64
     python experiments/prewrite_bench.py --tasks sst-2 --out /tmp/sst2.json & \
         python experiments/prewrite_bench.py --tasks agnews --out /tmp/agnews.json; wait
     python experiments/prewrite_bench.py --combine /tmp/sst2.json /tmp/agnews.json
