@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.logger import Logger
 
 from rlprompt.envs import (
     ENV_IDS,
@@ -278,6 +279,7 @@ def test_ppo_trains_on_batched_vec_env():
     vec = make_prompt_tokens_vec_env(4, seed=0, task=TASK, target=target, prompt_length=2, vocab=VOCAB,
                                      batch_size=4, stabilizer="input_zscore")
     model = PPO("MlpPolicy", vec, n_steps=16, batch_size=32, n_epochs=1, seed=0)
+    model.set_logger(Logger(folder=None, output_formats=[]))  # no SB3 temp directory
     before = [p.clone() for p in model.policy.parameters()]
     model.learn(192)
     assert model.num_timesteps >= 192
@@ -289,6 +291,7 @@ def test_maskable_ppo_on_prompt_edit(fake):
 
     env = PromptEditEnv(task=TASK, target=fake, embedder=fake_embed, max_phrases=4, budget=2)
     model = MaskablePPO("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0)
+    model.set_logger(Logger(folder=None, output_formats=[]))
     model.learn(32)
     assert model.num_timesteps >= 32
 
