@@ -53,6 +53,17 @@ def test_kv_reuse_computes_each_input_once(tiny_target):
     assert target.stats.sequences == len(PROMPTS) * len(INPUTS)
 
 
+@pytest.mark.parametrize("template, prompts, inputs", [("{prompt}{sentence}", [""], INPUTS), ("{sentence}{prompt}", PROMPTS, [""])])
+def test_kv_reuse_with_only_empty_prefixes(tiny_target, template, prompts, inputs):
+    """Nothing to cache (every shared first segment is empty): the cached path still matches the naive one."""
+    tiny_target.kv_reuse = True
+    reused = tiny_target.classify(template, prompts, inputs, VERBALIZERS)
+    tiny_target.kv_reuse = False
+    naive = tiny_target.classify(template, prompts, inputs, VERBALIZERS)
+    tiny_target.kv_reuse = True
+    np.testing.assert_allclose(reused, naive, atol=1e-4)
+
+
 def test_prompt_first_template_computes_each_prompt_once(tiny_target):
     target = _fresh(tiny_target)
     template = "Task: {prompt}\n\nInput: {sentence}\nAnswer:"

@@ -129,34 +129,41 @@ class HFTarget(Target):
     def _classify(self, template: str, prompts: list[str], inputs: list[str], verbalizers: list[str]) -> np.ndarray:
         verbalizer_ids = torch.tensor(self.verbalizer_ids(verbalizers))
         prefixes, suffixes, input_first = self._segments(template, prompts, inputs)
+        scores = np.empty((len(prefixes), len(suffixes), len(verbalizers)))
         if self.kv_reuse:
-            scores = self._score_over_cached_prefixes(prefixes, suffixes, verbalizer_ids)
+            self._score_over_cached_prefixes(prefixes, suffixes, verbalizer_ids, scores)
         else:
-            scores = np.empty((len(prefixes), len(suffixes), len(verbalizers)))
-            seqs = sorted(((a, b) for a in range(len(prefixes)) for b in range(len(suffixes))),
-                          key=lambda ab: len(prefixes[ab[0]]) + len(suffixes[ab[1]]))  # less padding per batch
-            for chunk in _chunks(len(seqs), self.batch_size):
-                batch = seqs[chunk]
-                ids, mask = self._left_pad([prefixes[a] + suffixes[b] for a, b in batch])
-                rows = self._last_logprobs(self._hidden(ids, mask), verbalizer_ids).numpy()
-                for row, (a, b) in enumerate(batch):
-                    scores[a, b] = rows[row]
+            self._score_whole(range(len(prefixes)), prefixes, suffixes, verbalizer_ids, scores)
         self.stats.sequences += len(prompts) * len(inputs)
         return scores.transpose(1, 0, 2) if input_first else scores
 
-    def _score_over_cached_prefixes(self, prefixes, suffixes, verbalizer_ids) -> np.ndarray:
-        """Scores ``[prefix, suffix, verbalizer]`` of every concatenation: each batch of prefixes is encoded
-        once, then groups of suffixes are scored on a copy of its cache.
+    def _score_whole(self, rows, prefixes, suffixes, verbalizer_ids, out) -> None:
+        """Fill ``out[a, b]`` for every prefix ``a`` in ``rows`` and every suffix ``b`` by feeding whole sequences."""
+        seqs = sorted(((a, b) for a in rows for b in range(len(suffixes))),
+                      key=lambda ab: len(prefixes[ab[0]]) + len(suffixes[ab[1]]))  # less padding per batch
+        for chunk in _chunks(len(seqs), self.batch_size):
+            batch = seqs[chunk]
+            ids, mask = self._left_pad([prefixes[a] + suffixes[b] for a, b in batch])
+            scores = self._last_logprobs(self._hidden(ids, mask), verbalizer_ids).numpy()
+            for row, (a, b) in enumerate(batch):
+                out[a, b] = scores[row]
+
+    def _score_over_cached_prefixes(self, prefixes, suffixes, verbalizer_ids, out) -> None:
+        """Fill ``out[prefix, suffix]`` for every concatenation: each batch of prefixes is encoded once, then
+        groups of suffixes are scored on a copy of its cache (a batch of empty prefixes has nothing to cache:
+        its sequences are fed whole).
 
         A group of ``G`` suffixes is fed as ``B * G`` rows over the prefix cache repeated ``G`` times.
         """
-        out = np.empty((len(prefixes), len(suffixes), len(verbalizer_ids)))
         order = sorted(range(len(prefixes)), key=lambda n: len(prefixes[n]))  # less padding per batch
         # an empty suffix: the prefix's own last token decides; the others in length order (less padding)
         scored = sorted((s for s, suffix in enumerate(suffixes) if suffix), key=lambda s: len(suffixes[s]))
         empty = [s for s, suffix in enumerate(suffixes) if not suffix]
         for span in _chunks(len(order), self.batch_size):
             chunk = order[span]
+            if not any(prefixes[n] for n in chunk):
+                self._score_whole(chunk, prefixes, suffixes, verbalizer_ids, out)
+                continue
             ids, mask = self._left_pad([prefixes[n] for n in chunk])
             cache = DynamicCache(config=self.model.config)
             prefix_scores = self._last_logprobs(self._hidden(ids, mask, cache), verbalizer_ids).numpy()
@@ -180,7 +187,6 @@ class HFTarget(Target):
                 hidden = self._hidden(s_ids.repeat(rows, 1), full_mask, group_cache, positions)
                 scores = self._last_logprobs(hidden, verbalizer_ids).view(rows, g, -1)
                 out[np.ix_(chunk, members)] = scores.numpy()
-        return out
 
     def _suffix_groups(self, lengths: list[int], items: list[int], rows: int) -> Iterator[list[int]]:
         """Consecutive groups of ``items`` (sorted by their ``lengths``, ascending) of at most ``suffix_rows``
