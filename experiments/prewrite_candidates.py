@@ -1,7 +1,7 @@
 """Score every PRewrite-S candidate of a finished PRewrite run on the test split: does dev selection pick
 the best rewrite the rewriter sampled, and does any sampled rewrite beat the initial instruction?
 
-Reads ``<run>/config.yaml`` and ``<run>/rewrites.json`` (written by ``rlprompt train`` / ``prewrite_bench.py``),
+Reads ``<run>/config.yaml``, ``<run>/rewrites.json`` and ``<run>/summary.json`` (written by ``rlprompt train`` / ``prewrite_bench.py``),
 scores the initial instruction and the K candidates on the first ``--test-limit`` test examples in one batched
 target call, and writes ``<out>.json`` + ``<out>.md`` (candidates ranked by test accuracy, with their dev accuracy).
 
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     accuracy = (scores.argmax(-1) == labels).mean(-1)
     rows = [{"instruction": p, "test_accuracy": float(a), "dev_accuracy": candidates.get(p)} for p, a in zip(prompts, accuracy)]
     initial, ranked = rows[0], sorted(rows[1:], key=lambda r: -r["test_accuracy"])
-    picked = max(rows[1:], key=lambda r: r["dev_accuracy"])
+    chosen = json.loads((run / "summary.json").read_text(encoding="utf-8"))["prewrite_s"]  # the run's own pick
+    picked = next(r for r in rows[1:] if r["instruction"] == chosen)
     result = {"run": str(run), "test_examples": len(texts), "initial": initial, "picked_on_dev": picked,
               "best_on_test": ranked[0], "beat_initial": sum(r["test_accuracy"] > initial["test_accuracy"] for r in ranked),
               "candidates": ranked,
