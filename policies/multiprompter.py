@@ -33,7 +33,7 @@ from rlprompt.config import dump_config
 from rlprompt.envs.multiprompter import MultiPrompterEnv
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.models import load_model
-from rlprompt.policies.rlprompt import MASKED_LOGIT, PrefixFeatures, TokenPPOConfig, build_task, context_ids, mlp
+from rlprompt.policies.rlprompt import PrefixFeatures, TokenPPOConfig, actor_mlp, build_task, context_ids, head_logits, mlp
 from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
 from rlprompt.targets import Target, make_target
 
@@ -83,8 +83,10 @@ class MultiPrompterPolicy(nn.Module):
 
     def __init__(self, lm: nn.Module, action_token_ids: np.ndarray, context_ids: list[int], n_agents: int,
                  prompt_length: int, *, shared_head: bool = False, mlp_hidden: int = 2048, value_hidden: int = 256,
-                 top_k: int | None = None, cache_size: int = 50_000) -> None:
+                 top_k: int | None = None, cache_size: int = 50_000, head: str = "residual",
+                 top_k_from: str = "frozen") -> None:
         super().__init__()
+        self.head, self.top_k_from = head, top_k_from
         object.__setattr__(self, "lm", lm)  # not a submodule: never optimised, never saved
         self.action_token_ids = torch.as_tensor(np.asarray(action_token_ids), dtype=torch.long)
         if int(self.action_token_ids.max()) >= lm.get_output_embeddings().weight.shape[0]:
@@ -93,11 +95,11 @@ class MultiPrompterPolicy(nn.Module):
         self.n_agents, self.prompt_length, self.shared_head, self.top_k = n_agents, prompt_length, shared_head, top_k
         h = int(lm.config.hidden_size)
         if shared_head:
-            self.actor = mlp(h, mlp_hidden, h, near_zero=True)
+            self.actor = actor_mlp(h, mlp_hidden, head)
             self.agent_embedding = nn.Embedding(n_agents, h)
             nn.init.normal_(self.agent_embedding.weight, std=0.02)
         else:
-            self.actors = nn.ModuleList(mlp(h, mlp_hidden, h, near_zero=True) for _ in range(n_agents))
+            self.actors = nn.ModuleList(actor_mlp(h, mlp_hidden, head) for _ in range(n_agents))
         self.critic = mlp(h + n_agents + 1, value_hidden, 1)
         head = lm.get_output_embeddings().weight.detach()[self.action_token_ids].float().clone()
         self.register_buffer("head_weight", head, persistent=False)
@@ -127,12 +129,7 @@ class MultiPrompterPolicy(nn.Module):
             for k in agent.unique().tolist():
                 rows = agent == k
                 delta[rows] = self.actors[k](h[rows])
-        logits = (h + delta) @ self.head_weight.T
-        if self.top_k is not None and self.top_k < logits.shape[-1]:  # RLPrompt's fluent top-k of the frozen LM
-            keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(
-                -1, (h @ self.head_weight.T).topk(self.top_k, dim=-1).indices, True)
-            logits = logits.masked_fill(~keep, MASKED_LOGIT)
-        return logits
+        return head_logits(h, delta, self.head_weight, head=self.head, top_k=self.top_k, top_k_from=self.top_k_from)
 
     def value(self, obs: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
         """Centralized value ``(B,)``."""
@@ -234,10 +231,11 @@ def make_multiprompter(cfg: MultiPrompterConfig, target: Target | None = None
     env.reset(seed=cfg.seed)
     shared = getattr(target, "name", None) == f"hf:{cfg.policy_model}:{cfg.policy_dtype}"
     lm = target.model if shared else load_model(cfg.policy_model, dtype=cfg.policy_dtype)[0]
-    policy = MultiPrompterPolicy(lm, env.action_token_ids, context_ids(env.tokenizer, cfg.policy_context),
+    policy = MultiPrompterPolicy(lm, env.action_token_ids,
+                                 context_ids(env.tokenizer, cfg.policy_context, cfg.policy_start),
                                  cfg.n_agents, cfg.prompt_length, shared_head=cfg.shared_head,
                                  mlp_hidden=cfg.mlp_hidden, value_hidden=cfg.value_hidden, top_k=cfg.top_k,
-                                 cache_size=cfg.hidden_cache_size)
+                                 cache_size=cfg.hidden_cache_size, head=cfg.policy_head, top_k_from=cfg.top_k_from)
     return env, policy, torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
 
 

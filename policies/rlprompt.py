@@ -41,6 +41,8 @@ from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask, load_task
 
 MASKED_LOGIT = -1e9  # logit of masked tokens (finite, so entropies stay finite)
+POLICY_HEADS = ("residual", "adaptor")
+TOP_K_SOURCES = ("frozen", "policy")
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -59,6 +61,15 @@ class TokenPPOConfig(TaskTargetConfig):
     """dtype of the frozen policy LM (its hidden states are cast to float32 for the heads)."""
     policy_context: str = ""
     """Text fed after the start token, before the prompt tokens chosen so far."""
+    policy_start: str | None = None
+    """Start token the frozen policy LM reads first; None: its tokenizer's BOS (SmolLM2's chat token <|im_start|>).
+    RLPrompt's paper setting reads GPT-2's neutral "<|endoftext|>"."""
+    policy_head: str = "residual"
+    """residual: logits = W (h + MLP(h)), MLP output near zero, so the policy starts as the frozen LM; adaptor:
+    RLPrompt's paper setting, logits = W MLP(h) with every MLP layer near zero, so the policy starts near uniform."""
+    top_k_from: str = "frozen"
+    """Which logits pick the top_k allowed tokens: frozen (the frozen LM's: a fluency restriction) or policy (the
+    policy's own logits: RLPrompt's paper setting, which samples from the top-256 of its own distribution)."""
     vocab: list[int] | None = None
     """Allowed action token ids; None allows every non-special token."""
     top_k: int | None = None
@@ -129,6 +140,12 @@ class TokenPPOConfig(TaskTargetConfig):
                              f"{self.vf_coef}, {self.max_grad_norm}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or null, got {self.top_k}")
+        if self.policy_head not in POLICY_HEADS:
+            raise ValueError(f"policy_head={self.policy_head!r} is not one of {POLICY_HEADS}")
+        if self.top_k_from not in TOP_K_SOURCES:
+            raise ValueError(f"top_k_from={self.top_k_from!r} is not one of {TOP_K_SOURCES}")
+        if self.policy_start == "":
+            raise ValueError("policy_start must be a token's text (e.g. '<|endoftext|>') or null for the BOS token")
         if self.max_target_queries is not None and self.max_target_queries < 1:
             raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
 
@@ -173,20 +190,53 @@ class RLPromptConfig(TokenPPOConfig):
 
 
 # -- frozen LM features ---------------------------------------------------------------------------
-def context_ids(tokenizer: Any, context: str) -> list[int]:
-    """The start token plus ``context``'s tokens: what the frozen LM reads before the prompt."""
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    return [int(start)] + list(tokenizer(context, add_special_tokens=False).input_ids) if context else [int(start)]
+def context_ids(tokenizer: Any, context: str, start: str | None = None) -> list[int]:
+    """The start token (``start``'s id, or the tokenizer's BOS/EOS when None) plus ``context``'s tokens:
+    what the frozen LM reads before the prompt."""
+    if start is None:
+        first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    else:
+        ids = tokenizer(start, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ValueError(f"policy_start={start!r} is {len(ids)} tokens for this tokenizer; it must be exactly one")
+        first = ids[0]
+    return [int(first)] + (list(tokenizer(context, add_special_tokens=False).input_ids) if context else [])
 
 
-def mlp(width_in: int, hidden: int, width_out: int, *, near_zero: bool = False) -> nn.Sequential:
-    """Linear-ReLU-Linear; ``near_zero`` starts the output layer near zero, so a head added to the frozen
-    LM's hidden state starts as the LM's own next-token distribution (RLPrompt)."""
+def mlp(width_in: int, hidden: int, width_out: int, *, init: str = "default") -> nn.Sequential:
+    """Linear-ReLU-Linear. ``init="near_zero"`` starts the output layer near zero, so a head added to the frozen
+    LM's hidden state starts as the LM's own next-token distribution; ``init="rlprompt"`` is the original code's
+    adaptor init (every layer Xavier-uniform with gain 1e-4, biases -1e-4), whose output is near zero too."""
     net = nn.Sequential(nn.Linear(width_in, hidden), nn.ReLU(), nn.Linear(hidden, width_out))
-    if near_zero:
+    if init == "near_zero":
         nn.init.normal_(net[2].weight, std=1e-4)
         nn.init.zeros_(net[2].bias)
+    elif init == "rlprompt":
+        for layer in (net[0], net[2]):
+            nn.init.xavier_uniform_(layer.weight, gain=1e-4)
+            nn.init.constant_(layer.bias, -1e-4)
+    elif init != "default":
+        raise ValueError(f"init={init!r} is not one of default, near_zero, rlprompt")
     return net
+
+
+def actor_mlp(hidden_size: int, mlp_hidden: int, head: str) -> nn.Sequential:
+    """The trainable actor MLP of a token policy for ``head`` (:data:`POLICY_HEADS`)."""
+    return mlp(hidden_size, mlp_hidden, hidden_size, init="near_zero" if head == "residual" else "rlprompt")
+
+
+def head_logits(h: torch.Tensor, delta: torch.Tensor, head_weight: torch.Tensor, *, head: str,
+                top_k: int | None, top_k_from: str) -> torch.Tensor:
+    """Action logits of a token policy (RLPrompt, Deng et al. 2022, section 2.2): ``W (h + delta)`` for the
+    residual head, ``W delta`` for the paper's adaptor head, where ``delta`` is the actor MLP's output on the
+    frozen hidden state ``h`` and ``W`` the frozen LM head's rows of the action tokens. With ``top_k`` all but the
+    top-k tokens of the frozen LM's logits (``top_k_from="frozen"``) or of these logits (``"policy"``) are masked."""
+    logits = (h + delta if head == "residual" else delta) @ head_weight.T
+    if top_k is not None and top_k < logits.shape[-1]:
+        ranking = h @ head_weight.T if top_k_from == "frozen" else logits.detach()
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, ranking.topk(top_k, dim=-1).indices, True)
+        logits = logits.masked_fill(~keep, MASKED_LOGIT)
+    return logits
 
 
 class PrefixFeatures:
@@ -235,14 +285,20 @@ class RLPromptPolicy(ActorCriticPolicy):
     after ``context_ids`` plus the prompt tokens chosen so far and ``W`` its frozen output embedding;
     the MLP's output layer starts near zero, so the untrained policy is the LM's own next-token
     distribution over the allowed tokens. With ``top_k`` all but the LM's top-k allowed tokens are
-    masked. The value head is an MLP on ``h``. The frozen LM is held outside the module tree:
+    masked. ``head="adaptor"`` with ``top_k_from="policy"`` is the paper's setting instead: ``W @ MLP(h)``,
+    near uniform at the start, restricted to the top-k of its own logits (:func:`head_logits`).
+    The value head is an MLP on ``h``. The frozen LM is held outside the module tree:
     ``parameters()``, ``state_dict()`` and the optimizer hold only the trainable heads.
     """
 
     def __init__(self, observation_space: spaces.Box, action_space: spaces.Discrete, lr_schedule, *, lm: nn.Module,
                  action_token_ids: Sequence[int], context_ids: Sequence[int], mlp_hidden: int = 2048,
-                 value_hidden: int = 256, top_k: int | None = None, cache_size: int = 50_000, **kwargs: Any) -> None:
+                 value_hidden: int = 256, top_k: int | None = None, cache_size: int = 50_000, head: str = "residual",
+                 top_k_from: str = "frozen", **kwargs: Any) -> None:
+        if head not in POLICY_HEADS or top_k_from not in TOP_K_SOURCES:
+            raise ValueError(f"head={head!r} / top_k_from={top_k_from!r} must be in {POLICY_HEADS} / {TOP_K_SOURCES}")
         object.__setattr__(self, "lm", lm)  # not a submodule: never optimised, never saved
+        self.head, self.top_k_from = head, top_k_from
         self.action_token_ids = torch.as_tensor(np.asarray(action_token_ids), dtype=torch.long)
         self.features = PrefixFeatures(lm, context_ids, cache_size)
         self.mlp_hidden, self.value_hidden, self.top_k = mlp_hidden, value_hidden, top_k
@@ -255,7 +311,7 @@ class RLPromptPolicy(ActorCriticPolicy):
 
     def _build(self, lr_schedule) -> None:
         h = self.hidden_size
-        self.mlp = mlp(h, self.mlp_hidden, h, near_zero=True)
+        self.mlp = actor_mlp(h, self.mlp_hidden, self.head)
         self.value_head = mlp(h, self.value_hidden, 1)
         head = self.lm.get_output_embeddings().weight.detach()[self.action_token_ids].float().clone()
         self.register_buffer("head_weight", head, persistent=False)
@@ -268,11 +324,8 @@ class RLPromptPolicy(ActorCriticPolicy):
 
     def _logits_and_values(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.frozen_hidden(obs)
-        logits = (h + self.mlp(h)) @ self.head_weight.T
-        if self.top_k is not None and self.top_k < logits.shape[-1]:
-            frozen = h @ self.head_weight.T
-            keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, frozen.topk(self.top_k, dim=-1).indices, True)
-            logits = logits.masked_fill(~keep, MASKED_LOGIT)
+        logits = head_logits(h, self.mlp(h), self.head_weight, head=self.head, top_k=self.top_k,
+                             top_k_from=self.top_k_from)
         return logits, self.value_head(h)
 
     # -- SB3 policy interface -----------------------------------------------------------------------------
@@ -460,8 +513,9 @@ def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
         gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
         max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl, device=cfg.device, verbose=0,
         policy_kwargs={"lm": lm, "action_token_ids": first.action_token_ids,
-                       "context_ids": context_ids(first.tokenizer, cfg.policy_context), "mlp_hidden": cfg.mlp_hidden,
-                       "value_hidden": cfg.value_hidden, "top_k": cfg.top_k, "cache_size": cfg.hidden_cache_size},
+                       "context_ids": context_ids(first.tokenizer, cfg.policy_context, cfg.policy_start),
+                       "mlp_hidden": cfg.mlp_hidden, "value_hidden": cfg.value_hidden, "top_k": cfg.top_k,
+                       "cache_size": cfg.hidden_cache_size, "head": cfg.policy_head, "top_k_from": cfg.top_k_from},
     )
     # metrics go to the run directory; SB3's default logger makes an empty temp directory per learn() call
     model.set_logger(Logger(folder=None, output_formats=[]))

@@ -117,6 +117,31 @@ def test_untrained_policy_is_the_frozen_lm_and_top_k_masks():
     assert tokens.shape == (3, 2) and (tokens == tokens[0]).all() and set(tokens.ravel()) <= set(VOCAB)
 
 
+def test_paper_setting_starts_near_uniform_over_its_own_top_k_after_a_neutral_start_token():
+    """RLPrompt's original setting (adaptor head, top-k of its own logits, GPT-2's <|endoftext|> start): the
+    untrained policy spreads its mass evenly over its own top-k tokens (the residual head starts as the frozen LM's
+    own distribution: the test above), and it reads <|endoftext|> (id 0) instead of <|im_start|> (id 1)."""
+    cfg = tiny_config(policy_head="adaptor", top_k=8, top_k_from="policy", policy_start="<|endoftext|>")
+    paper = make_ppo(cfg, FakeTarget()).policy
+    residual = make_ppo(tiny_config(top_k=8), FakeTarget()).policy
+    assert paper.features.context_ids == [0] and residual.features.context_ids == [1]
+    obs = torch.tensor([[0, 0, 0], [VOCAB[5], 0, 1]])
+    probs = paper.get_distribution(obs).distribution.probs
+    assert int((probs > 1e-6).sum(-1).max()) == 8
+    kept = probs[probs > 1e-6]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / 8), atol=1e-4)  # near uniform over its own top-8
+    h = paper.frozen_hidden(obs)
+    own = paper.mlp(h) @ paper.head_weight.T
+    assert torch.equal((probs > 1e-6), torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, own.topk(8).indices, True))
+
+
+def test_policy_start_must_be_one_token():
+    with pytest.raises(ValueError, match="policy_head='paper'"):
+        tiny_config(policy_head="paper")
+    with pytest.raises(ValueError, match="exactly one"):
+        make_ppo(tiny_config(policy_start="hello world"), FakeTarget())
+
+
 def test_same_seed_same_sampled_prompts():
     runs = []
     for seed in (5, 5, 6):
