@@ -96,11 +96,11 @@ def paired_bootstrap(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]],
     return Interval(float(np.mean([d.mean() for d in diffs])), float(low), float(high), n_seeds)
 
 
-def correctness(predictions: str | Sequence[int], labels: Sequence[int]) -> np.ndarray:
-    """1.0 where a prediction equals its gold label. ``predictions`` may be a digit string (how result files
-    store per-example predictions compactly: ``"0110"`` is labels 0, 1, 1, 0)."""
-    pred = np.array([int(c) for c in predictions] if isinstance(predictions, str) else list(predictions))
-    gold = np.asarray(labels, dtype=int)
+def correctness(predictions: str | Sequence[int], labels: str | Sequence[int]) -> np.ndarray:
+    """1.0 where a prediction equals its gold label. Either may be a digit string (how result files store
+    per-example labels compactly: ``"0110"`` is labels 0, 1, 1, 0)."""
+    pred, gold = (np.array([int(c) for c in x] if isinstance(x, str) else list(x), dtype=int)
+                  for x in (predictions, labels))
     if pred.shape != gold.shape:
         raise ValueError(f"{pred.size} predictions for {gold.size} labels")
     return (pred == gold).astype(float)

@@ -44,7 +44,7 @@ def test_paired_bootstrap_with_one_seed_and_unequal_example_sets():
 
 def test_digit_strings_round_trip_to_correctness():
     assert digits([0, 3, 1]) == "031"
-    assert correctness("031", [0, 1, 1]).tolist() == [1.0, 0.0, 1.0]
+    assert correctness("031", [0, 1, 1]).tolist() == [1.0, 0.0, 1.0] == correctness([0, 3, 1], "011").tolist()
     with pytest.raises(ValueError, match="3 predictions for 2 labels"):
         correctness("031", [0, 1])
     with pytest.raises(ValueError, match="0-9"):
