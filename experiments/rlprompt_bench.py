@@ -143,7 +143,8 @@ def baselines(base: RLPromptConfig, target, seed: str, limit: int | None) -> dic
 
 def assemble(runs_dir: Path, config: dict, command: str) -> dict:
     """The results file from every complete part: ``runs`` (one per arm and seed, arms in ARMS order), the
-    baselines, and a ``budgets`` line saying which (arm, seed) runs reached the config's total_updates."""
+    baselines, a ``budgets`` line saying which (arm, seed) runs reached the config's total_updates, and the
+    commands and commits that made the parts (``command`` when there is no part yet)."""
     parts = [json.loads(p.read_text()) for p in sorted((runs_dir / "parts").glob("*.json"))]
     base = json.loads((runs_dir / "parts" / "baselines.json").read_text()) if (runs_dir / "parts" / "baselines.json").is_file() else {}
     runs = sorted((p for p in parts if "arm" in p), key=lambda r: (list(ARMS).index(r["arm"]), RLPROMPT_SEEDS.index(r["seed"])))
@@ -151,7 +152,8 @@ def assemble(runs_dir: Path, config: dict, command: str) -> dict:
     return {"runs": runs, "baselines": base, "test_examples": len(base.get("test_labels", "")), "config": config,
             "budgets": {"total_updates": config["total_updates"], "complete": complete,
                         "incomplete": [f"{r['arm']}/{r['seed']}" for r in runs if f"{r['arm']}/{r['seed']}" not in complete]},
-            "command": command, "commits": sorted({p["commit"] for p in runs if "commit" in p})}
+            "command": "; ".join(sorted({p["command"] for p in runs if "command" in p})) or command,
+            "commits": sorted({p["commit"] for p in runs if "commit" in p})}
 
 
 def main(argv: list[str] | None = None) -> int:
