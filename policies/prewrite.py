@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from rlprompt.config import TaskTargetConfig, dump_config
+from rlprompt.devices import resolve_device
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward, make_stabilizer
 from rlprompt.rewards.protocol import completion_texts
@@ -113,8 +114,6 @@ class PRewriteConfig(TaskTargetConfig):
     """Score PRewrite-I/S candidates on N dev examples balanced over labels (None: the whole split)."""
     seed: int = 0
     """Seeds python, numpy, torch, trl and the reward's minibatch sampler."""
-    device: str = "cpu"
-    """cpu (use_cpu=True, fp32) or auto (whatever accelerate picks; bf16 on GPU)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -136,8 +135,6 @@ class PRewriteConfig(TaskTargetConfig):
                              f"{self.lora_dropout}, {self.beta}, {self.learning_rate}")
         if self.temperature <= 0 or self.sample_temperature <= 0:
             raise ValueError(f"temperatures must be > 0, got {self.temperature} and {self.sample_temperature}")
-        if self.device not in ("cpu", "auto"):
-            raise ValueError(f"device must be 'cpu' or 'auto', got {self.device!r}")
         if self.dev_limit is not None and self.dev_limit < 1:
             raise ValueError(f"dev_limit must be >= 1 or None, got {self.dev_limit}")
         if not self.lora_target_modules:
@@ -368,7 +365,7 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
         tokenizer.pad_token = tokenizer.eos_token
     task = build_task(cfg)
     if target is None:
-        target = make_target(cfg.target, dtype=cfg.target_dtype)
+        target = make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
     reward = RewriteReward(target, task, kind=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
                            seed=cfg.seed)
     output_dir = run.path / "checkpoints"
@@ -383,7 +380,7 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
 
     messages = [{"role": "user", "content": cfg.meta_prompt.replace("{instruction}", task.prompt)}]
     dataset = Dataset.from_dict({"prompt": [messages] * (cfg.steps * cfg.num_generations)})
-    on_cpu = cfg.device == "cpu"
+    on_cpu = resolve_device(cfg.device).type == "cpu"  # trl: use_cpu and fp32, else accelerate's device and bf16
     args = _grpo_config(cfg, output_dir, on_cpu)
     peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                              target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")

@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rlprompt.config import TaskTargetConfig, check_dtypes, dump_config
+from rlprompt.devices import resolve_device
 from rlprompt.envs import make_prompt_tokens_vec_env
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.models import load_model
@@ -166,8 +167,6 @@ class RLPromptConfig(TokenPPOConfig):
     """Transitions per PPO minibatch; None uses the whole rollout (n_envs * n_steps)."""
     target_kl: float | None = None
     """Stop an update's epochs early once the approximate KL to the rollout policy passes 1.5x this (None: never)."""
-    device: str = "cpu"
-    """Torch device of the trainable heads (cpu, cuda, auto)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -240,7 +239,7 @@ def head_logits(h: torch.Tensor, delta: torch.Tensor, head_weight: torch.Tensor,
 
 
 class PrefixFeatures:
-    """The frozen LM's last hidden state ``(B, hidden)`` (float32, CPU) after ``context_ids`` plus each
+    """The frozen LM's last hidden state ``(B, hidden)`` (float32, on the LM's device) after ``context_ids`` plus each
     observation's prompt prefix, kept in an LRU cache of ``cache_size`` prefixes.
 
     Observations are ``(B, L + 1)``: L prompt slots then the number ``t`` of tokens chosen so far. One
@@ -267,7 +266,7 @@ class PrefixFeatures:
             for row, key in enumerate(missing):
                 ids[row, n_ctx: n_ctx + len(key)] = torch.tensor(key, dtype=torch.long)
             device = self.lm.get_output_embeddings().weight.device
-            hidden = self.lm.base_model(input_ids=ids.to(device)).last_hidden_state.float().cpu()
+            hidden = self.lm.base_model(input_ids=ids.to(device)).last_hidden_state.float()
             for row, key in enumerate(missing):
                 for n in range(len(key) + 1):
                     self.cache[key[:n]] = hidden[row, n_ctx - 1 + n]
@@ -497,7 +496,7 @@ def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
     seed_everything(cfg.seed)
     task = build_task(cfg)
     if target is None:
-        target = make_target(cfg.target, dtype=cfg.target_dtype)
+        target = make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
     env = make_prompt_tokens_vec_env(
         cfg.n_envs, seed=cfg.seed, task=task, target=target, prompt_length=cfg.prompt_length, vocab=cfg.vocab,
         reward=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size, split="train",
@@ -506,12 +505,13 @@ def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
     first = env.envs[0]
     # the frozen policy LM is the target's own model when they name the same model and dtype
     shared = getattr(target, "name", None) == f"hf:{cfg.policy_model}:{cfg.policy_dtype}"
-    lm = target.model if shared else load_model(cfg.policy_model, dtype=cfg.policy_dtype)[0]
+    device = resolve_device(cfg.device)
+    lm = target.model if shared else load_model(cfg.policy_model, dtype=cfg.policy_dtype, device=device)[0]
     model = PPO(
         RLPromptPolicy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
         batch_size=cfg.ppo_minibatch_size or cfg.n_envs * cfg.n_steps, n_epochs=cfg.n_epochs, gamma=cfg.gamma,
         gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
-        max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl, device=cfg.device, verbose=0,
+        max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl, device=device, verbose=0,
         policy_kwargs={"lm": lm, "action_token_ids": first.action_token_ids,
                        "context_ids": context_ids(first.tokenizer, cfg.policy_context, cfg.policy_start),
                        "mlp_hidden": cfg.mlp_hidden, "value_hidden": cfg.value_hidden, "top_k": cfg.top_k,

@@ -24,6 +24,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verbalizers", nargs="+", default=None, help="one single-token verbalizer per label (default: the task's)")
     p.add_argument("--target", default=BUNDLED, help=f"model name/path, or openai:<base_url>:<model> (default {BUNDLED})")
     p.add_argument("--dtype", default="bfloat16", help="dtype of a local target (bfloat16 or float32)")
+    p.add_argument("--device", default="cpu", help="device of a local target: cpu, cuda, cuda:N or auto")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
     p.add_argument(
         "--calibrate",
@@ -52,7 +53,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     split = task.split(args.split)
     texts, labels = list(split.texts[: args.limit]), list(split.labels[: args.limit])
-    target = make_target(args.target, dtype=args.dtype)
+    target = make_target(args.target, dtype=args.dtype, device=args.device)
     result = evaluate(
         target,
         template=task.template,

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from rlprompt.devices import check_device
 from rlprompt.models import BUNDLED, DTYPES
 
 T = TypeVar("T")
@@ -184,9 +185,12 @@ class TaskTargetConfig:
     """Frozen target (rlprompt.targets.make_target spec: a model name, or openai:<base_url>:<model>[?options])."""
     target_dtype: str = "bfloat16"
     """dtype of a local target model (bfloat16, float32 or float16); remote targets ignore it."""
+    device: str = "cpu"
+    """Torch device of the local target and every trainable part: cpu, cuda, cuda:N or auto (CUDA when available)."""
 
     def __post_init__(self) -> None:
         check_dtypes(self, "target_dtype")
+        check_device(self.device)
 
 
 def check_dtypes(cfg: Any, *names: str) -> None:

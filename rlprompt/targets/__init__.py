@@ -23,15 +23,15 @@ _SPEC_OPTIONS = {"concurrency": int, "timeout": float, "max_retries": int, "back
                  "logprobs": lambda v: {"true": True, "false": False}[v.lower()]}
 
 
-def make_target(spec: str, *, dtype: str | None = None, **kwargs) -> Target:
+def make_target(spec: str, *, dtype: str | None = None, device: str | None = None, **kwargs) -> Target:
     """Build a target from a string: ``openai:<base_url>:<model>`` (the model is the text after the
     last ``:``, so ``openai:http://127.0.0.1:8000/v1:smollm2`` works) gives :class:`OpenAITarget`;
     anything else is a model name for ``HFTarget(spec, dtype=dtype, **kwargs)``.
 
     An OpenAI spec may end in ``?key=value&...`` with :class:`OpenAITarget` settings (``timeout``,
     ``max_retries``, ``backoff``, ``concurrency``, ``mode``, ``logprobs``, ...), so configs and the CLI
-    can tune them: ``openai:http://127.0.0.1:8000/v1:smollm2?timeout=10&max_retries=3``. ``dtype`` is a
-    local-weights setting and does not apply to a remote endpoint."""
+    can tune them: ``openai:http://127.0.0.1:8000/v1:smollm2?timeout=10&max_retries=3``. ``dtype`` and
+    ``device`` are local-weights settings and do not apply to a remote endpoint."""
     if spec.startswith("openai:"):
         spec, _, query = spec.partition("?")
         base_url, sep, model = spec[len("openai:"):].rpartition(":")
@@ -48,4 +48,5 @@ def make_target(spec: str, *, dtype: str | None = None, **kwargs) -> Target:
         return OpenAITarget(base_url, model, **kwargs)
     from rlprompt.targets.hf import HFTarget
 
-    return HFTarget(spec, **({} if dtype is None else {"dtype": dtype}), **kwargs)
+    local = {k: v for k, v in (("dtype", dtype), ("device", device)) if v is not None}
+    return HFTarget(spec, **local, **kwargs)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from rlprompt.devices import resolve_device
 from rlprompt.models import BUNDLED, load_model
 from rlprompt.targets.base import PROMPT, SENTENCE, Target
 
@@ -27,42 +28,54 @@ class HFTarget(Target):
     same for every candidate prompt (input-first) or every input (prompt-first), so with ``kv_reuse=True``
     its key/value cache is computed once per batch and only the second segments are fed over it; the
     naive path feeds whole sequences and returns the same numbers up to floating-point rounding.
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``; :func:`rlprompt.devices.resolve_device`) holds the model;
+    inputs are built on the CPU and moved once per forward pass, scores stay on the device until the whole call
+    is done. Batch sizes default per device: 32 sequences on the CPU, 512 on CUDA, where a call scores thousands.
     """
 
     suffix_rows = 256
-    """Most rows (prefixes x suffixes) fed at once when scoring suffixes over a cached prefix batch."""
+    """Most rows (prefixes x suffixes) fed at once over a cached prefix batch on the CPU (x16 on CUDA)."""
     suffix_tokens = 4096
-    """Most padded suffix tokens fed at once (rows x the group's longest suffix): long suffixes go in small groups."""
+    """Most padded suffix tokens fed at once on the CPU (rows x the group's longest suffix; x16 on CUDA)."""
 
     def __init__(
         self,
         model: str = BUNDLED,
         *,
         dtype: str = "bfloat16",
-        batch_size: int = 32,
+        device: str = "cpu",
+        batch_size: int | None = None,
         kv_reuse: bool = True,
         max_sequences: int | None = None,
     ) -> None:
         super().__init__(max_sequences=max_sequences)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = resolve_device(device)
         self.name = f"hf:{model}:{dtype}"
-        self.model, self.tokenizer = load_model(model, dtype=dtype)
-        self.batch_size = batch_size
-        self.kv_reuse = kv_reuse
-        self.pad_id = self.tokenizer.pad_token_id
+        self.model, self.tokenizer = load_model(model, dtype=dtype, device=self.device)
+        self._configure(batch_size, kv_reuse)
 
     @classmethod
-    def from_loaded(cls, model, tokenizer, *, batch_size: int = 32, kv_reuse: bool = True, max_sequences: int | None = None) -> "HFTarget":
-        """Wrap an already loaded model and tokenizer (tests, or a model shared with a policy)."""
+    def from_loaded(cls, model, tokenizer, *, batch_size: int | None = None, kv_reuse: bool = True,
+                    max_sequences: int | None = None) -> "HFTarget":
+        """Wrap an already loaded model and tokenizer (tests, or a model shared with a policy), on the model's device."""
         self = cls.__new__(cls)
         Target.__init__(self, max_sequences=max_sequences)
         self.name = f"hf:{getattr(model.config, 'name_or_path', '') or 'in-memory'}"
         self.model, self.tokenizer = model.eval(), tokenizer
+        self.device = next(model.parameters()).device
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.batch_size, self.kv_reuse, self.pad_id = batch_size, kv_reuse, tokenizer.pad_token_id
+        self._configure(batch_size, kv_reuse)
         return self
+
+    def _configure(self, batch_size: int | None, kv_reuse: bool) -> None:
+        scale = 1 if self.device.type == "cpu" else 16
+        batch_size = 32 * scale if batch_size is None else batch_size
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.kv_reuse, self.pad_id = batch_size, kv_reuse, self.tokenizer.pad_token_id
+        self.suffix_rows, self.suffix_tokens = type(self).suffix_rows * scale, type(self).suffix_tokens * scale
 
     # -- helpers ------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -93,13 +106,16 @@ class HFTarget(Target):
         return ids, mask
 
     def _hidden(self, ids, mask, cache=None, positions=None) -> torch.Tensor:
-        """Final hidden states of one forward pass of the base model; ``mask`` covers cached tokens too."""
+        """Final hidden states (on the device) of one forward pass of the base model over CPU-built ``ids`` and
+        ``mask`` (``mask`` covers cached tokens too); the inputs move to the device here, once."""
         if positions is None:
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
         self.stats.calls += 1
         self.stats.tokens += int(mask[:, -ids.shape[1]:].sum())
+        to = self.device
         return self.model.base_model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=cache is not None
+            input_ids=ids.to(to), attention_mask=mask.to(to), position_ids=positions.to(to), cache=cache,
+            use_cache=cache is not None,
         ).last_hidden_state
 
     def _last_logprobs(self, hidden: torch.Tensor, verbalizer_ids: torch.Tensor) -> torch.Tensor:
@@ -125,17 +141,23 @@ class HFTarget(Target):
         return ([self.encode(before + prompt) for prompt in prompts],
                 [self.encode(between + text) + tail_ids for text in inputs], False)
 
-    @torch.inference_mode()
     def _classify(self, template: str, prompts: list[str], inputs: list[str], verbalizers: list[str]) -> np.ndarray:
-        verbalizer_ids = torch.tensor(self.verbalizer_ids(verbalizers))
+        return self.classify_on_device(template, prompts, inputs, verbalizers).cpu().numpy().astype(np.float64)
+
+    @torch.inference_mode()
+    def classify_on_device(self, template: str, prompts: list[str], inputs: list[str],
+                           verbalizers: list[str]) -> torch.Tensor:
+        """:meth:`classify`'s log-probabilities ``(P, N, K)`` as a float32 tensor left on the target's device
+        (no budget or input checks: call :meth:`classify` for those)."""
+        verbalizer_ids = torch.tensor(self.verbalizer_ids(verbalizers), device=self.device)
         prefixes, suffixes, input_first = self._segments(template, prompts, inputs)
-        scores = np.empty((len(prefixes), len(suffixes), len(verbalizers)))
+        scores = torch.empty((len(prefixes), len(suffixes), len(verbalizers)), device=self.device)
         if self.kv_reuse:
             self._score_over_cached_prefixes(prefixes, suffixes, verbalizer_ids, scores)
         else:
             self._score_whole(range(len(prefixes)), prefixes, suffixes, verbalizer_ids, scores)
         self.stats.sequences += len(prompts) * len(inputs)
-        return scores.transpose(1, 0, 2) if input_first else scores
+        return scores.transpose(0, 1) if input_first else scores
 
     def _score_whole(self, rows, prefixes, suffixes, verbalizer_ids, out) -> None:
         """Fill ``out[a, b]`` for every prefix ``a`` in ``rows`` and every suffix ``b`` by feeding whole sequences."""
@@ -144,9 +166,8 @@ class HFTarget(Target):
         for chunk in _chunks(len(seqs), self.batch_size):
             batch = seqs[chunk]
             ids, mask = self._left_pad([prefixes[a] + suffixes[b] for a, b in batch])
-            scores = self._last_logprobs(self._hidden(ids, mask), verbalizer_ids).numpy()
-            for row, (a, b) in enumerate(batch):
-                out[a, b] = scores[row]
+            a_idx, b_idx = (torch.tensor(col, device=self.device) for col in zip(*batch))
+            out[a_idx, b_idx] = self._last_logprobs(self._hidden(ids, mask), verbalizer_ids)
 
     def _score_over_cached_prefixes(self, prefixes, suffixes, verbalizer_ids, out) -> None:
         """Fill ``out[prefix, suffix]`` for every concatenation: each batch of prefixes is encoded once, then
@@ -166,10 +187,11 @@ class HFTarget(Target):
                 continue
             ids, mask = self._left_pad([prefixes[n] for n in chunk])
             cache = DynamicCache(config=self.model.config)
-            prefix_scores = self._last_logprobs(self._hidden(ids, mask, cache), verbalizer_ids).numpy()
+            prefix_scores = self._last_logprobs(self._hidden(ids, mask, cache), verbalizer_ids)
             lengths, rows = mask.sum(-1), ids.shape[0]
+            chunk_idx = torch.tensor(chunk, device=self.device)
             for s in empty:
-                out[chunk, s] = prefix_scores
+                out[chunk_idx, s] = prefix_scores
             for members in self._suffix_groups([len(suffixes[s]) for s in scored], scored, rows):
                 g, width = len(members), len(suffixes[members[-1]])
                 # suffixes are right-aligned: padding sits between the cached prefix and the suffix, masked
@@ -186,7 +208,7 @@ class HFTarget(Target):
                 positions = lengths.repeat_interleave(g)[:, None] + (s_real.cumsum(-1) - 1).clamp(min=0).repeat(rows, 1)
                 hidden = self._hidden(s_ids.repeat(rows, 1), full_mask, group_cache, positions)
                 scores = self._last_logprobs(hidden, verbalizer_ids).view(rows, g, -1)
-                out[np.ix_(chunk, members)] = scores.numpy()
+                out[chunk_idx[:, None], torch.tensor(members, device=self.device)[None, :]] = scores
 
     def _suffix_groups(self, lengths: list[int], items: list[int], rows: int) -> Iterator[list[int]]:
         """Consecutive groups of ``items`` (sorted by their ``lengths``, ascending) of at most ``suffix_rows``
@@ -222,14 +244,14 @@ class HFTarget(Target):
                 if temperature > 0:
                     kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
                 generated = self.model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
                     max_new_tokens=max_new_tokens,
                     num_return_sequences=num_samples,
                     pad_token_id=self.pad_id,
                     **kwargs,
                 )
-                new = generated[:, ids.shape[1]:]
+                new = generated[:, ids.shape[1]:].cpu()
                 self.stats.calls += 1
                 self.stats.tokens += int(mask.sum()) * num_samples + int((new != self.pad_id).sum())
                 results.extend(self.tokenizer.batch_decode(new, skip_special_tokens=True))
@@ -248,7 +270,7 @@ class HFTarget(Target):
             ids, mask = self._left_pad([c + x for c, x in batch])
             logits = self.model.get_output_embeddings()(self._hidden(ids, mask)[:, :-1]).float()
             logprobs = torch.log_softmax(logits, dim=-1)
-            token_lp = logprobs.gather(-1, ids[:, 1:, None])[..., 0]
+            token_lp = logprobs.gather(-1, ids[:, 1:, None].to(self.device))[..., 0].cpu()
             for row, (_, cont) in enumerate(batch):
                 out[chunk.start + row] = float(token_lp[row, -len(cont):].sum())
         self.stats.sequences += len(pairs)
