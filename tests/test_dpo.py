@@ -111,6 +111,7 @@ def _cfg(tmp_path, cls=DPOMethodConfig, **kw):
     ({"samples_per_original": 1}, "samples_per_original"), ({"steps": 0}, "steps"),
     ({"reward": "f1"}, "reward"), ({"meta_prompt": "no placeholder"}, "instruction"),
     ({"lora_dropout": 1.0}, "lora_dropout"), ({"originals": []}, "originals"),
+    ({"normalize_weights": "yes"}, "normalize_weights"),
 ])
 def test_bad_config_values_error_clearly(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -217,7 +218,8 @@ def test_weight_column_survives_the_collator_and_unit_weights_give_trls_loss(pre
     torch.testing.assert_close(ours, trls, rtol=1e-5, atol=1e-6)
 
 
-def test_weighted_loss_is_the_weighted_mean_of_trls_per_pair_losses(prefs, tmp_path):
+def test_weighted_loss_is_the_mean_of_weight_times_trls_per_pair_loss(prefs, tmp_path):
+    """mean(W * l) (Mohamed et al. 2025), not sum(W * l) / sum(W), which would undo the down-weighting."""
     from trl import DPOTrainer
 
     path, _ = prefs
@@ -234,8 +236,24 @@ def test_weighted_loss_is_the_weighted_mean_of_trls_per_pair_losses(prefs, tmp_p
             one = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i]]))
             one.pop("weight")
             singles.append(DPOTrainer._compute_loss(trainer, trainer.model, one, False))
-    expected = sum(wi * li for wi, li in zip(w, singles)) / sum(w)
+    expected = sum(wi * li for wi, li in zip(w, singles)) / len(w)
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.isclose(ours, expected * len(w) / sum(w), rtol=1e-2)  # the per-batch normalised reduction
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_normalize_weights_divides_by_the_dataset_mean_weight(prefs, tmp_path, normalize):
+    path, _ = prefs
+    n = len(load_preferences(path))
+    cfg = _cfg(tmp_path, cls=SemDPOConfig, preferences=str(path), lora_target_modules=["q_proj"], steps=1,
+               batch_size=n + 4, alpha=2.0, normalize_weights=normalize)  # one batch holds every pair
+    summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder)
+    raw = np.array(json.loads((tmp_path / "run" / "pair_weights.json").read_text()))
+    assert raw.std() > 0.01 and summary["mean_weight"] == pytest.approx(raw.mean())
+    assert summary["weight_scale"] == pytest.approx(1 / raw.mean() if normalize else 1.0)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    weight = next(m["charts/semdpo_weight"] for m in logged if "charts/semdpo_weight" in m)
+    assert weight == pytest.approx(1.0 if normalize else raw.mean(), rel=1e-5)
 
 
 @pytest.mark.parametrize("cls", [DPOMethodConfig, SemDPOConfig])
@@ -243,7 +261,9 @@ def test_training_steps_change_lora_params_and_write_the_run(prefs, tmp_path, mo
     import peft
 
     path, _ = prefs
-    cfg = _cfg(tmp_path, cls=cls, preferences=str(path), alpha=1.0, lora_target_modules=["q_proj", "v_proj"])
+    held_out = ["Rate the review.", "Is the film liked?", "Tell the sentiment."]
+    cfg = _cfg(tmp_path, cls=cls, preferences=str(path), alpha=1.0, lora_target_modules=["q_proj", "v_proj"],
+               eval_originals=held_out)
     captured = {}
     original = peft.get_peft_model
 
@@ -258,8 +278,16 @@ def test_training_steps_change_lora_params_and_write_the_run(prefs, tmp_path, mo
 
     if hasattr(dpo_mod, "get_peft_model"):
         monkeypatch.setattr(dpo_mod, "get_peft_model", spy)
-    summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder)
+    task = _task()
+    summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder,
+                        target=_target(task), task=task)
     assert summary["steps"] == 2 and summary["method"] == cls.method
+    # one figure per held-out original, in order, and means that agree with them
+    assert [len(summary[k]) for k in ("eval_rewards", "eval_similarities", "eval_rewrites")] == [3, 3, 3]
+    assert summary["eval_reward"] == pytest.approx(np.mean(summary["eval_rewards"]))
+    expected_sims = [math.cos((len(r) - len(o)) / 10) for o, r in zip(held_out, summary["eval_rewrites"])]
+    np.testing.assert_allclose(summary["eval_similarities"], expected_sims, rtol=1e-9)
+    assert summary["eval_similarity"] == pytest.approx(np.mean(expected_sims))
     model = captured.pop("model")
     after = dict(model.named_parameters())
     lora_b = [n for n in captured if "lora_B" in n]
