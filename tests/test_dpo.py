@@ -323,3 +323,105 @@ def test_shipped_configs_load(name, method):
     path = Path(__file__).resolve().parents[1] / "experiments" / "configs" / f"{name}.yaml"
     cfg = load_method_config(path, ["steps=3"])
     assert type(cfg).method == method and cfg.steps == 3 and cfg.eval_originals
+
+
+# -- the DPO vs Sem-DPO benchmark (experiments/semdpo_bench.py) ---------------------------------
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "semdpo_bench.py"
+    spec = importlib.util.spec_from_file_location("semdpo_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+HELD_OUT = ["Rate the review.", "Is the film liked?", "Tell the sentiment."]
+
+
+def _fake_summary(arm: str, seed: int) -> dict:
+    """Sem-DPO keeps 0.1 more similarity on every original, at 2% less reward than DPO's 50."""
+    sims = [0.5 + 0.01 * seed + 0.02 * i + (0.1 if arm == "sem-dpo" else 0.0) for i in range(len(HELD_OUT))]
+    rewards = [(49.0 if arm == "sem-dpo" else 50.0) + 0.5 * (i - 1) + 0.1 * seed for i in range(len(HELD_OUT))]
+    return {"eval_reward": float(np.mean(rewards)), "eval_similarity": float(np.mean(sims)), "eval_rewards": rewards,
+            "eval_similarities": sims, "eval_rewrites": [f"{arm} rewrite {i}" for i in range(len(HELD_OUT))],
+            "train_seconds": 10.0, "steps": 2, "mean_weight": 0.3, "weight_scale": 1 / 0.3}
+
+
+@pytest.fixture
+def bench(prefs, tmp_path, monkeypatch):
+    """The bench module with training and evaluation replaced by :func:`_fake_summary`, and a config file."""
+    import yaml
+
+    module = _bench()
+    trained: list[tuple[str, int]] = []
+
+    def fake_train(cfg, run_dir, **kwargs):
+        trained.append((type(cfg).method, cfg.seed))
+        return _fake_summary(type(cfg).method, cfg.seed)
+
+    monkeypatch.setattr(module, "train_dpo", fake_train)
+    monkeypatch.setattr(module, "evaluate_rewriter", lambda *a, **k: _fake_summary("base", 0))
+    monkeypatch.setattr(module, "load_model", lambda *a, **k: (None, None))
+    monkeypatch.setattr(module, "config_target", lambda cfg: None)
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump({"method": "dpo", "template": TEMPLATE, "verbalizers": [" negative", " positive"],
+                                      "originals": ["Say the sentiment.", "Is it good?"], "eval_originals": HELD_OUT,
+                                      "preferences": str(prefs[0]), "steps": 2}))
+    return module, trained, config
+
+
+def test_bench_resumes_skipping_seeds_in_the_output_and_stores_per_original_figures(bench, tmp_path):
+    module, trained, config = bench
+    out = tmp_path / "res" / "semdpo"
+    args = [str(config), "--out", str(out), "--runs", str(tmp_path / "runs")]
+    assert module.main([*args, "--seeds", "0", "1"]) == 0
+    assert trained == [("dpo", 0), ("sem-dpo", 0), ("dpo", 1), ("sem-dpo", 1)]
+    assert module.main([*args, "--seeds", "1", "2", "0"]) == 0  # an interrupted run, started again with more seeds
+    assert trained[4:] == [("dpo", 2), ("sem-dpo", 2)]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [r["seed"] for r in result["seeds"]] == [0, 1, 2] and len(result["resumed_by"]) == 1
+    assert result["seeds"][2]["sem-dpo"]["similarities"] == _fake_summary("sem-dpo", 2)["eval_similarities"]
+    assert result["seeds"][2]["dpo"]["rewrites"] == _fake_summary("dpo", 2)["eval_rewrites"]
+    assert result["arms"]["dpo"]["reward"] == pytest.approx(50.1)  # mean over seeds 0-2 of 50 + 0.1 * seed
+    assert result["arms"]["sem-dpo"]["similarity_low"] < result["arms"]["sem-dpo"]["similarity"]
+    assert result["comparison"]["similarity_difference"]["mean"] == pytest.approx(0.1)
+    assert result["comparison"]["reward_relative"]["mean"] == pytest.approx(-1 / 50.1)
+    md = out.with_suffix(".md").read_text()
+    assert "the interval is above 0: Sem-DPO keeps more similarity" in md and "-2.0%" in md
+    assert "similarity yes; reward yes by the point estimate" in md
+    other = tmp_path / "other.yaml"
+    other.write_text(config.read_text().replace("steps: 2", "steps: 3"))
+    with pytest.raises(ValueError, match=r"another config \(fields \['steps'\]\)"):  # would mix two experiments
+        module.main([str(other), *args[1:], "--seeds", "3"])
+    assert len(trained) == 6
+
+
+def test_bench_report_only_rebuilds_the_markdown_from_the_json(bench, tmp_path):
+    module, trained, config = bench
+    out = tmp_path / "semdpo"
+    module.main([str(config), "--out", str(out), "--runs", str(tmp_path / "runs"), "--seeds", "0", "1"])
+    md = out.with_suffix(".md")
+    expected = md.read_text()
+    md.unlink()
+    n = len(trained)
+    assert module.main(["--out", str(out), "--report-only"]) == 0
+    assert md.read_text() == expected and len(trained) == n
+
+
+def test_bench_refuses_held_out_originals_seen_in_training(tmp_path):
+    module = _bench()
+    cfg = _cfg(tmp_path, eval_originals=["Rate the review.", "is it good? "])
+    with pytest.raises(ValueError, match="Is it good|is it good"):
+        module.held_out_originals(cfg)
+    assert module.held_out_originals(_cfg(tmp_path, eval_originals=HELD_OUT)) == HELD_OUT
+
+
+def test_bench_config_has_the_wanted_budget():
+    from pathlib import Path
+
+    from rlprompt.policies.dpo import load_method_config
+
+    cfg = load_method_config(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "semdpo_bench.yaml")
+    assert len(_bench().held_out_originals(cfg)) >= 32 and cfg.batch_size >= 8 and cfg.normalize_weights
