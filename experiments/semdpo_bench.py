@@ -208,12 +208,12 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [f"| {r['seed']} | {r['dpo']['reward']:.3f} | {r['sem-dpo']['reward']:.3f} | "
               f"{r['dpo']['similarity']:.3f} | {r['sem-dpo']['similarity']:.3f} |" for r in seeds]
     sim, rew, rel = (comparison[k] for k in ("similarity_difference", "reward_difference", "reward_relative"))
-    sim_verdict = ("above 0: Sem-DPO keeps more similarity" if sim["low"] > 0 else
-                   "below 0: Sem-DPO keeps less similarity" if sim["high"] < 0 else "contains 0: inside the noise")
+    sim_verdict = ("lies above 0: Sem-DPO keeps more similarity" if sim["low"] > 0 else
+                   "lies below 0: Sem-DPO keeps less similarity" if sim["high"] < 0 else "contains 0: inside the noise")
     lines += [
         "", f"Sem-DPO minus DPO, paired over {len(seeds)} seeds x {n_orig} held-out originals (bootstrap 95% "
         "interval, seeds and originals resampled):", "",
-        f"- similarity: {sim['mean']:+.3f} [{sim['low']:+.3f}, {sim['high']:+.3f}]; the interval is {sim_verdict}.",
+        f"- similarity: {sim['mean']:+.3f} [{sim['low']:+.3f}, {sim['high']:+.3f}]; the interval {sim_verdict}.",
         f"- reward: {rew['mean']:+.3f} [{rew['low']:+.3f}, {rew['high']:+.3f}], i.e. {100 * rel['mean']:+.1f}% "
         f"[{100 * rel['low']:+.1f}%, {100 * rel['high']:+.1f}%] of DPO's mean reward {arms['dpo']['reward']:.3f} "
         "(interval of the difference over DPO's mean, taken as fixed).",

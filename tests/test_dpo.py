@@ -389,7 +389,7 @@ def test_bench_resumes_skipping_seeds_in_the_output_and_stores_per_original_figu
     assert result["comparison"]["similarity_difference"]["mean"] == pytest.approx(0.1)
     assert result["comparison"]["reward_relative"]["mean"] == pytest.approx(-1 / 50.1)
     md = out.with_suffix(".md").read_text()
-    assert "the interval is above 0: Sem-DPO keeps more similarity" in md and "-2.0%" in md
+    assert "the interval lies above 0: Sem-DPO keeps more similarity" in md and "-2.0%" in md
     assert "similarity yes; reward yes by the point estimate" in md
     other = tmp_path / "other.yaml"
     other.write_text(config.read_text().replace("steps: 2", "steps: 3"))
