@@ -55,14 +55,14 @@ REWARD_TOLERANCE = 0.05
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", nargs="?", help="YAML config with DPOMethodConfig fields (its method: key is ignored)")
+    parser.add_argument("config", nargs="?", help="YAML config of DPOMethodConfig fields (method: is ignored)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                         help="training seeds (same pairs for all); seeds already in the output are skipped")
     parser.add_argument("--runs", default="runs/semdpo_bench", help="directory for the per-arm run directories")
     parser.add_argument("--out", default="experiments/results/semdpo", help="output stem (.json and .md)")
     parser.add_argument("--preferences", default=None, help="preference JSONL path (overrides the config's)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the preference file even if it exists")
-    parser.add_argument("--restart", action="store_true", help="discard an existing result at --out instead of resuming it")
+    parser.add_argument("--restart", action="store_true", help="replace an existing result at --out, not resume it")
     parser.add_argument("--report-only", action="store_true", help="rewrite <out>.md from <out>.json; train nothing")
     args = parser.parse_args(argv)
     stem = Path(args.out)
