@@ -8,7 +8,12 @@
 2. :func:`train_dpo` trains a LoRA adapter of the rewriter on those pairs with DPO (Rafailov et al. 2023,
    trl's ``DPOTrainer`` unchanged) or Sem-DPO (Mohamed et al. 2025): every pair carries a weight
    ``W = exp(-alpha * (1 - cos(e(original), e(chosen))))`` computed once before training
-   (:func:`rlprompt.rewards.semantic.semantic_weights`) and the batch loss is ``sum(W * loss) / sum(W)``.
+   (:func:`rlprompt.rewards.semantic.semantic_weights`) and the batch loss is ``mean(W * loss)``, the paper's
+   weighted DPO objective ``E[W * loss]``. A pair far from its original therefore moves the adapter less in
+   absolute terms, at any batch size (a per-batch ``sum(W * loss) / sum(W)`` would cancel that down-weighting,
+   entirely for a batch of one). ``normalize_weights`` (default on) divides every W by the mean W of the
+   training pairs, one constant, so Sem-DPO's loss and gradients have DPO's scale on average and the same
+   learning rate and gradient clipping mean the same for both arms; the relative weights are unchanged.
 
 trl 1.16's ``DPOTrainer`` has no per-pair weight input (trl issue 5613). :class:`SemDPOTrainer` adds it by
 overriding exactly three methods, nothing else:
@@ -21,9 +26,9 @@ overriding exactly three methods, nothing else:
 - ``_compute_loss``: trl computes the per-pair loss inline there and returns only its mean, so there is no
   smaller method to hook. The override makes the same fused-LM-head forward, takes the reference log-probs
   from trl's ``compute_ref_log_probs`` (adapter disabled under PEFT) or the precomputed columns, computes
-  the sigmoid DPO loss per pair and returns ``sum(W * loss) / sum(W)``; it logs trl's reward/logp metrics
-  plus ``semdpo/weight``. A test checks that with every weight 1 it equals trl's own ``_compute_loss`` on
-  the same batch, and that with other weights it is the weighted mean of trl's single-pair losses.
+  the sigmoid DPO loss per pair and returns ``mean(W * loss)``; it logs trl's reward/logp metrics plus
+  ``semdpo/weight``. A test checks that with every weight 1 it equals trl's own ``_compute_loss`` on the same
+  batch, and that with other weights it is the mean of W times trl's single-pair losses.
 """
 
 from __future__ import annotations
@@ -127,14 +132,21 @@ class DPOMethodConfig(TaskTargetConfig):
     """Pairs kept per original, the largest reward gaps first."""
     alpha: float = 1.0
     """Sem-DPO: W = exp(-alpha * (1 - cos)); unused by plain DPO."""
+    normalize_weights: bool = True
+    """Sem-DPO: divide every W by the training pairs' mean W (one constant), so the loss has DPO's scale on average.
+
+    The objective mean(W * loss) only changes by a positive constant, so its minimiser and AdamW's steps are the
+    paper's (Adam is invariant to a constant loss scale); what differs is gradient clipping (max_grad_norm 1.0),
+    which then engages at the same scale as in DPO. On by default so that DPO vs Sem-DPO at one learning rate
+    compares which pairs are weighted, not an overall smaller loss; off gives the paper's unscaled W."""
     beta: float = 0.1
     """DPO temperature on the log-ratio difference."""
     learning_rate: float = 5e-5
     """AdamW learning rate of the LoRA parameters."""
     steps: int = 20
     """Optimisation steps."""
-    batch_size: int = 4
-    """Pairs per step."""
+    batch_size: int = 8
+    """Pairs per step. Sem-DPO's weights act at any size (the loss is mean(W * loss)); smaller only adds noise."""
     lora_r: int = 8
     """LoRA rank of the rewriter's adapter (peft)."""
     lora_alpha: int = 16
@@ -165,6 +177,8 @@ class DPOMethodConfig(TaskTargetConfig):
             raise ValueError(f"reward must be 'gap' or 'accuracy', got {self.reward!r}")
         if self.meta_prompt.count("{instruction}") != 1:
             raise ValueError(f"meta_prompt must contain {{instruction}} exactly once, got {self.meta_prompt!r}")
+        if not isinstance(self.normalize_weights, bool):
+            raise ValueError(f"normalize_weights must be true or false, got {self.normalize_weights!r}")
         if self.margin < 0 or self.alpha < 0:
             raise ValueError(f"margin and alpha must be >= 0, got margin={self.margin}, alpha={self.alpha}")
         if self.beta <= 0 or self.learning_rate <= 0 or self.sample_temperature <= 0:
@@ -312,7 +326,7 @@ def _trainer_class():
     from trl import DPOTrainer
 
     class SemDPOTrainer(DPOTrainer):
-        """trl's DPOTrainer with a per-pair weight column (Sem-DPO, Mohamed et al. 2025): loss = sum(W l) / sum(W).
+        """trl's DPOTrainer with a per-pair weight column (Sem-DPO, Mohamed et al. 2025): loss = mean(W l).
 
         Supports trl's standard DPO loss only (``loss_type=["sigmoid"]``, reverse KL, no ``ld_alpha``, no WPO
         weighting); other settings raise at construction instead of being silently ignored.
@@ -360,7 +374,7 @@ def _trainer_class():
             rejected_logratios = rejected_logps - ref_rejected
             per_pair = -F.logsigmoid(self.beta * (chosen_logratios - rejected_logratios))
             weight = weight.to(per_pair.device, per_pair.dtype)
-            loss = (weight * per_pair).sum() / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny)
+            loss = (weight * per_pair).mean()
 
             chosen_rewards = self.beta * chosen_logratios.detach()
             rejected_rewards = self.beta * rejected_logratios.detach()
@@ -433,12 +447,13 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
               task: ClassificationTask | None = None) -> dict[str, Any]:
     """Train the rewriter's LoRA adapter with DPO or Sem-DPO (by ``type(cfg).method``) and return a summary.
 
-    ``run_dir`` receives config.yaml, metrics.jsonl, ``pair_weights.json`` (Sem-DPO), trl checkpoints under
-    ``checkpoints/checkpoint-<step>/`` (adapter safetensors, optimizer, trainer state) and summary.json;
-    ``resume=True`` continues from the latest one. When ``cfg.eval_originals`` is set, the trained rewriter
-    rewrites them greedily and the summary holds ``eval_reward`` (task reward on the dev split, else train)
-    and ``eval_similarity`` (mean cosine original vs rewrite). ``rewriter`` (model, tokenizer), ``embedder``,
-    ``target`` and ``task`` override the config's (tests).
+    ``run_dir`` receives config.yaml, metrics.jsonl, ``pair_weights.json`` (Sem-DPO's raw W; the loss weighs a
+    pair by ``W * weight_scale``, the summary's ``weight_scale`` being 1 / mean W under ``normalize_weights``),
+    trl checkpoints under ``checkpoints/checkpoint-<step>/`` (adapter safetensors, optimizer, trainer state) and
+    summary.json; ``resume=True`` continues from the latest one. When ``cfg.eval_originals`` is set, the trained
+    rewriter rewrites them greedily and the summary holds :func:`evaluate_rewriter`'s figures (means, and one
+    per held-out original). ``rewriter`` (model, tokenizer), ``embedder``, ``target`` and ``task`` override the
+    config's (tests).
     """
     from peft import LoraConfig
     from trl import DPOTrainer
@@ -457,7 +472,7 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
         build_preferences(cfg, target=target, task=task,
                           rewriter=HFTarget.from_loaded(*rewriter) if rewriter is not None else None)
     dataset = load_preferences(cfg.preferences)
-    weights = None
+    weights, scale = None, 1.0
     if semantic:
         stored = run.path / "pair_weights.json"
         weights = (np.asarray(json.loads(stored.read_text(encoding="utf-8"))) if resume and stored.is_file()
@@ -465,7 +480,8 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
         if len(weights) != len(dataset):
             raise ValueError(f"pair_weights.json holds {len(weights)} weights for {len(dataset)} pairs")
         run.write_json("pair_weights.json", weights.tolist())
-        dataset = dataset.add_column("weight", weights.tolist())
+        scale = 1.0 / float(np.mean(weights)) if cfg.normalize_weights else 1.0
+        dataset = dataset.add_column("weight", (weights * scale).tolist())
     model, tokenizer = rewriter if rewriter is not None else load_model(cfg.rewriter_model, dtype="float32")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -486,7 +502,7 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     summary: dict[str, Any] = {
         "run_dir": str(run.path), "method": type(cfg).method, "steps": trainer.state.global_step,
         "pairs": len(dataset), "train_seconds": time.perf_counter() - start,
-        "mean_weight": float(np.mean(weights)) if weights is not None else 1.0,
+        "mean_weight": float(np.mean(weights)) if weights is not None else 1.0, "weight_scale": scale,
     }
     if cfg.eval_originals:
         summary.update(evaluate_rewriter(trainer.accelerator.unwrap_model(trainer.model), tokenizer, cfg,
@@ -501,8 +517,11 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
 def evaluate_rewriter(model: Any, tokenizer: Any, cfg: DPOMethodConfig, originals: Sequence[str], *,
                       target: Target | None = None, task: ClassificationTask | None = None,
                       embedder: Embedder | None = None) -> dict[str, Any]:
-    """Greedy rewrites of held-out ``originals``: mean task reward (whole dev split, else train) and mean
-    cosine similarity to the originals (semantic drift)."""
+    """Greedy rewrites of held-out ``originals`` scored for task reward (whole dev split, else train) and
+    cosine similarity to their original (semantic drift).
+
+    Returns ``eval_reward`` and ``eval_similarity`` (means over the originals), ``eval_rewards``,
+    ``eval_similarities`` and ``eval_rewrites`` (one per original, in order: what a paired comparison needs)."""
     task = task or build_task(cfg)
     target = target or config_target(cfg)
     rewrites = rewrite(model, tokenizer, cfg, originals)
@@ -511,6 +530,7 @@ def evaluate_rewriter(model: Any, tokenizer: Any, cfg: DPOMethodConfig, original
     rewards = scorer(None, rewrites)
     sims = cosine_similarity(list(originals), rewrites, embedder)
     return {"eval_reward": float(np.mean(rewards)), "eval_similarity": float(np.mean(sims)),
+            "eval_rewards": [float(r) for r in rewards], "eval_similarities": [float(x) for x in sims],
             "eval_rewrites": rewrites}
 
 

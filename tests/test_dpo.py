@@ -111,6 +111,7 @@ def _cfg(tmp_path, cls=DPOMethodConfig, **kw):
     ({"samples_per_original": 1}, "samples_per_original"), ({"steps": 0}, "steps"),
     ({"reward": "f1"}, "reward"), ({"meta_prompt": "no placeholder"}, "instruction"),
     ({"lora_dropout": 1.0}, "lora_dropout"), ({"originals": []}, "originals"),
+    ({"normalize_weights": "yes"}, "normalize_weights"),
 ])
 def test_bad_config_values_error_clearly(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -217,7 +218,8 @@ def test_weight_column_survives_the_collator_and_unit_weights_give_trls_loss(pre
     torch.testing.assert_close(ours, trls, rtol=1e-5, atol=1e-6)
 
 
-def test_weighted_loss_is_the_weighted_mean_of_trls_per_pair_losses(prefs, tmp_path):
+def test_weighted_loss_is_the_mean_of_weight_times_trls_per_pair_loss(prefs, tmp_path):
+    """mean(W * l) (Mohamed et al. 2025), not sum(W * l) / sum(W), which would undo the down-weighting."""
     from trl import DPOTrainer
 
     path, _ = prefs
@@ -234,8 +236,24 @@ def test_weighted_loss_is_the_weighted_mean_of_trls_per_pair_losses(prefs, tmp_p
             one = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i]]))
             one.pop("weight")
             singles.append(DPOTrainer._compute_loss(trainer, trainer.model, one, False))
-    expected = sum(wi * li for wi, li in zip(w, singles)) / sum(w)
+    expected = sum(wi * li for wi, li in zip(w, singles)) / len(w)
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.isclose(ours, expected * len(w) / sum(w), rtol=1e-2)  # the per-batch normalised reduction
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_normalize_weights_divides_by_the_dataset_mean_weight(prefs, tmp_path, normalize):
+    path, _ = prefs
+    n = len(load_preferences(path))
+    cfg = _cfg(tmp_path, cls=SemDPOConfig, preferences=str(path), lora_target_modules=["q_proj"], steps=1,
+               batch_size=n + 4, alpha=2.0, normalize_weights=normalize)  # one batch holds every pair
+    summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder)
+    raw = np.array(json.loads((tmp_path / "run" / "pair_weights.json").read_text()))
+    assert raw.std() > 0.01 and summary["mean_weight"] == pytest.approx(raw.mean())
+    assert summary["weight_scale"] == pytest.approx(1 / raw.mean() if normalize else 1.0)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    weight = next(m["charts/semdpo_weight"] for m in logged if "charts/semdpo_weight" in m)
+    assert weight == pytest.approx(1.0 if normalize else raw.mean(), rel=1e-5)
 
 
 @pytest.mark.parametrize("cls", [DPOMethodConfig, SemDPOConfig])
@@ -243,7 +261,9 @@ def test_training_steps_change_lora_params_and_write_the_run(prefs, tmp_path, mo
     import peft
 
     path, _ = prefs
-    cfg = _cfg(tmp_path, cls=cls, preferences=str(path), alpha=1.0, lora_target_modules=["q_proj", "v_proj"])
+    held_out = ["Rate the review.", "Is the film liked?", "Tell the sentiment."]
+    cfg = _cfg(tmp_path, cls=cls, preferences=str(path), alpha=1.0, lora_target_modules=["q_proj", "v_proj"],
+               eval_originals=held_out)
     captured = {}
     original = peft.get_peft_model
 
@@ -258,8 +278,16 @@ def test_training_steps_change_lora_params_and_write_the_run(prefs, tmp_path, mo
 
     if hasattr(dpo_mod, "get_peft_model"):
         monkeypatch.setattr(dpo_mod, "get_peft_model", spy)
-    summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder)
+    task = _task()
+    summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder,
+                        target=_target(task), task=task)
     assert summary["steps"] == 2 and summary["method"] == cls.method
+    # one figure per held-out original, in order, and means that agree with them
+    assert [len(summary[k]) for k in ("eval_rewards", "eval_similarities", "eval_rewrites")] == [3, 3, 3]
+    assert summary["eval_reward"] == pytest.approx(np.mean(summary["eval_rewards"]))
+    expected_sims = [math.cos((len(r) - len(o)) / 10) for o, r in zip(held_out, summary["eval_rewrites"])]
+    np.testing.assert_allclose(summary["eval_similarities"], expected_sims, rtol=1e-9)
+    assert summary["eval_similarity"] == pytest.approx(np.mean(expected_sims))
     model = captured.pop("model")
     after = dict(model.named_parameters())
     lora_b = [n for n in captured if "lora_B" in n]
@@ -295,3 +323,105 @@ def test_shipped_configs_load(name, method):
     path = Path(__file__).resolve().parents[1] / "experiments" / "configs" / f"{name}.yaml"
     cfg = load_method_config(path, ["steps=3"])
     assert type(cfg).method == method and cfg.steps == 3 and cfg.eval_originals
+
+
+# -- the DPO vs Sem-DPO benchmark (experiments/semdpo_bench.py) ---------------------------------
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "semdpo_bench.py"
+    spec = importlib.util.spec_from_file_location("semdpo_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+HELD_OUT = ["Rate the review.", "Is the film liked?", "Tell the sentiment."]
+
+
+def _fake_summary(arm: str, seed: int) -> dict:
+    """Sem-DPO keeps 0.1 more similarity on every original, at 2% less reward than DPO's 50."""
+    sims = [0.5 + 0.01 * seed + 0.02 * i + (0.1 if arm == "sem-dpo" else 0.0) for i in range(len(HELD_OUT))]
+    rewards = [(49.0 if arm == "sem-dpo" else 50.0) + 0.5 * (i - 1) + 0.1 * seed for i in range(len(HELD_OUT))]
+    return {"eval_reward": float(np.mean(rewards)), "eval_similarity": float(np.mean(sims)), "eval_rewards": rewards,
+            "eval_similarities": sims, "eval_rewrites": [f"{arm} rewrite {i}" for i in range(len(HELD_OUT))],
+            "train_seconds": 10.0, "steps": 2, "mean_weight": 0.3, "weight_scale": 1 / 0.3}
+
+
+@pytest.fixture
+def bench(prefs, tmp_path, monkeypatch):
+    """The bench module with training and evaluation replaced by :func:`_fake_summary`, and a config file."""
+    import yaml
+
+    module = _bench()
+    trained: list[tuple[str, int]] = []
+
+    def fake_train(cfg, run_dir, **kwargs):
+        trained.append((type(cfg).method, cfg.seed))
+        return _fake_summary(type(cfg).method, cfg.seed)
+
+    monkeypatch.setattr(module, "train_dpo", fake_train)
+    monkeypatch.setattr(module, "evaluate_rewriter", lambda *a, **k: _fake_summary("base", 0))
+    monkeypatch.setattr(module, "load_model", lambda *a, **k: (None, None))
+    monkeypatch.setattr(module, "config_target", lambda cfg: None)
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump({"method": "dpo", "template": TEMPLATE, "verbalizers": [" negative", " positive"],
+                                      "originals": ["Say the sentiment.", "Is it good?"], "eval_originals": HELD_OUT,
+                                      "preferences": str(prefs[0]), "steps": 2}))
+    return module, trained, config
+
+
+def test_bench_resumes_skipping_seeds_in_the_output_and_stores_per_original_figures(bench, tmp_path):
+    module, trained, config = bench
+    out = tmp_path / "res" / "semdpo"
+    args = [str(config), "--out", str(out), "--runs", str(tmp_path / "runs")]
+    assert module.main([*args, "--seeds", "0", "1"]) == 0
+    assert trained == [("dpo", 0), ("sem-dpo", 0), ("dpo", 1), ("sem-dpo", 1)]
+    assert module.main([*args, "--seeds", "1", "2", "0"]) == 0  # an interrupted run, started again with more seeds
+    assert trained[4:] == [("dpo", 2), ("sem-dpo", 2)]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [r["seed"] for r in result["seeds"]] == [0, 1, 2] and len(result["resumed_by"]) == 1
+    assert result["seeds"][2]["sem-dpo"]["similarities"] == _fake_summary("sem-dpo", 2)["eval_similarities"]
+    assert result["seeds"][2]["dpo"]["rewrites"] == _fake_summary("dpo", 2)["eval_rewrites"]
+    assert result["arms"]["dpo"]["reward"] == pytest.approx(50.1)  # mean over seeds 0-2 of 50 + 0.1 * seed
+    assert result["arms"]["sem-dpo"]["similarity_low"] < result["arms"]["sem-dpo"]["similarity"]
+    assert result["comparison"]["similarity_difference"]["mean"] == pytest.approx(0.1)
+    assert result["comparison"]["reward_relative"]["mean"] == pytest.approx(-1 / 50.1)
+    md = out.with_suffix(".md").read_text()
+    assert "the interval lies above 0: Sem-DPO keeps more similarity" in md and "-2.0%" in md
+    assert "similarity yes; reward yes by the point estimate" in md
+    other = tmp_path / "other.yaml"
+    other.write_text(config.read_text().replace("steps: 2", "steps: 3"))
+    with pytest.raises(ValueError, match=r"another config \(fields \['steps'\]\)"):  # would mix two experiments
+        module.main([str(other), *args[1:], "--seeds", "3"])
+    assert len(trained) == 6
+
+
+def test_bench_report_only_rebuilds_the_markdown_from_the_json(bench, tmp_path):
+    module, trained, config = bench
+    out = tmp_path / "semdpo"
+    module.main([str(config), "--out", str(out), "--runs", str(tmp_path / "runs"), "--seeds", "0", "1"])
+    md = out.with_suffix(".md")
+    expected = md.read_text()
+    md.unlink()
+    n = len(trained)
+    assert module.main(["--out", str(out), "--report-only"]) == 0
+    assert md.read_text() == expected and len(trained) == n
+
+
+def test_bench_refuses_held_out_originals_seen_in_training(tmp_path):
+    module = _bench()
+    cfg = _cfg(tmp_path, eval_originals=["Rate the review.", "is it good? "])
+    with pytest.raises(ValueError, match="Is it good|is it good"):
+        module.held_out_originals(cfg)
+    assert module.held_out_originals(_cfg(tmp_path, eval_originals=HELD_OUT)) == HELD_OUT
+
+
+def test_bench_config_has_the_wanted_budget():
+    from pathlib import Path
+
+    from rlprompt.policies.dpo import load_method_config
+
+    cfg = load_method_config(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "semdpo_bench.yaml")
+    assert len(_bench().held_out_originals(cfg)) >= 32 and cfg.batch_size >= 8 and cfg.normalize_weights
