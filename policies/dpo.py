@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from rlprompt.config import TaskTargetConfig, dump_config
+from rlprompt.devices import resolve_device
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, cosine_similarity, semantic_weights
@@ -223,7 +224,7 @@ def build_task(cfg: DPOMethodConfig) -> ClassificationTask:
 
 def config_target(cfg: DPOMethodConfig) -> Target:
     """The config's frozen target (``target_dtype`` applies to local models only)."""
-    return make_target(cfg.target, dtype=cfg.target_dtype)
+    return make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
 
 
 def originals_for(cfg: DPOMethodConfig) -> list[str]:
@@ -262,7 +263,7 @@ def build_preferences(cfg: DPOMethodConfig, *, target: Target | None = None, rew
     """
     task = task or build_task(cfg)
     target = target or config_target(cfg)
-    rewriter = rewriter or make_target(cfg.rewriter_model, dtype="float32")
+    rewriter = rewriter or make_target(cfg.rewriter_model, dtype="float32", device=cfg.device)
     reward = ClassificationReward.from_task(target, task, "train", batch_size=min(cfg.input_batch_size,
                                             len(task.split("train"))), kind=cfg.reward, seed=cfg.seed)
     rows = []
@@ -409,7 +410,7 @@ def _trl_config(cfg: DPOMethodConfig, output_dir: Path):
         output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=1,
         learning_rate=cfg.learning_rate, beta=cfg.beta, max_steps=cfg.steps, max_length=cfg.max_length,
         logging_steps=1, save_strategy="steps", save_steps=cfg.checkpoint_every, save_total_limit=cfg.keep_checkpoints,
-        use_cpu=not torch.cuda.is_available(), bf16=False, seed=cfg.seed, data_seed=cfg.seed, report_to="none",
+        use_cpu=resolve_device(cfg.device).type == "cpu", bf16=False, seed=cfg.seed, data_seed=cfg.seed, report_to="none",
         disable_tqdm=True, dataloader_num_workers=0, activation_checkpointing=False,
     )
 
