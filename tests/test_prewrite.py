@@ -4,6 +4,7 @@ against a scripted fake target, PRewrite-S selection, resume, and the accelerate
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zlib
@@ -199,15 +200,21 @@ def test_prewrite_s_with_a_real_tiny_enhancer():
 
 
 @pytest.mark.slow
-def test_accelerate_launch_runs_the_entry_point(tmp_path):
+def test_device_accelerate_launch_two_cpu_processes_runs_two_steps(tmp_path):
+    """The multi-process path: ``accelerate launch --num_processes 2 --cpu`` (gloo) trains 2 GRPO steps; only the
+    main process writes the run directory (each step logged once) and the enhancer."""
     config = tmp_path / "tiny.yaml"
     config.write_text("method: prewrite\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\n"
                       "target_dtype: float32\nnum_generations: 2\nmax_completion_length: 4\ninput_batch_size: 2\n"
-                      "steps: 1\nnum_samples: 2\ndev_limit: 4\nlora_target_modules: [q_proj]\n")
+                      "steps: 2\ncheckpoint_every: 2\nnum_samples: 2\ndev_limit: 4\nlora_target_modules: [q_proj]\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", "-m",
-         "rlprompt.policies.prewrite", str(config), "--run-dir", str(tmp_path / "run")],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "rlprompt.policies.prewrite", str(config),
+         "--run-dir", str(tmp_path / "run")],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["steps"] == 1 and (tmp_path / "run" / "enhancer" / "enhancer.json").is_file()
+    assert summary["steps"] == 2 and (tmp_path / "run" / "enhancer" / "enhancer.json").is_file()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if "losses/loss" in line]
+    assert steps == [1, 2]
