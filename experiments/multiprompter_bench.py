@@ -33,6 +33,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -95,10 +96,14 @@ def curve(run_dir: str) -> list[tuple[int, float]]:
 
 
 def run_part(cfg: MultiPrompterConfig, arm: str, target: Target, run_dir: Path, test_idx: np.ndarray) -> dict[str, Any]:
-    """Train one (arm, seed) (resuming ``run_dir`` when it holds a run) and score its best dev prompt on the test
-    examples ``test_idx``: the part's record."""
-    summary = train_multiprompter(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), target=target,
-                                  progress=False)
+    """Train one (arm, seed) (resuming ``run_dir`` from its latest checkpoint; a run killed before its first
+    checkpoint starts again) and score its best dev prompt on the test examples ``test_idx``: the part's record."""
+    resume = (run_dir / "config.yaml").is_file()
+    if resume and RunDir(run_dir, resume=True, tensorboard=False).latest_checkpoint() is None:
+        print(f"{run_dir} has no checkpoint to resume from: starting it again", file=sys.stderr)
+        shutil.rmtree(run_dir)
+        resume = False
+    summary = train_multiprompter(cfg, run_dir, resume=resume, target=target, progress=False)
     task = build_task(cfg)
     test = task.split("test")
     prompt = summary["best_prompt"] or ""

@@ -8,6 +8,7 @@ share of vowels in the prompt text).
 from __future__ import annotations
 
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -327,6 +328,12 @@ def test_bench_runs_every_arm_through_one_loop_writes_parts_resumes_and_reports(
     assert [m["step"] for m in resumed] == [1, 2] and resumed[0] == first[0]  # continued from the checkpoint
     assert json.loads(out.read_text())["arms"]["k1"]["runs"][0]["updates"] == 2
     assert "compare them with care): k2/16-100 (1), k3/16-100 (1)." in out.with_suffix(".md").read_text()
+    killed = tmp / "runs" / "k3" / "16-100"  # killed before its first checkpoint: it starts again
+    for checkpoint in RunDir(killed, resume=True).checkpoint_dirs():
+        shutil.rmtree(checkpoint)
+    (tmp / "runs" / "parts" / "k3-16-100.json").unlink()
+    assert run("--seeds", "16-100", "--arms", "k3", "--updates", "1", "--test-limit", "20") == 0
+    assert [m["step"] for m in RunDir(killed, resume=True).read_metrics()] == [1]
     out.unlink()
     out.with_suffix(".md").unlink()
     assert run("--report-only") == 0
