@@ -9,6 +9,9 @@ int64)``: the whole prompt's token ids so far (0 where not chosen yet), then the
 chosen), then the observing agent's number ``k + 1`` (1-based, so no observation is all zeros); actions
 are ``Discrete(len(env.action_token_ids))``. All agents receive the scorer's reward of the finished
 prompt and terminate together; ``infos`` then hold ``prompt``, ``accuracy`` and ``raw_reward``.
+
+The turn order (:func:`acting_agent`) and the observation (:func:`observation`, for a batch of prompts) are
+plain functions, so the batched trainer of :mod:`rlprompt.policies.multiprompter` acts with the env's own.
 """
 
 from __future__ import annotations
@@ -25,6 +28,19 @@ from rlprompt.envs.scoring import PromptScorer
 from rlprompt.models import BUNDLED
 from rlprompt.targets.base import Target
 from rlprompt.tasks import ClassificationTask
+
+
+def acting_agent(t: int, segment_length: int) -> int:
+    """The 0-based agent who writes token ``t``: agent ``k`` writes tokens ``[k*S, (k+1)*S)``, S = segment_length."""
+    return t // segment_length
+
+
+def observation(tokens: np.ndarray, t: int, agent: int) -> np.ndarray:
+    """Agent ``agent``'s (0-based) observation of each row of ``tokens`` ``(n, K*S)`` with ``t`` tokens chosen:
+    ``(n, K*S + 2)`` int64, the prompt's token ids (0 where not chosen yet), then ``t``, then ``agent + 1``."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    extra = np.broadcast_to(np.array([t, agent + 1], dtype=np.int64), (tokens.shape[0], 2))
+    return np.concatenate([tokens, extra], axis=1)
 
 
 class MultiPrompterEnv(AECEnv):
@@ -83,7 +99,7 @@ class MultiPrompterEnv(AECEnv):
         return decode_prompt(self.tokenizer, self._tokens[: self._t])
 
     def observe(self, agent: str) -> np.ndarray:
-        return np.concatenate([self._tokens, [self._t, self.possible_agents.index(agent) + 1]]).astype(np.int64)
+        return observation(self._tokens[None], self._t, self.possible_agents.index(agent))[0]
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> None:
         if seed is not None:
@@ -115,9 +131,9 @@ class MultiPrompterEnv(AECEnv):
                 self.rewards[a] = float(rewards[0])
                 self.terminations[a] = True
                 self.infos[a] = {"prompt": self.prompt, "token_ids": self._tokens.tolist(), **infos[0]}
-        self.agent_selection = self.possible_agents[min(self._t, self.prompt_length - 1) // self.segment_length]
-        if self._t == self.prompt_length:
-            self.agent_selection = self.agents[0]
+        done = self._t == self.prompt_length
+        self.agent_selection = (self.agents[0] if done
+                                else self.possible_agents[acting_agent(self._t, self.segment_length)])
         self._accumulate_rewards()
 
     def render(self) -> None:
@@ -128,4 +144,4 @@ class MultiPrompterEnv(AECEnv):
         return None
 
 
-__all__ = ["MultiPrompterEnv"]
+__all__ = ["MultiPrompterEnv", "acting_agent", "observation"]

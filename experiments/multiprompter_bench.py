@@ -1,49 +1,93 @@
-"""Benchmark: MultiPrompter (Kim et al. 2023) with K=2 and K=3 agents against single-agent RLPrompt
-(Deng et al. 2022) on SST-2 16-shot, with the same total prompt length and the same target-query budget.
+"""Benchmark: MultiPrompter (Kim et al. 2023) with K = 1, 2 and 3 agents through ONE training loop, SST-2 16-shot.
 
-Every arm trains on ``<data>/<seed>/train.tsv`` and selects its prompt on ``dev.tsv`` until
-``--budget`` target sequences (training + dev evaluation) are spent, then its best prompt is scored on
-the test set (raw accuracy). Arms: ``single`` (``train_rlprompt``, prompt_length = L), ``k2`` and ``k3``
-(``train_multiprompter``, segment_length = L / K). Writes ``experiments/results/multiprompter.json``,
-``.md`` and ``.png`` (raw train reward vs target queries, mean over seeds).
+Every arm is :func:`~rlprompt.policies.multiprompter.train_multiprompter` with the same prompt length L, data,
+target and PPO settings; only K differs (agent k writes L / K tokens). K = 1 is single-agent RLPrompt-style PPO
+(Deng et al. 2022) in the same loop, so K = 2 or 3 against K = 1 isolates the cooperative split, not two learners.
 
-    python experiments/multiprompter_bench.py --seeds 16-42 16-13 --budget 20000          # hours on CPU
-    python experiments/multiprompter_bench.py --seeds 16-42 --budget 600 --test-limit 64 n_episodes=4 input_batch_size=8
+Equal budgets: every update rolls out ``n_episodes`` prompts scored on ``input_batch_size`` train inputs, whatever
+K (``n_episodes * input_batch_size`` target sequences), and dev evaluations come every ``eval_every`` updates at
+no more than ``(1 + eval_top_k) * |dev|`` sequences each; so the same ``--updates`` for every arm gives every arm
+the same target-query budget (up to dev prompts already scored, which are not scored again: the results show
+each run's measured count).
+
+Each arm trains on ``<data>/<seed>/train.tsv``, selects its prompt on ``dev.tsv`` and scores it on the test set
+(raw accuracy, a fixed seeded sample of ``--test-limit`` examples, the same for every run). The policy seed of a
+data seed is its position in RLPrompt's seed list (:func:`policy_seed`), the same for every arm (paired arms) and
+distinct across data seeds, also when each ``--seeds`` runs in its own call.
+
+Every (arm, seed) result lands in ``<runs-dir>/parts/<arm>-<seed>.json`` (with its per-example test predictions as
+a digit string, and the command and commit that made it) and the results file is rebuilt after each one; the gold
+test labels are stored once. Rerunning a command skips finished parts and resumes unfinished runs from their
+checkpoints; several processes (say, one per seed) may share a runs dir. ``--report-only`` rebuilds the JSON,
+markdown and plot from the parts; :func:`markdown` rebuilds the markdown from the JSON alone.
+
+    python experiments/multiprompter_bench.py --runs-dir runs/multiprompter_bench            # K=1,2,3 x 3 seeds
+    python experiments/multiprompter_bench.py --seeds 16-42 --updates 2 --test-limit 64 \\
+        --runs-dir /tmp/mpb --out /tmp/mpb/multiprompter.json                                 # a quick check
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import shlex
+import shutil
+import subprocess
 import sys
-import time
-from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rlprompt.config import dump_config, load_config
 from rlprompt.evaluation import evaluate
 from rlprompt.policies.multiprompter import MultiPrompterConfig, train_multiprompter
-from rlprompt.policies.rlprompt import RLPromptConfig, TokenPPOConfig, build_task, train_rlprompt
+from rlprompt.policies.rlprompt import build_task
 from rlprompt.runs import RunDir, write_atomic
-from rlprompt.targets import make_target
+from rlprompt.stats import correctness, digits, mean_interval, paired_bootstrap
+from rlprompt.targets import Target, make_target
 
 ROOT = Path(__file__).resolve().parent
-SEEDS = ("16-100", "16-13", "16-21")
-def arm_configs(base: MultiPrompterConfig, length: int, budget: int, task_seed: str, seed: int) -> dict:
-    """The three arms' configs for one dataset seed: same prompt length, budget, data, target and PPO settings."""
-    common = {"task_seed": task_seed, "seed": seed, "max_target_queries": budget, "total_updates": 10**6}
-    shared = {f.name: getattr(base, f.name) for f in fields(TokenPPOConfig)}  # task, target, PPO, reward, run
-    single = shared | common | {"prompt_length": length, "n_envs": base.n_episodes}
-    arms = {"single": RLPromptConfig(**single)}
-    for k in (2, 3):
-        if length % k:
-            raise ValueError(f"prompt length {length} must be divisible by 2 and 3")
-        arms[f"k{k}"] = load_config(dump_config(base), MultiPrompterConfig, [f"{key}={value}" for key, value in (
-            common | {"n_agents": k, "segment_length": length // k}).items()])
-    return arms
+RLPROMPT_SEEDS = ("16-100", "16-13", "16-21", "16-42", "16-87")
+"""RLPrompt's five dataset seeds in its order; the policy seed of a data seed is its position here."""
+SEEDS = RLPROMPT_SEEDS[:3]
+ARMS = {"k1": 1, "k2": 2, "k3": 3}
+"""Arm name -> number of agents K."""
+
+
+def policy_seed(data_seed: str) -> int:
+    """The policy seed of a dataset seed: its position in RLPrompt's list (the same in every call of the bench)."""
+    if data_seed not in RLPROMPT_SEEDS:
+        raise ValueError(f"dataset seed {data_seed!r} is not one of RLPrompt's {RLPROMPT_SEEDS}")
+    return RLPROMPT_SEEDS.index(data_seed)
+
+
+def arm_config(base: MultiPrompterConfig, arm: str, data_seed: str, length: int, updates: int) -> MultiPrompterConfig:
+    """One arm's config for one dataset seed: ``base`` with K agents writing ``length / K`` tokens each, the data
+    seed, its policy seed and ``updates`` PPO updates."""
+    k = ARMS[arm]
+    if length % k:
+        raise ValueError(f"prompt length {length} must be divisible by K={k} (arm {arm})")
+    overrides = {"n_agents": k, "segment_length": length // k, "task_seed": data_seed,
+                 "seed": policy_seed(data_seed), "total_updates": updates}
+    return load_config(dump_config(base), MultiPrompterConfig, [f"{key}={value}" for key, value in overrides.items()])
+
+
+def sample_test(n: int, limit: int | None) -> np.ndarray:
+    """The test examples scored: all ``n``, or a fixed seeded sample of ``limit`` in file order (some test files
+    are sorted by label, so the first rows can be one class)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).permutation(n)[:limit])
+
+
+def code_commit() -> str:
+    """The git commit of the benchmark's code, with ``+dirty`` when tracked files differ from it."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def curve(run_dir: str) -> list[tuple[int, float]]:
@@ -51,74 +95,120 @@ def curve(run_dir: str) -> list[tuple[int, float]]:
     return [(r["target_queries"], r["charts/raw_reward"]) for r in RunDir(run_dir, resume=True).read_metrics()]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("overrides", nargs="*", help="key=value overrides of the MultiPrompter config")
-    parser.add_argument("--config", default=str(ROOT / "configs" / "multiprompter_sst2.yaml"))
-    parser.add_argument("--seeds", nargs="+", default=list(SEEDS), help="dataset seed directories")
-    parser.add_argument("--length", type=int, default=6, help="total prompt tokens (divisible by 2 and 3)")
-    parser.add_argument("--budget", type=int, default=20_000, help="target sequences per arm and seed")
-    parser.add_argument("--test-limit", type=int, default=None, help="score only the first N test sentences")
-    parser.add_argument("--runs-dir", default="runs/multiprompter_bench")
-    parser.add_argument("--out", default=str(ROOT / "results" / "multiprompter.json"))
-    parser.add_argument("--arms", nargs="+", default=["single", "k2", "k3"], choices=["single", "k2", "k3"])
-    parser.add_argument("--combine", nargs="+", metavar="JSON", default=None,
-                        help="merge result files of earlier runs (say, one dataset seed each, run in parallel) into --out")
-    args = parser.parse_args(argv)
-    if args.combine:
-        parts = [json.loads(Path(f).read_text(encoding="utf-8")) for f in args.combine]
-        runs: dict[str, list[dict]] = {}
-        for part in parts:
-            for name, arm in part["arms"].items():
-                runs.setdefault(name, []).extend(arm["runs"])
-        meta = {k: parts[0][k] for k in ("prompt_length", "budget", "test_examples", "config")}
-        meta["seeds"] = sorted({s for part in parts for s in part["seeds"]})
-        meta["command"] = " && ".join(part["command"] for part in parts)
-        return finish(runs, meta, Path(args.out))
-
-    base = load_config(args.config, MultiPrompterConfig, args.overrides)
-    target = make_target(base.target, dtype=base.target_dtype)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    runs: dict[str, list[dict]] = {name: [] for name in args.arms}
-    for i, task_seed in enumerate(args.seeds):
-        for name, cfg in arm_configs(base, args.length, args.budget, task_seed, i).items():
-            if name not in runs:
-                continue
-            train = train_rlprompt if name == "single" else train_multiprompter
-            started = time.perf_counter()
-            summary = train(cfg, Path(args.runs_dir) / f"{stamp}-{name}-{task_seed}", target=target, progress=False)
-            task = build_task(cfg)
-            test = task.split("test")
-            prompt = summary["best_prompt"] or ""
-            acc = evaluate(target, template=task.template, prompt=prompt, verbalizers=task.verbalizers,
-                           texts=test.texts[: args.test_limit], labels=test.labels[: args.test_limit]).accuracy
-            runs[name].append({"seed": task_seed, "prompt": prompt, "dev_accuracy": summary["best_dev_accuracy"],
-                               "test_accuracy": acc, "target_queries": summary["target_queries"],
-                               "updates": summary["steps"], "wall_seconds": round(time.perf_counter() - started, 1),
-                               "run_dir": summary["run_dir"], "curve": curve(summary["run_dir"])})
-            print(name, json.dumps({k: v for k, v in runs[name][-1].items() if k != "curve"}), file=sys.stderr)
-
-    task = build_task(arm_configs(base, args.length, args.budget, args.seeds[0], 0)["k2"])
-    meta = {"prompt_length": args.length, "budget": args.budget, "seeds": args.seeds,
-            "test_examples": len(task.split("test").texts[: args.test_limit]), "config": dump_config(base),
-            "command": " ".join(shlex.quote(a) for a in ["python", "experiments/multiprompter_bench.py", *sys.argv[1:]])}
-    return finish(runs, meta, Path(args.out))
+def run_part(cfg: MultiPrompterConfig, arm: str, target: Target, run_dir: Path, test_idx: np.ndarray) -> dict[str, Any]:
+    """Train one (arm, seed) (resuming ``run_dir`` from its latest checkpoint; a run killed before its first
+    checkpoint starts again) and score its best dev prompt on the test examples ``test_idx``: the part's record."""
+    resume = (run_dir / "config.yaml").is_file()
+    if resume and RunDir(run_dir, resume=True, tensorboard=False).latest_checkpoint() is None:
+        print(f"{run_dir} has no checkpoint to resume from: starting it again", file=sys.stderr)
+        shutil.rmtree(run_dir)
+        resume = False
+    summary = train_multiprompter(cfg, run_dir, resume=resume, target=target, progress=False)
+    task = build_task(cfg)
+    test = task.split("test")
+    prompt = summary["best_prompt"] or ""
+    result = evaluate(target, template=task.template, prompt=prompt, verbalizers=task.verbalizers,
+                      texts=[test.texts[i] for i in test_idx], labels=[test.labels[i] for i in test_idx])
+    return {"arm": arm, "n_agents": cfg.n_agents, "segment_length": cfg.segment_length, "seed": cfg.task_seed,
+            "policy_seed": cfg.seed, "prompt": prompt, "greedy_prompt": summary["greedy_prompt"],
+            "dev_accuracy": summary["best_dev_accuracy"], "test_accuracy": result.accuracy,
+            "test_predictions": digits(result.predictions), "test_predictions_per_class": result.predictions_per_class,
+            "target_queries": summary["target_queries"], "updates": summary["steps"],
+            "stop_reason": summary["stop_reason"], "wall_seconds": round(summary["wall_seconds"], 1),
+            "run_dir": summary["run_dir"], "curve": curve(summary["run_dir"]), "config": dump_config(cfg)}
 
 
-def finish(runs: dict[str, list[dict]], meta: dict, out: Path) -> int:
-    """Aggregate the arms' runs (means over seeds), write ``out`` (.json, .md, .png) and print the table."""
-    arms = {name: {"test_accuracy": float(np.mean([r["test_accuracy"] for r in rs])),
-                   "target_queries": int(np.mean([r["target_queries"] for r in rs])),
-                   "prompts": {r["seed"]: r["prompt"] for r in rs}, "runs": rs} for name, rs in runs.items()}
-    result = {"arms": arms, **meta, "plot": out.with_suffix(".png").name}
-    write_atomic(out, json.dumps(result, indent=2) + "\n")
-    write_atomic(out.with_suffix(".md"), markdown(result))
-    plot(result, out.with_suffix(".png"))
-    print(markdown(result))
-    return 0
+def assemble(runs_dir: Path) -> dict[str, Any]:
+    """The results from every finished part in ``runs_dir``: ``arms.<arm>`` (means and the runs, seeds in RLPrompt's
+    order), the gold test labels once, the commands and commits that made the parts, and the intervals."""
+    parts = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((runs_dir / "parts").glob("k*.json"))]
+    meta = json.loads((runs_dir / "parts" / "test.json").read_text(encoding="utf-8"))
+    arms: dict[str, Any] = {}
+    for arm in ARMS:
+        runs = sorted((p for p in parts if p["arm"] == arm), key=lambda r: RLPROMPT_SEEDS.index(r["seed"]))
+        if runs:
+            arms[arm] = {"n_agents": ARMS[arm], "test_accuracy": float(np.mean([r["test_accuracy"] for r in runs])),
+                         "dev_accuracy": float(np.mean([r["dev_accuracy"] for r in runs])),
+                         "target_queries": int(np.mean([r["target_queries"] for r in runs])),
+                         "prompts": {r["seed"]: r["prompt"] for r in runs}, "runs": runs}
+    result = {"arms": arms, **meta, "commands": sorted({p["command"] for p in parts}),
+              "commits": sorted({p["commit"] for p in parts})}
+    result["intervals"] = intervals(result)
+    return result
 
 
-def plot(result: dict, path: Path) -> None:
+def intervals(result: dict[str, Any]) -> dict[str, dict]:
+    """Per arm: the mean test accuracy over seeds with its 95% t-interval; per K > 1: K minus K=1 on the seeds both
+    ran, with a 95% paired bootstrap interval over seeds x test examples. Bounds are None where one seed gives none."""
+    labels, arms = [int(c) for c in result["test_labels"]], result["arms"]
+
+    def plain(interval) -> dict:
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in interval.as_dict().items()}
+
+    out = {arm: plain(mean_interval([r["test_accuracy"] for r in a["runs"]])) for arm, a in arms.items()}
+    if "k1" in arms:
+        base = {r["seed"]: correctness(r["test_predictions"], labels) for r in arms["k1"]["runs"]}
+        for arm in (a for a in arms if a != "k1"):
+            mine = {r["seed"]: correctness(r["test_predictions"], labels) for r in arms[arm]["runs"]}
+            common = [s for s in RLPROMPT_SEEDS if s in mine and s in base]
+            if common:
+                diff = paired_bootstrap([mine[s] for s in common], [base[s] for s in common])
+                out[f"{arm}-k1"] = {**plain(diff), "seeds": common}
+    return out
+
+
+def shown(prompt: str) -> str:
+    """A prompt as one markdown table cell: control characters escaped, pipes too."""
+    return json.dumps(prompt, ensure_ascii=False)[1:-1].replace("|", "\\|")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The results as markdown, from the results JSON alone: every run, then per arm the mean test accuracy over
+    seeds with its 95% t-interval, and K=2 and K=3 minus K=1 with 95% paired bootstrap intervals."""
+    cfg, arms = result["config"], result["arms"]
+    per_update = cfg["n_episodes"] * cfg["input_batch_size"]
+    lines = [f"# MultiPrompter, K = {', '.join(str(a['n_agents']) for a in arms.values())} agents through one "
+             f"training loop, on {Path(cfg['task']).name} 16-shot ({result['prompt_length']}-token prompts, "
+             f"{result['updates']} PPO updates per run, {result['test_examples']} test examples, raw accuracy)", "",
+             "Commands: " + "; ".join(f"`{c}`" for c in result["commands"]),
+             f"at commit(s) {', '.join(result['commits'])}.", "",
+             f"Budget: every update scores {cfg['n_episodes']} prompts x {cfg['input_batch_size']} train inputs = "
+             f"{per_update} target sequences whatever K, plus at most (1 + {cfg['eval_top_k']}) x |dev| every "
+             f"{cfg['eval_every']} updates: equal updates, equal budgets (measured counts below). Policy seed = the "
+             f"data seed's position in RLPrompt's list, the same for every arm.", "",
+             "Runs short of the budget (fewer updates; compare them with care): " + (", ".join(
+                 f"{name}/{r['seed']} ({r['updates']})" for name, arm in arms.items() for r in arm["runs"]
+                 if r["updates"] < result["updates"]) or "none") + ".", "",
+             "| arm | seed | policy seed | learned prompt | dev acc | test acc | dev-test gap | target queries | "
+             "updates | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, arm in arms.items():
+        for r in arm["runs"]:
+            lines.append(f"| {name} | {r['seed']} | {r['policy_seed']} | `{shown(r['prompt'])}` | "
+                         f"{r['dev_accuracy']:.3f} | {r['test_accuracy']:.3f} | "
+                         f"{r['dev_accuracy'] - r['test_accuracy']:+.3f} | {r['target_queries']} | {r['updates']} | "
+                         f"{r['wall_seconds']} |")
+    ci = intervals(result)  # recomputed: the runs' predictions are the source of truth
+
+    def fmt(d: dict, sign: str = "") -> str:
+        text = f"{d['mean']:{sign}.3f}"
+        return text if d["low"] is None else f"{text} [{d['low']:{sign}.3f}, {d['high']:{sign}.3f}]"
+
+    lines += ["", "Means over seeds with 95% t-intervals; differences with 95% paired bootstrap intervals over seeds "
+              "and test examples (one arm beats another only when the interval excludes 0).", "",
+              "| arm | seeds | test acc | dev acc | mean dev-test gap | minus K=1 (same seeds) |",
+              "|---|---|---|---|---|---|"]
+    for name, arm in arms.items():
+        gap = np.mean([r["dev_accuracy"] - r["test_accuracy"] for r in arm["runs"]])
+        diff = ci.get(f"{name}-k1")
+        verdict = "" if diff is None else (" (better)" if diff["low"] > 0 else " (worse)" if diff["high"] < 0
+                                            else " (inside the noise)")
+        lines.append(f"| {name} | {len(arm['runs'])} | {fmt(ci[name])} | {arm['dev_accuracy']:.3f} | {gap:+.3f} | "
+                     f"{'-' if diff is None else fmt(diff, '+') + verdict} |")
+    lines += ["", f"Curves: {result['plot']} (raw train reward vs target queries).", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
     """Raw train reward vs target queries: a thin line per seed, a thick one for each arm's mean over seeds."""
     import matplotlib
 
@@ -136,26 +226,71 @@ def plot(result: dict, path: Path) -> None:
             ax.plot(mean[:, 0], mean[:, 1], color=color, linewidth=2, label=f"{name} (mean of {len(curves)})")
     ax.set_xlabel("target queries (sequences)")
     ax.set_ylabel("raw train reward (gap, mean over batch)")
-    ax.set_title(f"SST-2 16-shot, {result['prompt_length']}-token prompts")
+    ax.set_title(f"{Path(result['config']['task']).name} 16-shot, {result['prompt_length']}-token prompts")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def markdown(result: dict) -> str:
-    """One row per arm and seed, then the means."""
-    lines = [f"# MultiPrompter vs RLPrompt on SST-2 16-shot ({result['prompt_length']}-token prompts, "
-             f"budget {result['budget']} target sequences, {result['test_examples']} test sentences, raw accuracy)",
-             "", f"Command: `{result['command']}`", "",
-             "| arm | seed | prompt | dev acc | test acc | target queries | updates | wall s |", "|---|---|---|---|---|---|---|---|"]
-    for name, arm in result["arms"].items():
-        for r in arm["runs"]:
-            lines.append(f"| {name} | {r['seed']} | `{r['prompt']}` | {r['dev_accuracy']:.3f} | {r['test_accuracy']:.3f} | "
-                         f"{r['target_queries']} | {r['updates']} | {r['wall_seconds']} |")
-    lines += ["", "Mean test accuracy: " + "; ".join(f"{n} {a['test_accuracy']:.3f}" for n, a in result["arms"].items()),
-              "", f"Curves: {result['plot']} (raw train reward vs target queries).", ""]
-    return "\n".join(lines)
+def write_results(result: dict[str, Any], out: Path) -> None:
+    """The results JSON, its markdown and its plot, each written atomically."""
+    result = {**result, "plot": out.with_suffix(".png").name}
+    write_atomic(out, json.dumps(result, indent=1) + "\n")
+    write_atomic(out.with_suffix(".md"), markdown(result))
+    if result["arms"]:
+        tmp = out.with_name(f".{out.stem}.{os.getpid()}.png")
+        plot(result, tmp)
+        tmp.replace(out.with_suffix(".png"))
+
+
+def main(argv: list[str] | None = None, *, target: Target | None = None) -> int:
+    """Run the benchmark (``target`` overrides the config's: tests pass a scripted fake)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the MultiPrompter config")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "multiprompter_sst2.yaml"))
+    parser.add_argument("--seeds", nargs="+", default=list(SEEDS), help="dataset seed directories (RLPrompt's)")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--length", type=int, default=6, help="total prompt tokens (divisible by every arm's K)")
+    parser.add_argument("--updates", type=int, default=120, help="PPO updates of every run (the equal budget)")
+    parser.add_argument("--test-limit", type=int, default=None, help="score a fixed seeded sample of N test examples")
+    parser.add_argument("--runs-dir", default="runs/multiprompter_bench", help="run directories and parts")
+    parser.add_argument("--out", default=str(ROOT / "results" / "multiprompter.json"))
+    parser.add_argument("--report-only", action="store_true", help="rebuild the results from the parts, train nothing")
+    args = parser.parse_args(argv)
+    runs_dir, out = Path(args.runs_dir), Path(args.out)
+    if args.report_only:
+        write_results(assemble(runs_dir), out)
+        print(out.with_suffix(".md").read_text(encoding="utf-8"))
+        return 0
+
+    base = load_config(args.config, MultiPrompterConfig, args.overrides)
+    configs = {(arm, seed): arm_config(base, arm, seed, args.length, args.updates)
+               for seed in args.seeds for arm in args.arms}  # bad seeds or lengths fail before any training
+    command = " ".join(shlex.quote(a) for a in ["python", "experiments/multiprompter_bench.py",
+                                                *(sys.argv[1:] if argv is None else argv)])
+    target = make_target(base.target, dtype=base.target_dtype) if target is None else target
+    test = build_task(next(iter(configs.values()))).split("test")
+    test_idx = sample_test(len(test.texts), args.test_limit)
+    meta = {"prompt_length": args.length, "updates": args.updates, "test_examples": len(test_idx),
+            "test_indices": "all" if len(test_idx) == len(test.texts) else test_idx.tolist(),
+            "test_labels": digits([test.labels[i] for i in test_idx]), "config": dump_config(base)}
+    meta_path = runs_dir / "parts" / "test.json"
+    if meta_path.is_file() and json.loads(meta_path.read_text(encoding="utf-8"))["test_labels"] != meta["test_labels"]:
+        raise ValueError(f"{runs_dir} holds parts scored on other test examples; use another --runs-dir")
+    write_atomic(meta_path, json.dumps(meta))
+    for (arm, seed), cfg in configs.items():
+        part = runs_dir / "parts" / f"{arm}-{seed}.json"
+        if part.is_file() and json.loads(part.read_text(encoding="utf-8"))["config"] == dump_config(cfg):
+            continue
+        record = run_part(cfg, arm, target, runs_dir / arm / seed, test_idx)
+        write_atomic(part, json.dumps({**record, "command": command, "commit": code_commit()}))
+        print(arm, json.dumps({k: v for k, v in record.items() if k not in ("curve", "config", "test_predictions")}),
+              file=sys.stderr, flush=True)
+        write_results(assemble(runs_dir), out)
+    write_results(assemble(runs_dir), out)
+    print(out.with_suffix(".md").read_text(encoding="utf-8"))
+    return 0
 
 
 if __name__ == "__main__":

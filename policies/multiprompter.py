@@ -1,17 +1,26 @@
 """MultiPrompter: K cooperative prompter agents trained with multi-agent PPO against a frozen target.
 
 Kim et al. 2023, "MultiPrompter: Cooperative Prompt Optimization with Multi-Agent Reinforcement Learning".
-Agent ``k`` writes tokens ``[k*S, (k+1)*S)`` of one prompt (the turn order of
-:class:`~rlprompt.envs.MultiPrompterEnv`); all agents share the team reward the target gives the finished
-prompt. Centralized training, decentralized execution:
+Agent ``k`` writes tokens ``[k*S, (k+1)*S)`` of one prompt, in the turn order and with the observations of
+:class:`~rlprompt.envs.MultiPrompterEnv` (its :func:`~rlprompt.envs.multiprompter.acting_agent` and
+:func:`~rlprompt.envs.multiprompter.observation`); all agents share the team reward the target gives the
+finished prompt. ``n_agents=1`` is single-agent RLPrompt-style PPO through this same loop (the benchmark's K=1 arm).
 
-* each ACTOR is RLPrompt-style (Deng et al. 2022): the frozen LM's last hidden state ``h`` of the prompt
-  so far, plus its own small MLP added residually, read out through the frozen LM head over the action
-  tokens (``shared_head=True``: one MLP fed ``h + e_k`` with a learned agent embedding ``e_k``);
-* one CENTRALIZED critic sees the whole prompt so far (``h``), the acting agent's index (one-hot) and
-  the position, and gives every agent its advantages (GAE);
+Centralized training, decentralized execution (CTDE), precisely:
+
+* each ACTOR is decentralized and RLPrompt-style (Deng et al. 2022). Actor ``k`` reads only ``h_t``, the frozen
+  LM's last hidden state of the prompt so far: the text it continues, as the LM reads it. It is told nothing
+  else: not the position ``t`` (beyond what ``h_t`` carries), not who wrote which token, not the critic's
+  features. Its own parameters make it agent ``k``: its own MLP (``shared_head=True``: one MLP fed ``h_t + e_k``
+  with a learned agent embedding ``e_k``), added residually and read out through the frozen LM head over the
+  action tokens (:func:`~rlprompt.policies.rlprompt.head_logits`). Writing a prompt (``decode``) uses the actors alone;
+* one CENTRALIZED critic reads the joint state: ``h_t``; every agent's segment SEPARATELY (for agent ``j``,
+  the mean frozen input embedding of the tokens ``j`` has written so far, zeros before its turn: who wrote what);
+  which agent acts (one-hot ``k``); and the position ``t / L``. Its value gives every agent its advantages (GAE)
+  from the one team reward, and is used only in training;
 * a compact PPO loop: ``n_episodes`` episodes roll out in lockstep, so they finish together and their
-  prompts are scored in ONE :meth:`PromptScorer.score` call on one minibatch (z-scored per input).
+  prompts are scored in ONE :meth:`PromptScorer.score` call on one minibatch (z-scored per input); each agent's
+  clipped objective is averaged over its own turns.
 
 Layout: :class:`MultiPrompterConfig`, :class:`MultiPrompterPolicy`, the rollout and PPO math
 (:func:`rollout`, :func:`gae`, :func:`ppo_update`) and :func:`train_multiprompter`.
@@ -30,10 +39,11 @@ import torch
 from torch import nn
 
 from rlprompt.config import dump_config
-from rlprompt.envs.multiprompter import MultiPrompterEnv
+from rlprompt.envs.multiprompter import MultiPrompterEnv, acting_agent, observation
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.models import load_model
-from rlprompt.policies.rlprompt import PrefixFeatures, TokenPPOConfig, actor_mlp, build_task, context_ids, head_logits, mlp
+from rlprompt.policies.rlprompt import (PrefixFeatures, TokenPPOConfig, actor_mlp, build_task, context_ids, head_logits,
+                                       mlp)
 from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
 from rlprompt.targets import Target, make_target
 
@@ -71,14 +81,14 @@ class MultiPrompterConfig(TokenPPOConfig):
 
 # -- policy ---------------------------------------------------------------------------------------
 class MultiPrompterPolicy(nn.Module):
-    """K RLPrompt-style actors and one centralized critic (MultiPrompter, Kim et al. 2023, section 3).
+    """K decentralized RLPrompt-style actors and one centralized critic (MultiPrompter, Kim et al. 2023, section 3).
 
     Observations are :class:`~rlprompt.envs.MultiPrompterEnv`'s: ``(B, L + 2)`` int64 = the whole
     prompt's token ids so far, the position ``t``, the agent number ``k + 1``. Actor ``k``:
     ``logits = W[action ids] @ (h + MLP_k(h))`` (shared head: ``MLP(h + e_k)``), ``h`` the frozen LM's
     hidden state of the prompt so far; ``top_k`` masks all but the frozen LM's top-k action tokens.
-    Critic: ``MLP([h, onehot(k), t / L]) -> V``. The frozen LM is not
-    a submodule: ``parameters()`` and ``state_dict()`` hold only the trainable heads.
+    Critic: ``MLP([h, segment_1, ..., segment_K, onehot(k), t / L]) -> V`` (:meth:`critic_input`). The frozen LM
+    is not a submodule: ``parameters()`` and ``state_dict()`` hold only the trainable heads.
     """
 
     def __init__(self, lm: nn.Module, action_token_ids: np.ndarray, context_ids: list[int], n_agents: int,
@@ -86,6 +96,8 @@ class MultiPrompterPolicy(nn.Module):
                  top_k: int | None = None, cache_size: int = 50_000, head: str = "residual",
                  top_k_from: str = "frozen") -> None:
         super().__init__()
+        if prompt_length % n_agents:
+            raise ValueError(f"prompt_length={prompt_length} must be a multiple of n_agents={n_agents}")
         self.head, self.top_k_from = head, top_k_from
         object.__setattr__(self, "lm", lm)  # not a submodule: never optimised, never saved
         self.action_token_ids = torch.as_tensor(np.asarray(action_token_ids), dtype=torch.long)
@@ -93,6 +105,7 @@ class MultiPrompterPolicy(nn.Module):
             raise ValueError("action token ids exceed the policy LM's vocabulary: policy and target tokenizers differ")
         self.features = PrefixFeatures(lm, context_ids, cache_size)
         self.n_agents, self.prompt_length, self.shared_head, self.top_k = n_agents, prompt_length, shared_head, top_k
+        self.segment_length = prompt_length // n_agents
         h = int(lm.config.hidden_size)
         if shared_head:
             self.actor = actor_mlp(h, mlp_hidden, head)
@@ -100,7 +113,7 @@ class MultiPrompterPolicy(nn.Module):
             nn.init.normal_(self.agent_embedding.weight, std=0.02)
         else:
             self.actors = nn.ModuleList(actor_mlp(h, mlp_hidden, head) for _ in range(n_agents))
-        self.critic = mlp(h + n_agents + 1, value_hidden, 1)
+        self.critic = mlp(h * (1 + n_agents) + n_agents + 1, value_hidden, 1)
         head = lm.get_output_embeddings().weight.detach()[self.action_token_ids].float().clone()
         self.register_buffer("head_weight", head, persistent=False)
 
@@ -112,14 +125,28 @@ class MultiPrompterPolicy(nn.Module):
         """The acting agent's 0-based index of each observation."""
         return obs[:, -1].long() - 1
 
+    @torch.no_grad()
+    def segments(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(B, K, hidden)``: for each agent ``j``, the mean frozen input embedding of the tokens it has written
+        (slots ``< t`` of its segment), zeros before its turn. What every agent wrote, kept apart for the critic."""
+        tokens, t = obs[:, : self.prompt_length].long(), obs[:, -2].long()
+        written = (torch.arange(self.prompt_length) < t[:, None]).float()  # slots >= t are empty whatever they hold
+        embed = self.lm.get_input_embeddings()
+        emb = embed(tokens.to(embed.weight.device)).float().to(self.head_weight.device) * written[..., None]
+        per_agent = emb.unflatten(1, (self.n_agents, self.segment_length)).sum(2)
+        count = written.unflatten(1, (self.n_agents, self.segment_length)).sum(2).clamp(min=1)
+        return per_agent / count[..., None]
+
     def critic_input(self, obs: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
-        """The centralized critic's input ``(B, hidden + K + 1)``: joint-prompt features, one-hot agent, t / L."""
+        """The centralized critic's input ``(B, hidden * (K + 1) + K + 1)``: the joint prompt's features ``h``,
+        every agent's segment (:meth:`segments`), the acting agent one-hot and ``t / L``."""
         h = self.frozen_hidden(obs) if h is None else h
         onehot = nn.functional.one_hot(self.agent_of(obs), self.n_agents).float()
-        return torch.cat([h, onehot, obs[:, -2:-1].float() / self.prompt_length], dim=-1)
+        return torch.cat([h, self.segments(obs).flatten(1), onehot, obs[:, -2:-1].float() / self.prompt_length],
+                         dim=-1)
 
     def logits(self, obs: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
-        """Action logits ``(B, A)`` of each observation's own agent (decentralized actors)."""
+        """Action logits ``(B, A)`` of each observation's own agent (decentralized actors: they read ``h`` only)."""
         h = self.frozen_hidden(obs) if h is None else h
         agent = self.agent_of(obs)
         if self.shared_head:
@@ -142,32 +169,24 @@ class MultiPrompterPolicy(nn.Module):
 
 
 # -- rollout and PPO ------------------------------------------------------------------------------
-def observation(tokens: torch.Tensor, t: int, segment_length: int) -> torch.Tensor:
-    """MultiPrompterEnv's observation for every row at position ``t``: tokens, ``t``, agent ``t // S + 1``."""
-    n = tokens.shape[0]
-    extra = torch.tensor([t, t // segment_length + 1], dtype=torch.long).expand(n, 2)
-    return torch.cat([tokens, extra], dim=1)
-
-
 @torch.no_grad()
 def rollout(policy: MultiPrompterPolicy, n: int, deterministic: bool = False) -> dict[str, Any]:
-    """``n`` episodes in lockstep, in MultiPrompterEnv's turn order: agent ``t // S`` picks token ``t``.
+    """``n`` episodes in lockstep, in MultiPrompterEnv's turn order and with its observations (agent ``t // S``
+    writes token ``t``).
 
     Returns ``obs (n, L, L + 2)``, ``actions``, ``log_probs``, ``values`` ``(n, L)`` and ``tokens (n, L)`` (numpy).
     """
-    length = policy.prompt_length
-    segment = length // policy.n_agents
-    tokens = torch.zeros((n, length), dtype=torch.long)
+    tokens = np.zeros((n, policy.prompt_length), dtype=np.int64)
     obs, actions, log_probs, values = [], [], [], []
-    for t in range(length):
-        o = observation(tokens, t, segment)
+    for t in range(policy.prompt_length):
+        o = torch.from_numpy(observation(tokens, t, acting_agent(t, policy.segment_length)))
         h = policy.frozen_hidden(o)
         dist = torch.distributions.Categorical(logits=policy.logits(o, h))
         a = dist.probs.argmax(-1) if deterministic else dist.sample()
         obs.append(o), actions.append(a), log_probs.append(dist.log_prob(a)), values.append(policy.value(o, h))
-        tokens[:, t] = policy.action_token_ids[a]
+        tokens[:, t] = policy.action_token_ids[a].numpy()
     return {"obs": torch.stack(obs, 1), "actions": torch.stack(actions, 1), "log_probs": torch.stack(log_probs, 1),
-            "values": torch.stack(values, 1), "tokens": tokens.numpy()}
+            "values": torch.stack(values, 1), "tokens": tokens}
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -357,5 +376,5 @@ def _evaluate(cfg: MultiPrompterConfig, run: RunDir, policy: MultiPrompterPolicy
             "eval/best_accuracy": state["best_accuracy"]}
 
 
-__all__ = ["MultiPrompterConfig", "MultiPrompterPolicy", "gae", "make_multiprompter", "observation", "ppo_update",
-           "rollout", "train_multiprompter"]
+__all__ = ["MultiPrompterConfig", "MultiPrompterPolicy", "gae", "make_multiprompter", "ppo_update", "rollout",
+           "train_multiprompter"]

@@ -1,4 +1,5 @@
-"""MultiPrompter (Kim et al. 2023): turn order, segments, centralized critic, PPO updates, determinism, resume.
+"""MultiPrompter (Kim et al. 2023): turn order, segments, centralized critic, PPO updates, determinism, resume,
+K = 1 through the same loop, and the K = 1, 2, 3 benchmark (seeds, parts, resume, report).
 
 Tiny random Llama policy LM and the scripted fake target of ``test_rlprompt`` (log p(gold) grows with the
 share of vowels in the prompt text).
@@ -6,14 +7,17 @@ share of vowels in the prompt text).
 
 from __future__ import annotations
 
+import re
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from rlprompt.config import dump_config, load_config
-from rlprompt.envs.multiprompter import MultiPrompterEnv
-from rlprompt.policies.multiprompter import (MultiPrompterConfig, gae, make_multiprompter, observation, ppo_update,
-                                             rollout, train_multiprompter)
+from rlprompt.envs.multiprompter import MultiPrompterEnv, observation
+from rlprompt.policies.multiprompter import (MultiPrompterConfig, gae, make_multiprompter, ppo_update, rollout,
+                                             train_multiprompter)
 from rlprompt.runs import RunDir
 from tests.test_rlprompt import VOCAB, FakeTarget
 
@@ -52,22 +56,29 @@ def test_rollout_follows_the_env_turn_order_and_each_agent_writes_only_its_segme
     assert set(batch["tokens"].ravel()) <= set(VOCAB)
 
 
-def test_centralized_critic_sees_the_joint_prompt_and_the_agent_index():
-    cfg = tiny_config()
+def test_centralized_critic_sees_the_joint_prompt_every_segment_the_agent_and_the_position():
+    cfg = tiny_config()  # K = 3 agents x S = 2 tokens
     _, policy, _ = make_multiprompter(cfg, FakeTarget())
-    tokens = torch.tensor([[VOCAB[1], VOCAB[2], VOCAB[3], 0, 0, 0], [VOCAB[4], VOCAB[5], VOCAB[6], 0, 0, 0]])
-    obs = observation(tokens, 3, cfg.segment_length)  # t = 3: agent 1's second token
+    tokens = np.array([[VOCAB[1], VOCAB[2], VOCAB[3], 0, 0, 0], [VOCAB[4], VOCAB[5], VOCAB[6], 0, 0, 0]])
+    obs = torch.from_numpy(observation(tokens, 3, 1))  # t = 3: agent 1's second token
     assert obs[:, -2:].tolist() == [[3, 2], [3, 2]]
     x = policy.critic_input(obs)
     hidden = policy.lm.config.hidden_size
-    assert x.shape == (2, hidden + cfg.n_agents + 1)
+    assert x.shape == (2, hidden * 4 + cfg.n_agents + 1)
     assert torch.equal(x[:, :hidden], policy.frozen_hidden(obs))  # the whole prompt so far
-    assert x[:, hidden:hidden + 3].tolist() == [[0, 1, 0], [0, 1, 0]]  # one-hot agent index
+    emb = policy.lm.get_input_embeddings().weight.detach().float()
+    segments = x[:, hidden: 4 * hidden].reshape(2, 3, hidden)  # agent j's own tokens, apart from the others'
+    assert torch.allclose(segments[0, 0], emb[[VOCAB[1], VOCAB[2]]].mean(0), atol=1e-6)
+    assert torch.allclose(segments[0, 1], emb[VOCAB[3]], atol=1e-6)  # only what agent 1 has written so far
+    assert torch.equal(segments[:, 2], torch.zeros(2, hidden))  # agent 2 has not written yet
+    assert x[:, 4 * hidden: 4 * hidden + 3].tolist() == [[0, 1, 0], [0, 1, 0]]  # one-hot agent index
     assert torch.allclose(x[:, -1], torch.full((2,), 3 / 6))
-    assert not torch.equal(x[0, :hidden], x[1, :hidden])  # different joint prompts, different features
+    garbage = obs.clone()
+    garbage[:, 3:6] = VOCAB[9]  # slots not written yet do not count, whatever they hold
+    assert torch.equal(policy.critic_input(garbage), x)
     other = obs.clone()
     other[:, -1] = 3  # same prompt, another agent index: the critic's input (and value) change
-    assert policy.critic_input(other)[:, hidden:hidden + 3].tolist() == [[0, 0, 1], [0, 0, 1]]
+    assert policy.critic_input(other)[:, 4 * hidden: 4 * hidden + 3].tolist() == [[0, 0, 1], [0, 0, 1]]
     assert not torch.allclose(policy.value(obs), policy.value(other))
     # the untrained actor is the frozen LM's distribution over the action tokens
     h = policy.frozen_hidden(obs)
@@ -77,6 +88,31 @@ def test_centralized_critic_sees_the_joint_prompt_and_the_agent_index():
     assert int((probs > 1e-6).sum(-1).max()) == 3
     assert torch.equal((probs > 1e-6), torch.zeros_like(probs, dtype=torch.bool).scatter_(
         -1, (h @ policy.head_weight.T).topk(3, dim=-1).indices, True))
+
+
+@pytest.mark.parametrize("shared_head", [False, True])
+def test_the_critic_reads_who_wrote_what_and_the_actors_read_only_the_prompt_so_far(shared_head):
+    """CTDE: given the same frozen features h of the prompt so far, an actor's logits do not depend on the
+    critic-only inputs (each agent's segment apart, the position), while the centralized value does."""
+    _, policy, optimizer = make_multiprompter(tiny_config(shared_head=shared_head), FakeTarget())
+    a = np.array([[VOCAB[1], VOCAB[2], VOCAB[3], VOCAB[4], 0, 0]])
+    b = a.copy()
+    b[0, :2] = [VOCAB[7], VOCAB[8]]  # agent 0 wrote something else; agent 2 acts at t = 4
+    obs_a, obs_b = (torch.from_numpy(observation(x, 4, 2)) for x in (a, b))
+    h = policy.frozen_hidden(obs_a)  # one actor input for both: what the LM reads is held fixed
+    assert torch.equal(policy.logits(obs_a, h), policy.logits(obs_b, h))
+    assert not torch.allclose(policy.value(obs_a, h), policy.value(obs_b, h))
+    later = obs_a.clone()
+    later[:, -2] = 5  # the same agent and features at another position
+    assert torch.equal(policy.logits(later, h), policy.logits(obs_a, h))
+    assert not torch.allclose(policy.value(later, h), policy.value(obs_a, h))
+    # the actor loss reaches no critic parameter, the value loss no actor parameter
+    policy.logits(obs_a, h).logsumexp(-1).sum().backward()
+    assert all(p.grad is None for p in policy.critic.parameters())
+    optimizer.zero_grad(set_to_none=True)
+    policy.value(obs_a, h).sum().backward()
+    critic = {id(p) for p in policy.critic.parameters()}
+    assert all(p.grad is None for p in policy.parameters() if id(p) not in critic)
 
 
 def test_gae_with_a_terminal_reward_matches_hand_computation():
@@ -183,3 +219,126 @@ def test_env_is_a_valid_pettingzoo_env():
 
     env = MultiPrompterEnv("sentiment", FakeTarget(), num_agents=2, segment_length=2, vocab=VOCAB, batch_size=4)
     api_test(env, num_cycles=3)
+
+
+# -- K = 1 through the same loop ------------------------------------------------------------------
+def test_one_agent_trains_through_the_same_loop(tmp_path):
+    cfg = tiny_config(n_agents=1, segment_length=6)
+    summary = train_multiprompter(cfg, tmp_path / "k1", target=FakeTarget())
+    assert summary["steps"] == 4 and summary["best_prompt"]
+    last = RunDir(tmp_path / "k1", resume=True).read_metrics()[-1]
+    assert "losses/policy_loss_agent0" in last and not any("agent1" in k for k in last)
+    _, policy, _ = make_multiprompter(cfg, FakeTarget())
+    batch = rollout(policy, 3)
+    assert (batch["obs"][..., -1] == 1).all() and batch["tokens"].shape == (3, 6)
+    hidden = policy.lm.config.hidden_size
+    assert policy.critic_input(batch["obs"][:, 2]).shape == (3, 2 * hidden + 2)
+
+
+# -- the benchmark: K = 1, 2, 3 through one loop ----------------------------------------------------
+@pytest.fixture
+def bench_setup(tmp_path):
+    """An RLPrompt-style 16-shot directory (two data seeds) made of the built-in sentiment task, which the fake
+    target knows, and a tiny benchmark config over it."""
+    from rlprompt.tasks import load_task
+
+    import experiments.multiprompter_bench as bench
+
+    task = load_task("sentiment")
+    data = tmp_path / "sst-2"
+
+    def write(path, split):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [f"{t}\t{y}" for t, y in zip(split.texts, split.labels)]
+        path.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+
+    for seed in ("16-100", "16-13"):
+        write(data / seed / "train.tsv", task.split("train"))
+        write(data / seed / "dev.tsv", task.split("dev"))
+    write(data / "test.tsv", task.split("test"))
+    config = tmp_path / "bench.yaml"
+    config.write_text(dump_yaml({**dict(method="multiprompter", task=str(data), template="{sentence} {prompt}",
+                                        verbalizers=[" terrible", " great"]),
+                                 **{k: v for k, v in dump_config(tiny_config()).items() if k not in (
+                                     "method", "task", "template", "verbalizers", "n_agents", "segment_length")},
+                                 "eval_every": 1, "eval_top_k": 1}), encoding="utf-8")
+
+    def run(*argv, **kwargs):
+        return bench.main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"),
+                           "--out", str(tmp_path / "out" / "mp.json"), *argv], target=FakeTarget(), **kwargs)
+
+    return bench, run, tmp_path
+
+
+def dump_yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def test_bench_policy_seed_differs_per_data_seed_across_separate_calls(bench_setup):
+    bench, run, tmp = bench_setup
+    for seed in ("16-100", "16-13"):  # one data seed per call, as when seeds run in parallel processes
+        assert run("--seeds", seed, "--arms", "k2", "--updates", "1", "--test-limit", "8") == 0
+    seeds = {s: RunDir(tmp / "runs" / "k2" / s, resume=True).read_config()["seed"] for s in ("16-100", "16-13")}
+    assert seeds == {"16-100": 0, "16-13": 1}
+    base = MultiPrompterConfig()
+    assert {bench.arm_config(base, arm, "16-13", 6, 2).seed for arm in bench.ARMS} == {1}  # paired arms
+    with pytest.raises(ValueError, match="16-7"):
+        bench.policy_seed("16-7")
+
+
+def test_bench_runs_every_arm_through_one_loop_writes_parts_resumes_and_reports(bench_setup, monkeypatch):
+    import json
+
+    bench, run, tmp = bench_setup
+    assert run("--seeds", "16-100", "--updates", "1", "--test-limit", "20") == 0
+    out = tmp / "out" / "mp.json"
+    result = json.loads(out.read_text())
+    assert list(result["arms"]) == ["k1", "k2", "k3"] and len(result["test_labels"]) == 20
+    for arm, k in bench.ARMS.items():
+        (r,) = result["arms"][arm]["runs"]
+        config = RunDir(r["run_dir"], resume=True).read_config()
+        assert config["method"] == "multiprompter" and config["n_agents"] == k and config["segment_length"] == 6 // k
+        metrics = RunDir(r["run_dir"], resume=True).read_metrics()
+        assert f"losses/policy_loss_agent{k - 1}" in metrics[-1]  # the custom MultiPrompter loop, K=1 included
+        assert len(r["test_predictions"]) == 20 and set(r["test_predictions"]) <= {"0", "1"}
+        assert r["test_accuracy"] == pytest.approx(
+            float(np.mean([p == y for p, y in zip(r["test_predictions"], result["test_labels"])])))
+        assert r["policy_seed"] == 0 and r["command"].startswith("python experiments/multiprompter_bench.py")
+    queries = [result["arms"][a]["runs"][0]["target_queries"] for a in bench.ARMS]
+    assert max(queries) - min(queries) <= 2 * 32  # equal training budgets; dev prompts scored once may differ
+    assert {"k1", "k2", "k3", "k2-k1", "k3-k1"} <= set(result["intervals"])
+    text = out.with_suffix(".md").read_text()
+    assert text == bench.markdown(result) and "(fewer updates; compare them with care): none." in text
+    number = r"[+-]?\d\.\d{3}"
+    assert re.search(rf"\| k3 \| 1 \| {number} \| {number} \| {number} \| {number} \[{number}, {number}\] "
+                     rf"\((better|worse|inside the noise)\) \|", text)  # K=3 minus K=1, paired bootstrap interval
+    assert out.with_suffix(".png").is_file()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished part was trained again")
+
+    monkeypatch.setattr(bench, "train_multiprompter", no_training)
+    assert run("--seeds", "16-100", "--updates", "1", "--test-limit", "20") == 0  # finished parts are skipped
+    monkeypatch.undo()
+    first = RunDir(tmp / "runs" / "k1" / "16-100", resume=True).read_metrics()
+    assert run("--seeds", "16-100", "--arms", "k1", "--updates", "2", "--test-limit", "20") == 0
+    resumed = RunDir(tmp / "runs" / "k1" / "16-100", resume=True).read_metrics()
+    assert [m["step"] for m in resumed] == [1, 2] and resumed[0] == first[0]  # continued from the checkpoint
+    assert json.loads(out.read_text())["arms"]["k1"]["runs"][0]["updates"] == 2
+    assert "compare them with care): k2/16-100 (1), k3/16-100 (1)." in out.with_suffix(".md").read_text()
+    killed = tmp / "runs" / "k3" / "16-100"  # killed before its first checkpoint: it starts again
+    for checkpoint in RunDir(killed, resume=True).checkpoint_dirs():
+        shutil.rmtree(checkpoint)
+    (tmp / "runs" / "parts" / "k3-16-100.json").unlink()
+    assert run("--seeds", "16-100", "--arms", "k3", "--updates", "1", "--test-limit", "20") == 0
+    assert [m["step"] for m in RunDir(killed, resume=True).read_metrics()] == [1]
+    out.unlink()
+    out.with_suffix(".md").unlink()
+    assert run("--report-only") == 0
+    again = json.loads(out.read_text())
+    assert again["arms"]["k1"]["runs"][0]["updates"] == 2
+    assert out.with_suffix(".md").read_text() == bench.markdown(again)
+    with pytest.raises(ValueError, match="other test examples"):
+        run("--seeds", "16-100", "--arms", "k1", "--updates", "2", "--test-limit", "10")
