@@ -34,13 +34,13 @@ import math
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rlprompt.benchmarking import BENCHMARK_SEEDS, RLPROMPT_SEEDS, code_commit, policy_seed, sample_indices
 from rlprompt.config import dump_config, load_config
 from rlprompt.evaluation import evaluate
 from rlprompt.policies.multiprompter import MultiPrompterConfig, train_multiprompter
@@ -50,18 +50,9 @@ from rlprompt.stats import correctness, digits, mean_interval, paired_bootstrap
 from rlprompt.targets import Target, make_target
 
 ROOT = Path(__file__).resolve().parent
-RLPROMPT_SEEDS = ("16-100", "16-13", "16-21", "16-42", "16-87")
-"""RLPrompt's five dataset seeds in its order; the policy seed of a data seed is its position here."""
-SEEDS = RLPROMPT_SEEDS[:3]
+
 ARMS = {"k1": 1, "k2": 2, "k3": 3}
 """Arm name -> number of agents K."""
-
-
-def policy_seed(data_seed: str) -> int:
-    """The policy seed of a dataset seed: its position in RLPrompt's list (the same in every call of the bench)."""
-    if data_seed not in RLPROMPT_SEEDS:
-        raise ValueError(f"dataset seed {data_seed!r} is not one of RLPrompt's {RLPROMPT_SEEDS}")
-    return RLPROMPT_SEEDS.index(data_seed)
 
 
 def arm_config(base: MultiPrompterConfig, arm: str, data_seed: str, length: int, updates: int) -> MultiPrompterConfig:
@@ -73,21 +64,6 @@ def arm_config(base: MultiPrompterConfig, arm: str, data_seed: str, length: int,
     overrides = {"n_agents": k, "segment_length": length // k, "task_seed": data_seed,
                  "seed": policy_seed(data_seed), "total_updates": updates}
     return load_config(dump_config(base), MultiPrompterConfig, [f"{key}={value}" for key, value in overrides.items()])
-
-
-def sample_test(n: int, limit: int | None) -> np.ndarray:
-    """The test examples scored: all ``n``, or a fixed seeded sample of ``limit`` in file order (some test files
-    are sorted by label, so the first rows can be one class)."""
-    if limit is None or limit >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(0).permutation(n)[:limit])
-
-
-def code_commit() -> str:
-    """The git commit of the benchmark's code, with ``+dirty`` when tracked files differ from it."""
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def curve(run_dir: str) -> list[tuple[int, float]]:
@@ -249,7 +225,7 @@ def main(argv: list[str] | None = None, *, target: Target | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the MultiPrompter config")
     parser.add_argument("--config", default=str(ROOT / "configs" / "multiprompter_sst2.yaml"))
-    parser.add_argument("--seeds", nargs="+", default=list(SEEDS), help="dataset seed directories (RLPrompt's)")
+    parser.add_argument("--seeds", nargs="+", default=list(BENCHMARK_SEEDS), help="dataset seed directories (RLPrompt's)")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--length", type=int, default=6, help="total prompt tokens (divisible by every arm's K)")
     parser.add_argument("--updates", type=int, default=120, help="PPO updates of every run (the equal budget)")
@@ -271,7 +247,7 @@ def main(argv: list[str] | None = None, *, target: Target | None = None) -> int:
                                                 *(sys.argv[1:] if argv is None else argv)])
     target = make_target(base.target, dtype=base.target_dtype) if target is None else target
     test = build_task(next(iter(configs.values()))).split("test")
-    test_idx = sample_test(len(test.texts), args.test_limit)
+    test_idx = sample_indices(len(test.texts), args.test_limit)
     meta = {"prompt_length": args.length, "updates": args.updates, "test_examples": len(test_idx),
             "test_indices": "all" if len(test_idx) == len(test.texts) else test_idx.tolist(),
             "test_labels": digits([test.labels[i] for i in test_idx]), "config": dump_config(base)}

@@ -31,12 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from rlprompt.benchmarking import BENCHMARK_SEEDS, RLPROMPT_SEEDS, code_commit, policy_seed, sample_indices
 from rlprompt.config import dump_config, load_config
 from rlprompt.envs.prompt_tokens import action_vocabulary, decode_prompt
 from rlprompt.evaluation import evaluate
@@ -46,36 +46,12 @@ from rlprompt.stats import correctness, digits, mean_interval, paired_bootstrap
 from rlprompt.targets import make_target
 
 ROOT = Path(__file__).resolve().parent
-RLPROMPT_SEEDS = ("16-100", "16-13", "16-21", "16-42", "16-87")
-"""RLPrompt's five dataset seeds in its order; the policy seed of a data seed is its position here."""
-SEEDS = RLPROMPT_SEEDS[:3]  # RLPrompt's dataset seeds 0, 1, 2
+
 ARMS: dict[str, list[str]] = {
     "residual": [],
     "paper": ["policy_head=adaptor", "top_k=256", "top_k_from=policy", "policy_start=<|endoftext|>"],
 }
 """Config overrides of each arm on top of the benchmark config."""
-
-
-def code_commit() -> str:
-    """The git commit the benchmark's code is at (results must come from landed code), with ``+dirty`` if changed."""
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
-def policy_seed(data_seed: str) -> int:
-    """The policy seed of a dataset seed: its position in RLPrompt's list (distinct across separate calls)."""
-    if data_seed in RLPROMPT_SEEDS:
-        return RLPROMPT_SEEDS.index(data_seed)
-    raise ValueError(f"dataset seed {data_seed!r} is not one of RLPrompt's {RLPROMPT_SEEDS}")
-
-
-def sample_test(n: int, limit: int | None) -> np.ndarray:
-    """The test examples scored: all of them, or a fixed seeded sample of ``limit`` (some test files are sorted
-    by label, so the first ``limit`` rows can be one class), in file order."""
-    if limit is None or limit >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(0).permutation(n)[:limit])
 
 
 def score_test(target, task, prompt: str, idx: np.ndarray, calibrate: str = "none") -> dict:
@@ -113,7 +89,7 @@ def run_part(base: RLPromptConfig, arm: str, seed: str, target, args) -> dict:
     """Train one (arm, seed), score it and its random-search baseline on test; the part's record."""
     cfg = load_config(dump_config(base), RLPromptConfig, [*ARMS[arm], f"task_seed={seed}", f"seed={policy_seed(seed)}"])
     task = build_task(cfg)
-    idx = sample_test(len(task.split("test").texts), args.test_limit)
+    idx = sample_indices(len(task.split("test").texts), args.test_limit)
     run_dir = Path(args.runs_dir) / arm / seed  # an interrupted benchmark resumes each run
     summary = train_rlprompt(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), target=target)
     prompt = summary["best_prompt"] or ""
@@ -132,7 +108,7 @@ def baselines(base: RLPromptConfig, target, seed: str, limit: int | None) -> dic
     """The manual prompt raw and mean-calibrated on the test examples, with per-example predictions and gold labels."""
     task = build_task(load_config(dump_config(base), RLPromptConfig, [f"task_seed={seed}"]))
     test = task.split("test")
-    idx = sample_test(len(test.texts), limit)
+    idx = sample_indices(len(test.texts), limit)
     raw, calibrated = score_test(target, task, task.prompt, idx), score_test(target, task, task.prompt, idx, "mean")
     return {"manual_prompt": task.prompt, "manual_raw_test_accuracy": raw["test_accuracy"],
             "manual_raw_test_predictions": raw["test_predictions"],
@@ -160,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     parser.add_argument("--config", default=str(ROOT / "configs" / "rlprompt_sst2.yaml"))
-    parser.add_argument("--seeds", nargs="+", default=list(SEEDS), help="dataset seed directories")
+    parser.add_argument("--seeds", nargs="+", default=list(BENCHMARK_SEEDS), help="dataset seed directories")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--test-limit", type=int, default=None, help="score a fixed seeded sample of N test examples")
     parser.add_argument("--runs-dir", default="runs/rlprompt_bench", help="run directories, random-search state, parts")
