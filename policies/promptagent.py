@@ -108,6 +108,7 @@ class PromptAgentConfig(TaskTargetConfig):
     """Seeds minibatch sampling and optimizer sampling."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.search not in SEARCHES:
             raise ValueError(f"search must be one of {list(SEARCHES)}, got {self.search!r}")
         positive = ("iterations", "max_evaluations", "expand_width", "depth_limit", "beam_width", "error_batch_size",

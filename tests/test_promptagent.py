@@ -360,3 +360,64 @@ def test_error_driven_revision_is_a_prompt_edit_action():
     assert env.step(revise)[4]["instruction"] == "plain"
     env.reviser, env.paraphrase = a.revise, lambda phrase: f"{phrase}!"  # FakeTarget does not generate
     check_env(env, skip_render_check=True)
+
+
+# -- the benchmark script (experiments/promptagent_bench.py) on the fakes ------------------------------
+def load_bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "promptagent_bench.py"
+    spec = importlib.util.spec_from_file_location("promptagent_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_pools_the_reward_set_and_holds_out_a_seeded_test_subset():
+    bench = load_bench()
+    task = bench.pool(TASK, test_limit=6)
+    assert set(task.splits) == {"train", "test"}
+    assert task.split("train").texts == TASK.split("train").texts + TASK.split("dev").texts
+    test = task.split("test").texts
+    assert len(test) == 6 and set(test) < set(TASK.split("test").texts)
+    assert sorted(test, key=lambda t: int(t.split()[1])) == list(test)  # original order kept
+    only_test = ClassificationTask(TASK.name, TASK.label_names, TASK.verbalizers, TASK.template, TASK.prompt,
+                                   {"test": TASK.split("test")})
+    drawn = bench.pool(only_test, test_limit=None, pool_size=4)
+    assert len(drawn.split("train")) == 4 and len(drawn.split("test")) == N - 4
+    assert not set(drawn.split("train").texts) & set(drawn.split("test").texts)
+
+
+def test_bench_writes_predictions_resumes_and_regenerates_its_report(tmp_path):
+    from rlprompt.stats import correctness
+
+    bench = load_bench()
+    task, out = bench.pool(TASK, test_limit=8), tmp_path / "pa"
+    argv = ["--arms", "mcts", "greedy", "--max-evaluations", "5", "--depth-limit", "3", "--test-limit", "8",
+            "--iterations", "10"]
+    optimizer = ScriptedOptimizer(seeded=True)
+
+    def run(*extra: str) -> dict:
+        settings = bench.settings_of(bench.parser().parse_args(argv + list(extra)))
+        return bench.bench([task], settings, "cmd " + " ".join(extra), out, FakeTarget(), optimizer)
+
+    first = run("--seeds", "0")
+    record = first["tasks"]["toy"]["mcts"]["seeds"][0]
+    gold = [int(c) for c in first["gold"]["toy"]]
+    assert gold == list(task.split("test").labels) and len(record["test_predictions"]) == 8
+    assert record["test_accuracy"] == pytest.approx(correctness(record["test_predictions"], gold).mean())
+    assert record["test_accuracy"] == pytest.approx(hashed(record["prompt"]), abs=0.13)  # 8 of the 10 examples
+    assert first["init"]["toy"]["reward"] == pytest.approx(hashed("root")) and record["command"] == "cmd --seeds 0"
+    asked = len(optimizer.requests)
+    both = run("--seeds", "0", "1")  # seed 0 is already there: only seed 1 runs
+    assert [r["seed"] for r in both["tasks"]["toy"]["mcts"]["seeds"]] == [0, 1]
+    assert both["tasks"]["toy"]["mcts"]["seeds"][0] == record
+    new = [both["tasks"]["toy"][arm]["seeds"][1]["counts"]["optimizer_requests"] for arm in ("mcts", "greedy")]
+    assert len(optimizer.requests) - asked == sum(new)
+    assert json.loads(out.with_suffix(".json").read_text()) == both
+    report = out.with_suffix(".md").read_text()
+    assert report == bench.markdown(both) and "| toy | mcts - greedy | 2 |" in report
+    assert "| toy | greedy - initial | 2 |" in report
+    with pytest.raises(ValueError, match="max_evaluations"):
+        run("--seeds", "0", "--max-evaluations", "6")
