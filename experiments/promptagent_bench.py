@@ -44,8 +44,8 @@ from rlprompt.tasks import ClassificationTask, Split, load_task
 
 POOL = "train"
 """The split name of the pooled examples: the error minibatches and the reward set."""
-RECORD_KEYS = ("tasks", "arms", "seeds", "out", "combine", "report_only")
-"""Arguments that choose which records to make; every other argument must match to resume or combine."""
+RECORD_KEYS = ("arms", "seeds")
+"""Settings that choose which records to make; every other setting must match to resume or combine."""
 
 
 def _subset(split: Split, idx: Any) -> Split:
