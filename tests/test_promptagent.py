@@ -17,7 +17,9 @@ from rlprompt.policies.promptagent import (
     backpropagate,
     make_agent,
     parse_proposals,
+    pruned,
     select_final,
+    simulation_best,
     train_promptagent,
     uct,
 )
@@ -110,24 +112,51 @@ def agent(accuracy=hashed, script=None, seeded=False, **kwargs) -> PromptAgent:
     return make_agent(cfg, FakeTarget(accuracy), ScriptedOptimizer(script, seeded), TASK)
 
 
-# -- math against hand computation --------------------------------------------------------------------
+# -- math against hand computation (the official code's rules) ---------------------------------------
 def test_uct_matches_hand_computation():
     parent = Node(0, "p", None, 0, 0.5, returns=[0.5, 0.6, 0.7])
     visited = Node(1, "a", 0, 1, 0.9, returns=[0.4, 0.6])
     fresh = Node(2, "b", 0, 1, 0.3)
     assert visited.q == pytest.approx(0.5) and visited.visits == 2
-    assert uct(visited, parent, 2.5) == pytest.approx(0.5 + 2.5 * math.sqrt(math.log(3) / 2))
+    assert uct(visited, parent, 2.5) == pytest.approx(0.5 + 2.5 * math.sqrt(math.log(4) / 2))
     # an unvisited child: Q is its own reward, N counts as 1
-    assert uct(fresh, parent, 2.5) == pytest.approx(0.3 + 2.5 * math.sqrt(math.log(3)))
-    assert uct(fresh, Node(0, "p", None, 0, 0.5), 2.5) == pytest.approx(0.3)  # ln(max(1, 0)) = 0
+    assert uct(fresh, parent, 2.5) == pytest.approx(0.3 + 2.5 * math.sqrt(math.log(4)))
+    assert uct(fresh, Node(0, "p", None, 0, 0.5), 2.5) == pytest.approx(0.3)  # ln(0 + 1) = 0
 
 
-def test_backpropagate_gives_each_node_the_mean_reward_below_it():
+def test_uct_explores_at_a_parents_second_visit():
+    """ln(N_parent + 1): a parent visited once already gives its children an exploration bonus."""
+    once = Node(0, "p", None, 0, 0.5, returns=[1.2])
+    low, high = Node(1, "a", 0, 1, 0.3), Node(2, "b", 0, 1, 0.4, returns=[0.4])
+    assert uct(low, once, 2.5) == pytest.approx(0.3 + 2.5 * math.sqrt(math.log(2)))
+    assert uct(high, once, 2.5) == pytest.approx(0.4 + 2.5 * math.sqrt(math.log(2)))
+    assert uct(low, once, 2.5) - low.q == pytest.approx(2.0814, abs=1e-4)
+
+
+def test_backpropagate_gives_each_node_the_sum_of_the_rewards_below_it():
     nodes = [Node(0, "r", None, 0, 0.2), Node(1, "a", 0, 1, 0.4), Node(2, "b", 1, 2, 0.9)]
-    assert backpropagate(nodes, [0, 1, 2]) == pytest.approx([0.5, 0.65, 0.9])
+    assert backpropagate(nodes, [0, 1, 2]) == pytest.approx([1.5, 1.3, 0.9])
     backpropagate(nodes, [0, 1])
-    assert nodes[0].returns == pytest.approx([0.5, 0.3]) and nodes[0].q == pytest.approx(0.4)
+    assert nodes[0].returns == pytest.approx([1.5, 0.6]) and nodes[0].q == pytest.approx(1.05)
+    assert nodes[1].returns == pytest.approx([1.3, 0.4]) and nodes[1].q == pytest.approx(0.85)
     assert nodes[1].visits == 2 and nodes[2].visits == 1
+
+
+def test_pruned_below_the_mean_of_root_and_parent_rewards_only_deeper_than_min_depth():
+    root, parent = Node(0, "r", None, 0, 0.4), Node(1, "p", 0, 2, 0.6)
+    def child(reward: float) -> Node:
+        return Node(2, "c", 1, 3, reward)
+    assert pruned(child(0.49), parent, root.reward, min_depth=2)  # 0.49 < (0.4 + 0.6) / 2
+    assert not pruned(child(0.5), parent, root.reward, min_depth=2)  # equal: kept
+    assert not pruned(child(0.1), parent, root.reward, min_depth=3)  # depth 3 is not deeper than 3
+    assert not pruned(root, None, root.reward, min_depth=0)
+
+
+def test_simulation_best_counts_only_nodes_simulations_reached():
+    nodes = [Node(0, "r", None, 0, 0.5), Node(1, "a", 0, 1, 0.9), Node(2, "b", 0, 1, 0.6), Node(3, "c", 2, 2, 0.7)]
+    assert simulation_best(nodes, [], []) == 0.5  # the root's reward to start with
+    assert simulation_best(nodes, [[0, 2]], []) == 0.6  # node 1 (0.9) was scored but never reached
+    assert simulation_best(nodes, [[0, 2]], [0, 2, 3]) == 0.7
 
 
 def test_final_node_is_best_node_of_best_mean_path_not_best_node_overall():
@@ -174,20 +203,49 @@ def test_unparseable_and_empty_proposals_are_dropped_and_counted():
     assert a.nodes[0].children == [1]
 
 
-def test_mcts_stops_simulation_early_when_a_deep_enough_node_beats_the_best():
+def levels(rewards: dict[int, float], default: float = 0.1):
+    """Reward by depth (children are named parent/k); ``rewards`` maps a depth to its reward."""
+    return lambda prompt: rewards.get(prompt.count("/"), default)
+
+
+def test_mcts_back_propagates_the_hand_computed_sum_of_future_rewards():
     a = agent(accuracy=by_depth, iterations=1, max_evaluations=100, depth_limit=5, min_depth=2)
-    a.run()
-    assert a.counts["early_stops"] == 1
-    assert [a.nodes[i].depth for i in a.traces[0]] == [0, 1, 2]  # depth 1 is too shallow to stop
-    # "best so far" includes the depth-1 node (0.9): the depth-2 node (0.7) only beats the root, so no stop there
-    levels = {0: 0.5, 2: 0.7, 3: 0.95}
-    c = agent(accuracy=lambda p: levels.get(p.count("/"), 0.9 if p.endswith("/1") else 0.1), iterations=1,
-              max_evaluations=100, depth_limit=5, min_depth=2)
-    c.run()
-    assert c.counts["early_stops"] == 1 and [c.nodes[i].depth for i in c.traces[0]] == [0, 1, 2, 3]
-    b = agent(accuracy=lambda p: 0.5, iterations=1, max_evaluations=100, depth_limit=4, min_depth=1)
-    b.run()  # nothing beats the root: the simulation runs to the depth limit
-    assert b.counts["early_stops"] == 0 and len(b.traces[0]) == 5
+    a.run()  # rewards 0.3, 0.5, 0.7, 0.9 by depth; the depth-3 node is the first deeper than 2 to beat the best
+    path = a.traces[0]
+    assert [a.nodes[i].depth for i in path] == [0, 1, 2, 3] and a.counts["early_stops"] == 1
+    assert [a.nodes[i].returns for i in path] == [pytest.approx([2.4]), pytest.approx([2.1]), pytest.approx([1.6]),
+                                                   pytest.approx([0.9])]
+    assert a.tree()["nodes"][0]["q"] == pytest.approx(2.4)
+
+
+def test_mcts_early_stop_needs_a_node_deeper_than_min_depth():
+    a = agent(accuracy=levels({0: 0.3, 1: 0.5, 2: 0.7, 3: 0.6}), iterations=1, max_evaluations=100,
+              depth_limit=3, min_depth=2)
+    a.run()  # 0.7 at depth 2 beats everything, but 2 is not deeper than min_depth: the simulation goes on
+    assert a.counts["early_stops"] == 0 and [a.nodes[i].depth for i in a.traces[0]] == [0, 1, 2, 3]
+
+
+def test_mcts_equal_reward_does_not_stop_a_simulation_a_strictly_better_one_does():
+    a = agent(accuracy=levels({0: 0.5, 1: 0.7}, default=0.7), iterations=1, max_evaluations=100, depth_limit=4,
+              min_depth=1)
+    a.run()  # every node below the root ties the best reached (0.7): the simulation runs to the depth limit
+    assert a.counts["early_stops"] == 0 and len(a.traces[0]) == 5
+    # the bar is the best node reached (0.9 at depth 1), not the parent: 0.8 at depth 3 does not stop, 0.95 does
+    b = agent(accuracy=levels({0: 0.5, 1: 0.9, 2: 0.7, 3: 0.8, 4: 0.95}), iterations=1, max_evaluations=100,
+              depth_limit=6, min_depth=1)
+    b.run()
+    assert b.counts["early_stops"] == 1 and [b.nodes[i].depth for i in b.traces[0]] == [0, 1, 2, 3, 4]
+
+
+def test_mcts_never_expands_a_node_below_the_min_threshold():
+    rewards = levels({0: 0.6, 1: 0.6, 2: 0.2, 3: 0.9})
+    a = agent(accuracy=rewards, iterations=1, max_evaluations=100, depth_limit=4, min_depth=1)
+    a.run()  # depth 2 scores 0.2 < (0.6 + 0.6) / 2: terminal, so the simulation ends there unexpanded
+    leaf = a.nodes[a.traces[0][-1]]
+    assert [a.nodes[i].depth for i in a.traces[0]] == [0, 1, 2] and not leaf.children and a.terminal(leaf)
+    b = agent(accuracy=rewards, iterations=1000, max_evaluations=1000, depth_limit=4, min_depth=1, expand_width=2)
+    b.run()  # the whole tree: every depth-1 node expanded once, no depth-2 node ever
+    assert b.stop_reason == "tree_exhausted" and len(b.nodes) == 1 + 2 + 4 and max(n.depth for n in b.nodes) == 2
 
 
 def test_mcts_final_prompt_follows_promptagent_rule():
@@ -302,3 +360,64 @@ def test_error_driven_revision_is_a_prompt_edit_action():
     assert env.step(revise)[4]["instruction"] == "plain"
     env.reviser, env.paraphrase = a.revise, lambda phrase: f"{phrase}!"  # FakeTarget does not generate
     check_env(env, skip_render_check=True)
+
+
+# -- the benchmark script (experiments/promptagent_bench.py) on the fakes ------------------------------
+def load_bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "promptagent_bench.py"
+    spec = importlib.util.spec_from_file_location("promptagent_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_pools_the_reward_set_and_holds_out_a_seeded_test_subset():
+    bench = load_bench()
+    task = bench.pool(TASK, test_limit=6)
+    assert set(task.splits) == {"train", "test"}
+    assert task.split("train").texts == TASK.split("train").texts + TASK.split("dev").texts
+    test = task.split("test").texts
+    assert len(test) == 6 and set(test) < set(TASK.split("test").texts)
+    assert sorted(test, key=lambda t: int(t.split()[1])) == list(test)  # original order kept
+    only_test = ClassificationTask(TASK.name, TASK.label_names, TASK.verbalizers, TASK.template, TASK.prompt,
+                                   {"test": TASK.split("test")})
+    drawn = bench.pool(only_test, test_limit=None, pool_size=4)
+    assert len(drawn.split("train")) == 4 and len(drawn.split("test")) == N - 4
+    assert not set(drawn.split("train").texts) & set(drawn.split("test").texts)
+
+
+def test_bench_writes_predictions_resumes_and_regenerates_its_report(tmp_path):
+    from rlprompt.stats import correctness
+
+    bench = load_bench()
+    task, out = bench.pool(TASK, test_limit=8), tmp_path / "pa"
+    argv = ["--arms", "mcts", "greedy", "--max-evaluations", "5", "--depth-limit", "3", "--test-limit", "8",
+            "--iterations", "10"]
+    optimizer = ScriptedOptimizer(seeded=True)
+
+    def run(*extra: str) -> dict:
+        settings = bench.settings_of(bench.parser().parse_args(argv + list(extra)))
+        return bench.bench([task], settings, "cmd " + " ".join(extra), out, FakeTarget(), optimizer)
+
+    first = run("--seeds", "0")
+    record = first["tasks"]["toy"]["mcts"]["seeds"][0]
+    gold = [int(c) for c in first["gold"]["toy"]]
+    assert gold == list(task.split("test").labels) and len(record["test_predictions"]) == 8
+    assert record["test_accuracy"] == pytest.approx(correctness(record["test_predictions"], gold).mean())
+    assert record["test_accuracy"] == pytest.approx(hashed(record["prompt"]), abs=0.13)  # 8 of the 10 examples
+    assert first["init"]["toy"]["reward"] == pytest.approx(hashed("root")) and record["command"] == "cmd --seeds 0"
+    asked = len(optimizer.requests)
+    both = run("--seeds", "0", "1")  # seed 0 is already there: only seed 1 runs
+    assert [r["seed"] for r in both["tasks"]["toy"]["mcts"]["seeds"]] == [0, 1]
+    assert both["tasks"]["toy"]["mcts"]["seeds"][0] == record
+    new = [both["tasks"]["toy"][arm]["seeds"][1]["counts"]["optimizer_requests"] for arm in ("mcts", "greedy")]
+    assert len(optimizer.requests) - asked == sum(new)
+    assert json.loads(out.with_suffix(".json").read_text()) == both
+    report = out.with_suffix(".md").read_text()
+    assert report == bench.markdown(both) and "| toy | mcts - greedy | 2 |" in report
+    assert "| toy | greedy - initial | 2 |" in report
+    with pytest.raises(ValueError, match="max_evaluations"):
+        run("--seeds", "0", "--max-evaluations", "6")
