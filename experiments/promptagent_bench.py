@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from rlprompt.envs.scoring import shared_target
+from rlprompt.benchmarking import sample_indices
 from rlprompt.evaluation import evaluate
 from rlprompt.policies.promptagent import SEARCHES, PromptAgentConfig, make_agent
 from rlprompt.runs import write_atomic
@@ -65,8 +66,7 @@ def pool(task: ClassificationTask, test_limit: int | None, pool_size: int = 64) 
             raise ValueError(f"task {task.name!r} has {len(test)} examples: none left for test after a pool of {pool_size}")
         order = np.random.default_rng(0).permutation(len(test))
         examples, test = _subset(test, np.sort(order[:pool_size])), _subset(test, np.sort(order[pool_size:]))
-    if test_limit is not None and len(test) > test_limit:
-        test = _subset(test, np.sort(np.random.default_rng(0).permutation(len(test))[:test_limit]))
+    test = _subset(test, sample_indices(len(test), test_limit))
     return ClassificationTask(task.name, task.label_names, task.verbalizers, task.template, task.prompt,
                               {POOL: examples, "test": test})
 
