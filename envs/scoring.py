@@ -33,9 +33,11 @@ def shared_target(spec: str = BUNDLED, **kwargs: Any) -> Target:
     """The process-wide target for ``spec`` (any string ``rlprompt.targets.make_target`` reads; keyword
     options must be hashable), built on first use and returned again afterwards, so that several
     environments in one process load the model once (NOTES: one target model per process). ``dtype``
-    does not apply to a remote ``openai:`` spec (make_target ignores it), so it is not part of that key."""
+    and ``device`` do not apply to a remote ``openai:`` spec (make_target ignores them), so they are not part of
+    that key."""
     if spec.startswith("openai:"):
         kwargs.pop("dtype", None)
+        kwargs.pop("device", None)
     return _shared_target(spec, tuple(sorted(kwargs.items())))
 
 

@@ -41,6 +41,7 @@ from torch import nn
 from rlprompt.config import dump_config
 from rlprompt.envs.multiprompter import MultiPrompterEnv, acting_agent, observation
 from rlprompt.envs.prompt_tokens import decode_prompt
+from rlprompt.devices import resolve_device
 from rlprompt.models import load_model
 from rlprompt.policies.rlprompt import (PrefixFeatures, TokenPPOConfig, actor_mlp, build_task, context_ids, head_logits,
                                        mlp)
@@ -243,18 +244,20 @@ def make_multiprompter(cfg: MultiPrompterConfig, target: Target | None = None
     seed_everything(cfg.seed)
     task = build_task(cfg)
     if target is None:
-        target = make_target(cfg.target, dtype=cfg.target_dtype)
+        target = make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
     env = MultiPrompterEnv(task, target, num_agents=cfg.n_agents, segment_length=cfg.segment_length, vocab=cfg.vocab,
                            reward=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
                            correct_coef=cfg.correct_coef, incorrect_coef=cfg.incorrect_coef)
     env.reset(seed=cfg.seed)
     shared = getattr(target, "name", None) == f"hf:{cfg.policy_model}:{cfg.policy_dtype}"
-    lm = target.model if shared else load_model(cfg.policy_model, dtype=cfg.policy_dtype)[0]
+    device = resolve_device(cfg.device)
+    lm = target.model if shared else load_model(cfg.policy_model, dtype=cfg.policy_dtype, device=device)[0]
     policy = MultiPrompterPolicy(lm, env.action_token_ids,
                                  context_ids(env.tokenizer, cfg.policy_context, cfg.policy_start),
                                  cfg.n_agents, cfg.prompt_length, shared_head=cfg.shared_head,
                                  mlp_hidden=cfg.mlp_hidden, value_hidden=cfg.value_hidden, top_k=cfg.top_k,
                                  cache_size=cfg.hidden_cache_size, head=cfg.policy_head, top_k_from=cfg.top_k_from)
+    policy.to(device)
     return env, policy, torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
 
 

@@ -184,10 +184,10 @@ def make_agent(cfg: PromptAgentConfig, target: Target | None = None, optimizer: 
     """Build the scorer (reward split, whole split, cached) and the agent; ``target``/``optimizer``/``task``
     override the config's (tests pass scripted fakes). The optimizer reuses the target's model when equal."""
     seed_everything(cfg.seed)
-    target = target or shared_target(cfg.target, dtype=cfg.target_dtype)
+    target = target or shared_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
     if optimizer is None:
         same = cfg.optimizer == cfg.target and (cfg.optimizer_dtype == cfg.target_dtype or cfg.target.startswith("openai:"))
-        optimizer = target if same else shared_target(cfg.optimizer, dtype=cfg.optimizer_dtype)
+        optimizer = target if same else shared_target(cfg.optimizer, dtype=cfg.optimizer_dtype, device=cfg.device)
     scorer = PromptScorer(target, task or build_task(cfg), split=cfg.reward_split, batch_size=None, reward="accuracy")
     return PromptAgent(cfg, scorer, optimizer)
 
