@@ -38,11 +38,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn, Protocol
+
+import httpx
 
 log = logging.getLogger("rlprompt.serve")
 
@@ -268,35 +270,205 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+async def read_json(request: Any, config: ServeConfig) -> Any:
+    """The request's JSON body: ``application/json`` only (415), at most ``max_body_bytes`` (413) received
+    within ``body_timeout`` (408), parsed strictly (400 for bad JSON, NaN/Infinity or nesting too deep)."""
+    from starlette.requests import ClientDisconnect
+
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise HTTPError(415, f"the body must be application/json, got {media or 'no content-type'}",
+                        code="unsupported_media_type")
+    too_large = HTTPError(413, f"request body over {config.max_body_bytes} bytes", code="body_too_large",
+                          headers={"Connection": "close"})
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
+        raise too_large
+    body = bytearray()
+    try:
+        async with asyncio.timeout(config.body_timeout):
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > config.max_body_bytes:
+                    raise too_large
+    except TimeoutError:
+        raise HTTPError(408, f"request body not received within {config.body_timeout} s", code="body_timeout",
+                        headers={"Connection": "close"}) from None
+    except ClientDisconnect:  # nobody is left to answer; no traceback for it
+        raise HTTPError(400, "the client hung up before sending its whole body", code="client_disconnected") from None
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise HTTPError(400, "malformed JSON body: nested too deeply", code="invalid_json") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, NaN / Infinity
+        raise HTTPError(400, f"malformed JSON body: {err}", code="invalid_json") from None
+
+
+class PromptCheck:
+    """What a prompt must be before it is queued for the enhancer: a string of at most ``max_prompt_chars``
+    characters, valid Unicode (no lone surrogate, which breaks a tokenizer), and at most ``max_prompt_tokens``
+    enhancer input tokens (default: what the enhancer's model can take, its context minus the tokens it
+    generates). Calling it returns the prompts and their token counts (characters when the enhancer cannot
+    count tokens), which the :class:`Batcher` uses to cap padded tokens."""
+
+    def __init__(self, enhancer: Enhancer, config: ServeConfig) -> None:
+        self.count = getattr(enhancer, "count_tokens", None)
+        self.max_chars, self.max_tokens = config.max_prompt_chars, config.max_prompt_tokens
+        model_limit = getattr(enhancer, "max_input_tokens", None) if self.count is not None else None
+        if self.max_tokens is not None and self.count is None:
+            raise ValueError(f"max_prompt_tokens={self.max_tokens} needs an enhancer with count_tokens")
+        if model_limit is not None:
+            if model_limit < 1:
+                raise ValueError(f"the enhancer's model takes no input: max_input_tokens={model_limit}")
+            if self.max_tokens is not None and self.max_tokens > model_limit:
+                raise ValueError(f"max_prompt_tokens={self.max_tokens} is over what the enhancer's model can take "
+                                 f"({model_limit}: its context minus the tokens it generates)")
+            self.max_tokens = self.max_tokens or model_limit
+
+    def text(self, text: Any, where: str) -> str:
+        """``text`` if it is a string within the character limit and valid Unicode; a 422 naming ``where``."""
+        if not isinstance(text, str):
+            raise HTTPError(422, f"{where} must be a string, got {type(text).__name__}", code="invalid_prompt")
+        if len(text) > self.max_chars:
+            raise HTTPError(422, f"{where} has {len(text)} characters, over the limit of {self.max_chars}",
+                            code="prompt_too_long")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise HTTPError(422, f"{where} is not valid Unicode text: a lone surrogate at character {err.start}",
+                            code="invalid_text") from None
+        return text
+
+    def __call__(self, texts: list[Any], wheres: list[str]) -> tuple[list[str], list[int]]:
+        checked = [self.text(t, w) for t, w in zip(texts, wheres)]
+        if self.count is None:
+            return checked, [len(t) for t in checked]
+        tokens = [self.count(t) for t in checked]
+        for where, n in zip(wheres, tokens):
+            if self.max_tokens is not None and n > self.max_tokens:
+                raise HTTPError(422, f"{where} makes {n} enhancer input tokens, over the limit of {self.max_tokens}",
+                                code="too_many_tokens")
+        return checked, tokens
+
+
+class Upstream:
+    """The proxy's side of ``/v1/chat/completions``: the OpenAI-compatible server at ``config.upstream``, called
+    with the operator's key under ONE deadline per exchange (``upstream_timeout`` covers the headers, the body
+    and every streamed chunk, so a server that drips bytes cannot hold a request). Its failures reach the client
+    as 502/504 without internals (URL, exception text), which go to the server log."""
+
+    def __init__(self, config: ServeConfig, stats: Stats) -> None:
+        self.config, self.stats = config, stats
+        self.client: httpx.AsyncClient | None = None
+
+    async def open(self) -> None:
+        timeout = httpx.Timeout(self.config.upstream_timeout, connect=min(10.0, self.config.upstream_timeout))
+        self.client = httpx.AsyncClient(timeout=timeout)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+    def error(self, err: Exception, *, streaming: bool = False) -> HTTPError:
+        """The client's error for a failed exchange; the details go to the log only."""
+        if isinstance(err, (TimeoutError, httpx.TimeoutException)):
+            log.warning("upstream %s: no complete answer within %s s", self.config.upstream,
+                        self.config.upstream_timeout)
+            return HTTPError(504, f"the upstream did not answer within {self.config.upstream_timeout} s",
+                             "upstream_error", "upstream_timeout")
+        log.warning("upstream %s failed%s: %s: %s", self.config.upstream, " mid-stream" if streaming else "",
+                    type(err).__name__, err)
+        if streaming:
+            return HTTPError(502, "the upstream stream broke off", "upstream_error", "upstream_stream_broken")
+        if isinstance(err, httpx.TransportError):
+            return HTTPError(502, "the upstream is unreachable or hung up", "upstream_error", "upstream_unreachable")
+        return HTTPError(502, "the upstream sent a broken answer", "upstream_error", "upstream_bad_response")
+
+    async def forward(self, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        """POST ``body`` to ``{upstream}/chat/completions``; the response to relay (with ``headers`` added):
+        streamed when ``body["stream"]`` is true and the upstream answers 2xx, else the whole JSON answer."""
+        from starlette.responses import StreamingResponse
+
+        assert self.client is not None and self.config.upstream is not None, "Upstream.open() first"
+        upstream_headers = {"content-type": "application/json"}
+        if self.config.upstream_api_key:
+            upstream_headers["authorization"] = f"Bearer {self.config.upstream_api_key}"
+        request = self.client.build_request("POST", self.config.upstream.rstrip("/") + "/chat/completions",
+                                            content=json.dumps(body).encode(), headers=upstream_headers)
+        deadline = asyncio.get_running_loop().time() + self.config.upstream_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self.client.send(request, stream=True)
+                if not (body.get("stream") is True and response.is_success):
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+        except (TimeoutError, httpx.RequestError) as err:
+            raise self.error(err) from None
+        if response.is_closed:
+            return self._whole(response, headers)
+        return StreamingResponse(self._relay(response, deadline), status_code=response.status_code,
+                                 media_type=response.headers.get("content-type", "text/event-stream"), headers=headers)
+
+    def _whole(self, response: httpx.Response, headers: dict[str, str]) -> Any:
+        from starlette.responses import Response
+
+        if response.status_code in (401, 403):
+            log.warning("upstream %s refused the proxy's credentials: HTTP %d", self.config.upstream,
+                        response.status_code)
+            raise HTTPError(502, f"the upstream refused this proxy's credentials (HTTP {response.status_code}); "
+                            "its operator must set --upstream-api-key-env", "upstream_error", "upstream_auth")
+        text = response.text
+        if self.config.upstream_api_key:  # an upstream that echoes the key in an error must not show it
+            text = text.replace(self.config.upstream_api_key, "[redacted]")
+        try:
+            json.loads(text)
+        except ValueError:
+            raise HTTPError(502, f"the upstream answered {response.status_code} with a non-JSON body",
+                            "upstream_error", "upstream_bad_response") from None
+        return Response(text.encode("utf-8", "replace"), status_code=response.status_code,
+                        media_type="application/json", headers=headers)
+
+    async def _relay(self, response: httpx.Response, deadline: float) -> AsyncIterator[bytes]:
+        """The upstream's chunks until it ends, the deadline passes or it breaks off: then one SSE error event
+        ends the stream (the status line has gone already) and one warning line goes to the log."""
+        chunks = response.aiter_raw()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except (TimeoutError, httpx.RequestError) as err:
+                    failure = self.error(err, streaming=True)
+                    self.stats.errors += 1
+                    event = _error_body(failure.status, failure.message, failure.kind, failure.code)
+                    yield f"data: {json.dumps(event)}\n\n".encode()
+                    return
+                yield chunk
+        finally:
+            await response.aclose()
+
+
 def create_app(enhancer: Enhancer, config: ServeConfig | None = None, **settings: Any):
     """The FastAPI app serving ``enhancer`` (see the module docstring) with ``config``, whose fields
     ``settings`` may override (``create_app(enhancer, batch_window_ms=5)``). Without ``upstream``,
     ``/v1/chat/completions`` answers 501; without ``api_key``, anyone who reaches the port may use it
     (a warning is logged). ``/health`` needs no key."""
-    import httpx
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.requests import ClientDisconnect
 
     config = dataclasses.replace(config or ServeConfig(), **settings)
-    count = getattr(enhancer, "count_tokens", None)
-    token_limit = config.max_prompt_tokens
-    model_limit = getattr(enhancer, "max_input_tokens", None) if count is not None else None
-    if token_limit is not None and count is None:
-        raise ValueError(f"max_prompt_tokens={token_limit} needs an enhancer with count_tokens")
-    if model_limit is not None:
-        if model_limit < 1:
-            raise ValueError(f"the enhancer's model takes no input: max_input_tokens={model_limit}")
-        if token_limit is not None and token_limit > model_limit:
-            raise ValueError(f"max_prompt_tokens={token_limit} is over what the enhancer's model can take "
-                             f"({model_limit}: its context minus the tokens it generates)")
-        token_limit = token_limit or model_limit
+    check = PromptCheck(enhancer, config)
     if config.api_key is None:
         log.warning("serving without an API key: any program or web page that reaches this port can use the "
                     "enhancer%s; set --api-key-env", " and the upstream" if config.upstream else "")
     stats = Stats()
     expected = ("Bearer " + config.api_key).encode() if config.api_key else None
+    upstream = Upstream(config, stats)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -304,13 +476,12 @@ def create_app(enhancer: Enhancer, config: ServeConfig | None = None, **settings
                                     max_batch=config.max_batch, max_queue=config.max_queue,
                                     max_tokens=config.max_batch_tokens)
         app.state.batcher.start()
-        timeout = httpx.Timeout(config.upstream_timeout, connect=min(10.0, config.upstream_timeout))
-        app.state.client = httpx.AsyncClient(timeout=timeout)
+        await upstream.open()
         try:
             yield
         finally:
             await app.state.batcher.stop()
-            await app.state.client.aclose()
+            await upstream.close()
 
     app = FastAPI(title="rlprompt enhancer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(ConcurrencyLimit, limit=config.max_concurrent, stats=stats)
@@ -345,61 +516,8 @@ def create_app(enhancer: Enhancer, config: ServeConfig | None = None, **settings
         if not hmac.compare_digest(given, expected):
             raise HTTPError(401, "missing or invalid bearer token", "authentication_error")
 
-    async def read_json(request: Request) -> Any:
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media != "application/json":
-            raise HTTPError(415, f"the body must be application/json, got {media or 'no content-type'}",
-                            code="unsupported_media_type")
-        too_large = HTTPError(413, f"request body over {config.max_body_bytes} bytes", code="body_too_large",
-                              headers={"Connection": "close"})
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
-            raise too_large
-        body = bytearray()
-        try:
-            async with asyncio.timeout(config.body_timeout):
-                async for chunk in request.stream():
-                    body.extend(chunk)
-                    if len(body) > config.max_body_bytes:
-                        raise too_large
-        except TimeoutError:
-            raise HTTPError(408, f"request body not received within {config.body_timeout} s", code="body_timeout",
-                            headers={"Connection": "close"}) from None
-        except ClientDisconnect:  # nobody is left to answer; no traceback for it
-            raise HTTPError(400, "the client hung up before sending its whole body", code="client_disconnected") from None
-        try:
-            return json.loads(body, parse_constant=_reject_constant)
-        except RecursionError:
-            raise HTTPError(400, "malformed JSON body: nested too deeply", code="invalid_json") from None
-        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, NaN / Infinity
-            raise HTTPError(400, f"malformed JSON body: {err}", code="invalid_json") from None
-
-    def check_text(text: Any, where: str) -> str:
-        if not isinstance(text, str):
-            raise HTTPError(422, f"{where} must be a string, got {type(text).__name__}", code="invalid_prompt")
-        if len(text) > config.max_prompt_chars:
-            raise HTTPError(422, f"{where} has {len(text)} characters, over the limit of {config.max_prompt_chars}",
-                            code="prompt_too_long")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as err:
-            raise HTTPError(422, f"{where} is not valid Unicode text: a lone surrogate at character {err.start}",
-                            code="invalid_text") from None
-        return text
-
-    def count_tokens(texts: list[str], wheres: list[str]) -> list[int]:
-        if count is None:
-            return [len(t) for t in texts]  # characters stand in for tokens when batching
-        tokens = [count(t) for t in texts]
-        for where, n in zip(wheres, tokens):
-            if token_limit is not None and n > token_limit:
-                raise HTTPError(422, f"{where} makes {n} enhancer input tokens, over the limit of {token_limit}",
-                                code="too_many_tokens")
-        return tokens
-
     async def enhance_texts(request: Request, texts: list[Any], wheres: list[str]) -> list[str]:
-        checked = [check_text(t, w) for t, w in zip(texts, wheres)]
-        return await request.app.state.batcher.enhance(checked, count_tokens(checked, wheres))
+        return await request.app.state.batcher.enhance(*check(texts, wheres))
 
     @app.get("/health")
     async def health():
@@ -410,7 +528,7 @@ def create_app(enhancer: Enhancer, config: ServeConfig | None = None, **settings
     async def enhance(request: Request):
         stats.requests += 1
         authorize(request)
-        body = await read_json(request)
+        body = await read_json(request, config)
         if isinstance(body, dict) and "prompt" in body and "prompts" not in body:
             return {"enhanced": (await enhance_texts(request, [body["prompt"]], ["prompt"]))[0]}
         if isinstance(body, dict) and isinstance(body.get("prompts"), list) and "prompt" not in body:
@@ -432,60 +550,11 @@ def create_app(enhancer: Enhancer, config: ServeConfig | None = None, **settings
         kept = [r if r.strip() else t for r, t in zip(rewrites, texts)]
         return kept, "blank_rewrite" if any(not r.strip() for r in rewrites) else None
 
-    def upstream_error(err: Exception, *, streaming: bool = False) -> HTTPError:
-        """The client's error for a failed upstream exchange; the details (URL included) go to the log only."""
-        if isinstance(err, (TimeoutError, httpx.TimeoutException)):
-            log.warning("upstream %s: no complete answer within %s s", config.upstream, config.upstream_timeout)
-            return HTTPError(504, f"the upstream did not answer within {config.upstream_timeout} s", "upstream_error",
-                             "upstream_timeout")
-        log.warning("upstream %s failed%s: %s: %s", config.upstream, " mid-stream" if streaming else "",
-                    type(err).__name__, err)
-        if streaming:
-            return HTTPError(502, "the upstream stream broke off", "upstream_error", "upstream_stream_broken")
-        if isinstance(err, httpx.TransportError):
-            return HTTPError(502, "the upstream is unreachable or hung up", "upstream_error", "upstream_unreachable")
-        return HTTPError(502, "the upstream sent a broken answer", "upstream_error", "upstream_bad_response")
-
-    def relay_whole(response: "httpx.Response", headers: dict[str, str]) -> Response:
-        if response.status_code in (401, 403):
-            log.warning("upstream %s refused the proxy's credentials: HTTP %d", config.upstream, response.status_code)
-            raise HTTPError(502, f"the upstream refused this proxy's credentials (HTTP {response.status_code}); "
-                            "its operator must set --upstream-api-key-env", "upstream_error", "upstream_auth")
-        text = response.text
-        if config.upstream_api_key:
-            text = text.replace(config.upstream_api_key, "[redacted]")
-        try:
-            json.loads(text)
-        except ValueError:
-            raise HTTPError(502, f"the upstream answered {response.status_code} with a non-JSON body",
-                            "upstream_error", "upstream_bad_response") from None
-        return Response(text.encode("utf-8", "replace"), status_code=response.status_code,
-                        media_type="application/json", headers=headers)
-
-    async def relay_stream(response: "httpx.Response", deadline: float):
-        chunks = response.aiter_raw()
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    return
-                except (TimeoutError, httpx.RequestError) as err:  # end the stream with an error event
-                    failure = upstream_error(err, streaming=True)
-                    stats.errors += 1
-                    event = _error_body(failure.status, failure.message, failure.kind, failure.code)
-                    yield f"data: {json.dumps(event)}\n\n".encode()
-                    return
-                yield chunk
-        finally:
-            await response.aclose()
-
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         stats.requests += 1
         authorize(request)
-        body = await read_json(request)
+        body = await read_json(request, config)
         if config.upstream is None:
             raise HTTPError(501, "no upstream configured: start the server with --upstream", "server_error")
         messages = body.get("messages") if isinstance(body, dict) else None
@@ -513,31 +582,11 @@ def create_app(enhancer: Enhancer, config: ServeConfig | None = None, **settings
         messages[users[-1]] = {**last, "content": new_content}
         if "stream" in body:
             body["stream"] = body["stream"] is True  # only a literal true streams
-        headers = {"x-rlprompt-enhanced-prompt": json.dumps(rewrites if isinstance(content, list) else rewrites[0])[:2000]}
+        shown = rewrites if isinstance(content, list) else rewrites[0]
+        headers = {"x-rlprompt-enhanced-prompt": json.dumps(shown)[:2000]}
         if fallback:
             headers["x-rlprompt-enhance-fallback"] = fallback
-        upstream_headers = {"content-type": "application/json"}
-        if config.upstream_api_key:
-            upstream_headers["authorization"] = f"Bearer {config.upstream_api_key}"
-        client: httpx.AsyncClient = request.app.state.client
-        built = client.build_request("POST", config.upstream.rstrip("/") + "/chat/completions",
-                                     content=json.dumps(body).encode(), headers=upstream_headers)
-        deadline = asyncio.get_running_loop().time() + config.upstream_timeout
-        try:
-            async with asyncio.timeout_at(deadline):
-                response = await client.send(built, stream=True)
-                if not (body.get("stream") and response.is_success):
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
-        except (TimeoutError, httpx.RequestError) as err:
-            raise upstream_error(err) from None
-        if not response.is_closed:
-            return StreamingResponse(relay_stream(response, deadline), status_code=response.status_code,
-                                     media_type=response.headers.get("content-type", "text/event-stream"),
-                                     headers=headers)
-        return relay_whole(response, headers)
+        return await upstream.forward(body, headers)
 
     return app
 
@@ -611,4 +660,5 @@ def serve_main(args: Any) -> int:
     return 0
 
 
-__all__ = ["Batcher", "HTTPError", "ServeConfig", "create_app", "serve", "serve_main"]
+__all__ = ["Batcher", "HTTPError", "PromptCheck", "ServeConfig", "Upstream", "create_app", "read_json", "serve",
+           "serve_main"]
