@@ -556,13 +556,13 @@ def test_hostile_upstream_dying_mid_stream_ends_with_an_error_event(dying_upstre
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
-    logging.getLogger("uvicorn.error").addHandler(handler)
-    try:
-        with caplog.at_level(logging.WARNING, logger="rlprompt.serve"), \
-                running(create_app(FakeEnhancer(delay=0), upstream=dying_upstream)) as base:
+    with caplog.at_level(logging.WARNING, logger="rlprompt.serve"), \
+            running(create_app(FakeEnhancer(delay=0), upstream=dying_upstream)) as base:
+        logging.getLogger("uvicorn.error").addHandler(handler)  # after start-up: uvicorn's log config resets it
+        try:
             r = httpx.post(f"{base}/v1/chat/completions", json={"messages": USER, "stream": True}, timeout=30)
-    finally:
-        logging.getLogger("uvicorn.error").removeHandler(handler)
+        finally:
+            logging.getLogger("uvicorn.error").removeHandler(handler)
     assert r.status_code == 200 and r.text.startswith('data: {"choices"')
     last = json.loads(r.text.strip().splitlines()[-1].removeprefix("data: "))
     assert last["error"]["code"] == "upstream_stream_broken"
