@@ -483,15 +483,22 @@ def markdown(result: dict) -> str:
                 kinds[k] = kinds.get(k, 0) + v
     if kinds:
         lines += ["Transient faults by kind: " + ", ".join(f"{k} {kinds.get(k, 0)}" for k in FAULTS) + ".", ""]
-    for r in (r for r in result["scenarios"] if r["method"] == "serve"):
-        lines += [f"Hostile clients, seed {r['seed']}: {r['good_requests']} good requests (latency median "
-                  f"{r['good_latency_s']['median']} s, max {r['good_latency_s']['max']} s), "
-                  f"{r['good_requests_lost']} lost; uvicorn tracebacks {r['server_tracebacks']}; the service's log "
-                  f"lines {r['service_log_lines']}; healthy after: {'yes' if r['healthy_after'] else 'NO'}.", "",
+    served = [r for r in result["scenarios"] if r["method"] == "serve"]
+    for r in served:
+        lines.append(f"- Hostile clients, seed {r['seed']}: {r['good_requests']} good requests, {r['good_requests_lost']} "
+                     f"lost (latency median {r['good_latency_s']['median']} s, max {r['good_latency_s']['max']} s); "
+                     f"uvicorn tracebacks {r['server_tracebacks']}; the service's log lines {r['service_log_lines']}; "
+                     f"healthy after: {'yes' if r['healthy_after'] else 'NO'}.")
+    if served:
+        lines += ["", f"Bad requests by kind, over the {len(served)} hostile-client runs:", "",
                   "| bad request | designed answer | statuses seen | as designed |", "|---|---:|---|---:|"]
-        for kind, k in r["fault_kinds"].items():
-            statuses = ", ".join(f"{code} x{n}" for code, n in sorted(k["statuses"].items()))
-            lines.append(f"| {kind} | {k['expected']} | {statuses} | {k['as_designed']} / {sum(k['statuses'].values())} |")
+        for kind, first in served[0]["fault_kinds"].items():
+            statuses: collections.Counter[str] = collections.Counter()
+            for r in served:
+                statuses.update(r["fault_kinds"][kind]["statuses"])
+            designed = sum(r["fault_kinds"][kind]["as_designed"] for r in served)
+            seen = ", ".join(f"{code} x{n}" for code, n in sorted(statuses.items()))
+            lines.append(f"| {kind} | {first['expected']} | {seen} | {designed} / {sum(statuses.values())} |")
         lines.append("")
     return "\n".join(lines)
 
