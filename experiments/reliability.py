@@ -454,7 +454,7 @@ def hostile_clients(seed: int, copies: int = 3, n_good: int = 120, window: float
 
 
 def markdown(result: dict) -> str:
-    lines = ["# Reliability: faults injected into real `rlprompt train` runs and a hostile-client storm on `rlprompt serve`",
+    lines = ["# Reliability: faults injected into real `rlprompt train` runs, and hostile clients of `rlprompt serve`",
              "",
              "Tiny random models on CPU; the OpenAI-compatible target is rlprompt.targets.faulty.FaultyEndpoint on "
              "loopback. *Faults survived*: for a training run, all its faults when it finished with its data intact; "
@@ -474,8 +474,9 @@ def markdown(result: dict) -> str:
                      f"{r.get('updates_redone', '-')} | {rewards} | {'YES' if r['data_lost'] else 'none'} | "
                      f"`{r.get('command', result['command'])}` |")
     t = result["totals"]
-    lines += ["", f"Totals: {t['faults_injected']} faults injected over {t['runs']} runs; {t['survived']} runs survived; "
-              f"good requests lost: {t.get('good_requests_lost', 0)}; runs with data lost: {t['runs_with_data_lost']}.", ""]
+    lines += ["", f"Totals: {t['faults_injected']} faults injected over {t['runs']} runs; {t['survived']} runs "
+              f"survived; good requests lost: {t.get('good_requests_lost', 0)}; runs with data lost: "
+              f"{t['runs_with_data_lost']}.", ""]
     kinds: dict[str, int] = {}
     for r in result["scenarios"]:
         if r["method"] != "serve":
@@ -485,8 +486,9 @@ def markdown(result: dict) -> str:
         lines += ["Transient faults by kind: " + ", ".join(f"{k} {kinds.get(k, 0)}" for k in FAULTS) + ".", ""]
     served = [r for r in result["scenarios"] if r["method"] == "serve"]
     for r in served:
-        lines.append(f"- Hostile clients, seed {r['seed']}: {r['good_requests']} good requests, {r['good_requests_lost']} "
-                     f"lost (latency median {r['good_latency_s']['median']} s, max {r['good_latency_s']['max']} s); "
+        lines.append(f"- Hostile clients, seed {r['seed']}: {r['good_requests']} good requests, "
+                     f"{r['good_requests_lost']} lost (latency median {r['good_latency_s']['median']} s, "
+                     f"max {r['good_latency_s']['max']} s); "
                      f"uvicorn tracebacks {r['server_tracebacks']}; the service's log lines {r['service_log_lines']}; "
                      f"healthy after: {'yes' if r['healthy_after'] else 'NO'}.")
     if served:

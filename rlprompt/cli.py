@@ -206,13 +206,16 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, default=ServeConfig.max_batch, help="most prompts per enhancer call")
     p.add_argument("--max-batch-tokens", type=int, default=ServeConfig.max_batch_tokens,
                    help="most padded tokens (prompts x longest) per enhancer call")
-    p.add_argument("--max-body-bytes", type=int, default=ServeConfig.max_body_bytes, help="largest request body accepted (413 beyond)")
+    p.add_argument("--max-body-bytes", type=int, default=ServeConfig.max_body_bytes,
+                   help="largest request body accepted (413 beyond)")
     p.add_argument("--body-timeout", type=float, default=ServeConfig.body_timeout,
                    help="seconds to receive a whole request body (408 beyond)")
-    p.add_argument("--max-prompt-chars", type=int, default=ServeConfig.max_prompt_chars, help="longest prompt accepted (422 beyond)")
+    p.add_argument("--max-prompt-chars", type=int, default=ServeConfig.max_prompt_chars,
+                   help="longest prompt accepted (422 beyond)")
     p.add_argument("--max-prompt-tokens", type=int, default=None,
                    help="longest prompt in enhancer tokens (422 beyond; default: the model's context minus new tokens)")
-    p.add_argument("--max-concurrent", type=int, default=ServeConfig.max_concurrent, help="requests in flight (503 beyond)")
+    p.add_argument("--max-concurrent", type=int, default=ServeConfig.max_concurrent,
+                   help="requests in flight (503 beyond)")
     p.add_argument("--upstream-timeout", type=float, default=ServeConfig.upstream_timeout,
                    help="total seconds for one upstream exchange, streaming included (504 beyond)")
     p.set_defaults(func=_cmd_serve)

@@ -196,7 +196,8 @@ class Batcher:
 
     async def _call(self, prompts: list[str]) -> list[str]:
         results = await asyncio.to_thread(self.enhancer.enhance, prompts)
-        if not isinstance(results, list) or len(results) != len(prompts) or not all(isinstance(r, str) for r in results):
+        if not (isinstance(results, list) and len(results) == len(prompts)
+                and all(isinstance(r, str) for r in results)):
             raise RuntimeError(f"enhancer returned {type(results).__name__} for {len(prompts)} prompts")
         self.stats.enhancer_calls += 1
         self.stats.enhanced_prompts += len(prompts)

@@ -130,7 +130,8 @@ def dying_upstream():
             while b"\r\n\r\n" not in data:
                 data += conn.recv(65536)
             head, _, rest = data.partition(b"\r\n\r\n")
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
             while len(rest) < length:
                 rest += conn.recv(65536)
             event = b'data: {"choices": [{"delta": {"content": "Hel"}}]}\n\n'
@@ -339,7 +340,8 @@ def test_surrogate_prompt_gets_422_and_does_not_fail_its_batch():
     with running(create_app(enhancer, batch_window_ms=300)) as base:
         bad = b'{"prompt": "x\\ud800y"}'  # valid JSON holding a lone surrogate
         requests = [("POST", f"{base}/v1/enhance", {"json": {"prompt": f"good {i}"}}) for i in range(5)]
-        requests.append(("POST", f"{base}/v1/enhance", {"content": bad, "headers": {"content-type": "application/json"}}))
+        requests.append(("POST", f"{base}/v1/enhance",
+                         {"content": bad, "headers": {"content-type": "application/json"}}))
         responses = _gather(*requests)
     assert [r.status_code for r in responses] == [200] * 5 + [422]
     assert [r.json()["enhanced"] for r in responses[:5]] == [f"GOOD {i}!" for i in range(5)]
