@@ -13,19 +13,29 @@ models, so it runs in minutes on a CPU:
 - kill -9: the trainer (RLPrompt, MultiPrompter) is SIGKILLed at a random moment (several times per
   run) and resumed;
 - corrupt checkpoint: the newest checkpoint's weights are truncated before `--resume`;
-- the same kill -9 for PRewrite (trl's GRPOTrainer checkpoints).
+- the same kill -9 for PRewrite (trl's GRPOTrainer checkpoints);
+- hostile clients against `rlprompt serve` (in-process, a scripted enhancer over the tiny model's tokenizer,
+  a fake upstream that drips, dies mid-stream or refuses the key): every bad kind of request from issue 17
+  sent concurrently with good ones; each bad one must get its designed answer and every good one its 200
+  with the right rewrite.
 
 "Data lost" counts logged updates missing or duplicated in the finished run's metrics.jsonl, a
-non-finite reward anywhere in it, or a finished run without a loadable final checkpoint. Writes
-experiments/results/reliability.json and reliability.md.
+non-finite reward anywhere in it, or a finished run without a loadable final checkpoint; for the service,
+a good request lost, failed or answered with a wrong rewrite. Writes experiments/results/reliability.json
+and reliability.md; with --scenarios, only those scenarios run and their rows replace the matching rows
+(same scenario, method and seed) of the existing results, the other rows are kept.
 
-    python experiments/reliability.py            # about 15 minutes on 2 CPU cores
+    python experiments/reliability.py                                # about 15 minutes on 2 CPU cores
+    python experiments/reliability.py --scenarios hostile_serve     # about a minute
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import collections
 import json
+import logging
 import math
 import os
 import random
@@ -36,9 +46,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from rlprompt.runs import RunDir, write_atomic
+from rlprompt.serve import create_app, running_in_background
 from rlprompt.targets.faulty import FAULTS, FaultyEndpoint
 
 ROOT = Path(__file__).resolve().parent
@@ -204,58 +219,343 @@ def corrupt_checkpoint(work: Path, seed: int) -> dict:
             "exit_code": second.returncode, **audit(run_dir, 10, ("charts/raw_reward", "charts/reward"))}
 
 
+# -- hostile clients against the enhancer service ----------------------------------------------------------
+SERVE_KEY, UPSTREAM_KEY = "client-key", "upstream-key"
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+
+
+class ScriptedEnhancer:
+    """The tiny random PromptEnhancer's tokenizer and limits (``count_tokens``; ``max_input_tokens``: 512
+    positions minus 8 new tokens) with a scripted rewrite, ``better: <PROMPT>``, so that every good answer can be
+    checked (the tiny random model's own rewrites are blank). Each call tokenizes its prompts like the real
+    one (a lone surrogate would break it the same way), costs 0.2 ms per padded token, and fails on the prompt
+    ``poison`` (a request that passes validation but breaks the model)."""
+
+    def __init__(self) -> None:
+        from rlprompt.enhancer import PromptEnhancer
+        from rlprompt.models import load_model
+
+        model, tokenizer = load_model("tiny-random")
+        self.model = PromptEnhancer(model, tokenizer, base_model="tiny-random", meta_prompt="Rewrite: {instruction}",
+                                    max_new_tokens=8)
+        self.count_tokens, self.max_input_tokens = self.model.count_tokens, self.model.max_input_tokens
+
+    def enhance(self, prompts: list[str]) -> list[str]:
+        tokens = [self.count_tokens(p) for p in prompts]
+        time.sleep(0.0002 * len(prompts) * max(tokens))
+        if "poison" in prompts:
+            raise RuntimeError("the scripted enhancer breaks on 'poison'")
+        return [f"better: {p.upper()}" for p in prompts]
+
+
+def hostile_upstream():
+    """An OpenAI-compatible upstream that needs ``UPSTREAM_KEY`` and behaves by model: ``echo`` answers with
+    the user content it got (SSE when ``stream`` is true), ``drip`` sends one byte per 0.2 s, ``die`` breaks off
+    mid-stream, ``revoked`` answers 401."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    async def chat(request):
+        body = await request.json()
+        model = body.get("model")
+        if model == "revoked" or request.headers.get("authorization") != f"Bearer {UPSTREAM_KEY}":
+            return JSONResponse({"error": {"message": "invalid api key"}}, status_code=401)
+        content = body["messages"][-1]["content"]
+
+        async def drip():
+            for _ in range(60):
+                yield b" "
+                await asyncio.sleep(0.2)
+
+        async def die():
+            yield b'data: {"choices": [{"delta": {"content": "Hel"}}]}\n\n'
+            raise ConnectionAbortedError("the upstream dies mid-stream")
+
+        async def events():
+            yield f"data: {json.dumps({'choices': [{'delta': {'content': content}}]})}\n\ndata: [DONE]\n\n"
+
+        if model in ("drip", "die"):
+            return StreamingResponse(drip() if model == "drip" else die(), media_type="text/event-stream")
+        if body.get("stream") is True:
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return JSONResponse({"object": "chat.completion",
+                             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+def chat_body(content, model: str = "echo", **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def sse_error(response: httpx.Response) -> str | None:
+    """The ``error.code`` of the last SSE event of ``response``, if it is an error event."""
+    last = response.text.strip().splitlines()[-1] if response.text.strip() else ""
+    try:
+        return json.loads(last.removeprefix("data: "))["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def error_code(response: httpx.Response) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+JSON_HEADERS = {"Authorization": f"Bearer {SERVE_KEY}", "Content-Type": "application/json"}
+# kind -> (method, path, request keywords, the designed answer: a status and a check of the response)
+BAD_KINDS = {
+    "lone surrogate in a prompt": ("POST", "/v1/enhance", {"content": b'{"prompt": "x\\ud800y"}'}, 422,
+                                   lambda r: error_code(r) == "invalid_text"),
+    "prompt over the token limit": ("POST", "/v1/enhance", {"json": {"prompt": "\U0001F600" * 2000}}, 422,
+                                    lambda r: error_code(r) == "too_many_tokens"),
+    "prompt that crashes the enhancer": ("POST", "/v1/enhance", {"json": {"prompt": "poison"}}, 500,
+                                         lambda r: error_code(r) == "enhancer_failed" and "poison" not in r.text),
+    "upstream dripping 1 byte / 0.2 s": ("POST", "/v1/chat/completions", {"json": chat_body("hi", "drip")}, 504,
+                                         lambda r: error_code(r) == "upstream_timeout"),
+    "upstream dying mid-stream": ("POST", "/v1/chat/completions", {"json": chat_body("hi", "die", stream=True)},
+                                  200, lambda r: sse_error(r) == "upstream_stream_broken"),
+    "upstream refusing the key (401)": ("POST", "/v1/chat/completions", {"json": chat_body("hi", "revoked")}, 502,
+                                       lambda r: error_code(r) == "upstream_auth"),
+    "multimodal [text, image_url]": ("POST", "/v1/chat/completions",
+                                     {"json": chat_body([{"type": "text", "text": "look"}, IMAGE])}, 200,
+                                     lambda r: r.json()["choices"][0]["message"]["content"]
+                                     == [{"type": "text", "text": "better: LOOK"}, IMAGE]),
+    '"stream": "no"': ("POST", "/v1/chat/completions", {"json": chat_body("hi", stream="no")}, 200,
+                       lambda r: r.json()["choices"][0]["message"]["content"] == "better: HI"),
+    "JSON nested 50,000 deep": ("POST", "/v1/enhance", {"content": b"[" * 50_000 + b"]" * 50_000}, 400,
+                                lambda r: error_code(r) == "invalid_json"),
+    "NaN in the JSON": ("POST", "/v1/enhance", {"content": b'{"prompt": NaN}'}, 400,
+                        lambda r: error_code(r) == "invalid_json"),
+    "text/plain body": ("POST", "/v1/enhance", {"content": b'{"prompt": "hi"}',
+                                                "headers": {"Authorization": f"Bearer {SERVE_KEY}",
+                                                            "Content-Type": "text/plain"}}, 415,
+                        lambda r: error_code(r) == "unsupported_media_type"),
+    "body over the size limit": ("POST", "/v1/enhance", {"content": b'{"prompt": "' + b"x" * 200_000 + b'"}'}, 413,
+                                 lambda r: error_code(r) == "body_too_large"),
+    "wrong API key": ("POST", "/v1/enhance", {"json": {"prompt": "hi"}, "headers": {"Authorization": "Bearer no"}},
+                      401, lambda r: error_code(r) == 401),
+    "unknown route": ("GET", "/v1/nope", {}, 404, lambda r: error_code(r) == "not_found"),
+    "wrong method": ("GET", "/v1/enhance", {}, 405, lambda r: "error" in r.json()),
+    "/docs": ("GET", "/docs", {}, 404, lambda r: "error" in r.json()),
+}
+HALF_SENT = "body half-sent, then silence"
+
+
+async def half_sent_body(base: str) -> int:
+    """Send the headers and part of a body, then nothing: the status the server answers before hanging up."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"POST /v1/enhance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SERVE_KEY}\r\n"
+                 "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\"".encode())
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    return int(data.split()[1]) if data else 0
+
+
+def good_requests(seed: int, n: int) -> list[tuple[str, dict, Callable[[httpx.Response], bool]]]:
+    """``n`` good requests of four shapes, each with the check of its right answer."""
+    good = []
+    for i in range(n):
+        text = f"good request {seed}-{i}"
+        want = f"better: {text.upper()}"
+        shape = i % 4
+        if shape == 0:
+            good.append(("/v1/enhance", {"json": {"prompt": text}}, lambda r, w=want: r.json() == {"enhanced": w}))
+        elif shape == 1:
+            good.append(("/v1/enhance", {"json": {"prompts": [text, "hi"]}},
+                         lambda r, w=want: r.json() == {"enhanced": [w, "better: HI"]}))
+        elif shape == 2:
+            good.append(("/v1/chat/completions", {"json": chat_body(text)},
+                         lambda r, w=want: r.json()["choices"][0]["message"]["content"] == w))
+        else:
+            good.append(("/v1/chat/completions", {"json": chat_body(text, stream=True)},
+                         lambda r, w=want: json.dumps(w) in r.text and sse_error(r) is None))
+    return good
+
+
+def hostile_clients(seed: int, copies: int = 3, n_good: int = 120, window: float = 4.0) -> dict:
+    """``copies`` of every bad kind and ``n_good`` good requests, all started at seeded random moments within
+    ``window`` seconds against one server; per kind the statuses, and every good request's answer checked."""
+    rng = random.Random(seed)
+    enhancer = ScriptedEnhancer()
+    uvicorn_records: list[logging.LogRecord] = []
+    service_records: list[logging.LogRecord] = []  # the service's own log lines, counted instead of printed
+    uvicorn_log, service_log = logging.getLogger("uvicorn.error"), logging.getLogger("rlprompt.serve")
+    handlers = [logging.Handler(), logging.Handler()]
+    handlers[0].emit, handlers[1].emit = uvicorn_records.append, service_records.append
+    service_log.addHandler(handlers[1])
+    service_log.propagate = False
+
+    async def storm(base: str) -> tuple[list, list, list]:
+        async def at(delay: float, coro):
+            await asyncio.sleep(delay)
+            started = time.monotonic()
+            try:
+                return await coro, time.monotonic() - started
+            except (httpx.HTTPError, OSError) as err:  # a request the server dropped: counted as lost
+                return err, time.monotonic() - started
+
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+        async with httpx.AsyncClient(base_url=base, headers=JSON_HEADERS, timeout=60, limits=limits) as client:
+            bad = [(kind, at(rng.uniform(0, window), client.request(method, path, **kwargs)))
+                   for kind, (method, path, kwargs, _, _) in BAD_KINDS.items() for _ in range(copies)]
+            bad += [(HALF_SENT, at(rng.uniform(0, window), half_sent_body(base))) for _ in range(copies)]
+            good = good_requests(seed, n_good)
+            good_tasks = [at(rng.uniform(0, window), client.post(path, **kwargs)) for path, kwargs, _ in good]
+            bad_answers = await asyncio.gather(*(task for _, task in bad))
+            good_answers = await asyncio.gather(*good_tasks)
+            health = await client.get("/health")
+        return [(kind, *answer) for (kind, _), answer in zip(bad, bad_answers)], \
+            [(check, *answer) for (_, _, check), answer in zip(good, good_answers)], health
+
+    try:
+        with running_in_background(hostile_upstream(), log_level="critical") as up:
+            app = create_app(enhancer, upstream=f"{up}/v1", api_key=SERVE_KEY, upstream_api_key=UPSTREAM_KEY,
+                             max_body_bytes=128_000, body_timeout=2.0, upstream_timeout=2.0, batch_window_ms=10)
+            with running_in_background(app) as base:
+                uvicorn_log.addHandler(handlers[0])  # after start-up: uvicorn's log config drops earlier handlers
+                bad, good, health = asyncio.run(storm(base))
+    finally:
+        uvicorn_log.removeHandler(handlers[0])
+        service_log.removeHandler(handlers[1])
+        service_log.propagate = True
+
+    kinds: dict[str, dict] = {}
+    for kind, answer, _ in bad:
+        status = answer if isinstance(answer, int) else getattr(answer, "status_code", type(answer).__name__)
+        if kind == HALF_SENT:
+            expected, as_designed = 408, answer == 408
+        else:
+            expected, check = BAD_KINDS[kind][3], BAD_KINDS[kind][4]
+            as_designed = isinstance(answer, httpx.Response) and status == expected and check(answer)
+        entry = kinds.setdefault(kind, {"expected": expected, "statuses": collections.Counter(), "as_designed": 0})
+        entry["statuses"][str(status)] += 1
+        entry["as_designed"] += as_designed
+    lost = [i for i, (check, answer, _) in enumerate(good)
+            if not (isinstance(answer, httpx.Response) and answer.status_code == 200 and check(answer))]
+    latencies = sorted(seconds for _, _, seconds in good)
+    tracebacks = sum(rec.exc_info is not None and "dies mid-stream" not in "".join(traceback.format_exception(
+        *rec.exc_info)) for rec in uvicorn_records)  # the scripted upstream's own death is logged there too
+    survived = sum(k["as_designed"] for k in kinds.values())
+    return {"scenario": "hostile clients against rlprompt serve (every bad kind of issue 17, concurrently)",
+            "method": "serve", "seed": seed, "faults_injected": len(bad), "faults_survived": survived,
+            "fault_kinds": {kind: {**k, "statuses": dict(k["statuses"])} for kind, k in kinds.items()},
+            "good_requests": len(good), "good_requests_lost": len(lost),
+            "good_latency_s": {"median": round(latencies[len(latencies) // 2], 3), "max": round(latencies[-1], 3)},
+            "server_tracebacks": tracebacks, "healthy_after": health.status_code == 200,
+            "service_log_lines": dict(collections.Counter(rec.levelname for rec in service_records)),
+            "survived": survived == len(bad) and not lost and health.status_code == 200 and not tracebacks,
+            "data_lost": bool(lost)}
+
+
 def markdown(result: dict) -> str:
-    lines = ["# Reliability: faults injected into real `rlprompt train` runs", "",
-             f"Command: `{result['command']}`", "",
+    lines = ["# Reliability: faults injected into real `rlprompt train` runs, and hostile clients of `rlprompt serve`",
+             "",
              "Tiny random models on CPU; the OpenAI-compatible target is rlprompt.targets.faulty.FaultyEndpoint on "
-             "loopback. *Data lost* = an update missing or logged twice in the finished run's metrics.jsonl, or a "
-             "non-finite reward in it. *Redone* = updates computed again after a kill (at most one checkpoint "
-             "interval each).", "",
-             "| scenario | method | seed | faults injected | survived | updates kept | redone | non-finite rewards | data lost |",
-             "|---|---|---:|---:|---|---:|---:|---:|---|"]
+             "loopback. *Faults survived*: for a training run, all its faults when it finished with its data intact; "
+             "for the service, the bad requests answered as designed. *Data lost* = an update missing or logged twice "
+             "in the finished run's metrics.jsonl, a non-finite reward in it, or a good request to the service lost, "
+             "failed or answered with a wrong rewrite. *Redone* = updates computed again after a kill (at most one "
+             "checkpoint interval each).", "",
+             "| scenario | method | seed | faults injected | faults survived | good requests lost | survived | "
+             "updates kept | redone | non-finite rewards | data lost | command |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---|"]
     for r in result["scenarios"]:
-        lines.append(f"| {r['scenario']} | {r['method']} | {r['seed']} | {r['faults_injected']} | "
-                     f"{'yes' if r['survived'] else 'NO'} | {r['logged_updates']} | {r.get('updates_redone', '-')} | "
-                     f"{r['non_finite_rewards']} / {r['rewards_checked']} | {'YES' if r['data_lost'] else 'none'} |")
+        survived_faults = r.get("faults_survived", r["faults_injected"] if r["survived"] and not r["data_lost"] else 0)
+        lost = f"{r['good_requests_lost']} / {r['good_requests']}" if "good_requests" in r else "-"
+        rewards = f"{r['non_finite_rewards']} / {r['rewards_checked']}" if "rewards_checked" in r else "-"
+        lines.append(f"| {r['scenario']} | {r['method']} | {r['seed']} | {r['faults_injected']} | {survived_faults} | "
+                     f"{lost} | {'yes' if r['survived'] else 'NO'} | {r.get('logged_updates', '-')} | "
+                     f"{r.get('updates_redone', '-')} | {rewards} | {'YES' if r['data_lost'] else 'none'} | "
+                     f"`{r.get('command', result['command'])}` |")
     t = result["totals"]
-    lines += ["", f"Totals: {t['faults_injected']} faults injected over {t['runs']} runs; {t['survived']} runs survived; "
-              f"runs with data lost: {t['runs_with_data_lost']}.", ""]
-    kinds = {}
+    lines += ["", f"Totals: {t['faults_injected']} faults injected over {t['runs']} runs; {t['survived']} runs "
+              f"survived; good requests lost: {t.get('good_requests_lost', 0)}; runs with data lost: "
+              f"{t['runs_with_data_lost']}.", ""]
+    kinds: dict[str, int] = {}
     for r in result["scenarios"]:
-        for k, v in r.get("fault_kinds", {}).items():
-            kinds[k] = kinds.get(k, 0) + v
+        if r["method"] != "serve":
+            for k, v in r.get("fault_kinds", {}).items():
+                kinds[k] = kinds.get(k, 0) + v
     if kinds:
         lines += ["Transient faults by kind: " + ", ".join(f"{k} {kinds.get(k, 0)}" for k in FAULTS) + ".", ""]
+    served = [r for r in result["scenarios"] if r["method"] == "serve"]
+    for r in served:
+        lines.append(f"- Hostile clients, seed {r['seed']}: {r['good_requests']} good requests, "
+                     f"{r['good_requests_lost']} lost (latency median {r['good_latency_s']['median']} s, "
+                     f"max {r['good_latency_s']['max']} s); "
+                     f"uvicorn tracebacks {r['server_tracebacks']}; the service's log lines {r['service_log_lines']}; "
+                     f"healthy after: {'yes' if r['healthy_after'] else 'NO'}.")
+    if served:
+        lines += ["", f"Bad requests by kind, over the {len(served)} hostile-client runs:", "",
+                  "| bad request | designed answer | statuses seen | as designed |", "|---|---:|---|---:|"]
+        for kind, first in served[0]["fault_kinds"].items():
+            statuses: collections.Counter[str] = collections.Counter()
+            for r in served:
+                statuses.update(r["fault_kinds"][kind]["statuses"])
+            designed = sum(r["fault_kinds"][kind]["as_designed"] for r in served)
+            seen = ", ".join(f"{code} x{n}" for code, n in sorted(statuses.items()))
+            lines.append(f"| {kind} | {first['expected']} | {seen} | {designed} / {sum(statuses.values())} |")
+        lines.append("")
     return "\n".join(lines)
+
+
+def merge(old: list[dict], new: list[dict], command: str) -> list[dict]:
+    """``old`` rows with those of the same scenario, method and seed replaced by ``new`` ones (tagged with
+    ``command``); rows of scenarios that did not run are kept as they were."""
+    def key(row: dict) -> tuple:
+        return row["scenario"], row["method"], row["seed"]
+
+    fresh = {key(r): {**r, "command": command} for r in new}
+    kept = [fresh.pop(key(r), r) for r in old]
+    return kept + list(fresh.values())
+
+
+SCENARIOS: dict[str, Callable[[Path, int, argparse.Namespace], dict]] = {
+    "transient": lambda work, seed, args: transient_faults(work, seed),
+    "outage": lambda work, seed, args: outage(work, seed),
+    "kill_rlprompt": lambda work, seed, args: kill_and_resume(work, seed, "rlprompt", args.kills),
+    "corrupt": lambda work, seed, args: corrupt_checkpoint(work, seed),
+    "kill_multiprompter": lambda work, seed, args: kill_and_resume(work, seed, "multiprompter", args.kills),
+    "kill_prewrite": lambda work, seed, args: kill_and_resume(work, seed, "prewrite", args.kills),
+    "hostile_serve": lambda work, seed, args: hostile_clients(seed),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="runs per scenario")
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per kill -9 run")
+    parser.add_argument("--scenarios", nargs="+", choices=sorted(SCENARIOS), default=list(SCENARIOS),
+                        help="scenarios to run (default all); their rows replace the matching ones in --out")
     parser.add_argument("--out", default=str(ROOT / "results" / "reliability.json"))
     args = parser.parse_args(argv)
+    command = " ".join(shlex.quote(a) for a in ["python", "experiments/reliability.py", *sys.argv[1:]])
     scenarios = []
     with tempfile.TemporaryDirectory(prefix="rlprompt-reliability-") as tmp:
-        work = Path(tmp)
         for seed in range(args.seeds):
-            for run in (lambda: transient_faults(work, seed), lambda: outage(work, seed),
-                        lambda: kill_and_resume(work, seed, "rlprompt", args.kills),
-                        lambda: corrupt_checkpoint(work, seed),
-                        lambda: kill_and_resume(work, seed, "multiprompter", args.kills),
-                        lambda: kill_and_resume(work, seed, "prewrite", args.kills)):
-                scenarios.append(run())
+            for name in args.scenarios:
+                scenarios.append(SCENARIOS[name](Path(tmp), seed, args))
                 print(json.dumps(scenarios[-1]), file=sys.stderr)
-    totals = {"runs": len(scenarios), "faults_injected": sum(r["faults_injected"] for r in scenarios),
-              "survived": sum(r["survived"] for r in scenarios),
-              "runs_with_data_lost": sum(r["data_lost"] for r in scenarios)}
-    result = {"scenarios": scenarios, "totals": totals,
-              "command": " ".join(shlex.quote(a) for a in ["python", "experiments/reliability.py", *sys.argv[1:]])}
     out = Path(args.out)
+    previous = json.loads(out.read_text(encoding="utf-8")) if out.is_file() and set(args.scenarios) != set(SCENARIOS) \
+        else {"scenarios": [], "command": command}
+    rows = merge([{"command": previous["command"], **r} for r in previous["scenarios"]], scenarios, command)
+    totals = {"runs": len(rows), "faults_injected": sum(r["faults_injected"] for r in rows),
+              "survived": sum(r["survived"] for r in rows),
+              "good_requests_lost": sum(r.get("good_requests_lost", 0) for r in rows),
+              "runs_with_data_lost": sum(r["data_lost"] for r in rows)}
+    result = {"scenarios": rows, "totals": totals, "command": command}
     write_atomic(out, json.dumps(result, indent=2) + "\n")
     write_atomic(out.with_suffix(".md"), markdown(result))
     print(markdown(result))
-    return 0 if totals["survived"] == totals["runs"] and not totals["runs_with_data_lost"] else 1
+    ran = [r for r in rows if r["command"] == command]
+    return 0 if all(r["survived"] and not r["data_lost"] for r in ran) else 1
 
 
 if __name__ == "__main__":

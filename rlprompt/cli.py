@@ -191,16 +191,34 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from rlprompt.serve import ServeConfig
+
     p = sub.add_parser("serve", help="serve a prompt enhancer over HTTP (/v1/enhance, /v1/chat/completions proxy)")
     p.add_argument("--enhancer", dest="enhancer_dir", required=True, help="enhancer directory")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port, 0..65535")
     p.add_argument("--upstream", default=None, help="OpenAI-compatible base URL that /v1/chat/completions forwards to")
     p.add_argument("--api-key-env", default=None, help="environment variable holding the bearer token clients must send")
+    p.add_argument("--upstream-api-key-env", default=None,
+                   help="environment variable holding the bearer token sent to --upstream")
     p.add_argument("--dtype", default=None, help="override the enhancer's dtype")
-    p.add_argument("--batch-window-ms", type=float, default=10.0, help="how long to gather concurrent requests into one batch")
-    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body accepted (413 beyond)")
-    p.add_argument("--max-prompt-chars", type=int, default=8000, help="longest prompt accepted (422 beyond)")
+    p.add_argument("--batch-window-ms", type=float, default=ServeConfig.batch_window_ms,
+                   help="how long to gather concurrent requests into one batch")
+    p.add_argument("--max-batch", type=int, default=ServeConfig.max_batch, help="most prompts per enhancer call")
+    p.add_argument("--max-batch-tokens", type=int, default=ServeConfig.max_batch_tokens,
+                   help="most padded tokens (prompts x longest) per enhancer call")
+    p.add_argument("--max-body-bytes", type=int, default=ServeConfig.max_body_bytes,
+                   help="largest request body accepted (413 beyond)")
+    p.add_argument("--body-timeout", type=float, default=ServeConfig.body_timeout,
+                   help="seconds to receive a whole request body (408 beyond)")
+    p.add_argument("--max-prompt-chars", type=int, default=ServeConfig.max_prompt_chars,
+                   help="longest prompt accepted (422 beyond)")
+    p.add_argument("--max-prompt-tokens", type=int, default=None,
+                   help="longest prompt in enhancer tokens (422 beyond; default: the model's context minus new tokens)")
+    p.add_argument("--max-concurrent", type=int, default=ServeConfig.max_concurrent,
+                   help="requests in flight (503 beyond)")
+    p.add_argument("--upstream-timeout", type=float, default=ServeConfig.upstream_timeout,
+                   help="total seconds for one upstream exchange, streaming included (504 beyond)")
     p.set_defaults(func=_cmd_serve)
 
 

@@ -114,6 +114,18 @@ class PromptEnhancer:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
+    def count_tokens(self, prompt: str) -> int:
+        """How many tokens the model reads to rewrite ``prompt``: the prompt inside the meta-prompt and the
+        chat template, as :meth:`enhance` feeds it (the figure to hold against :attr:`max_input_tokens`)."""
+        return len(self._encode(prompt))
+
+    @property
+    def max_input_tokens(self) -> int | None:
+        """The most input tokens one rewrite can take: the model's context (``max_position_embeddings``)
+        minus ``max_new_tokens``; ``None`` when the model's config does not tell its context."""
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        return context - self.max_new_tokens if isinstance(context, int) else None
+
     @torch.inference_mode()
     def _generate(self, prompts: list[str], *, k: int, temperature: float, seed: int | None) -> list[list[str]]:
         encoded = [self._encode(p) for p in prompts]

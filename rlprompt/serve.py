@@ -1,50 +1,114 @@
 """An HTTP service around a :class:`~rlprompt.enhancer.PromptEnhancer` (PRewrite, Kong et al. 2024).
 
-Endpoints (FastAPI, see :func:`create_app`):
+Endpoints (FastAPI, see :func:`create_app`; no ``/docs`` or OpenAPI schema is served):
 
 * ``POST /v1/enhance``: ``{"prompt": str}`` -> ``{"enhanced": str}``; ``{"prompts": [str, ...]}`` ->
   ``{"enhanced": [str, ...]}``.
-* ``POST /v1/chat/completions``: OpenAI-compatible. The LAST user message is rewritten by the enhancer and
-  the request is forwarded to ``{upstream}/chat/completions`` (any OpenAI-compatible server: vLLM,
-  ``transformers serve``, llama.cpp); the upstream answer is returned as is (streamed when ``stream`` is true).
+* ``POST /v1/chat/completions``: OpenAI-compatible. The text parts of the LAST user message are rewritten by
+  the enhancer (every other part and field is kept; a blank or failed rewrite keeps the original text, and
+  the ``x-rlprompt-enhance-fallback`` header says why) and the request is forwarded to
+  ``{upstream}/chat/completions`` (any OpenAI-compatible server: vLLM, ``transformers serve``, llama.cpp)
+  with the operator's upstream key, never the client's; the answer is relayed (streamed only when
+  ``stream`` is literally ``true``). ``upstream_timeout`` is one deadline for the whole upstream exchange.
 * ``GET /health``: liveness plus counters (``enhancer_calls``, ``enhanced_prompts``, ``errors``).
 
-Every error is a JSON body ``{"error": {"message", "type", "code"}}``: 400 malformed JSON, 401 missing or
-wrong bearer token (compared with :func:`hmac.compare_digest`), 413 body over ``max_body_bytes``, 422 a
-body of the wrong shape or a prompt over ``max_prompt_chars``, 502 upstream unreachable or broken, 503
-queue full, 504 upstream timeout. Concurrent requests are batched: a queue collects the prompts that arrive
-within ``batch_window_ms`` of the first one (up to ``max_batch``) and one worker thread runs ONE enhancer
-call for all of them, so the model is never used by two threads at once.
+Every error is a JSON body ``{"error": {"message", "type", "code"}}``: 400 malformed JSON (NaN, nesting too
+deep), 401 missing or wrong bearer token (compared with :func:`hmac.compare_digest`), 404/405 unknown route
+or method, 408 body not received within ``body_timeout``, 413 body over ``max_body_bytes``, 415 a body that
+is not ``application/json`` (so a web page cannot post a "simple" cross-site request), 422 a body of the
+wrong shape, a prompt that is not valid Unicode text (a lone surrogate) or over ``max_prompt_chars`` or the
+enhancer's token limit, 500 enhancer failure (details only in the server log), 502 upstream unreachable,
+broken or refusing the proxy's credentials (``upstream_auth``), 503 queue full or too many requests in
+flight, 504 upstream past its deadline.
+
+Concurrent requests are batched: a queue collects the prompts that arrive within ``batch_window_ms`` of the
+first one (up to ``max_batch`` prompts and ``max_batch_tokens`` padded tokens) and one worker thread runs ONE
+enhancer call for all of them, so the model is never used by two threads at once. When a batch fails, each
+of its requests is retried alone, so one bad request never fails another.
 """
 
 # no `from __future__ import annotations`: FastAPI must see the real Request class of the handlers below
 
 import asyncio
+import dataclasses
 import hmac
 import json
+import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, NoReturn, Protocol
+
+import httpx
+
+log = logging.getLogger("rlprompt.serve")
 
 
 class Enhancer(Protocol):
-    """What the service needs: ``enhance(list[str]) -> list[str]`` (PromptEnhancer fits)."""
+    """What the service needs: ``enhance(list[str]) -> list[str]`` (PromptEnhancer fits). An enhancer that
+    also has ``count_tokens(str) -> int`` and ``max_input_tokens`` gets a token limit and token-capped batches."""
 
     def enhance(self, prompt: Sequence[str]) -> list[str]: ...
 
 
 class HTTPError(Exception):
-    """An error answered as ``{"error": {...}}`` with ``status``."""
+    """An error answered as ``{"error": {...}}`` with ``status`` (and extra response ``headers``)."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message, self.kind, self.code = status, message, kind, code
+        self.status, self.message, self.kind, self.code, self.headers = status, message, kind, code, headers
+
+
+@dataclass
+class ServeConfig:
+    """Settings of the enhancer service (:func:`create_app`); every limit is checked in ``__post_init__``."""
+
+    upstream: str | None = None
+    """Base URL of the OpenAI-compatible server behind ``/v1/chat/completions`` (``http://host:port/v1``)."""
+    api_key: str | None = field(default=None, repr=False)
+    """Bearer token clients must send to the ``/v1`` endpoints; ``None`` serves without auth (warned)."""
+    upstream_api_key: str | None = field(default=None, repr=False)
+    """Bearer token the proxy sends upstream (the client's own token is never forwarded)."""
+    max_body_bytes: int = 1 << 20
+    """Largest request body accepted (413 beyond)."""
+    body_timeout: float = 10.0
+    """Seconds allowed to receive a whole request body (408 beyond): half-sent bodies do not hold slots."""
+    max_prompt_chars: int = 8000
+    """Longest prompt in characters (422 beyond), checked before any tokenization."""
+    max_prompt_tokens: int | None = None
+    """Longest prompt in enhancer input tokens (422 beyond); ``None``: what the enhancer's model can take."""
+    max_batch: int = 32
+    """Most prompts per enhancer call (and per ``/v1/enhance`` request)."""
+    max_batch_tokens: int = 8192
+    """Most padded tokens (prompts x the longest) per enhancer call; a request above it runs alone."""
+    batch_window_ms: float = 10.0
+    """How long the first queued request waits for others to batch with."""
+    max_queue: int = 1024
+    """Requests waiting for the enhancer (503 beyond)."""
+    max_concurrent: int = 256
+    """Requests in flight, ``/health`` excepted (503 beyond)."""
+    upstream_timeout: float = 120.0
+    """Total seconds for one upstream exchange, streamed answers included (504, or an error event, beyond)."""
+
+    def __post_init__(self) -> None:
+        positive = {name: getattr(self, name) for name in ("max_body_bytes", "body_timeout", "max_prompt_chars",
+                                                           "max_batch", "max_batch_tokens", "max_queue",
+                                                           "max_concurrent", "upstream_timeout")}
+        if self.max_prompt_tokens is not None:
+            positive["max_prompt_tokens"] = self.max_prompt_tokens
+        bad = {name: value for name, value in positive.items() if not value > 0}
+        if bad:
+            raise ValueError(f"serve limits must be > 0, got {bad}")
+        if not self.batch_window_ms >= 0:
+            raise ValueError(f"batch_window_ms must be >= 0, got {self.batch_window_ms}")
+        if self.upstream is not None and not self.upstream.startswith(("http://", "https://")):
+            raise ValueError(f"upstream must be an http:// or https:// URL, got {self.upstream!r}")
 
 
 @dataclass
@@ -58,14 +122,31 @@ class Stats:
     batch_sizes: list[int] = field(default_factory=list)
 
 
-class Batcher:
-    """Collects prompts of concurrent requests for ``window_s`` after the first arrives (at most
-    ``max_batch``), then runs one ``enhancer.enhance`` call in a worker thread and answers every request."""
+class Job(NamedTuple):
+    """One request's prompts waiting in the :class:`Batcher`, with their token counts."""
 
-    def __init__(self, enhancer: Enhancer, stats: Stats, *, window_s: float, max_batch: int, max_queue: int) -> None:
+    prompts: list[str]
+    tokens: list[int]
+    future: asyncio.Future
+
+
+def _enhancer_failed() -> HTTPError:
+    return HTTPError(500, "the enhancer failed on this request (details are in the server log)", "server_error",
+                     "enhancer_failed")
+
+
+class Batcher:
+    """Collects the jobs of concurrent requests for ``window_s`` after the first arrives (at most ``max_batch``
+    prompts and ``max_tokens`` padded tokens; a job that does not fit opens the next batch), runs one
+    ``enhancer.enhance`` call in a worker thread and answers every request. When the call fails, each job is
+    retried alone, so only the job that breaks the enhancer gets the error."""
+
+    def __init__(self, enhancer: Enhancer, stats: Stats, *, window_s: float, max_batch: int, max_queue: int,
+                 max_tokens: int) -> None:
         self.enhancer, self.stats = enhancer, stats
-        self.window_s, self.max_batch = window_s, max_batch
-        self.queue: "asyncio.Queue[tuple[list[str], asyncio.Future]]" = asyncio.Queue(maxsize=max_queue)
+        self.window_s, self.max_batch, self.max_tokens = window_s, max_batch, max_tokens
+        self.queue: "asyncio.Queue[Job]" = asyncio.Queue(maxsize=max_queue)
+        self.held: Job | None = None  # the job that did not fit the last batch
         self.task: "asyncio.Task | None" = None
 
     def start(self) -> None:
@@ -79,94 +160,355 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
 
-    async def enhance(self, prompts: list[str]) -> list[str]:
+    async def enhance(self, prompts: list[str], tokens: list[int]) -> list[str]:
+        """Queue ``prompts`` (with their token counts) and wait for their rewrites."""
         future = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait((prompts, future))
+            self.queue.put_nowait(Job(prompts, tokens, future))
         except asyncio.QueueFull:
-            raise HTTPError(503, "the enhancer queue is full; retry later", "server_overloaded") from None
+            raise HTTPError(503, "the enhancer queue is full; retry later", "server_overloaded",
+                            "queue_full") from None
         return await future
 
-    async def _run(self) -> None:
+    def _fits(self, batch: list[Job], job: Job) -> bool:
+        size = sum(len(j.prompts) for j in batch) + len(job.prompts)
+        widest = max(max(j.tokens) for j in (*batch, job))
+        return size <= self.max_batch and size * widest <= self.max_tokens
+
+    async def _collect(self) -> list[Job]:
         loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self.queue.get()]
-            size, deadline = len(batch[0][0]), loop.time() + self.window_s
-            while size < self.max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break
-                batch.append(item)
-                size += len(item[0])
-            prompts = [p for item, _ in batch for p in item]
+        first = self.held if self.held is not None else await self.queue.get()
+        self.held = None
+        batch, deadline = [first], loop.time() + self.window_s
+        while sum(len(j.prompts) for j in batch) < self.max_batch:
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                break
             try:
-                results = await asyncio.to_thread(self.enhancer.enhance, prompts)
-                if not isinstance(results, list) or len(results) != len(prompts):
-                    raise RuntimeError(f"enhancer returned {type(results).__name__} for {len(prompts)} prompts")
-                self.stats.enhancer_calls += 1
-                self.stats.enhanced_prompts += len(prompts)
-                self.stats.batch_sizes.append(len(prompts))
-            except Exception as err:  # answer every waiting request, keep serving
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(HTTPError(500, f"enhancer failed: {type(err).__name__}: {err}",
-                                                       "server_error"))
+                job = await asyncio.wait_for(self.queue.get(), timeout)
+            except TimeoutError:
+                break
+            if not self._fits(batch, job):
+                self.held = job
+                break
+            batch.append(job)
+        return batch
+
+    async def _call(self, prompts: list[str]) -> list[str]:
+        results = await asyncio.to_thread(self.enhancer.enhance, prompts)
+        if not (isinstance(results, list) and len(results) == len(prompts)
+                and all(isinstance(r, str) for r in results)):
+            raise RuntimeError(f"enhancer returned {type(results).__name__} for {len(prompts)} prompts")
+        self.stats.enhancer_calls += 1
+        self.stats.enhanced_prompts += len(prompts)
+        self.stats.batch_sizes.append(len(prompts))
+        return results
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            try:
+                results = await self._call([p for job in batch for p in job.prompts])
+            except Exception as err:
+                if len(batch) == 1:
+                    log.error("the enhancer failed on a request of %d prompts", len(batch[0].prompts), exc_info=err)
+                    _settle(batch[0].future, error=_enhancer_failed())
+                    continue
+                log.warning("the enhancer failed on a batch of %d requests (%s); retrying each alone",
+                            len(batch), type(err).__name__)
+                for job in batch:
+                    try:
+                        _settle(job.future, await self._call(job.prompts))
+                    except Exception as alone:
+                        log.error("the enhancer failed on a request of %d prompts", len(job.prompts), exc_info=alone)
+                        _settle(job.future, error=_enhancer_failed())
                 continue
             start = 0
-            for item, future in batch:
-                if not future.done():
-                    future.set_result(results[start:start + len(item)])
-                start += len(item)
+            for job in batch:
+                _settle(job.future, results[start:start + len(job.prompts)])
+                start += len(job.prompts)
 
 
-def create_app(enhancer: Enhancer, *, upstream: str | None = None, api_key: str | None = None,
-               max_body_bytes: int = 1 << 20, max_prompt_chars: int = 8000, batch_window_ms: float = 10.0,
-               max_batch: int = 32, max_queue: int = 1024, upstream_timeout: float = 120.0):
-    """The FastAPI app serving ``enhancer`` (see the module docstring). ``upstream`` is the base URL of an
-    OpenAI-compatible server (``http://host:port/v1``); without it ``/v1/chat/completions`` answers 501.
-    ``api_key`` turns on bearer-token auth for the ``/v1`` endpoints (``/health`` stays open)."""
-    import httpx
+def _settle(future: asyncio.Future, result: Any = None, *, error: Exception | None = None) -> None:
+    """Answer a waiting request unless it has gone (cancelled by a client that hung up)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _error_body(status: int, message: str, kind: str, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "code": code or status}}
+
+
+class ConcurrencyLimit:
+    """ASGI middleware: at most ``limit`` HTTP requests in flight (``GET /health`` excepted); the next ones get
+    503 at once instead of piling up (slow or half-sent clients cannot exhaust the server)."""
+
+    def __init__(self, app: Any, limit: int, stats: Stats) -> None:
+        self.app, self.limit, self.stats, self.active = app, limit, stats, 0
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] == "/health":
+            return await self.app(scope, receive, send)
+        if self.active >= self.limit:
+            from fastapi.responses import JSONResponse
+
+            self.stats.errors += 1
+            body = _error_body(503, f"over {self.limit} requests in flight; retry later", "server_overloaded",
+                               "too_many_requests")
+            return await JSONResponse(body, status_code=503, headers={"Connection": "close"})(scope, receive, send)
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json(request: Any, config: ServeConfig) -> Any:
+    """The request's JSON body: ``application/json`` only (415), at most ``max_body_bytes`` (413) received
+    within ``body_timeout`` (408), parsed strictly (400 for bad JSON, NaN/Infinity or nesting too deep)."""
+    from starlette.requests import ClientDisconnect
+
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise HTTPError(415, f"the body must be application/json, got {media or 'no content-type'}",
+                        code="unsupported_media_type")
+    too_large = HTTPError(413, f"request body over {config.max_body_bytes} bytes", code="body_too_large",
+                          headers={"Connection": "close"})
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
+        raise too_large
+    body = bytearray()
+    try:
+        async with asyncio.timeout(config.body_timeout):
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > config.max_body_bytes:
+                    raise too_large
+    except TimeoutError:
+        raise HTTPError(408, f"request body not received within {config.body_timeout} s", code="body_timeout",
+                        headers={"Connection": "close"}) from None
+    except ClientDisconnect:  # nobody is left to answer; no traceback for it
+        raise HTTPError(400, "the client hung up before sending its whole body", code="client_disconnected") from None
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise HTTPError(400, "malformed JSON body: nested too deeply", code="invalid_json") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, NaN / Infinity
+        raise HTTPError(400, f"malformed JSON body: {err}", code="invalid_json") from None
+
+
+class PromptCheck:
+    """What a prompt must be before it is queued for the enhancer: a string of at most ``max_prompt_chars``
+    characters, valid Unicode (no lone surrogate, which breaks a tokenizer), and at most ``max_prompt_tokens``
+    enhancer input tokens (default: what the enhancer's model can take, its context minus the tokens it
+    generates). Calling it returns the prompts and their token counts (characters when the enhancer cannot
+    count tokens), which the :class:`Batcher` uses to cap padded tokens."""
+
+    def __init__(self, enhancer: Enhancer, config: ServeConfig) -> None:
+        self.count = getattr(enhancer, "count_tokens", None)
+        self.max_chars, self.max_tokens = config.max_prompt_chars, config.max_prompt_tokens
+        model_limit = getattr(enhancer, "max_input_tokens", None) if self.count is not None else None
+        if self.max_tokens is not None and self.count is None:
+            raise ValueError(f"max_prompt_tokens={self.max_tokens} needs an enhancer with count_tokens")
+        if model_limit is not None:
+            if model_limit < 1:
+                raise ValueError(f"the enhancer's model takes no input: max_input_tokens={model_limit}")
+            if self.max_tokens is not None and self.max_tokens > model_limit:
+                raise ValueError(f"max_prompt_tokens={self.max_tokens} is over what the enhancer's model can take "
+                                 f"({model_limit}: its context minus the tokens it generates)")
+            self.max_tokens = self.max_tokens or model_limit
+
+    def text(self, text: Any, where: str) -> str:
+        """``text`` if it is a string within the character limit and valid Unicode; a 422 naming ``where``."""
+        if not isinstance(text, str):
+            raise HTTPError(422, f"{where} must be a string, got {type(text).__name__}", code="invalid_prompt")
+        if len(text) > self.max_chars:
+            raise HTTPError(422, f"{where} has {len(text)} characters, over the limit of {self.max_chars}",
+                            code="prompt_too_long")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise HTTPError(422, f"{where} is not valid Unicode text: a lone surrogate at character {err.start}",
+                            code="invalid_text") from None
+        return text
+
+    def __call__(self, texts: list[Any], wheres: list[str]) -> tuple[list[str], list[int]]:
+        checked = [self.text(t, w) for t, w in zip(texts, wheres)]
+        if self.count is None:
+            return checked, [len(t) for t in checked]
+        tokens = [self.count(t) for t in checked]
+        for where, n in zip(wheres, tokens):
+            if self.max_tokens is not None and n > self.max_tokens:
+                raise HTTPError(422, f"{where} makes {n} enhancer input tokens, over the limit of {self.max_tokens}",
+                                code="too_many_tokens")
+        return checked, tokens
+
+
+class Upstream:
+    """The proxy's side of ``/v1/chat/completions``: the OpenAI-compatible server at ``config.upstream``, called
+    with the operator's key under ONE deadline per exchange (``upstream_timeout`` covers the headers, the body
+    and every streamed chunk, so a server that drips bytes cannot hold a request). Its failures reach the client
+    as 502/504 without internals (URL, exception text), which go to the server log."""
+
+    def __init__(self, config: ServeConfig, stats: Stats) -> None:
+        self.config, self.stats = config, stats
+        self.client: httpx.AsyncClient | None = None
+
+    async def open(self) -> None:
+        timeout = httpx.Timeout(self.config.upstream_timeout, connect=min(10.0, self.config.upstream_timeout))
+        self.client = httpx.AsyncClient(timeout=timeout)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+    def error(self, err: Exception, *, streaming: bool = False) -> HTTPError:
+        """The client's error for a failed exchange; the details go to the log only."""
+        if isinstance(err, (TimeoutError, httpx.TimeoutException)):
+            log.warning("upstream %s: no complete answer within %s s", self.config.upstream,
+                        self.config.upstream_timeout)
+            return HTTPError(504, f"the upstream did not answer within {self.config.upstream_timeout} s",
+                             "upstream_error", "upstream_timeout")
+        log.warning("upstream %s failed%s: %s: %s", self.config.upstream, " mid-stream" if streaming else "",
+                    type(err).__name__, err)
+        if streaming:
+            return HTTPError(502, "the upstream stream broke off", "upstream_error", "upstream_stream_broken")
+        if isinstance(err, httpx.TransportError):
+            return HTTPError(502, "the upstream is unreachable or hung up", "upstream_error", "upstream_unreachable")
+        return HTTPError(502, "the upstream sent a broken answer", "upstream_error", "upstream_bad_response")
+
+    async def forward(self, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        """POST ``body`` to ``{upstream}/chat/completions``; the response to relay (with ``headers`` added):
+        streamed when ``body["stream"]`` is true and the upstream answers 2xx, else the whole JSON answer."""
+        from starlette.responses import StreamingResponse
+
+        assert self.client is not None and self.config.upstream is not None, "Upstream.open() first"
+        upstream_headers = {"content-type": "application/json"}
+        if self.config.upstream_api_key:
+            upstream_headers["authorization"] = f"Bearer {self.config.upstream_api_key}"
+        request = self.client.build_request("POST", self.config.upstream.rstrip("/") + "/chat/completions",
+                                            content=json.dumps(body).encode(), headers=upstream_headers)
+        deadline = asyncio.get_running_loop().time() + self.config.upstream_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self.client.send(request, stream=True)
+                if not (body.get("stream") is True and response.is_success):
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+        except (TimeoutError, httpx.RequestError) as err:
+            raise self.error(err) from None
+        if response.is_closed:
+            return self._whole(response, headers)
+        return StreamingResponse(self._relay(response, deadline), status_code=response.status_code,
+                                 media_type=response.headers.get("content-type", "text/event-stream"), headers=headers)
+
+    def _whole(self, response: httpx.Response, headers: dict[str, str]) -> Any:
+        from starlette.responses import Response
+
+        if response.status_code in (401, 403):
+            log.warning("upstream %s refused the proxy's credentials: HTTP %d", self.config.upstream,
+                        response.status_code)
+            raise HTTPError(502, f"the upstream refused this proxy's credentials (HTTP {response.status_code}); "
+                            "its operator must set --upstream-api-key-env", "upstream_error", "upstream_auth")
+        text = response.text
+        if self.config.upstream_api_key:  # an upstream that echoes the key in an error must not show it
+            text = text.replace(self.config.upstream_api_key, "[redacted]")
+        try:
+            json.loads(text)
+        except ValueError:
+            raise HTTPError(502, f"the upstream answered {response.status_code} with a non-JSON body",
+                            "upstream_error", "upstream_bad_response") from None
+        return Response(text.encode("utf-8", "replace"), status_code=response.status_code,
+                        media_type="application/json", headers=headers)
+
+    async def _relay(self, response: httpx.Response, deadline: float) -> AsyncIterator[bytes]:
+        """The upstream's chunks until it ends, the deadline passes or it breaks off: then one SSE error event
+        ends the stream (the status line has gone already) and one warning line goes to the log."""
+        chunks = response.aiter_raw()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except (TimeoutError, httpx.RequestError) as err:
+                    failure = self.error(err, streaming=True)
+                    self.stats.errors += 1
+                    event = _error_body(failure.status, failure.message, failure.kind, failure.code)
+                    yield f"data: {json.dumps(event)}\n\n".encode()
+                    return
+                yield chunk
+        finally:
+            await response.aclose()
+
+
+def create_app(enhancer: Enhancer, config: ServeConfig | None = None, **settings: Any):
+    """The FastAPI app serving ``enhancer`` (see the module docstring) with ``config``, whose fields
+    ``settings`` may override (``create_app(enhancer, batch_window_ms=5)``). Without ``upstream``,
+    ``/v1/chat/completions`` answers 501; without ``api_key``, anyone who reaches the port may use it
+    (a warning is logged). ``/health`` needs no key."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    if max_body_bytes < 1 or max_prompt_chars < 1 or batch_window_ms < 0 or max_batch < 1:
-        raise ValueError(f"bad limits: max_body_bytes={max_body_bytes}, max_prompt_chars={max_prompt_chars}, "
-                         f"batch_window_ms={batch_window_ms}, max_batch={max_batch}")
+    config = dataclasses.replace(config or ServeConfig(), **settings)
+    check = PromptCheck(enhancer, config)
+    if config.api_key is None:
+        log.warning("serving without an API key: any program or web page that reaches this port can use the "
+                    "enhancer%s; set --api-key-env", " and the upstream" if config.upstream else "")
     stats = Stats()
-    expected = ("Bearer " + api_key).encode() if api_key else None
+    expected = ("Bearer " + config.api_key).encode() if config.api_key else None
+    upstream = Upstream(config, stats)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.batcher = Batcher(enhancer, stats, window_s=batch_window_ms / 1000, max_batch=max_batch,
-                                    max_queue=max_queue)
+        app.state.batcher = Batcher(enhancer, stats, window_s=config.batch_window_ms / 1000,
+                                    max_batch=config.max_batch, max_queue=config.max_queue,
+                                    max_tokens=config.max_batch_tokens)
         app.state.batcher.start()
-        app.state.client = httpx.AsyncClient(timeout=httpx.Timeout(upstream_timeout, connect=10.0))
+        await upstream.open()
         try:
             yield
         finally:
             await app.state.batcher.stop()
-            await app.state.client.aclose()
+            await upstream.close()
 
-    app = FastAPI(title="rlprompt enhancer", lifespan=lifespan)
+    app = FastAPI(title="rlprompt enhancer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(ConcurrencyLimit, limit=config.max_concurrent, stats=stats)
     app.state.stats = stats
 
     def error(err: HTTPError) -> JSONResponse:
         stats.errors += 1
-        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
-        return JSONResponse({"error": {"message": err.message, "type": err.kind, "code": err.code or err.status}},
-                            status_code=err.status, headers=headers)
+        headers = dict(err.headers or {})
+        if err.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse(_error_body(err.status, err.message, err.kind, err.code), status_code=err.status,
+                            headers=headers)
 
     @app.exception_handler(HTTPError)
     async def on_http_error(request: Request, err: HTTPError):
         return error(err)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def on_routing_error(request: Request, err: StarletteHTTPException):  # 404, 405
+        message = {404: f"no route {request.url.path}", 405: f"method {request.method} not allowed here"}
+        return error(HTTPError(err.status_code, message.get(err.status_code, str(err.detail)),
+                               code="not_found" if err.status_code == 404 else None, headers=err.headers))
+
     @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, err: Exception):
-        return error(HTTPError(500, f"internal error: {type(err).__name__}: {err}", "server_error"))
+    async def on_unexpected(request: Request, err: Exception):  # Starlette logs the traceback after this
+        return error(HTTPError(500, "internal error (details are in the server log)", "server_error"))
 
     def authorize(request: Request) -> None:
         if expected is None:
@@ -175,54 +517,46 @@ def create_app(enhancer: Enhancer, *, upstream: str | None = None, api_key: str 
         if not hmac.compare_digest(given, expected):
             raise HTTPError(401, "missing or invalid bearer token", "authentication_error")
 
-    async def read_json(request: Request) -> Any:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            raise HTTPError(413, f"request body over {max_body_bytes} bytes", code="body_too_large")
-        body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > max_body_bytes:
-                raise HTTPError(413, f"request body over {max_body_bytes} bytes", code="body_too_large")
-        try:
-            return json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise HTTPError(400, f"malformed JSON body: {err}", code="invalid_json") from None
-
-    def check_prompt(prompt: Any, where: str) -> str:
-        if not isinstance(prompt, str):
-            raise HTTPError(422, f"{where} must be a string, got {type(prompt).__name__}", code="invalid_prompt")
-        if len(prompt) > max_prompt_chars:
-            raise HTTPError(422, f"{where} has {len(prompt)} characters, over the limit of {max_prompt_chars}",
-                            code="prompt_too_long")
-        return prompt
+    async def enhance_texts(request: Request, texts: list[Any], wheres: list[str]) -> list[str]:
+        return await request.app.state.batcher.enhance(*check(texts, wheres))
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "upstream": upstream, "enhancer_calls": stats.enhancer_calls,
+        return {"status": "ok", "proxy": config.upstream is not None, "enhancer_calls": stats.enhancer_calls,
                 "enhanced_prompts": stats.enhanced_prompts, "requests": stats.requests, "errors": stats.errors}
 
     @app.post("/v1/enhance")
     async def enhance(request: Request):
         stats.requests += 1
         authorize(request)
-        body = await read_json(request)
+        body = await read_json(request, config)
         if isinstance(body, dict) and "prompt" in body and "prompts" not in body:
-            prompt = check_prompt(body["prompt"], "prompt")
-            return {"enhanced": (await request.app.state.batcher.enhance([prompt]))[0]}
+            return {"enhanced": (await enhance_texts(request, [body["prompt"]], ["prompt"]))[0]}
         if isinstance(body, dict) and isinstance(body.get("prompts"), list) and "prompt" not in body:
-            if not 1 <= len(body["prompts"]) <= max_batch:
-                raise HTTPError(422, f"prompts must hold 1 to {max_batch} strings", code="invalid_prompts")
-            prompts = [check_prompt(p, f"prompts[{i}]") for i, p in enumerate(body["prompts"])]
-            return {"enhanced": await request.app.state.batcher.enhance(prompts)}
+            prompts = body["prompts"]
+            if not 1 <= len(prompts) <= config.max_batch:
+                raise HTTPError(422, f"prompts must hold 1 to {config.max_batch} strings", code="invalid_prompts")
+            return {"enhanced": await enhance_texts(request, prompts, [f"prompts[{i}]" for i in range(len(prompts))])}
         raise HTTPError(422, 'body must be {"prompt": str} or {"prompts": [str, ...]}', code="invalid_body")
+
+    async def rewrite_or_keep(request: Request, texts: list[str]) -> tuple[list[str], str | None]:
+        """The rewrites of ``texts``; the original text where a rewrite is blank or fails (and why)."""
+        if not texts:
+            return [], None
+        try:
+            rewrites = await enhance_texts(request, texts, ["the user message's text"] * len(texts))
+        except HTTPError as err:
+            log.warning("forwarding the user's text unenhanced: %s", err.message)
+            return texts, err.code or str(err.status)
+        kept = [r if r.strip() else t for r, t in zip(rewrites, texts)]
+        return kept, "blank_rewrite" if any(not r.strip() for r in rewrites) else None
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         stats.requests += 1
         authorize(request)
-        body = await read_json(request)
-        if upstream is None:
+        body = await read_json(request, config)
+        if config.upstream is None:
             raise HTTPError(501, "no upstream configured: start the server with --upstream", "server_error")
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
@@ -233,63 +567,59 @@ def create_app(enhancer: Enhancer, *, upstream: str | None = None, api_key: str 
             raise HTTPError(422, "messages hold no user message to enhance", code="no_user_message")
         last = messages[users[-1]]
         content = last.get("content")
-        if isinstance(content, list):  # content parts: rewrite the joined text parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-        prompt = check_prompt(content, "the last user message's content")
-        enhanced = (await request.app.state.batcher.enhance([prompt]))[0]
-        messages[users[-1]] = {**last, "content": enhanced}
-        url = upstream.rstrip("/") + "/chat/completions"
-        headers = {"content-type": "application/json"}
-        client: httpx.AsyncClient = request.app.state.client
-        try:
-            if body.get("stream"):
-                upstream_request = client.build_request("POST", url, json=body, headers=headers)
-                response = await client.send(upstream_request, stream=True)
-
-                async def relay():
-                    try:
-                        async for chunk in response.aiter_raw():
-                            yield chunk
-                    finally:
-                        await response.aclose()
-
-                return StreamingResponse(relay(), status_code=response.status_code,
-                                         media_type=response.headers.get("content-type", "text/event-stream"))
-            response = await client.post(url, json=body, headers=headers)
-        except httpx.TimeoutException:
-            raise HTTPError(504, f"upstream {upstream} timed out", "upstream_error", "upstream_timeout") from None
-        except httpx.TransportError as err:
-            raise HTTPError(502, f"upstream {upstream} unreachable: {type(err).__name__}", "upstream_error",
-                            "upstream_unreachable") from None
-        try:
-            answer = response.json()
-        except ValueError:
-            raise HTTPError(502, f"upstream answered {response.status_code} with a non-JSON body", "upstream_error",
-                            "upstream_bad_response") from None
-        return JSONResponse(answer, status_code=response.status_code,
-                            headers={"x-rlprompt-enhanced-prompt": json.dumps(enhanced)[:2000]})
+        if isinstance(content, str):
+            rewrites, fallback = await rewrite_or_keep(request, [content])
+            new_content: Any = rewrites[0]
+        elif isinstance(content, list):  # content parts: rewrite each non-empty text part, keep every other part
+            spots = [i for i, p in enumerate(content) if isinstance(p, dict) and p.get("type") == "text"
+                     and isinstance(p.get("text"), str) and p["text"].strip()]
+            rewrites, fallback = await rewrite_or_keep(request, [content[i]["text"] for i in spots])
+            new_content = list(content)
+            for i, rewrite in zip(spots, rewrites):
+                new_content[i] = {**content[i], "text": rewrite}
+        else:
+            raise HTTPError(422, "the last user message's content must be a string or a list of content parts",
+                            code="invalid_content")
+        messages[users[-1]] = {**last, "content": new_content}
+        if "stream" in body:
+            body["stream"] = body["stream"] is True  # only a literal true streams
+        shown = rewrites if isinstance(content, list) else rewrites[0]
+        headers = {"x-rlprompt-enhanced-prompt": json.dumps(shown)[:2000]}
+        if fallback:
+            headers["x-rlprompt-enhance-fallback"] = fallback
+        return await upstream.forward(body, headers)
 
     return app
 
 
-def serve(enhancer_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, upstream: str | None = None,
-          api_key_env: str | None = None, *, dtype: str | None = None, batch_window_ms: float = 10.0,
-          max_body_bytes: int = 1 << 20, max_prompt_chars: int = 8000) -> None:
-    """Load the enhancer saved in ``enhancer_dir`` and serve it with uvicorn (blocks). ``api_key_env``
-    names the environment variable holding the bearer token (the key itself never goes on a command line)."""
+def _secret(env: str | None, what: str) -> str | None:
+    """The value of the environment variable ``env`` (``None`` when no variable is named)."""
+    if not env:
+        return None
+    value = os.environ.get(env)
+    if not value:
+        raise ValueError(f"environment variable {env!r} ({what}) is not set or empty")
+    return value
+
+
+def serve(enhancer_dir: str | Path, config: ServeConfig | None = None, *, host: str = "127.0.0.1",
+          port: int = 8000, api_key_env: str | None = None, upstream_api_key_env: str | None = None,
+          dtype: str | None = None) -> None:
+    """Load the enhancer saved in ``enhancer_dir`` and serve it with uvicorn (blocks). ``api_key_env`` and
+    ``upstream_api_key_env`` name the environment variables holding the bearer tokens clients must send and the
+    proxy sends upstream (a key never goes on a command line). Bad settings fail before the model loads."""
     import uvicorn
 
     from rlprompt.enhancer import PromptEnhancer
 
-    api_key = None
-    if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
-            raise ValueError(f"environment variable {api_key_env!r} (the API key) is not set or empty")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must lie in 0..65535, got {port}")
+    config = dataclasses.replace(config or ServeConfig(), api_key=_secret(api_key_env, "the API key"),
+                                 upstream_api_key=_secret(upstream_api_key_env, "the upstream API key"))
     enhancer = PromptEnhancer.from_pretrained(enhancer_dir, dtype=dtype)
-    app = create_app(enhancer, upstream=upstream, api_key=api_key, max_body_bytes=max_body_bytes,
-                     max_prompt_chars=max_prompt_chars, batch_window_ms=batch_window_ms)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    app = create_app(enhancer, config)
+    # uvicorn's own cap counts connections too (idle or sending headers): a backstop behind the app's limit
+    uvicorn.run(app, host=host, port=port, log_level="info", limit_concurrency=2 * config.max_concurrent)
 
 
 @contextmanager
@@ -318,13 +648,18 @@ def running_in_background(app: Any, *, log_level: str = "warning", start_timeout
         thread.join(timeout=10)
 
 
+SETTINGS = ("upstream", "max_body_bytes", "body_timeout", "max_prompt_chars", "max_prompt_tokens", "max_batch",
+            "max_batch_tokens", "batch_window_ms", "max_concurrent", "upstream_timeout")  # CLI options of ServeConfig
+
+
 def serve_main(args: Any) -> int:
-    """CLI glue for ``rlprompt serve``: ``args`` has enhancer_dir, host, port, upstream, api_key_env, dtype,
-    batch_window_ms, max_body_bytes, max_prompt_chars."""
-    serve(args.enhancer_dir, args.host, args.port, args.upstream, args.api_key_env, dtype=args.dtype,
-          batch_window_ms=args.batch_window_ms, max_body_bytes=args.max_body_bytes,
-          max_prompt_chars=args.max_prompt_chars)
+    """CLI glue for ``rlprompt serve``: ``args`` has enhancer_dir, host, port, api_key_env, upstream_api_key_env,
+    dtype and one attribute per name in :data:`SETTINGS`."""
+    config = ServeConfig(**{name: getattr(args, name) for name in SETTINGS})
+    serve(args.enhancer_dir, config, host=args.host, port=args.port, api_key_env=args.api_key_env,
+          upstream_api_key_env=args.upstream_api_key_env, dtype=args.dtype)
     return 0
 
 
-__all__ = ["Batcher", "HTTPError", "create_app", "serve", "serve_main"]
+__all__ = ["Batcher", "HTTPError", "PromptCheck", "ServeConfig", "Upstream", "create_app", "read_json", "serve",
+           "serve_main"]
