@@ -46,7 +46,7 @@ from rlprompt.policies.dpo import (
     train_dpo,
 )
 from rlprompt.runs import write_atomic
-from rlprompt.stats import mean_interval, paired_bootstrap
+from rlprompt.stats import finite_or_none, mean_interval, paired_bootstrap
 
 ARMS = ("dpo", "sem-dpo")
 REWARD_TOLERANCE = 0.05
@@ -163,7 +163,8 @@ def summarize(seeds: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
             values = [r[arm][key] for r in seeds]
             interval = mean_interval(values)
             arms[arm].update({key: interval.mean, f"{key}_std": float(np.std(values)),
-                              f"{key}_low": interval.low, f"{key}_high": interval.high})
+                              f"{key}_low": finite_or_none(interval.low),
+                              f"{key}_high": finite_or_none(interval.high)})
     sim = paired_bootstrap([r["sem-dpo"]["similarities"] for r in seeds], [r["dpo"]["similarities"] for r in seeds])
     rew = paired_bootstrap([r["sem-dpo"]["rewards"] for r in seeds], [r["dpo"]["rewards"] for r in seeds])
     scale = abs(arms["dpo"]["reward"]) or math.nan

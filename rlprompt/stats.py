@@ -32,14 +32,20 @@ class Interval:
         """True when the whole interval lies above or below zero."""
         return bool(self.low > 0 or self.high < 0)
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n}
+    def as_dict(self) -> dict[str, float | int | None]:
+        """JSON-ready: bounds that do not exist (one seed) are None, as strict JSON has no NaN."""
+        return {"mean": self.mean, "low": finite_or_none(self.low), "high": finite_or_none(self.high), "n": self.n}
 
     def __format__(self, spec: str) -> str:
         spec = spec or ".3f"
         if math.isnan(self.low):
             return f"{self.mean:{spec}}"
         return f"{self.mean:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
+
+
+def finite_or_none(value: float) -> float | None:
+    """``value``, or None where it is NaN or infinite (what strict JSON can hold)."""
+    return value if math.isfinite(value) else None
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
@@ -114,4 +120,4 @@ def digits(predictions: Sequence[int]) -> str:
     return out
 
 
-__all__ = ["Interval", "correctness", "digits", "mean_interval", "paired_bootstrap"]
+__all__ = ["Interval", "correctness", "finite_or_none", "digits", "mean_interval", "paired_bootstrap"]
