@@ -23,9 +23,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: install
 	$(BIN)/python experiments/demo.py
 
-# the real OpenAI-compatible servers the integration tests start (llama.cpp compiles once, ~5-10 min)
+# the real OpenAI-compatible servers the integration tests start (llama.cpp compiles once, ~5-10 min; pip caches the
+# wheel). Built for a portable x86-64 level, not -march=native: on a CPU that reports AMX, a native build crashed
+# with "Illegal instruction" on its first completion.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e ".[dev,serving,servers]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q -e ".[dev,serving,servers]"
 	touch $@
 
 test: $(VENV)/.test-installed
