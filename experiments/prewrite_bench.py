@@ -137,7 +137,8 @@ def rescore_command(out: Path, task: str, seed: str, arm: str) -> str:
     the repository root when ``out`` lies inside it)."""
     path = out.resolve()
     shown_out = path.relative_to(ROOT.parent) if ROOT.parent in path.parents else path
-    return shlex.join(["python", "experiments/prewrite_bench.py", "--out", str(shown_out), "--rescore", task, seed, arm])
+    return shlex.join(["python", "experiments/prewrite_bench.py", "--out", str(shown_out), "--rescore", task, seed,
+                       arm])
 
 
 def assemble(runs_dir: Path, out: Path) -> dict[str, Any]:
@@ -303,7 +304,8 @@ def main(argv: list[str] | None = None, *, target: Target | None = None) -> int:
                         help="score one arm of --out again and compare its predictions (what eval_command runs)")
     parser.add_argument("--service-requests", type=int, default=0,
                         help="also serve the last trained enhancer and send this many requests at each --clients count")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients of the service test")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32],
+                        help="concurrent clients of the service test")
     args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after the options
     runs_dir, out = Path(args.runs_dir), Path(args.out)
     if args.rescore:
@@ -320,7 +322,8 @@ def main(argv: list[str] | None = None, *, target: Target | None = None) -> int:
     target = target or make_target(first.target, dtype=first.target_dtype, device=first.device)
     for name in args.tasks:
         test = build_task(configs[name, args.seeds[0]]).split("test")
-        test_idx = sample_indices(len(test.texts), args.test_limit if args.test_limit is not None else TEST_LIMITS[name])
+        limit = args.test_limit if args.test_limit is not None else TEST_LIMITS[name]
+        test_idx = sample_indices(len(test.texts), limit)
         meta = {"test_examples": len(test_idx),
                 "test_indices": "all" if len(test_idx) == len(test.texts) else test_idx.tolist(),
                 "test_labels": digits([test.labels[i] for i in test_idx])}

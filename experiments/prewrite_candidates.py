@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python " + shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])}
     out = Path(args.out) if args.out else run / "candidates_test"
     write_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    lines = [f"`{result['command']}`", "", f"{len(ranked)} candidates, {len(texts)} test examples (seeded sample); initial "
-             f"instruction {initial['test_accuracy']:.3f}; picked on dev {picked['test_accuracy']:.3f}; best on test "
+    lines = [f"`{result['command']}`", "",
+             f"{len(ranked)} candidates, {len(texts)} test examples (seeded sample); initial instruction "
+             f"{initial['test_accuracy']:.3f}; picked on dev {picked['test_accuracy']:.3f}; best on test "
              f"{ranked[0]['test_accuracy']:.3f}; {result['beat_initial']} candidates beat the initial instruction.", "",
              "| test acc | dev acc | instruction |", "|---:|---:|---|"]
     lines += [f"| {r['test_accuracy']:.3f} | {r['dev_accuracy']:.3f} | {r['instruction'][:100]!r} |" for r in ranked]

@@ -290,7 +290,7 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
         assert entry[arm]["eval_command"].endswith(f"--rescore sst-2 16-100 {arm}")
         assert entry[arm]["mean_test_accuracy_over_seeds"] == seed[arm]["test_accuracy"]
     assert seed["prewrite_s_candidates"][seed["prewrite_s"]["instruction"]] == seed["prewrite_s"]["dev_accuracy"]
-    assert {"initial", "prewrite_i", "prewrite_s", "prewrite_i-initial", "prewrite_s-initial"} == set(entry["intervals"])
+    assert set(entry["intervals"]) == {*bench.ARMS, "prewrite_i-initial", "prewrite_s-initial"}
     assert result["budget"]["short"] == ["sst-2/16-100"] and result["commits"]
     assert json.loads(part.read_text())["command"].startswith("python experiments/prewrite_bench.py")
     text = out.with_suffix(".md").read_text()
@@ -336,5 +336,10 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
     again = json.loads(out.read_text())
     assert again["tasks"]["sst-2"]["seeds"][0]["steps"] == 2
     assert out.with_suffix(".md").read_text() == bench.markdown(again)
+    assert run("--seeds", "16-100", "--test-limit", "20", "steps=2", "--service-requests", "2", "--clients", "1",
+               "2") == 0  # the service load test (off by default) serves the last run's enhancer
+    service = json.loads(out.read_text())["service"]
+    assert [(lv["clients"], lv["ok"]) for lv in service["levels"]] == [(1, 2), (2, 2)]
+    assert "| 2 | 2 | 0 |" in out.with_suffix(".md").read_text()
     with pytest.raises(ValueError, match="other test examples"):
         run("--seeds", "16-100", "--test-limit", "10", "steps=2")
