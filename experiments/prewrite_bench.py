@@ -89,7 +89,7 @@ def run_part(cfg: PRewriteConfig, target: Target, run_dir: Path, test_idx: np.nd
     """Train one (task, seed) (reusing a finished run in ``run_dir``, resuming an unfinished one from its last sealed
     checkpoint, starting again one killed before its first), then score the three arms on the test examples
     ``test_idx``: the part's record."""
-    start, queries, resumed_from = time.perf_counter(), target.stats.sequences, 0
+    start, resumed_from = time.perf_counter(), 0
     summary = finished_summary(cfg, run_dir)
     if summary is None:
         checkpoint = resume_trainer_checkpoint(run_dir / "checkpoints")
@@ -112,7 +112,8 @@ def run_part(cfg: PRewriteConfig, target: Target, run_dir: Path, test_idx: np.nd
                   "predictions_per_class": scored[instruction].predictions_per_class}
             for arm, instruction in instructions.items()}
     metrics = RunDir(run_dir, resume=True, tensorboard=False).read_metrics()
-    seconds = [r["perf/seconds_per_step"] for r in metrics if r.get("perf/seconds_per_step") is not None]
+    seconds = list({r["step"]: r["perf/seconds_per_step"] for r in metrics  # one per step (the last is logged twice)
+                    if r.get("perf/seconds_per_step") is not None}.values())
     curve = {r["step"]: r["charts/minibatch_accuracy_mean"] for r in metrics
              if r.get("charts/minibatch_accuracy_mean") is not None}
     candidates = json.loads((run_dir / "rewrites.json").read_text(encoding="utf-8"))["prewrite_s_candidates"]
@@ -121,7 +122,7 @@ def run_part(cfg: PRewriteConfig, target: Target, run_dir: Path, test_idx: np.nd
             "train_inputs_per_step": min(cfg.input_batch_size, len(train)), "train_examples": len(train),
             "dev_examples": len(balanced_subset(dev.labels, cfg.dev_limit)), "num_samples": cfg.num_samples,
             "prewrite_s_candidates": candidates, "seconds_per_step": float(np.mean(seconds)) if seconds else None,
-            "train_accuracy_curve": sorted(curve.items()), "target_queries": target.stats.sequences - queries,
+            "train_accuracy_curve": sorted(curve.items()), "target_queries": summary["target_queries"],
             "resumed_from_step": resumed_from, "wall_seconds": round(time.perf_counter() - start, 1),
             "run_dir": str(run_dir), "config": dump_config(cfg)}
 
@@ -217,7 +218,7 @@ def markdown(result: dict[str, Any]) -> str:
                   f", LoRA r={cfg['lora_r']}, reward {cfg['reward']} with {cfg['stabilizer']}; policy seed = the data "
                   "seed's position in RLPrompt's list.", "",
                   "| seed | policy seed | steps | train inputs / step | K | dev examples | s / step | train acc of "
-                  "sampled rewrites, first 10 -> last 10 steps | target queries (this call) |",
+                  "sampled rewrites, first 10 -> last 10 steps | target queries (training + dev selection) |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in seeds:
             accs = [a for _, a in r["train_accuracy_curve"]]

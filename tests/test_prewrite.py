@@ -160,15 +160,21 @@ def test_grpo_steps_change_lora_params_and_write_the_run(tmp_path, monkeypatch):
 
 def test_resume_continues_from_last_checkpoint(tmp_path):
     cfg = _tiny_cfg(steps=1)
-    train_prewrite(cfg, tmp_path / "run", target=_fake_target(cfg), rewriter=load_model("tiny-random"))
+    target = _fake_target(cfg)
+    target.stats.sequences = 1000  # a target shared with earlier runs (as a benchmark shares one)
+    first = train_prewrite(cfg, tmp_path / "run", target=target, rewriter=load_model("tiny-random"))
     with pytest.raises(ValueError, match="already holds a run"):
         train_prewrite(cfg, tmp_path / "run", target=_fake_target(cfg), rewriter=load_model("tiny-random"))
     cfg2 = _tiny_cfg(steps=2)
-    summary = train_prewrite(cfg2, tmp_path / "run", resume=True, target=_fake_target(cfg2),
-                             rewriter=load_model("tiny-random"))
+    summary = train_prewrite(cfg2, tmp_path / "run", resume=True, target=target, rewriter=load_model("tiny-random"))
     assert summary["steps"] == 2
-    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records]
     assert steps == sorted(steps) and 2 in steps
+    # the run's own target queries, counted on across the resume: a step scores <= 4 rewrites x 4 inputs
+    queries = {r["step"]: r["target_queries"] for r in records if "losses/loss" in r}
+    assert 0 < queries[1] <= 16 and first["target_queries"] < queries[2] <= first["target_queries"] + 16
+    assert summary["target_queries"] == records[-1]["target_queries"] == target.stats.sequences - 1000
 
 
 class SamplingEnhancer:
@@ -322,7 +328,11 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
     assert run("--seeds", "16-100", "--test-limit", "20", "steps=2") == 0  # more steps: resumes from checkpoint-1
     resumed = json.loads(part.read_text())
     assert resumed["steps"] == 2 and resumed["resumed_from_step"] == 1
-    assert [r["step"] for r in RunDir(run_dir, resume=True).read_metrics() if "losses/loss" in r] == [1, 2]
+    metrics = RunDir(run_dir, resume=True).read_metrics()
+    assert [r["step"] for r in metrics if "losses/loss" in r] == [1, 2]
+    per_step = [r["perf/seconds_per_step"] for r in metrics if "losses/loss" in r]  # one figure per step
+    assert resumed["seconds_per_step"] == pytest.approx(np.mean(per_step))
+    assert resumed["target_queries"] == metrics[-1]["target_queries"] > metrics[0]["target_queries"]  # run's own count
     shutil.rmtree(run_dir / "checkpoints")  # killed before its first checkpoint: it starts again
     (run_dir / "summary.json").unlink()
     part.unlink()
