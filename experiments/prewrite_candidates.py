@@ -2,10 +2,12 @@
 the best rewrite the rewriter sampled, and does any sampled rewrite beat the initial instruction?
 
 Reads ``<run>/config.yaml``, ``<run>/rewrites.json`` and ``<run>/summary.json`` (written by ``rlprompt train`` / ``prewrite_bench.py``),
-scores the initial instruction and the K candidates on the first ``--test-limit`` test examples in one batched
-target call, and writes ``<out>.json`` + ``<out>.md`` (candidates ranked by test accuracy, with their dev accuracy).
+scores the initial instruction and the K candidates on ``--test-limit`` test examples (the fixed seeded sample of
+:func:`rlprompt.benchmarking.sample_indices`, the one prewrite_bench.py scores for the same N; some test files are
+sorted by label, so the first N rows would not do) in one batched target call, and writes ``<out>.json`` +
+``<out>.md`` (candidates ranked by test accuracy, with their dev accuracy).
 
-    python experiments/prewrite_candidates.py runs/prewrite_bench/agnews-16-42-<stamp> --test-limit 400
+    python experiments/prewrite_candidates.py runs/prewrite_bench/agnews/16-100 --test-limit 1000
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlprompt.benchmarking import sample_indices
 from rlprompt.config import load_config
 from rlprompt.policies.prewrite import PRewriteConfig, build_task
 from rlprompt.runs import write_atomic
@@ -27,7 +30,7 @@ from rlprompt.targets import make_target
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a finished PRewrite run directory")
-    parser.add_argument("--test-limit", type=int, default=400, help="score the first N test examples")
+    parser.add_argument("--test-limit", type=int, default=400, help="score a fixed seeded sample of N test examples")
     parser.add_argument("--out", default=None, help="output stem (default: <run>/candidates_test)")
     args = parser.parse_args(argv)
     run = Path(args.run)
@@ -35,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     candidates = json.loads((run / "rewrites.json").read_text(encoding="utf-8"))["prewrite_s_candidates"]
     task = build_task(cfg)
     test = task.split("test")
-    texts, labels = list(test.texts[: args.test_limit]), np.asarray(test.labels[: args.test_limit])
+    idx = sample_indices(len(test.texts), args.test_limit)
+    texts, labels = [test.texts[i] for i in idx], np.asarray([test.labels[i] for i in idx])
     prompts = [task.prompt, *candidates]
     target = make_target(cfg.target, dtype=cfg.target_dtype)
     scores = target.classify(task.template, prompts, texts, list(task.verbalizers))  # [prompt, input, label]
@@ -50,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python " + shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])}
     out = Path(args.out) if args.out else run / "candidates_test"
     write_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    lines = [f"`{result['command']}`", "", f"{len(ranked)} candidates, first {len(texts)} test examples; initial "
-             f"instruction {initial['test_accuracy']:.3f}; picked on dev {picked['test_accuracy']:.3f}; best on test "
+    lines = [f"`{result['command']}`", "",
+             f"{len(ranked)} candidates, {len(texts)} test examples (seeded sample); initial instruction "
+             f"{initial['test_accuracy']:.3f}; picked on dev {picked['test_accuracy']:.3f}; best on test "
              f"{ranked[0]['test_accuracy']:.3f}; {result['beat_initial']} candidates beat the initial instruction.", "",
              "| test acc | dev acc | instruction |", "|---:|---:|---|"]
     lines += [f"| {r['test_accuracy']:.3f} | {r['dev_accuracy']:.3f} | {r['instruction'][:100]!r} |" for r in ranked]

@@ -253,11 +253,11 @@ def _run_logger_class():
     from transformers import TrainerCallback
 
     class RunLogger(TrainerCallback):
-        """Writes trl's logs to the run's metrics.jsonl under fixed namespaces, times each step and
-        saves the reward sampler's state next to each trl checkpoint."""
+        """Writes trl's logs to the run's metrics.jsonl under fixed namespaces (with the run's target queries so
+        far, ``queries()``), times each step and saves the reward sampler's state next to each trl checkpoint."""
 
-        def __init__(self, run: RunDir, reward: RewriteReward, target: Target) -> None:
-            self.run, self.reward, self.target = run, reward, target
+        def __init__(self, run: RunDir, reward: RewriteReward, queries: Callable[[], int]) -> None:
+            self.run, self.reward, self.queries = run, reward, queries
             self.step_seconds: list[float] = []
             self._t0 = time.perf_counter()
 
@@ -278,7 +278,7 @@ def _run_logger_class():
             if self.step_seconds:
                 metrics["perf/seconds_per_step"] = self.step_seconds[-1]
             if state.is_world_process_zero:
-                self.run.log(state.global_step, metrics, target_queries=self.target.stats.sequences)
+                self.run.log(state.global_step, metrics, target_queries=self.queries())
 
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -347,7 +347,9 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     checkpoints: adapter safetensors, optimizer, trainer state, reward sampler state), ``prompt.txt`` (the
     best of PRewrite-I and PRewrite-S on dev), ``rewrites.json`` and ``enhancer/`` (a PromptEnhancer).
     ``resume=True`` continues from the latest trl checkpoint. ``target`` and ``rewriter`` (model, tokenizer)
-    override the config's models (tests pass a scripted fake target and a tiny random rewriter).
+    override the config's models (tests pass a scripted fake target and a tiny random rewriter). The target
+    queries logged and summarized are this run's own (not those a shared target served before), counted on
+    across resumes.
     """
     from datasets import Dataset
     from peft import LoraConfig
@@ -372,11 +374,17 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     checkpoint = resume_trainer_checkpoint(output_dir) if resume else None
     if resume and checkpoint is None and run.read_metrics():
         raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
+    queries_before = 0  # target sequences this run had spent before this process (a resumed run goes on counting)
     if checkpoint is not None:
         state_file = checkpoint / "prewrite_state.json"
         if state_file.is_file():
             reward.load_state_dict(json.loads(state_file.read_text(encoding="utf-8")))
         run.truncate_to(int(checkpoint.name.rsplit("-", 1)[1]))
+        queries_before = max((r["target_queries"] for r in run.read_metrics()), default=0)
+    start_queries = target.stats.sequences  # the target may have served others before (a benchmark shares one)
+
+    def queries() -> int:
+        return queries_before + target.stats.sequences - start_queries
 
     messages = [{"role": "user", "content": cfg.meta_prompt.replace("{instruction}", task.prompt)}]
     dataset = Dataset.from_dict({"prompt": [messages] * (cfg.steps * cfg.num_generations)})
@@ -384,7 +392,7 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     args = _grpo_config(cfg, output_dir, on_cpu)
     peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                              target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
-    logger = _run_logger_class()(run, reward, target)
+    logger = _run_logger_class()(run, reward, queries)
     trainer = _grpo_trainer_class()(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
                                     processing_class=tokenizer, peft_config=peft_config,
                                     callbacks=[logger, trainer_checkpoint_sealer()])
@@ -412,14 +420,14 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     summary = {
         "run_dir": str(run.path), "steps": trainer.state.global_step, "train_seconds": train_seconds,
         "seconds_per_step": float(np.mean(seconds)) if seconds else None,
-        "target_queries": target.stats.sequences, "initial_instruction": task.prompt,
+        "target_queries": queries(), "initial_instruction": task.prompt,
         "initial_dev_accuracy": initial_acc, "prewrite_i": rewrite_i, "prewrite_i_dev_accuracy": acc_i,
         "prewrite_s": rewrite_s, "prewrite_s_dev_accuracy": sampled[rewrite_s], "best_prompt": best,
         "template": task.template, "verbalizers": list(task.verbalizers),
     }
     run.log(trainer.state.global_step, {"eval/initial_accuracy": initial_acc, "eval/prewrite_i_accuracy": acc_i,
                                         "eval/prewrite_s_accuracy": sampled[rewrite_s]},
-            target_queries=target.stats.sequences)
+            target_queries=queries())
     run.write_json("rewrites.json", {"prewrite_s_candidates": sampled, "history": reward.history})
     run.write_json("summary.json", summary)
     run.close()

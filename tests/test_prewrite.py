@@ -1,10 +1,13 @@
 """PRewrite (Kong et al. 2024): config checks, the rewrite reward, GRPO training with a tiny random rewriter
-against a scripted fake target, PRewrite-S selection, resume, and the accelerate entry point."""
+against a scripted fake target, PRewrite-S selection, resume, the accelerate entry point, and the benchmark
+(experiments/prewrite_bench.py: seeds, parts, resume, report)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import zlib
@@ -26,6 +29,7 @@ from rlprompt.policies.prewrite import (
     prewrite_s,
     train_prewrite,
 )
+from rlprompt.runs import RunDir
 from rlprompt.targets.base import Target, fill
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,9 +45,11 @@ class ScriptedTarget(Target):
         super().__init__()
         self.labels_by_text, self.quality = labels_by_text, quality
         self.seen_prompts: list[str] = []
+        self.last_inputs: list[str] = []
 
     def _classify(self, template, prompts, inputs, verbalizers):
         k = len(verbalizers)
+        self.last_inputs = list(inputs)
         out = np.full((len(prompts), len(inputs), k), np.log(0.1))
         for p, prompt in enumerate(prompts):
             self.seen_prompts.append(prompt)
@@ -154,15 +160,21 @@ def test_grpo_steps_change_lora_params_and_write_the_run(tmp_path, monkeypatch):
 
 def test_resume_continues_from_last_checkpoint(tmp_path):
     cfg = _tiny_cfg(steps=1)
-    train_prewrite(cfg, tmp_path / "run", target=_fake_target(cfg), rewriter=load_model("tiny-random"))
+    target = _fake_target(cfg)
+    target.stats.sequences = 1000  # a target shared with earlier runs (as a benchmark shares one)
+    first = train_prewrite(cfg, tmp_path / "run", target=target, rewriter=load_model("tiny-random"))
     with pytest.raises(ValueError, match="already holds a run"):
         train_prewrite(cfg, tmp_path / "run", target=_fake_target(cfg), rewriter=load_model("tiny-random"))
     cfg2 = _tiny_cfg(steps=2)
-    summary = train_prewrite(cfg2, tmp_path / "run", resume=True, target=_fake_target(cfg2),
-                             rewriter=load_model("tiny-random"))
+    summary = train_prewrite(cfg2, tmp_path / "run", resume=True, target=target, rewriter=load_model("tiny-random"))
     assert summary["steps"] == 2
-    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records]
     assert steps == sorted(steps) and 2 in steps
+    # the run's own target queries, counted on across the resume: a step scores <= 4 rewrites x 4 inputs
+    queries = {r["step"]: r["target_queries"] for r in records if "losses/loss" in r}
+    assert 0 < queries[1] <= 16 and first["target_queries"] < queries[2] <= first["target_queries"] + 16
+    assert summary["target_queries"] == records[-1]["target_queries"] == target.stats.sequences - 1000
 
 
 class SamplingEnhancer:
@@ -218,3 +230,126 @@ def test_device_accelerate_launch_two_cpu_processes_runs_two_steps(tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
              if "losses/loss" in line]
     assert steps == [1, 2]
+
+
+# -- the benchmark: initial instruction, PRewrite-I and PRewrite-S per (task, data seed) -----------
+@pytest.fixture
+def prewrite_bench(tmp_path):
+    """An RLPrompt-style 16-shot ``sst-2`` directory made of the built-in sentiment task (which the scripted target
+    knows), and a runner of experiments/prewrite_bench.py with a tiny random rewriter at a tiny budget."""
+    from rlprompt.tasks import load_task
+
+    import experiments.prewrite_bench as bench
+
+    task = load_task("sentiment")
+    data = tmp_path / "data"
+
+    def write(path, split):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [f"{t}\t{y}" for t, y in zip(split.texts, split.labels)]
+        path.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+
+    for seed in ("16-100", "16-13"):
+        write(data / "sst-2" / seed / "train.tsv", task.split("train"))
+        write(data / "sst-2" / seed / "dev.tsv", task.split("dev"))
+    write(data / "sst-2" / "test.tsv", task.split("test"))
+    labels = {t: l for split in task.splits.values() for t, l in zip(split.texts, split.labels)}
+    tiny = ["rewriter_model=tiny-random", "num_generations=2", "max_completion_length=4", "checkpoint_every=1",
+            "num_samples=2", "lora_r=4", "lora_target_modules=[q_proj]", "learning_rate=0.05"]
+
+    def make_target():
+        return ScriptedTarget(labels, hash_quality)
+
+    def run(*argv):
+        return bench.main(["--tasks", "sst-2", "--data", str(data), "--runs-dir", str(tmp_path / "runs"),
+                           "--out", str(tmp_path / "out" / "prewrite.json"), *tiny, *argv], target=make_target())
+
+    return bench, run, tmp_path, make_target
+
+
+def test_bench_seed_config_follows_the_shared_protocol(prewrite_bench):
+    bench, _, tmp, _ = prewrite_bench
+    cfg = bench.seed_config("sst-2", "16-13", tmp / "data", ["steps=3"])
+    assert (cfg.task_seed, cfg.seed, cfg.steps) == ("16-13", 1, 3)  # the policy seed is the data seed's position
+    assert cfg.task == str(tmp / "data" / "sst-2")
+    full = {name: bench.seed_config(name, "16-100", tmp / "data", []) for name in bench.TASKS}
+    assert {n: (c.steps, c.num_samples, c.input_batch_size, c.dev_limit) for n, c in full.items()} == {
+        "sst-2": (150, 16, 32, None), "agnews": (150, 16, 64, None)}  # the benchmark budget: whole train/dev splits
+    with pytest.raises(ValueError, match="16-7"):
+        bench.seed_config("sst-2", "16-7", tmp / "data", [])
+
+
+def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatch):
+    bench, run, tmp, make_target = prewrite_bench
+    out, part = tmp / "out" / "prewrite.json", tmp / "runs" / "parts" / "sst-2-16-100.json"
+    assert run("--seeds", "16-100", "--test-limit", "20", "steps=1") == 0
+    result = json.loads(out.read_text())
+    entry = result["tasks"]["sst-2"]
+    assert len(entry["test_labels"]) == 20 and len(entry["test_indices"]) == 20  # a seeded sample of the 136
+    (seed,) = entry["seeds"]
+    assert seed["data_seed"] == "16-100" and seed["policy_seed"] == 0 and seed["steps"] == 1
+    assert seed["train_inputs_per_step"] == seed["train_examples"] == 32 and seed["dev_examples"] == 32
+    for arm in bench.ARMS:
+        predictions = seed[arm]["test_predictions"]
+        assert len(predictions) == 20 and seed[arm]["test_accuracy"] == pytest.approx(
+            float(np.mean([p == y for p, y in zip(predictions, entry["test_labels"])])))
+        assert entry[arm]["eval_command"].endswith(f"--rescore sst-2 16-100 {arm}")
+        assert entry[arm]["mean_test_accuracy_over_seeds"] == seed[arm]["test_accuracy"]
+    assert seed["prewrite_s_candidates"][seed["prewrite_s"]["instruction"]] == seed["prewrite_s"]["dev_accuracy"]
+    assert set(entry["intervals"]) == {*bench.ARMS, "prewrite_i-initial", "prewrite_s-initial"}
+    assert result["budget"]["short"] == ["sst-2/16-100"] and result["commits"]
+    assert json.loads(part.read_text())["command"].startswith("python experiments/prewrite_bench.py")
+    text = out.with_suffix(".md").read_text()
+    assert text == bench.markdown(result) and "| 16-100 | prewrite_s | `" in text
+    assert re.search(r"\| prewrite_s \| 1 \| [01]\.\d{3} \| [01]\.\d{3} \| [+-]\d\.\d{3} \| [+-]\d\.\d{3} "
+                     r"\[[+-]\d\.\d{3}, [+-]\d\.\d{3}\] \((better|worse|inside the noise)\) \|", text)
+    assert run("--rescore", "sst-2", "16-100", "prewrite_s") == 0  # eval_command reproduces the figure
+
+    import experiments.prewrite_candidates as candidates
+    from rlprompt.tasks import load_task
+
+    target = make_target()  # the candidates' test figures come from the bench's seeded test sample
+    monkeypatch.setattr(candidates, "make_target", lambda *args, **kwargs: target)
+    assert candidates.main([seed["run_dir"], "--test-limit", "20", "--out", str(tmp / "candidates")]) == 0
+    test = load_task(str(tmp / "data" / "sst-2"), seed="16-100").split("test")
+    assert target.last_inputs == [test.texts[i] for i in entry["test_indices"]]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a complete part was trained again")
+
+    monkeypatch.setattr(bench, "train_prewrite", no_training)
+    assert run("--seeds", "16-100", "--test-limit", "20", "steps=1") == 0  # the complete part is skipped
+    part.unlink()  # killed after training, before the part was written: the finished run is scored, not retrained
+    assert run("--seeds", "16-100", "--test-limit", "20", "steps=1") == 0
+    assert json.loads(part.read_text())["steps"] == 1
+    monkeypatch.undo()
+
+    run_dir = tmp / "runs" / "sst-2" / "16-100"
+    assert run("--seeds", "16-100", "--test-limit", "20", "steps=2") == 0  # more steps: resumes from checkpoint-1
+    resumed = json.loads(part.read_text())
+    assert resumed["steps"] == 2 and resumed["resumed_from_step"] == 1
+    metrics = RunDir(run_dir, resume=True).read_metrics()
+    assert [r["step"] for r in metrics if "losses/loss" in r] == [1, 2]
+    per_step = [r["perf/seconds_per_step"] for r in metrics if "losses/loss" in r]  # one figure per step
+    assert resumed["seconds_per_step"] == pytest.approx(np.mean(per_step))
+    assert resumed["target_queries"] == metrics[-1]["target_queries"] > metrics[0]["target_queries"]  # run's own count
+    shutil.rmtree(run_dir / "checkpoints")  # killed before its first checkpoint: it starts again
+    (run_dir / "summary.json").unlink()
+    part.unlink()
+    assert run("--seeds", "16-100", "--test-limit", "20", "steps=2") == 0
+    assert json.loads(part.read_text())["resumed_from_step"] == 0
+    assert [r["step"] for r in RunDir(run_dir, resume=True).read_metrics() if "losses/loss" in r] == [1, 2]
+
+    out.unlink()
+    out.with_suffix(".md").unlink()
+    assert run("--report-only") == 0
+    again = json.loads(out.read_text())
+    assert again["tasks"]["sst-2"]["seeds"][0]["steps"] == 2
+    assert out.with_suffix(".md").read_text() == bench.markdown(again)
+    assert run("--seeds", "16-100", "--test-limit", "20", "steps=2", "--service-requests", "2", "--clients", "1",
+               "2") == 0  # the service load test (off by default) serves the last run's enhancer
+    service = json.loads(out.read_text())["service"]
+    assert [(lv["clients"], lv["ok"]) for lv in service["levels"]] == [(1, 2), (2, 2)]
+    assert "| 2 | 2 | 0 |" in out.with_suffix(".md").read_text()
+    with pytest.raises(ValueError, match="other test examples"):
+        run("--seeds", "16-100", "--test-limit", "10", "steps=2")
