@@ -97,8 +97,8 @@ class PromptScorer:
             )
         elif reward_kwargs:
             raise ValueError(f"reward settings {sorted(reward_kwargs)} only apply when reward is a name")
-        if not callable(getattr(reward, "matrix", None)):
-            raise TypeError(f"reward must be a ClassificationReward-like object with matrix(), got {reward!r}")
+        if not callable(getattr(reward, "rewards_with_scores", None)):
+            raise TypeError(f"reward must be a ClassificationReward-like object with rewards_with_scores(), got {reward!r}")
         self.base_reward = reward
         if isinstance(stabilizer, str):
             self.reward = make_stabilizer(stabilizer, reward, **(stabilizer_kwargs or {}))
@@ -120,10 +120,10 @@ class PromptScorer:
         prompts = list(prompts)
         if not prompts:
             raise ValueError("score needs at least one prompt")
-        values = self.reward(None, prompts)
-        rewards = np.asarray([math.nan if v is None else v for v in values], dtype=np.float64)
-        raw = np.asarray(self.base_reward.last_matrix, dtype=np.float64).mean(axis=1)
-        accuracy = np.asarray(self.base_reward.last_accuracy, dtype=np.float64)
+        values, scores = self.reward.rewards_with_scores(prompts)
+        rewards = np.asarray(values, dtype=np.float64)
+        raw = np.asarray(scores.values, dtype=np.float64).mean(axis=1)
+        accuracy = np.asarray(scores.accuracy, dtype=np.float64)
         for name, array in (("reward", rewards), ("raw reward", raw), ("accuracy", accuracy)):
             if array.shape != (len(prompts),) or not np.isfinite(array).all():
                 bad = [p for p, v in zip(prompts, np.broadcast_to(array, (len(prompts),))) if not np.isfinite(v)]

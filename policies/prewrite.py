@@ -32,7 +32,7 @@ from rlprompt.config import TaskTargetConfig, dump_config
 from rlprompt.devices import resolve_device
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward, make_stabilizer
-from rlprompt.rewards.protocol import completion_texts
+from rlprompt.rewards.protocol import checked, completion_texts
 from rlprompt.runs import RunDir, resume_trainer_checkpoint, seed_everything, trainer_checkpoint_sealer
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask, load_task
@@ -206,9 +206,9 @@ class RewriteReward:
 
     def __call__(self, prompts: Sequence[Any] | None, completions: Sequence[Any], **columns: Any) -> list[float | None]:
         rewrites = [clean_rewrite(t) for t in completion_texts(completions)]
-        values = self.reward(prompts, rewrites)
-        accuracy = self.base.last_accuracy
-        raw = self.base.last_matrix.mean(axis=1)
+        stabilized, scores = self.reward.rewards_with_scores(rewrites)
+        values = checked(self.__name__, rewrites, stabilized.tolist())
+        accuracy, raw = scores.accuracy, scores.values.mean(axis=1)
         step = getattr(columns.get("trainer_state"), "global_step", self.calls)
         self.history.extend((int(step), r, float(a)) for r, a in zip(rewrites, accuracy))
         self.calls += 1

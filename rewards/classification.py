@@ -8,6 +8,7 @@ the frozen target then scores the verbalizers of the labels. Reference: Deng et 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -44,6 +45,20 @@ def gap_reward(gap: np.ndarray, correct_coef: float = 200.0, incorrect_coef: flo
     return np.where(gap > 0, correct_coef * gap, incorrect_coef * gap)
 
 
+@dataclass(frozen=True)
+class Scores:
+    """What one :class:`ClassificationReward` call scored: P completions on the same N inputs."""
+
+    values: np.ndarray
+    """Per-input rewards ``(P, N)``."""
+    accuracy: np.ndarray
+    """Share of the N inputs each completion classifies correctly ``(P,)``."""
+    indices: np.ndarray
+    """Indices of the N inputs in the split ``(N,)``."""
+    probs: np.ndarray
+    """Verbalizer probabilities renormalised over the verbalizers ``(P, N, K)``."""
+
+
 class ClassificationReward:
     """Score each completion, used as the prompt, on a minibatch of labelled inputs (RLPrompt, Deng et al. 2022).
 
@@ -55,8 +70,8 @@ class ClassificationReward:
     ``kind`` picks the per-input reward: ``"gap"`` (RLPrompt's piecewise gap reward over verbalizer
     probabilities renormalised over the verbalizers), ``"accuracy"`` (1 where the gold verbalizer is the
     strict argmax, else 0) or ``"logprob"`` (log of the renormalised gold probability).
-    After each call, ``last_indices`` (N,), ``last_probs`` (P, N, K), ``last_matrix`` (P, N) and
-    ``last_accuracy`` (P,) describe what was scored.
+    :meth:`score` returns what one call scored (:class:`Scores`); :meth:`rewards_with_scores` returns the
+    per-completion rewards together with it, so callers never read a side channel after the call.
     """
 
     def __init__(
@@ -102,10 +117,6 @@ class ClassificationReward:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.__name__ = kind
-        self.last_indices: np.ndarray | None = None
-        self.last_probs: np.ndarray | None = None
-        self.last_matrix: np.ndarray | None = None
-        self.last_accuracy: np.ndarray | None = None
 
     @classmethod
     def from_task(cls, target: Target, task: Any, split: str = "train", **kwargs: Any) -> ClassificationReward:
@@ -122,6 +133,15 @@ class ClassificationReward:
 
     def matrix(self, completions: Sequence[Completion], indices: Sequence[int] | None = None) -> np.ndarray:
         """Per-input rewards ``(P, N)`` of P completions on one minibatch (drawn now unless ``indices`` given)."""
+        return self.score(completions, indices).values
+
+    def rewards_with_scores(self, completions: Sequence[Completion]) -> tuple[np.ndarray, Scores]:
+        """The mean per-input reward ``(P,)`` of each completion on one fresh minibatch, with the :class:`Scores`."""
+        scores = self.score(completions)
+        return scores.values.mean(axis=1), scores
+
+    def score(self, completions: Sequence[Completion], indices: Sequence[int] | None = None) -> Scores:
+        """Score P completions on one minibatch (drawn now unless ``indices`` given): :class:`Scores`."""
         if not completions:
             raise ValueError("matrix needs at least one completion")
         prompts = completion_texts(completions)
@@ -142,9 +162,7 @@ class ClassificationReward:
         for p in range(values.shape[0]):
             if np.isnan(values[p]).any():
                 raise ValueError(f"reward {self.__name__!r} returned NaN for completion {prompts[p]!r}")
-        self.last_indices, self.last_probs, self.last_matrix = idx, probs, values
-        self.last_accuracy = (gap > 0).mean(axis=1)
-        return values
+        return Scores(values=values, accuracy=(gap > 0).mean(axis=1), indices=idx, probs=probs)
 
     def __call__(
         self, prompts: Sequence[Any] | None, completions: Sequence[Completion], **columns: Any
@@ -159,4 +177,4 @@ class ClassificationReward:
         )
 
 
-__all__ = ["KINDS", "ClassificationReward", "gap_reward", "probability_gap", "verbalizer_probs"]
+__all__ = ["KINDS", "ClassificationReward", "Scores", "gap_reward", "probability_gap", "verbalizer_probs"]

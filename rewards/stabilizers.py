@@ -38,6 +38,16 @@ class Stabilizer:
         """Map the non-``None`` values of one call (a 1-D float array) to their stabilized values."""
         raise NotImplementedError
 
+    def rewards_with_scores(self, completions: Sequence[Completion]) -> tuple[np.ndarray, Any]:
+        """Stabilized rewards ``(P,)`` of one call with the scores of the reward at the bottom of the stack
+        (:class:`~rlprompt.rewards.classification.Scores` for a ClassificationReward)."""
+        inner = getattr(self.reward, "rewards_with_scores", None)
+        if not callable(inner):
+            raise TypeError(f"{self.__name__} has no per-input scores: {reward_name(self.reward)!r} lacks "
+                            "rewards_with_scores (a ClassificationReward has it)")
+        values, scores = inner(completions)
+        return self.transform(np.asarray(values, dtype=np.float64)), scores
+
     def __call__(
         self, prompts: Sequence[Any] | None, completions: Sequence[Completion], **columns: Any
     ) -> list[float | None]:
@@ -58,17 +68,18 @@ class Stabilizer:
 class InputZScore(Stabilizer):
     """RLPrompt's input-specific z-score (Deng et al. 2022, section 2.3).
 
-    For a reward exposing ``matrix(completions) -> (P, N)`` (per-input rewards of P candidate prompts on
-    the same N inputs), each input's column is z-scored across the P prompts (population std, floored at
-    ``eps``) and the z-scores are averaged over inputs: one value per completion.
+    For a reward exposing ``score(completions)`` with per-input rewards ``values`` ``(P, N)`` of P candidate
+    prompts on the same N inputs (:class:`~rlprompt.rewards.ClassificationReward`), each input's column is
+    z-scored across the P prompts (population std, floored at ``eps``) and the z-scores are averaged over
+    inputs: one value per completion.
     """
 
     label = "input_zscore"
 
     def __init__(self, reward: RewardFn, eps: float = 1e-4) -> None:
-        if not callable(getattr(reward, "matrix", None)):
+        if not callable(getattr(reward, "score", None)):
             raise TypeError(
-                f"InputZScore needs a reward with matrix(completions) -> (P, N) per-input rewards, "
+                f"InputZScore needs a reward with score(completions).values -> (P, N) per-input rewards, "
                 f"such as ClassificationReward; {reward_name(reward)!r} has none"
             )
         if eps <= 0:
@@ -80,18 +91,23 @@ class InputZScore(Stabilizer):
         self, prompts: Sequence[Any] | None, completions: Sequence[Completion], **columns: Any
     ) -> list[float | None]:
         """Mean over inputs of the per-input z-scores across this call's completions."""
-        matrix = np.asarray(self.reward.matrix(completions), dtype=np.float64)
+        return checked(self.__name__, completions, self.rewards_with_scores(completions)[0].tolist())
+
+    def rewards_with_scores(self, completions: Sequence[Completion]) -> tuple[np.ndarray, Any]:
+        """The z-scored rewards ``(P,)`` with the inner reward's scores of this call."""
+        scores = self.reward.score(completions)
+        matrix = np.asarray(scores.values, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[0] != len(completions):
             raise ValueError(
-                f"{reward_name(self.reward)!r}.matrix returned shape {matrix.shape} for {len(completions)} completions"
+                f"{reward_name(self.reward)!r}.score returned values of shape {matrix.shape} for "
+                f"{len(completions)} completions"
             )
         texts = completion_texts(completions)
         for p in range(matrix.shape[0]):
             if np.isnan(matrix[p]).any():
                 raise ValueError(f"reward {reward_name(self.reward)!r} returned NaN for completion {texts[p]!r}")
         std = np.maximum(matrix.std(axis=0), self.eps)
-        z = (matrix - matrix.mean(axis=0)) / std
-        return checked(self.__name__, completions, z.mean(axis=1).tolist())
+        return ((matrix - matrix.mean(axis=0)) / std).mean(axis=1), scores
 
 
 class BatchZScore(Stabilizer):

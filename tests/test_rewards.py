@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import types
 from types import SimpleNamespace
 
 import numpy as np
@@ -95,7 +96,10 @@ def test_gap_reward_hand_computed():
     # "bad": p(terrible) = 0.8. Input a: gap -0.6 -> -108. Input b: gap 0.6 -> 120.
     np.testing.assert_allclose(reward.matrix(["good", "bad"]), [[80.0, -72.0], [-108.0, 120.0]])
     assert reward(["q", "q"], ["good", "bad"]) == pytest.approx([4.0, 6.0])
-    np.testing.assert_allclose(reward.last_accuracy, [0.5, 0.5])
+    values, scores = reward.rewards_with_scores(["good", "bad"])  # the scores come back with the values
+    np.testing.assert_allclose(values, [4.0, 6.0])
+    np.testing.assert_allclose(scores.accuracy, [0.5, 0.5])
+    assert not any(name.startswith("last_") for name in vars(reward))  # no side channel left on the reward
     assert reward.__name__ == "gap"
 
 
@@ -257,11 +261,11 @@ def test_input_zscore_hand_computed():
     class Matrix:
         __name__ = "per_input"
 
-        def matrix(self, completions):
-            return np.array([[1.0, 10.0], [3.0, 30.0], [2.0, 50.0]])
+        def score(self, completions):
+            return types.SimpleNamespace(values=np.array([[1.0, 10.0], [3.0, 30.0], [2.0, 50.0]]))
 
         def __call__(self, prompts, completions, **kw):
-            return self.matrix(completions).mean(axis=1).tolist()
+            return self.score(completions).values.mean(axis=1).tolist()
 
     # Column 0: mean 2, std sqrt(2/3) -> z (-1.2247, 1.2247, 0).
     # Column 1: mean 30, std sqrt(800/3) -> z (-1.2247, 0, 1.2247). Mean over columns: (-1.2247, 0.6124, 0.6124).
@@ -274,7 +278,7 @@ def test_input_zscore_hand_computed():
     reward = ClassificationReward(ScriptedTarget(), TEMPLATE, VERBALIZERS, ["a", "b", "c"], [1, 0, 1], batch_size=None)
     assert InputZScore(reward)(None, ["good", "bad"]) == pytest.approx([1 / 3, -1 / 3])
     assert InputZScore(reward)(None, ["good", "good"]) == pytest.approx([0.0, 0.0])  # std floored, no division by 0
-    with pytest.raises(TypeError, match="matrix"):
+    with pytest.raises(TypeError, match="score"):
         InputZScore(const([1.0]))
 
 
@@ -320,8 +324,8 @@ def test_nan_is_rejected_with_reward_and_completion_named():
     class NanMatrix:
         __name__ = "broken_matrix"
 
-        def matrix(self, completions):
-            return np.array([[0.0], [np.nan]])
+        def score(self, completions):
+            return types.SimpleNamespace(values=np.array([[0.0], [np.nan]]))
 
         def __call__(self, prompts, completions, **kw):
             return [0.0, float("nan")]
