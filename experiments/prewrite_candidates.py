@@ -50,14 +50,21 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python " + shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])}
     out = Path(args.out) if args.out else run / "candidates_test"
     write_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    lines = [f"`{result['command']}`", "", f"{len(ranked)} candidates, first {len(texts)} test examples; initial "
-             f"instruction {initial['test_accuracy']:.3f}; picked on dev {picked['test_accuracy']:.3f}; best on test "
-             f"{ranked[0]['test_accuracy']:.3f}; {result['beat_initial']} candidates beat the initial instruction.", "",
-             "| test acc | dev acc | instruction |", "|---:|---:|---|"]
-    lines += [f"| {r['test_accuracy']:.3f} | {r['dev_accuracy']:.3f} | {r['instruction'][:100]!r} |" for r in ranked]
-    write_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = markdown(result)
+    write_atomic(out.with_suffix(".md"), text)
+    print(text)
     return 0
+
+
+def markdown(result: dict) -> str:
+    """The candidates ranked by test accuracy, with the command that scored them, from the results JSON alone."""
+    ranked, initial, picked = result["candidates"], result["initial"], result["picked_on_dev"]
+    lines = [f"`{result['command']}`", "", f"{len(ranked)} candidates, first {result['test_examples']} test "
+             f"examples; initial instruction {initial['test_accuracy']:.3f}; picked on dev "
+             f"{picked['test_accuracy']:.3f}; best on test {ranked[0]['test_accuracy']:.3f}; {result['beat_initial']} "
+             "candidates beat the initial instruction.", "", "| test acc | dev acc | instruction |", "|---:|---:|---|"]
+    lines += [f"| {r['test_accuracy']:.3f} | {r['dev_accuracy']:.3f} | {r['instruction'][:100]!r} |" for r in ranked]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
