@@ -229,6 +229,22 @@ def _row(group: str, arm: Arm) -> str:
             f"`{arm.source}` @ {_commits(arm)} |")
 
 
+def _budget_note(groups: list[list[Arm]], names: dict[int, str], unknown: list[Arm]) -> str:
+    parts = []
+    for g in groups:
+        span = f"{g[0].queries:,.0f}" + (f"-{g[-1].queries:,.0f}" if g[-1].queries > g[0].queries else "")
+        parts.append(f"{names[id(g[0])]} = {', '.join(a.method for a in g)} ({span} queries per run)")
+    note = f"Budget groups: {'; '.join(parts) or 'none'}."
+    if len(groups) > 1:
+        gaps = [f"the nearest budgets of {names[id(low[0])]} and {names[id(high[0])]} are {low[-1].queries:,.0f} and "
+                f"{high[0].queries:,.0f} ({high[0].queries / low[-1].queries:.1f}x)"
+                for low, high in zip(groups, groups[1:])]
+        note += f" Rows of different groups are not compared: {'; '.join(gaps)}."
+    if unknown:
+        note += f" Budget not recorded, not compared: {', '.join(a.method for a in unknown)}."
+    return note
+
+
 def _task_section(task: str, arms: list[Arm]) -> list[str]:
     groups = budget_groups(arms)
     unknown = [a for a in arms if a.queries is None]
@@ -237,17 +253,7 @@ def _task_section(task: str, arms: list[Arm]) -> list[str]:
              "own baseline | minus own baseline [95% CI] | dev-test gap | runs at full budget | source @ commit |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(names[id(a)], a) for group in groups for a in group] + [_row("-", a) for a in unknown]
-    spans = [f"{g[0].queries:,.0f}" + (f"-{g[-1].queries:,.0f}" if g[-1].queries > g[0].queries else "")
-             for g in groups]
-    lines += ["", "Budget groups: " + ("; ".join(
-        f"{names[id(g[0])]} = {', '.join(a.method for a in g)} ({span} queries per run)"
-        for g, span in zip(groups, spans)) or "none") + "." + (
-        " Rows of different groups are not compared: " + "; ".join(
-            f"the nearest budgets of {names[id(low[0])]} and {names[id(high[0])]} are {low[-1].queries:,.0f} and "
-            f"{high[0].queries:,.0f} ({high[0].queries / low[-1].queries:.1f}x)"
-            for low, high in zip(groups, groups[1:])) + "."
-        if len(groups) > 1 else "") + (
-        f" Budget not recorded, not compared: {', '.join(a.method for a in unknown)}." if unknown else ""), ""]
+    lines += ["", _budget_note(groups, names, unknown), ""]
     compared = [g for g in groups if len(g) > 1]
     if not compared:
         return lines + ["No two methods here ran at a budget within 2x of each other: no method is compared with "
