@@ -82,8 +82,9 @@ def run(args: Args, n: int, batched: bool) -> dict:
             "mean_reward": round(float(np.mean(rewards)), 3)}
 
 
-def write_markdown(meta: dict, rows: list[dict], path: Path) -> str:
-    """Render the results table (with the command that produced it) to ``path`` and return it."""
+def markdown(result: dict) -> str:
+    """The results table with the command that produced it, from the results JSON alone."""
+    meta, rows = result["meta"], result["results"]
     a = meta["args"]
     lines = [
         "# PromptTokens-v0 vector env: batched scoring vs one call per env",
@@ -104,9 +105,7 @@ def write_markdown(meta: dict, rows: list[dict], path: Path) -> str:
         lines.append(f"| {r['n_envs']} | {'one batched call' if r['batched'] else 'one call per env'} | "
                      f"{r['episodes']} | {r['seconds']} | {r['episodes_per_s']} | {r['forward_passes']} | "
                      f"{r['speedup_vs_per_env']}x |")
-    text = "\n".join(lines) + "\n"
-    write_atomic(path, text)
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -123,8 +122,11 @@ def main() -> None:
     meta = {"command": command, "args": asdict(args), "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()}
     out = Path(args.out)
-    write_atomic(out.with_suffix(".json"), json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
-    print(write_markdown(meta, rows, out.with_suffix(".md")))
+    result = {"meta": meta, "results": rows}
+    write_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    text = markdown(result)
+    write_atomic(out.with_suffix(".md"), text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -48,21 +48,28 @@ def main(argv: list[str] | None = None) -> int:
     initial, ranked = rows[0], sorted(rows[1:], key=lambda r: -r["test_accuracy"])
     chosen = json.loads((run / "summary.json").read_text(encoding="utf-8"))["prewrite_s"]  # the run's own pick
     picked = next(r for r in rows[1:] if r["instruction"] == chosen)
-    result = {"run": str(run), "test_examples": len(texts), "initial": initial, "picked_on_dev": picked,
+    result = {"run": str(run), "test_examples": len(texts), "test_sample": "seeded", "initial": initial, "picked_on_dev": picked,
               "best_on_test": ranked[0], "beat_initial": sum(r["test_accuracy"] > initial["test_accuracy"] for r in ranked),
               "candidates": ranked,
               "command": "python " + shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])}
     out = Path(args.out) if args.out else run / "candidates_test"
     write_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    lines = [f"`{result['command']}`", "",
-             f"{len(ranked)} candidates, {len(texts)} test examples (seeded sample); initial instruction "
-             f"{initial['test_accuracy']:.3f}; picked on dev {picked['test_accuracy']:.3f}; best on test "
-             f"{ranked[0]['test_accuracy']:.3f}; {result['beat_initial']} candidates beat the initial instruction.", "",
-             "| test acc | dev acc | instruction |", "|---:|---:|---|"]
-    lines += [f"| {r['test_accuracy']:.3f} | {r['dev_accuracy']:.3f} | {r['instruction'][:100]!r} |" for r in ranked]
-    write_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = markdown(result)
+    write_atomic(out.with_suffix(".md"), text)
+    print(text)
     return 0
+
+
+def markdown(result: dict) -> str:
+    """The candidates ranked by test accuracy, with the command that scored them, from the results JSON alone."""
+    ranked, initial, picked = result["candidates"], result["initial"], result["picked_on_dev"]
+    sample = "a seeded sample of" if result.get("test_sample") == "seeded" else "the first"  # older files: first N
+    lines = [f"`{result['command']}`", "", f"{len(ranked)} candidates, {sample} {result['test_examples']} test "
+             f"examples; initial instruction {initial['test_accuracy']:.3f}; picked on dev "
+             f"{picked['test_accuracy']:.3f}; best on test {ranked[0]['test_accuracy']:.3f}; {result['beat_initial']} "
+             "candidates beat the initial instruction.", "", "| test acc | dev acc | instruction |", "|---:|---:|---|"]
+    lines += [f"| {r['test_accuracy']:.3f} | {r['dev_accuracy']:.3f} | {r['instruction'][:100]!r} |" for r in ranked]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

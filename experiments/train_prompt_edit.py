@@ -127,31 +127,38 @@ def main() -> None:
     }
     out = Path(args.out)
     write_atomic(out.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
-    s, b = scores["start"], scores["best"]
+    text = markdown(summary)
+    write_atomic(out.with_suffix(".md"), text)
+    print(text)
+
+
+def markdown(summary: dict) -> str:
+    """The start and best instructions' dev and test accuracy, with the command, from the results JSON alone."""
+    s, b = summary["start"], summary["best"]
     lines = [
         "# PromptEdit-v0 + MaskablePPO on SST-2 16-shot (seed 16-42), bundled SmolLM2-135M (bf16, CPU)",
         "",
-        f"Command: `{command}`",
+        f"Command: `{summary['command']}`",
         "",
-        f"Template `{task.template}`, verbalizers {list(task.verbalizers)}; reward = change of dev accuracy "
-        f"({summary['dev_size']} dev sentences); best = highest dev accuracy among the {len(seen)} instructions "
-        f"the run evaluated (so its dev number is optimistic: selected on dev); test = {len(test)} sentences.",
+        f"Template `{summary['template']}`, verbalizers {summary['verbalizers']}; reward = change of dev accuracy "
+        f"({summary['dev_size']} dev sentences); best = highest dev accuracy among the "
+        f"{summary['distinct_instructions_evaluated']} instructions the run evaluated (so its dev number is "
+        f"optimistic: selected on dev); test = {summary['test_size']} sentences.",
         "",
         "| instruction | dev acc | test acc | test predictions per class |",
         "|---|---:|---:|---|",
         f"| start: `{s['instruction']}` | {s['dev_accuracy']:.3f} | {s['test_accuracy']:.3f} | {s['test_predictions_per_class']} |",
         f"| best: `{b['instruction']}` | {b['dev_accuracy']:.3f} | {b['test_accuracy']:.3f} | {b['test_predictions_per_class']} |",
         "",
-        f"{model.num_timesteps} env steps, {len(clock.episodes)} episodes, training {summary['train_seconds']} s, "
+        f"{summary['timesteps']} env steps, {summary['episodes']} episodes, training {summary['train_seconds']} s, "
         f"whole script {summary['wall_seconds']} s. Mean episode return (dev gain) first quarter "
         f"{summary['mean_episode_dev_gain_first_quarter']}, last quarter {summary['mean_episode_dev_gain_last_quarter']}.",
         "",
         "Top instructions by dev accuracy:",
         "",
-        *[f"- {a:.3f} `{p}`" for a, p in ranked[:8]],
+        *[f"- {r['dev_accuracy']:.3f} `{r['instruction']}`" for r in summary["top_dev"]],
     ]
-    write_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

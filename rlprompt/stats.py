@@ -32,6 +32,14 @@ class Interval:
         """True when the whole interval lies above or below zero."""
         return bool(self.low > 0 or self.high < 0)
 
+    @property
+    def reading(self) -> str:
+        """The project's words for a difference: "better" or "worse" when its interval excludes zero, else
+        "inside the noise"."""
+        if not self.excludes_zero:
+            return "inside the noise"
+        return "better" if self.low > 0 else "worse"
+
     def as_dict(self) -> dict[str, float | int | None]:
         """JSON-ready: bounds that do not exist (one seed) are None, as strict JSON has no NaN."""
         return {"mean": self.mean, "low": finite_or_none(self.low), "high": finite_or_none(self.high), "n": self.n}

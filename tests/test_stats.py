@@ -30,6 +30,8 @@ def test_paired_bootstrap_detects_a_real_gap_and_not_a_null_one():
     assert gap.excludes_zero and 0.05 < gap.low < gap.mean < gap.high < 0.15
     same = paired_bootstrap(better, rng.permutation(better, axis=1), resamples=2000)  # same accuracy, unrelated errors
     assert not same.excludes_zero and same.low < 0 < same.high
+    assert (gap.reading, same.reading) == ("better", "inside the noise")
+    assert paired_bootstrap(worse, better, resamples=2000).reading == "worse"
 
 
 def test_paired_bootstrap_with_one_seed_and_unequal_example_sets():
