@@ -61,6 +61,7 @@ BENCHES = (
     Bench("bench_target", ("bench_target",), "python experiments/bench_target.py"),
     Bench("bench_envs", ("bench_envs",), "python experiments/bench_envs.py"),
     Bench("device_check", ("device_check",), "bash experiments/device_check.sh run"),
+    Bench("bench_remote", ("bench_remote",), "python experiments/bench_remote.py"),
     Bench("reliability", ("reliability",), "python experiments/reliability.py"),
 )
 """Every results file the report regenerates, with the script that renders it."""
