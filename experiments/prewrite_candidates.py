@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(result: dict) -> str:
     """The candidates ranked by test accuracy, with the command that scored them, from the results JSON alone."""
     ranked, initial, picked = result["candidates"], result["initial"], result["picked_on_dev"]
-    sample = "a seeded sample of" if result.get("test_sample") == "seeded" else "the first"  # older files: first N
+    sample = "a seeded sample of" if result.get("test_sample") == "seeded" else "first"  # older files: the first N
     lines = [f"`{result['command']}`", "", f"{len(ranked)} candidates, {sample} {result['test_examples']} test "
              f"examples; initial instruction {initial['test_accuracy']:.3f}; picked on dev "
              f"{picked['test_accuracy']:.3f}; best on test {ranked[0]['test_accuracy']:.3f}; {result['beat_initial']} "
