@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ def embedder_dir() -> Path:
 def load_embedder(device: str = "cpu") -> Any:
     """The bundled all-MiniLM-L6-v2 ``SentenceTransformer``, loaded offline once per process and device."""
     path = embedder_dir()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(path), device=device, local_files_only=True)
