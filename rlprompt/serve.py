@@ -119,7 +119,6 @@ class Stats:
     enhanced_prompts: int = 0
     requests: int = 0
     errors: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
 
 
 class Job(NamedTuple):
@@ -201,7 +200,6 @@ class Batcher:
             raise RuntimeError(f"enhancer returned {type(results).__name__} for {len(prompts)} prompts")
         self.stats.enhancer_calls += 1
         self.stats.enhanced_prompts += len(prompts)
-        self.stats.batch_sizes.append(len(prompts))
         return results
 
     async def _run(self) -> None:
