@@ -211,7 +211,7 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
     elif resume and run.read_metrics():
         raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no search_state.json")
     run.write_config(dump_config(cfg))
-    start, wall0 = agent.scorer.target.stats.sequences, time.monotonic()
+    wall0 = time.monotonic()
 
     def log(agent: PromptAgent) -> None:
         rewards = [n.reward for n in agent.nodes]
@@ -223,7 +223,7 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
             "charts/nodes": len(agent.nodes), "charts/max_depth": max(n.depth for n in agent.nodes),
             "charts/dropped_proposals": sum(v for k, v in agent.drops.items() if k != "no_errors"),
             "perf/wall_seconds": time.monotonic() - wall0,
-        }, target_queries=agent.scorer.target.stats.sequences - start)
+        }, target_queries=agent.target_queries)
         run.write_prompt(best.prompt)
         run.write_json("tree.json", agent.tree())
         run.write_json("search_state.json", {"config": dump_config(cfg), "agent": agent.state_dict()})
@@ -234,13 +234,14 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
         summary: dict[str, Any] = {"run_dir": str(run.path), "search": cfg.search, "prompt": final.prompt,
                                    "reward": final.reward, "best_reward": max(n.reward for n in agent.nodes),
                                    "evaluations": agent.evaluations, "iterations": agent.iteration,
+                                   "target_queries": agent.target_queries,
                                    "stop_reason": agent.stop_reason, "drops": dict(agent.drops),
                                    "counts": dict(agent.counts)}
         if cfg.eval_test and "test" in agent.task.splits:
             summary["test_accuracy"] = agent.scorer.evaluate(final.prompt, "test")
             run.log(agent.iteration, {"eval/test_accuracy": summary["test_accuracy"],
                                       "eval/final_reward": final.reward},
-                    target_queries=agent.scorer.target.stats.sequences - start)
+                    target_queries=agent.target_queries)
         run.write_prompt(final.prompt)
         run.write_json("tree.json", agent.tree())
         plot_tree(agent, run.file("reward_by_depth.png"))

@@ -195,6 +195,7 @@ class PromptAgent:
         self.drops: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self.iteration, self.stop_reason = 0, None
+        self._queries_start, self._queries_before = scorer.target.stats.sequences, 0
         self._predictions: dict[str, dict[int, int]] = {}
         answers = [f'"{v.strip()}"' + (f" ({n})" if n.lower() != v.strip().lower() else "")
                    for v, n in zip(self.task.verbalizers, self.task.label_names)]
@@ -202,6 +203,11 @@ class PromptAgent:
         self._intro = {"layout": layout, "answers": ", ".join(answers)}
 
     # -- reward: the scorer, under the evaluation budget ---------------------------------------------
+    @property
+    def target_queries(self) -> int:
+        """Target sequences this search has used (the target may be shared), across resumes."""
+        return self._queries_before + self.scorer.target.stats.sequences - self._queries_start
+
     @property
     def evaluations(self) -> int:
         """Distinct prompts this search has scored on the reward split."""
@@ -414,8 +420,7 @@ class PromptAgent:
                 self.stop_reason = "iterations"
             elif self.cfg.search == "mcts" and self.nodes and all(n.expanded or self.terminal(n) for n in self.nodes):
                 self.stop_reason = "tree_exhausted"
-            elif self.cfg.max_target_queries is not None and \
-                    self.scorer.target.stats.sequences >= self.cfg.max_target_queries:
+            elif self.cfg.max_target_queries is not None and self.target_queries >= self.cfg.max_target_queries:
                 self.stop_reason = "max_target_queries"
         return self.stop_reason is not None
 
@@ -460,7 +465,7 @@ class PromptAgent:
         """Everything needed to continue the search (JSON-able)."""
         return {"nodes": [asdict(n) for n in self.nodes], "traces": self.traces, "frontier": self.frontier,
                 "drops": dict(self.drops), "counts": dict(self.counts), "iteration": self.iteration,
-                "rng": self.rng.bit_generator.state}
+                "rng": self.rng.bit_generator.state, "target_queries": self.target_queries}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.nodes = [Node(**n) for n in state["nodes"]]
@@ -468,6 +473,7 @@ class PromptAgent:
         self.drops, self.counts = Counter(state["drops"]), Counter(state["counts"])
         self.iteration, self.stop_reason = int(state["iteration"]), None
         self.rng.bit_generator.state = state["rng"]
+        self._queries_start, self._queries_before = self.scorer.target.stats.sequences, int(state["target_queries"])
 
 
 __all__ = ["SEARCHES", "BudgetSpent", "Node", "PromptAgent", "backpropagate", "parse_proposals", "pruned",

@@ -63,6 +63,7 @@ class FakeTarget(Target):
                 label = int(i) % 2
                 correct = int(i) < round(self.accuracy(prompt) * N)
                 out[p, n, label if correct else 1 - label] = math.log(0.8)
+        self.stats.sequences += len(prompts) * len(inputs)
         return out
 
     def _generate(self, *args):
@@ -334,6 +335,18 @@ def test_train_writes_outputs_and_resume_continues_the_same_search(tmp_path):
     resumed = run(tmp_path / "resumed", 4, resume=True)
     assert json.loads((tmp_path / "resumed" / "tree.json").read_text()) == tree
     assert resumed["prompt"] == summary["prompt"]
+    # the query count carries over the resume (a fresh target starts at 0) and ignores a shared target's earlier use
+    assert resumed["target_queries"] == summary["target_queries"] > 0
+    resumed_records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    def search_queries(rows):
+        return [r["target_queries"] for r in rows if "charts/evaluations" in r]
+    assert search_queries(resumed_records) == search_queries(records)
+    shared = FakeTarget()
+    shared.stats.sequences = 10_000  # another run used this target before
+    cfg = PromptAgentConfig(iterations=4, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1,
+                            max_target_queries=summary["target_queries"] + 1)
+    again = train_promptagent(cfg, tmp_path / "shared", target=shared, optimizer=ScriptedOptimizer(seeded=True), task=TASK)
+    assert again["stop_reason"] != "max_target_queries" and again["target_queries"] == summary["target_queries"]
 
 
 def test_error_driven_revision_is_a_prompt_edit_action():
