@@ -245,7 +245,8 @@ def _read_table(path: Path) -> Records:
     return rows
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: str | Path) -> Any:
+    """The JSON value in a UTF-8 file; a ``ValueError`` naming the file when it is empty, not UTF-8 or not JSON."""
     text = read_text(path)
     if not text.strip():
         raise ValueError(f"file {path} is empty")
@@ -504,7 +505,7 @@ def load_task(spec: str, *, seed: str | None = None, shots: int | None = None, s
     elif is_rlprompt:
         task = _load_rlprompt_dir(path, seed or DEFAULT_RLPROMPT_SEED, overrides)
     elif path.is_dir() and (path / "task.json").is_file():
-        task = _load_bigbench(path / "task.json", _read_json(path / "task.json"), overrides)
+        task = _load_bigbench(path / "task.json", read_json(path / "task.json"), overrides)
     elif path.is_dir() and _split_files(path):
         name, known = _known(path)
         task = _build(name, {s: _read_table(f) for s, f in _split_files(path).items()}, path, known, overrides)
@@ -512,7 +513,7 @@ def load_task(spec: str, *, seed: str | None = None, shots: int | None = None, s
         name, known = _known(path)
         task = _build(name, _by_split(_read_table(path)), path, known, overrides)
     elif path.is_file() and path.suffix == ".json":
-        data = _read_json(path)
+        data = read_json(path)
         if isinstance(data, dict) and "examples" in data:
             task = _load_bigbench(path, data, overrides)
         elif isinstance(data, list) and data:

@@ -39,3 +39,11 @@ def test_unknown_method_is_named(tmp_path, capsys):
 def test_enhance_needs_an_existing_enhancer(tmp_path, capsys):
     assert main(["enhance", "--enhancer", str(tmp_path / "missing"), "hello"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_non_utf8_config_file_is_named(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_bytes("method: rlprompt\nprompt: caf\u00e9\n".encode("latin-1"))
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "c.yaml is not UTF-8 text: byte 0xe9 at offset 28" in err and "Traceback" not in err
