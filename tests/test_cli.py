@@ -72,3 +72,17 @@ def test_resume_from_a_hand_edited_state_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("rlprompt train: error: checkpoint state ") and "step_1/state.json: 'rng' is not a valid" in err
     assert len(err.splitlines()) == 1
+
+
+def test_an_os_error_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import rlprompt.report
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "report" / "runs.md"))
+
+    monkeypatch.setattr(rlprompt.report, "write_report", no_space)
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "report")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"rlprompt report: OSError: [Errno 28] No space left on device: '{tmp_path / 'report' / 'runs.md'}'"
