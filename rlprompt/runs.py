@@ -273,6 +273,7 @@ class RunDir:
         self._tensorboard = tensorboard
         self._writer = None
         self._purge_step: int | None = None
+        self._tail_checked = False
 
     # -- paths ----------------------------------------------------------------------------------------
     def file(self, relative: str | Path) -> Path:
@@ -330,6 +331,8 @@ class RunDir:
             value = float(_jsonable(value))
             record[key] = value if math.isfinite(value) else None
         path = self.file("metrics.jsonl")
+        if not self._tail_checked:
+            self._drop_torn_tail(path)
         with self._writing(path), open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
@@ -340,6 +343,14 @@ class RunDir:
                     writer.add_scalar(key, value, global_step=int(step))
             writer.flush()
         return record
+
+    def _drop_torn_tail(self, path: Path) -> None:
+        """Before the first append: cut a torn last line (a crash or a full disk mid-write) off ``path``, so
+        the next record starts on a line of its own instead of being glued to the fragment and lost."""
+        data = path.read_bytes() if path.exists() else b""
+        if data and not data.endswith(b"\n"):
+            self.write_text(path.name, data[: data.rfind(b"\n") + 1].decode("utf-8", errors="replace"))
+        self._tail_checked = True
 
     def _summary_writer(self):
         if not self._tensorboard:

@@ -294,3 +294,14 @@ def test_full_disk_while_logging_or_writing_files_is_one_error(tmp_path, monkeyp
         run.write_prompt("p")
     monkeypatch.undo()
     assert [r["step"] for r in run.read_metrics()] == [1]
+
+
+def test_a_torn_metrics_line_does_not_swallow_the_next_record(tmp_path):
+    run = RunDir(tmp_path / "run", tensorboard=False)
+    run.log(1, {"charts/reward": 1.0}, target_queries=1)
+    with open(run.path / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 2, "target_que')  # the disk filled up in the middle of record 2
+    resumed = RunDir(tmp_path / "run", resume=True, tensorboard=False)
+    resumed.log(2, {"charts/reward": 2.0}, target_queries=2)
+    resumed.log(3, {"charts/reward": 3.0}, target_queries=3)
+    assert [r["step"] for r in resumed.read_metrics()] == [1, 2, 3]
