@@ -110,7 +110,8 @@ class PromptEnhancer:
             model = PeftModel.from_pretrained(base, str(directory), is_trainable=False, use_safetensors=True)
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"the adapter in {directory} does not load onto {config['base_model']!r}: {first}") from None
+            raise ValueError(f"the adapter in {directory} does not load onto {config['base_model']!r}: "
+                             f"{first}") from None
         expected = set(get_peft_model_state_dict(model))
         if saved != expected:
             raise ValueError(f"{adapter} does not hold the adapter's tensors: missing {sorted(expected - saved)[:3]}, "

@@ -408,7 +408,8 @@ class RunDir:
             root.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".step_{int(step)}-", dir=root))
             try:
-                save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "model.safetensors"))
+                save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                          str(tmp / "model.safetensors"))
                 files = ["model.safetensors"]
                 full_state = {"step": int(step), **dict(state)}
                 if optimizer is not None:

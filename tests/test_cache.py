@@ -243,7 +243,8 @@ def test_cache_corrupt_lock_on_write_warns_and_returns_the_paid_answer(tmp_path)
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock (for 70 s, say)
     try:
-        with pytest.warns(RuntimeWarning, match=r"could not store 2 answers in the response cache .*cache\.sqlite.*locked"):
+        locked = r"could not store 2 answers in the response cache .*cache\.sqlite.*locked"
+        with pytest.warns(RuntimeWarning, match=locked):
             scores = cached.classify(TEMPLATE, ["p"], ["a", "b"], VERBALIZERS)
         np.testing.assert_array_equal(scores, ScriptedTarget().classify(TEMPLATE, ["p"], ["a", "b"], VERBALIZERS))
         assert inner.stats.sequences == 2

@@ -70,7 +70,8 @@ def test_resume_from_a_hand_edited_state_is_one_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", str(config), "--run-dir", str(run), "--resume", "total_updates=2"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("rlprompt train: error: checkpoint state ") and "step_1/state.json: 'rng' is not a valid" in err
+    assert err.startswith("rlprompt train: error: checkpoint state ")
+    assert "step_1/state.json: 'rng' is not a valid" in err
     assert len(err.splitlines()) == 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,7 +80,7 @@ def test_import_rlprompt_is_light():
 
 
 # -- a damaged enhancer directory and awkward stdin are one clear line each (issue 17) ------------------
-def _damaged_copy(enhancer, tmp_path, name: str, damage) -> "Path":
+def _damaged_copy(enhancer, tmp_path, name: str, damage) -> Path:
     path = enhancer.save_pretrained(tmp_path / "enh")
     damage(path / name)
     return path
@@ -91,7 +92,8 @@ def _truncate(path):
 
 @pytest.mark.parametrize("name,damage,message", [
     ("adapter_model.safetensors", _truncate, r"adapter_model\.safetensors is not a readable safetensors file"),
-    ("adapter_model.safetensors", lambda p: p.write_bytes(b"\xff" * 3), r"adapter_model\.safetensors is not a readable"),
+    ("adapter_model.safetensors", lambda p: p.write_bytes(b"\xff" * 3),
+     r"adapter_model\.safetensors is not a readable"),
     ("adapter_config.json", _truncate, r"adapter_config\.json: invalid JSON"),
     ("enhancer.json", _truncate, r"enhancer\.json: invalid JSON"),
     ("enhancer.json", lambda p: p.write_text('{"format_version": 1, "base_model": "tiny-random", "dtype": "float32"}'),

@@ -389,7 +389,8 @@ def test_empty_text_in_a_16_shot_directory_names_the_seed_file(tmp_path):
 def test_bigbench_null_input_target_or_bad_scores_names_the_example(tmp_path):
     path = tmp_path / "task.json"
     for examples, message in [
-        ([{"input": "1+1", "target": "2"}, {"input": None, "target": "3"}], r"task\.json example 1: the 'input' column"),
+        ([{"input": "1+1", "target": "2"}, {"input": None, "target": "3"}],
+         r"task\.json example 1: the 'input' column"),
         ([{"input": "1+1", "target": "2"}, {"input": "2+1", "target": None}], r"task\.json example 1: the 'target'"),
         ([{"input": "a", "target_scores": {"x": 1, "y": 0}}, {"input": "b", "target_scores": None}],
          r"task\.json example 1: 'target_scores' must map each choice to a number, got None"),

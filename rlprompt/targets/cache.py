@@ -19,7 +19,8 @@ import numpy as np
 from rlprompt.targets.base import Target, TargetError
 
 _CHUNK = 500  # keys per SELECT, below SQLite's bound-parameter limit
-_CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+_CORRUPT = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+_CORRUPT_MESSAGES = ("database disk image is malformed", "file is not a database")  # Python 3.10 has no codes
 
 
 def _key(*parts) -> str:
@@ -28,7 +29,8 @@ def _key(*parts) -> str:
 
 def _is_corrupt(err: sqlite3.Error) -> bool:
     """Whether SQLite reports the file itself as damaged or not a database (primary result code)."""
-    return ((getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF) in _CORRUPT
+    code = getattr(err, "sqlite_errorcode", None)
+    return (code & 0xFF) in _CORRUPT if code is not None else any(m in str(err) for m in _CORRUPT_MESSAGES)
 
 
 def _number(value: object) -> bool:

@@ -274,9 +274,8 @@ class OpenAITarget(Target):
             try:
                 async with self._semaphore:
                     # httpx's timeout bounds each read, not the reply: a byte per second would never trip it
-                    async with asyncio.timeout(self.timeout):
-                        response = await client.post(url, json=payload)
-            except (httpx.TimeoutException, TimeoutError) as err:
+                    response = await asyncio.wait_for(client.post(url, json=payload), self.timeout)
+            except (httpx.TimeoutException, asyncio.TimeoutError) as err:
                 last = f"timed out after {self.timeout} s ({type(err).__name__})"
             except httpx.TransportError as err:
                 last = f"cannot reach the endpoint ({type(err).__name__}: {err})"
