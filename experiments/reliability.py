@@ -13,13 +13,18 @@ models, so it runs in minutes on a CPU:
 - kill -9: the trainer (RLPrompt, MultiPrompter) is SIGKILLed at a random moment (several times per
   run) and resumed;
 - corrupt checkpoint: the newest checkpoint's weights are truncated before `--resume`;
-- the same kill -9 for PRewrite (trl's GRPOTrainer checkpoints).
+- the same kill -9 for PRewrite (trl's GRPOTrainer checkpoints);
+- full disk: from a random write on (cut part of the way through), every write into the run directory
+  fails with ENOSPC (injected in a child process around `rlprompt train`, see FULL_DISK_CHILD); the run
+  must stop with one clear error, and `--resume` (space freed) must finish from the last complete
+  checkpoint with the result of an uninterrupted run.
 
 "Data lost" counts logged updates missing or duplicated in the finished run's metrics.jsonl, a
 non-finite reward anywhere in it, or a finished run without a loadable final checkpoint. Writes
 experiments/results/reliability.json and reliability.md.
 
-    python experiments/reliability.py            # about 15 minutes on 2 CPU cores
+    python experiments/reliability.py                          # about 15 minutes on 2 CPU cores
+    python experiments/reliability.py --scenario full-disk     # one scenario; its rows replace its old ones
 """
 
 from __future__ import annotations
@@ -204,13 +209,130 @@ def corrupt_checkpoint(work: Path, seed: int) -> dict:
             "exit_code": second.returncode, **audit(run_dir, 10, ("charts/raw_reward", "charts/reward"))}
 
 
+# `rlprompt train` on a disk that fills up: every write into the run directory (text files, metrics appends,
+# safetensors checkpoints; TensorBoard's event files aside, its writer thread reports its own failures) counts
+# against a byte budget; the write that crosses it is cut short and fails with ENOSPC, and so does every later
+# one. Arguments: run dir, budget in bytes ("inf" to only measure), report file, then the CLI's arguments. The
+# report lists every write (file relative to the run dir, bytes) and the ENOSPC errors raised.
+FULL_DISK_CHILD = r"""
+import builtins, errno, io, json, os, sys
+import safetensors.torch
+import rlprompt.runs
+from rlprompt.cli import main
+
+run_dir, budget, report = os.path.realpath(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+used = {"bytes": 0, "enospc": 0, "writes": []}
+real_open = io.open
+
+
+class Metered:
+    def __init__(self, fh, name):
+        self._fh, self._name = fh, name
+
+    def write(self, data):
+        size = len(data.encode() if isinstance(data, str) else data)
+        used["writes"].append([self._name, size])
+        if used["bytes"] + size > budget:
+            keep = max(0, int(budget - used["bytes"]))
+            if keep:
+                self._fh.write(data[:keep])
+            used["bytes"], used["enospc"] = budget, used["enospc"] + 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        used["bytes"] += size
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
+def metered_open(file, mode="r", *args, **kwargs):
+    fh = real_open(file, mode, *args, **kwargs)
+    if not any(c in mode for c in "wax+"):
+        return fh
+    path = os.readlink(f"/proc/self/fd/{file}") if isinstance(file, int) else os.fsdecode(os.path.realpath(file))
+    inside = path.startswith(run_dir + os.sep) and "tfevents" not in path
+    return Metered(fh, os.path.relpath(path, run_dir)) if inside else fh
+
+
+def save_file(tensors, filename, metadata=None):
+    with open(filename, "wb") as fh:
+        fh.write(safetensors.torch.save(tensors, metadata))
+
+
+builtins.open = io.open = metered_open
+rlprompt.runs.save_file = save_file
+try:
+    code = main(sys.argv[4:])
+finally:
+    with real_open(report, "w") as fh:
+        fh.write(json.dumps(used))
+sys.exit(code)
+"""
+
+
+def full_disk(work: Path, seed: int, updates: int = 12) -> dict:
+    """The disk fills up at a random write of an RLPrompt run (ENOSPC from then on): the run must stop with one
+    clear error naming the file, and ``--resume`` once there is space must finish it from the last complete
+    checkpoint, ending where an uninterrupted run with the same seed ends."""
+    rng = random.Random(seed)
+    config = rlprompt_config(work, f"disk{seed}", "tiny-random")
+    extra = [f"total_updates={updates}", f"seed={seed}"]
+
+    def train_on_disk(run_dir: Path, budget: str) -> tuple[subprocess.CompletedProcess, dict]:
+        report = work / f"{run_dir.name}.disk.json"
+        out = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(run_dir), budget, str(report), "train",
+                              str(config), "--run-dir", str(run_dir), *extra],
+                             capture_output=True, text=True, env=ENV, timeout=900)
+        return out, json.loads(report.read_text())
+
+    reference_dir, run_dir = work / f"disk-reference{seed}", work / f"disk{seed}"
+    reference, measured = train_on_disk(reference_dir, "inf")
+    # the disk fills up during a write picked at random (every write alike) after the first checkpoint is
+    # complete, part of the way through it
+    sizes = [size for _, size in measured["writes"]]
+    first_manifest = next(i for i, (name, _) in enumerate(measured["writes"]) if name.endswith("manifest.json"))
+    failing = rng.randrange(first_manifest + 1, len(sizes))
+    budget = sum(sizes[:failing]) + int(rng.random() * sizes[failing])
+    first, disk = train_on_disk(run_dir, str(budget))
+    error, resumed_from = last_line(first.stderr), newest_valid_checkpoint(run_dir)
+    logged = {r["step"] for r in RunDir(run_dir, resume=True).read_metrics()}
+    second = subprocess.run(train_cmd(config, run_dir, "--resume", *extra), capture_output=True, text=True, env=ENV,
+                            timeout=900)
+    clean_stop = (first.returncode == 1 and "Traceback" not in first.stderr and "No space left on device" in error
+                  and error.startswith("rlprompt train: RunWriteError: cannot write "))
+    keys = ("steps", "best_prompt", "best_dev_accuracy", "greedy_prompt")
+    summaries = [json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
+                 for d in (reference_dir, run_dir)]
+    curves = [[(r["step"], r.get("charts/raw_reward"), r.get("charts/reward"))
+               for r in RunDir(d, resume=True).read_metrics()] for d in (reference_dir, run_dir)]
+    same = reference.returncode == 0 and all(summaries[0].get(k) == summaries[1].get(k) for k in keys) \
+        and curves[0] == curves[1]
+    # the scorer's in-memory cache of dev accuracies starts empty in the resumed process, so prompts scored
+    # before the stop may be scored (and counted) again
+    extra_queries = summaries[1].get("target_queries", 0) - summaries[0].get("target_queries", 0)
+    return {"scenario": "disk full (ENOSPC on every run-dir write from a random one on), then --resume",
+            "method": "rlprompt", "seed": seed, "faults_injected": disk["enospc"], "interruptions": 1,
+            "disk_budget_bytes": budget, "run_bytes": measured["bytes"],
+            "failing_write": measured["writes"][failing][0], "stopped_cleanly": clean_stop, "error": error,
+            "resumed_from_step": resumed_from, "updates_redone": max(0, max(logged, default=0) - resumed_from),
+            "same_result_as_uninterrupted": same, "extra_target_queries_after_resume": extra_queries,
+            "survived": clean_stop and second.returncode == 0,
+            "exit_code": second.returncode, **audit(run_dir, updates, ("charts/raw_reward", "charts/reward"))}
+
+
 def markdown(result: dict) -> str:
     lines = ["# Reliability: faults injected into real `rlprompt train` runs", "",
              f"Command: `{result['command']}`", "",
              "Tiny random models on CPU; the OpenAI-compatible target is rlprompt.targets.faulty.FaultyEndpoint on "
              "loopback. *Data lost* = an update missing or logged twice in the finished run's metrics.jsonl, or a "
              "non-finite reward in it. *Redone* = updates computed again after a kill (at most one checkpoint "
-             "interval each).", "",
+             "interval each).", "", *summary(result["scenarios"]), "",
              "| scenario | method | seed | faults injected | survived | updates kept | redone | non-finite rewards | data lost |",
              "|---|---|---:|---:|---|---:|---:|---:|---|"]
     for r in result["scenarios"]:
@@ -226,36 +348,83 @@ def markdown(result: dict) -> str:
             kinds[k] = kinds.get(k, 0) + v
     if kinds:
         lines += ["Transient faults by kind: " + ", ".join(f"{k} {kinds.get(k, 0)}" for k in FAULTS) + ".", ""]
+    disk = [r for r in result["scenarios"] if "disk_budget_bytes" in r]
+    if disk:
+        lines += [f"Disk full: {sum(r['stopped_cleanly'] for r in disk)} of {len(disk)} runs stopped with one error "
+                  f"line and exit code 1 (e.g. `{disk[0]['error']}`); the disk filled during a write of "
+                  + ", ".join(f"`{r['failing_write']}`" for r in disk)
+                  + f"; --resume continued from steps {[r['resumed_from_step'] for r in disk]}. "
+                  f"{sum(r['same_result_as_uninterrupted'] for r in disk)} of {len(disk)} resumed runs ended where an "
+                  f"uninterrupted run with the same seed ends (same best and greedy prompts, dev accuracy and every "
+                  f"logged reward); they used {[r['extra_target_queries_after_resume'] for r in disk]} more target "
+                  f"queries (dev accuracies cached in memory before the stop are scored again).", ""]
     return "\n".join(lines)
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """One table row per (scenario, method): runs, faults injected and survived, runs with data lost, command."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["scenario"], r["method"]), []).append(r)
+    lines = ["| scenario | method | runs | faults injected | faults survived | runs with data lost | command |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for (scenario, method), group in groups.items():
+        injected = sum(r["faults_injected"] for r in group)
+        survived = sum(r["faults_injected"] for r in group if r["survived"])
+        lost = sum(r["data_lost"] for r in group)
+        commands = sorted({r.get("command", "") for r in group})
+        lines.append(f"| {scenario} | {method} | {len(group)} | {injected} | {survived} | {lost} | "
+                     + "; ".join(f"`{c}`" for c in commands) + " |")
+    return lines
+
+
+# Every scenario by the name --scenario selects: a function of (work dir, seed, parsed arguments) -> one row.
+SCENARIOS = {
+    "transient": lambda work, seed, args: transient_faults(work, seed),
+    "outage": lambda work, seed, args: outage(work, seed),
+    "kill-rlprompt": lambda work, seed, args: kill_and_resume(work, seed, "rlprompt", args.kills),
+    "corrupt-checkpoint": lambda work, seed, args: corrupt_checkpoint(work, seed),
+    "kill-multiprompter": lambda work, seed, args: kill_and_resume(work, seed, "multiprompter", args.kills),
+    "kill-prewrite": lambda work, seed, args: kill_and_resume(work, seed, "prewrite", args.kills),
+    "full-disk": lambda work, seed, args: full_disk(work, seed),
+}
+
+
+def merge(old: list[dict], new: list[dict], command: str) -> list[dict]:
+    """``old`` rows (each given ``command`` if it has none) without the (scenario, method) pairs ``new`` reran,
+    then ``new``: rerunning one scenario replaces its rows and keeps every other."""
+    rerun = {(r["scenario"], r["method"]) for r in new}
+    return [{"command": command, **r} for r in old if (r["scenario"], r["method"]) not in rerun] + new
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="runs per scenario")
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per kill -9 run")
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
+                        help="run only this scenario (repeatable); its rows replace its old ones in --out")
     parser.add_argument("--out", default=str(ROOT / "results" / "reliability.json"))
     args = parser.parse_args(argv)
+    command = " ".join(shlex.quote(a) for a in ["python", "experiments/reliability.py", *sys.argv[1:]])
     scenarios = []
     with tempfile.TemporaryDirectory(prefix="rlprompt-reliability-") as tmp:
         work = Path(tmp)
         for seed in range(args.seeds):
-            for run in (lambda: transient_faults(work, seed), lambda: outage(work, seed),
-                        lambda: kill_and_resume(work, seed, "rlprompt", args.kills),
-                        lambda: corrupt_checkpoint(work, seed),
-                        lambda: kill_and_resume(work, seed, "multiprompter", args.kills),
-                        lambda: kill_and_resume(work, seed, "prewrite", args.kills)):
-                scenarios.append(run())
+            for name in args.scenario or SCENARIOS:
+                scenarios.append({**SCENARIOS[name](work, seed, args), "command": command})
                 print(json.dumps(scenarios[-1]), file=sys.stderr)
-    totals = {"runs": len(scenarios), "faults_injected": sum(r["faults_injected"] for r in scenarios),
-              "survived": sum(r["survived"] for r in scenarios),
-              "runs_with_data_lost": sum(r["data_lost"] for r in scenarios)}
-    result = {"scenarios": scenarios, "totals": totals,
-              "command": " ".join(shlex.quote(a) for a in ["python", "experiments/reliability.py", *sys.argv[1:]])}
     out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.is_file() else {"scenarios": [], "command": command}
+    whole = command if args.scenario is None else previous.get("command", command)  # what made the whole table
+    rows = merge(previous["scenarios"], scenarios, previous.get("command", command))
+    totals = {"runs": len(rows), "faults_injected": sum(r["faults_injected"] for r in rows),
+              "survived": sum(r["survived"] for r in rows), "runs_with_data_lost": sum(r["data_lost"] for r in rows)}
+    result = {"scenarios": rows, "totals": totals, "command": whole}
     write_atomic(out, json.dumps(result, indent=2) + "\n")
     write_atomic(out.with_suffix(".md"), markdown(result))
     print(markdown(result))
-    return 0 if totals["survived"] == totals["runs"] and not totals["runs_with_data_lost"] else 1
+    fresh_ok = all(r["survived"] and not r["data_lost"] for r in scenarios)
+    return 0 if fresh_ok else 1
 
 
 if __name__ == "__main__":
