@@ -10,10 +10,11 @@ models, so it runs in minutes on a CPU:
   designed, but that is the bounded-failure path, which the outage scenario covers);
 - outage: the endpoint starts answering 503 to everything mid-run; the run must stop with a clear
   error, then `--resume` after the endpoint is back must finish it;
-- kill -9: the trainer (RLPrompt, MultiPrompter) is SIGKILLed at a random moment (several times per
-  run) and resumed;
+- kill -9: the trainer (RLPrompt, MultiPrompter, PRewrite with trl's GRPOTrainer checkpoints, Sem-DPO on a small
+  synthetic preferences file, PromptAgent with a tiny random optimizer LM) is SIGKILLed at random moments (several
+  times per run, each after a newer checkpoint exists) and resumed until it finishes; the resumed run must end
+  exactly where an uninterrupted run of the same seed ends (compare_runs);
 - corrupt checkpoint: the newest checkpoint's weights are truncated before `--resume`;
-- the same kill -9 for PRewrite (trl's GRPOTrainer checkpoints);
 - hostile clients against `rlprompt serve` (in-process, a scripted enhancer over the tiny model's tokenizer,
   a fake upstream that drips, dies mid-stream or refuses the key): every bad kind of request from issue 17
   sent concurrently with good ones; each bad one must get its designed answer and every good one its 200
@@ -32,6 +33,7 @@ and reliability.md; with --scenarios, only those scenarios run and their rows re
     python experiments/reliability.py                                # about 15 minutes on 2 CPU cores
     python experiments/reliability.py --scenarios hostile_serve     # about a minute
     python experiments/reliability.py --scenarios full_disk --seeds 5
+    python experiments/reliability.py --scenarios kill_sem_dpo kill_promptagent
 """
 
 from __future__ import annotations
@@ -69,10 +71,19 @@ RLPROMPT = ("method: rlprompt\ntask: sentiment\npolicy_model: tiny-random\npolic
 MULTIPROMPTER = ("method: multiprompter\ntask: sentiment\npolicy_model: tiny-random\npolicy_dtype: float32\n"
                  "n_agents: 2\nsegment_length: 1\nn_episodes: 4\nmlp_hidden: 16\nvalue_hidden: 8\ninput_batch_size: 4\n"
                  "vocab: [{vocab}]\neval_every: 5\ncheckpoint_every: 2\ntarget: tiny-random\ntarget_dtype: float32\n")
-PREWRITE = ("method: prewrite\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\ntarget_dtype: float32\n"
-            "num_generations: 2\nmax_completion_length: 4\ninput_batch_size: 2\nnum_samples: 2\ndev_limit: 4\n"
-            "checkpoint_every: 1\nlora_target_modules: [q_proj]\n")
+PREWRITE = ("method: prewrite\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\n"
+            "target_dtype: float32\nnum_generations: 2\nmax_completion_length: 4\ninput_batch_size: 2\nnum_samples: 2\n"
+            "dev_limit: 4\ncheckpoint_every: 1\nlora_target_modules: [q_proj]\n")
+SEM_DPO = ("method: sem-dpo\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\ntarget_dtype: float32\n"
+           "preferences: {preferences}\nbatch_size: 2\nlora_r: 2\nlora_alpha: 4\nlora_target_modules: [q_proj]\n"
+           "max_length: 160\nmax_new_tokens: 6\nlearning_rate: 0.01\ncheckpoint_every: 1\n"
+           "eval_originals: ['Is the review positive?']\n")
+PROMPTAGENT = ("method: promptagent\ntask: sentiment\ntarget: tiny-random\ntarget_dtype: float32\n"
+               "optimizer: tiny-random\noptimizer_dtype: float32\nmax_evaluations: 200\nexpand_width: 3\n"
+               "depth_limit: 6\nerror_batch_size: 4\nmax_errors: 2\ngradient_tokens: 8\nrevision_tokens: 8\n"
+               "prefill: true\nparse_fallback: true\neval_test: false\n")
 ENV = {**os.environ, "TQDM_DISABLE": "1"}
+VOCAB = ", ".join(map(str, range(300, 364)))  # the policies' token ids
 
 
 def train_cmd(config: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -86,7 +97,7 @@ def write_config(folder: Path, name: str, text: str) -> Path:
 
 
 def rlprompt_config(folder: Path, name: str, target: str) -> Path:
-    return write_config(folder, name, RLPROMPT.format(vocab=", ".join(map(str, range(300, 364))), target=target))
+    return write_config(folder, name, RLPROMPT.format(vocab=VOCAB, target=target))
 
 
 def audit(run_dir: Path, expected_steps: int, reward_keys: tuple[str, ...]) -> dict:
@@ -168,45 +179,142 @@ def outage(work: Path, seed: int, updates: int = 10) -> dict:
             **audit(run_dir, updates, ("charts/raw_reward", "charts/reward"))}
 
 
+def write_preferences(folder: Path) -> Path:
+    """A small synthetic preferences JSONL in trl's conversational format (as build_preferences writes it): one
+    pair per default sentiment original, the chosen rewrite naming the labels, the rejected one vague."""
+    from rlprompt.policies.dpo import DEFAULT_ORIGINALS, SemDPOConfig, meta_messages
+
+    cfg = SemDPOConfig()
+    rows = [{"prompt": meta_messages(cfg, original),
+             "chosen": [{"role": "assistant", "content": f"{original} Answer negative or positive."}],
+             "rejected": [{"role": "assistant", "content": "Say something."}],
+             "original": original, "chosen_reward": 0.5, "rejected_reward": 0.0}
+            for original in DEFAULT_ORIGINALS["sentiment"]]
+    path = folder / "preferences.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+# method -> (config text, its format fields, updates of one run, the override setting them, reward keys audited;
+# the first key marks a training update's record)
+KILL_RUNS: dict[str, tuple[str, Callable[[Path], dict], int, str, tuple[str, ...]]] = {
+    "rlprompt": (RLPROMPT, lambda work: {"vocab": VOCAB, "target": "tiny-random"}, 60, "total_updates",
+                 ("charts/raw_reward", "charts/reward")),
+    "multiprompter": (MULTIPROMPTER, lambda work: {"vocab": VOCAB}, 60, "total_updates",
+                      ("charts/raw_reward", "charts/reward")),
+    "prewrite": (PREWRITE, lambda work: {}, 8, "steps", ("charts/reward",)),
+    "sem-dpo": (SEM_DPO, lambda work: {"preferences": write_preferences(work)}, 10, "steps",
+                ("losses/loss", "charts/rewards_chosen", "charts/rewards_rejected")),
+    "promptagent": (PROMPTAGENT, lambda work: {}, 16, "iterations", ("charts/best_reward", "charts/final_reward")),
+}
+
+
+def progress(run_dir: Path) -> int:
+    """The step a resume would continue from: the newest intact checkpoint, or PromptAgent's saved iteration."""
+    state = run_dir / "search_state.json"
+    try:
+        saved = json.loads(state.read_text(encoding="utf-8"))["agent"]["iteration"] if state.is_file() else 0
+    except (ValueError, KeyError):  # read while being replaced: the previous state still counts
+        saved = 0
+    return max(saved, newest_valid_checkpoint(run_dir))
+
+
+# What differs between two runs of one seed by design rather than by what they learned: wall-clock figures,
+# target queries (a resumed process starts with an empty in-memory score cache) and the run directory.
+VOLATILE = re.compile(r"seconds|runtime|per_second|_time$|wall|target_queries|^run_dir$")
+# transformers' Trainer logs, when train() returns, the mean loss of the steps that process trained (its running
+# sum starts at 0 on a resume, transformers.Trainer._finalize_training), so after a resume it averages fewer
+# steps: reported apart, not counted as a difference.
+PER_PROCESS = {"losses/train_loss"}
+
+
+def final_tensors(run_dir: Path) -> dict[str, Path]:
+    """The safetensors files (weights, and the optimizer state where a RunDir checkpoint keeps it) of the run's
+    newest checkpoint, by name."""
+    found = checkpoints(run_dir)
+    return {p.name: p for p in found[max(found)].glob("*.safetensors")} if found else {}
+
+
+def compare_runs(reference: Path, run: Path) -> dict:
+    """How the interrupted ``run`` ended against the uninterrupted ``reference`` of the same seed: summary.json,
+    prompt.txt, tree.json (PromptAgent), every logged metric of every record and the final checkpoint's tensors,
+    all compared exactly (VOLATILE keys aside). ``differences`` names each mismatch (the first 20);
+    ``per_process_differences`` the PER_PROCESS values that differ."""
+    import torch
+    from safetensors.torch import load_file
+
+    differences, per_process = [], []
+    for name in ("summary.json", "prompt.txt", "tree.json"):
+        texts = [(d / name).read_text(encoding="utf-8") if (d / name).is_file() else None for d in (reference, run)]
+        if name == "summary.json" and None not in texts:
+            a, b = ({k: v for k, v in json.loads(t).items() if not VOLATILE.search(k)} for t in texts)
+            differences += [f"summary.json {k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
+                            if a.get(k) != b.get(k)]
+        elif texts[0] != texts[1]:
+            differences.append(f"{name} differs")
+    records = [RunDir(d, resume=True).read_metrics() for d in (reference, run)]
+    steps = [[r["step"] for r in rs] for rs in records]
+    if steps[0] != steps[1]:
+        differences.append(f"metrics.jsonl records by step {steps[0]} vs {steps[1]}")
+    for ra, rb in zip(*records):
+        for key in sorted((ra.keys() | rb.keys()) - {"step"}):
+            if not VOLATILE.search(key) and ra.get(key) != rb.get(key):
+                found = f"step {ra['step']} {key}: {ra.get(key)!r} vs {rb.get(key)!r}"
+                (per_process if key in PER_PROCESS else differences).append(found)
+    weights = [final_tensors(d) for d in (reference, run)]
+    if weights[0].keys() != weights[1].keys():
+        differences.append(f"final checkpoint files {sorted(weights[0])} vs {sorted(weights[1])}")
+    for name in sorted(weights[0].keys() & weights[1].keys()):
+        a, b = (load_file(str(w[name])) for w in weights)
+        changed = [k for k in a.keys() | b.keys() if k not in a or k not in b or a[k].dtype != b[k].dtype
+                   or not torch.equal(a[k], b[k])]
+        if changed:
+            differences.append(f"final {name}: {len(changed)} of {len(a)} tensors differ")
+    return {"same_result_as_uninterrupted": not differences, "differences": differences[:20],
+            "differences_count": len(differences), "per_process_differences": per_process}
+
+
 def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
-    """SIGKILL the trainer ``kills`` times at random moments after a checkpoint exists, resuming each time."""
+    """Train once uninterrupted, then again with the same seed, SIGKILLed up to ``kills`` times, each at a random
+    moment after a checkpoint newer than the one it started from exists, and resumed each time; audit the resumed
+    run and compare it with the uninterrupted one (the run survived when it finished with the same result)."""
     rng = random.Random(seed)
-    if method == "rlprompt":
-        config, updates = rlprompt_config(work, f"kill{seed}", "tiny-random"), 60
-        extra = [f"total_updates={updates}", f"seed={seed}"]
-    elif method == "multiprompter":
-        text = MULTIPROMPTER.format(vocab=", ".join(map(str, range(300, 364))))
-        config, updates = write_config(work, f"killmp{seed}", text), 60
-        extra = [f"total_updates={updates}", f"seed={seed}"]
-    else:
-        config, updates = write_config(work, f"killpw{seed}", PREWRITE), 8
-        extra = [f"steps={updates}", f"seed={seed}"]
-    run_dir = work / f"kill-{method}{seed}"
-    redone, done = 0, False
+    template, fields, updates, budget, reward_keys = KILL_RUNS[method]
+    config = write_config(work, f"kill-{method}{seed}", template.format(**fields(work)))
+    extra = [f"{budget}={updates}", f"seed={seed}"]
+    reference_dir, run_dir = work / f"kill-{method}{seed}-reference", work / f"kill-{method}{seed}"
+    reference = subprocess.run(train_cmd(config, reference_dir, *extra), capture_output=True, text=True, env=ENV,
+                               timeout=1800)
+    kill_steps, redone, done, error = [], 0, False, ""
     for attempt in range(kills + 1):
-        resume = ["--resume"] if attempt else []
-        proc = subprocess.Popen(train_cmd(config, run_dir, *resume, *extra), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=ENV)
+        proc = subprocess.Popen(train_cmd(config, run_dir, *(["--resume"] if attempt else []), *extra),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
         if attempt < kills:
+            start = progress(run_dir)
             try:
-                before = len(checkpoints(run_dir))
-                wait_for(lambda: len(checkpoints(run_dir)) > before, proc, 600)
+                wait_for(lambda: progress(run_dir) > start, proc, 600)
                 time.sleep(rng.uniform(0.0, 1.5))
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=60)
-            except RuntimeError:  # the run finished before this kill could land
-                proc.wait(timeout=60)
-                done = proc.returncode == 0
-                break
-            logged = {r["step"] for r in RunDir(run_dir, resume=True).read_metrics()}
-            redone += max(0, max(logged, default=0) - newest_valid_checkpoint(run_dir))
-        else:
-            _, err = proc.communicate(timeout=900)
-            done = proc.returncode == 0
-    reward_keys = ("charts/reward",) if method == "prewrite" else ("charts/raw_reward", "charts/reward")
-    return {"description": f"kill -9 at random moments ({kills}x), then --resume", "method": method, "seed": seed,
-            "faults_injected": kills, "interruptions": kills, "survived": done, "updates_redone": redone,
-            **audit(run_dir, updates, reward_keys)}
+                proc.send_signal(signal.SIGKILL)  # a no-op when the run has just ended by itself
+            except RuntimeError:  # the run ended before a newer checkpoint: nothing left to kill
+                pass
+        _, err = proc.communicate(timeout=1800)
+        if proc.returncode != -signal.SIGKILL:
+            done, error = proc.returncode == 0, last_line(err)
+            break
+        kill_steps.append(progress(run_dir))
+        logged = {r["step"] for r in RunDir(run_dir, resume=True).read_metrics()}
+        redone += max(0, max(logged, default=0) - kill_steps[-1])
+    if reference.returncode == 0 and done:
+        compared = compare_runs(reference_dir, run_dir)
+    else:
+        compared = {"same_result_as_uninterrupted": False, "differences": [
+            f"reference exit {reference.returncode}: {last_line(reference.stderr)}; run exit {proc.returncode}"]}
+    return {"description": f"kill -9 at random moments ({kills}x), then --resume; compared with an uninterrupted run",
+            "method": method, "seed": seed, "faults_injected": len(kill_steps), "interruptions": len(kill_steps),
+            "survived": done and compared["same_result_as_uninterrupted"], "exit_code": proc.returncode,
+            "error": error, "killed_after_checkpoint_steps": kill_steps,
+            "kills_after_final_checkpoint": sum(step >= updates for step in kill_steps), "updates_redone": redone,
+            **compared, **audit(run_dir, updates, reward_keys)}
 
 
 def corrupt_checkpoint(work: Path, seed: int) -> dict:
@@ -321,23 +429,21 @@ def full_disk(work: Path, seed: int, updates: int = 12) -> dict:
                             timeout=900)
     clean_stop = (first.returncode == 1 and "Traceback" not in first.stderr and "No space left on device" in error
                   and error.startswith("rlprompt train: RunWriteError: cannot write "))
-    keys = ("steps", "best_prompt", "best_dev_accuracy", "greedy_prompt")
-    summaries = [json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
-                 for d in (reference_dir, run_dir)]
-    curves = [[(r["step"], r.get("charts/raw_reward"), r.get("charts/reward"))
-               for r in RunDir(d, resume=True).read_metrics()] for d in (reference_dir, run_dir)]
-    same = reference.returncode == 0 and all(summaries[0].get(k) == summaries[1].get(k) for k in keys) \
-        and curves[0] == curves[1]
+    compared = compare_runs(reference_dir, run_dir) if reference.returncode == 0 and second.returncode == 0 else {
+        "same_result_as_uninterrupted": False, "differences": [f"reference exit {reference.returncode}, resumed run "
+                                                               f"exit {second.returncode}"]}
     # the scorer's in-memory cache of dev accuracies starts empty in the resumed process, so prompts scored
     # before the stop may be scored (and counted) again
+    summaries = [json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
+                 for d in (reference_dir, run_dir)]
     extra_queries = summaries[1].get("target_queries", 0) - summaries[0].get("target_queries", 0)
     return {"description": "disk full (ENOSPC on every run-dir write from a random one on), then --resume",
             "method": "rlprompt", "seed": seed, "faults_injected": disk["enospc"], "interruptions": 1,
             "disk_budget_bytes": budget, "run_bytes": measured["bytes"],
             "failing_write": measured["writes"][failing][0], "stopped_cleanly": clean_stop, "error": error,
             "resumed_from_step": resumed_from, "updates_redone": max(0, max(logged, default=0) - resumed_from),
-            "same_result_as_uninterrupted": same, "extra_target_queries_after_resume": extra_queries,
-            "survived": clean_stop and second.returncode == 0,
+            **compared, "extra_target_queries_after_resume": extra_queries,
+            "survived": clean_stop and second.returncode == 0 and compared["same_result_as_uninterrupted"],
             "exit_code": second.returncode, **audit(run_dir, updates, ("charts/raw_reward", "charts/reward"))}
 
 
@@ -601,6 +707,34 @@ def summary(rows: list[dict]) -> list[str]:
     return lines
 
 
+def kill_paragraphs(rows: list[dict]) -> list[str]:
+    """Per kill -9 scenario: kills landed (and how many after the final checkpoint), resumed runs that ended where
+    the uninterrupted run ends, and what differed where one did not."""
+    lines = []
+    for name in SCENARIOS:
+        group = [r for r in rows if r["scenario"] == name and "killed_after_checkpoint_steps" in r]
+        if not group:
+            continue
+        same = [r for r in group if r["same_result_as_uninterrupted"]]
+        lines.append(f"- {name}: {sum(r['faults_injected'] for r in group)} kills over {len(group)} runs "
+                     f"({sum(r['kills_after_final_checkpoint'] for r in group)} after the final checkpoint, during "
+                     f"the run's last steps: final evaluation, summary); {len(same)} of {len(group)} resumed runs "
+                     "ended where the uninterrupted run of the same seed ends (summary, prompt, search tree, every "
+                     "logged metric and the final checkpoint's tensors, compared exactly).")
+        for r in group:
+            if not r["same_result_as_uninterrupted"]:
+                lines.append(f"  - seed {r['seed']} (killed after checkpoints {r['killed_after_checkpoint_steps']}): "
+                             f"{r.get('differences_count', len(r['differences']))} differences, first "
+                             + "; ".join(f"`{d[:160]}`" for d in r["differences"][:3]) + ".")
+        per_process = [r for r in group if r.get("per_process_differences")]
+        if per_process:
+            lines.append(f"  - In {len(per_process)} runs the end-of-run `losses/train_loss` differs (e.g. "
+                         f"`{per_process[0]['per_process_differences'][0]}`): transformers' Trainer averages it over "
+                         "the steps of the last process only (its running sum restarts on a resume); every per-step "
+                         "loss is compared and counted above.")
+    return [*lines, ""] if lines else []
+
+
 def markdown(result: dict) -> str:
     """The results page: the per-scenario table, totals, the per-run table, then what each scenario saw."""
     t = result["totals"]
@@ -635,6 +769,7 @@ def markdown(result: dict) -> str:
                 kinds[k] = kinds.get(k, 0) + v
     if kinds:
         lines += ["Transient faults by kind: " + ", ".join(f"{k} {kinds.get(k, 0)}" for k in FAULTS) + ".", ""]
+    lines += kill_paragraphs(result["scenarios"])
     disk = [r for r in result["scenarios"] if r["scenario"] == "full_disk"]
     if disk:
         lines += [f"Disk full: {sum(r['stopped_cleanly'] for r in disk)} of {len(disk)} runs stopped with one error "
@@ -642,9 +777,9 @@ def markdown(result: dict) -> str:
                   + ", ".join(f"`{r['failing_write']}`" for r in disk)
                   + f"; --resume continued from steps {[r['resumed_from_step'] for r in disk]}. "
                   f"{sum(r['same_result_as_uninterrupted'] for r in disk)} of {len(disk)} resumed runs ended where an "
-                  f"uninterrupted run with the same seed ends (same best and greedy prompts, dev accuracy and every "
-                  f"logged reward); they used {[r['extra_target_queries_after_resume'] for r in disk]} more target "
-                  f"queries (dev accuracies cached in memory before the stop are scored again).", ""]
+                  "uninterrupted run with the same seed ends (the same summary, every logged metric and the final "
+                  f"checkpoint's tensors); they used {[r['extra_target_queries_after_resume'] for r in disk]} more "
+                  "target queries (dev accuracies cached in memory before the stop are scored again).", ""]
     served = [r for r in result["scenarios"] if r["scenario"] == "hostile_serve"]
     for r in served:
         lines.append(f"- Hostile clients, seed {r['seed']}: {r['good_requests']} good requests, "
@@ -685,6 +820,8 @@ SCENARIOS: dict[str, Callable[[Path, int, argparse.Namespace], dict]] = {
     "corrupt_checkpoint": lambda work, seed, args: corrupt_checkpoint(work, seed),
     "kill_multiprompter": lambda work, seed, args: kill_and_resume(work, seed, "multiprompter", args.kills),
     "kill_prewrite": lambda work, seed, args: kill_and_resume(work, seed, "prewrite", args.kills),
+    "kill_sem_dpo": lambda work, seed, args: kill_and_resume(work, seed, "sem-dpo", args.kills),
+    "kill_promptagent": lambda work, seed, args: kill_and_resume(work, seed, "promptagent", args.kills),
     "hostile_serve": lambda work, seed, args: hostile_clients(seed),
     "full_disk": lambda work, seed, args: full_disk(work, seed),
 }
