@@ -12,8 +12,8 @@ models, so it runs in minutes on a CPU:
   error, then `--resume` after the endpoint is back must finish it;
 - kill -9: the trainer (RLPrompt, MultiPrompter, PRewrite with trl's GRPOTrainer checkpoints, Sem-DPO on a small
   synthetic preferences file, PromptAgent with a tiny random optimizer LM) is SIGKILLed at random moments (several
-  times per run, each after a newer checkpoint exists) and resumed until it finishes; the resumed run must end
-  exactly where an uninterrupted run of the same seed ends (compare_runs);
+  times per run, each after a newer checkpoint exists, the last after the final one) and resumed until it
+  finishes; the resumed run must end exactly where an uninterrupted run of the same seed ends (compare_runs);
 - corrupt checkpoint: the newest checkpoint's weights are truncated before `--resume`;
 - hostile clients against `rlprompt serve` (in-process, a scripted enhancer over the tiny model's tokenizer,
   a fake upstream that drips, dies mid-stream or refuses the key): every bad kind of request from issue 17
@@ -276,8 +276,9 @@ def compare_runs(reference: Path, run: Path) -> dict:
 
 def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
     """Train once uninterrupted, then again with the same seed, SIGKILLed up to ``kills`` times, each at a random
-    moment after a checkpoint newer than the one it started from exists, and resumed each time; audit the resumed
-    run and compare it with the uninterrupted one (the run survived when it finished with the same result)."""
+    moment after a checkpoint newer than the one it started from exists (the last one after the final checkpoint),
+    and resumed each time; audit the resumed run and compare it with the uninterrupted one (the run survived when
+    it finished with the same result)."""
     rng = random.Random(seed)
     template, fields, updates, budget, reward_keys = KILL_RUNS[method]
     config = write_config(work, f"kill-{method}{seed}", template.format(**fields(work)))
@@ -290,7 +291,9 @@ def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
         proc = subprocess.Popen(train_cmd(config, run_dir, *(["--resume"] if attempt else []), *extra),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
         if attempt < kills:
-            start = progress(run_dir)
+            # the last kill lands after the final checkpoint (while the run evaluates and writes its summary),
+            # the window where a resume must not train again; the others after any newer checkpoint
+            start = updates - 1 if attempt == kills - 1 else progress(run_dir)
             try:
                 wait_for(lambda: progress(run_dir) > start, proc, 600)
                 time.sleep(rng.uniform(0.0, 1.5))
