@@ -30,7 +30,7 @@ a good request lost, failed or answered with a wrong rewrite. Writes experiments
 and reliability.md; with --scenarios, only those scenarios run and their rows replace the matching rows
 (same scenario, method and seed) of the existing results, the other rows are kept.
 
-    python experiments/reliability.py                                # about 15 minutes on 2 CPU cores
+    python experiments/reliability.py                                # about 25 minutes on 2 CPU cores
     python experiments/reliability.py --scenarios hostile_serve     # about a minute
     python experiments/reliability.py --scenarios full_disk --seeds 5
     python experiments/reliability.py --scenarios kill_sem_dpo kill_promptagent
@@ -722,13 +722,21 @@ def kill_paragraphs(rows: list[dict]) -> list[str]:
         lines.append(f"- {name}: {sum(r['faults_injected'] for r in group)} kills over {len(group)} runs "
                      f"({sum(r['kills_after_final_checkpoint'] for r in group)} after the final checkpoint, during "
                      f"the run's last steps: final evaluation, summary); {len(same)} of {len(group)} resumed runs "
-                     "ended where the uninterrupted run of the same seed ends (summary, prompt, search tree, every "
-                     "logged metric and the final checkpoint's tensors, compared exactly).")
+                     "ended where the uninterrupted run of the same seed ends (summary.json, prompt.txt, "
+                     "PromptAgent's tree.json, every logged metric and the final checkpoint's tensors, compared "
+                     "exactly).")
         for r in group:
-            if not r["same_result_as_uninterrupted"]:
-                lines.append(f"  - seed {r['seed']} (killed after checkpoints {r['killed_after_checkpoint_steps']}): "
-                             f"{r.get('differences_count', len(r['differences']))} differences, first "
-                             + "; ".join(f"`{d[:160]}`" for d in r["differences"][:3]) + ".")
+            if r["same_result_as_uninterrupted"]:
+                continue
+            steps = r["killed_after_checkpoint_steps"]
+            lines.append(f"  - seed {r['seed']} (killed after checkpoints {steps}): "
+                         f"{r.get('differences_count', len(r['differences']))} differences, first "
+                         + "; ".join(f"`{d[:160]}`" for d in r["differences"][:3]) + ".")
+            if r["kills_after_final_checkpoint"] and r["logged_updates"] > max(steps):
+                lines[-1] += (f" Resumed from its final checkpoint (step {max(steps)}), it trained "
+                              f"{r['logged_updates'] - max(steps)} more step(s): transformers' Trainer, resumed at "
+                              "max_steps in the middle of an epoch, skips the epoch's trained batches and takes a "
+                              "step before it checks max_steps (DefaultFlowCallback.on_step_end).")
         per_process = [r for r in group if r.get("per_process_differences")]
         if per_process:
             lines.append(f"  - In {len(per_process)} runs the end-of-run `losses/train_loss` differs (e.g. "
