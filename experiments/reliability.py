@@ -10,14 +10,19 @@ models, so it runs in minutes on a CPU:
   designed, but that is the bounded-failure path, which the outage scenario covers);
 - outage: the endpoint starts answering 503 to everything mid-run; the run must stop with a clear
   error, then `--resume` after the endpoint is back must finish it;
-- kill -9: the trainer (RLPrompt, MultiPrompter) is SIGKILLed at a random moment (several times per
-  run) and resumed;
+- kill -9: the trainer (RLPrompt, MultiPrompter, PRewrite with trl's GRPOTrainer checkpoints, Sem-DPO on a small
+  synthetic preferences file, PromptAgent with a tiny random optimizer LM) is SIGKILLed at random moments (several
+  times per run, each after a newer checkpoint exists, the last after the final one) and resumed until it
+  finishes; the resumed run must end exactly where an uninterrupted run of the same seed ends (compare_runs);
 - corrupt checkpoint: the newest checkpoint's weights are truncated before `--resume`;
-- the same kill -9 for PRewrite (trl's GRPOTrainer checkpoints);
 - hostile clients against `rlprompt serve` (in-process, a scripted enhancer over the tiny model's tokenizer,
   a fake upstream that drips, dies mid-stream or refuses the key): every bad kind of request from issue 17
   sent concurrently with good ones; each bad one must get its designed answer and every good one its 200
-  with the right rewrite.
+  with the right rewrite;
+- full disk: from a random write on (cut part of the way through), every write into the run directory
+  fails with ENOSPC (injected in a child process around `rlprompt train`, see FULL_DISK_CHILD); the run
+  must stop with one clear error, and `--resume` (space freed) must finish from the last complete
+  checkpoint with the result of an uninterrupted run.
 
 "Data lost" counts logged updates missing or duplicated in the finished run's metrics.jsonl, a
 non-finite reward anywhere in it, or a finished run without a loadable final checkpoint; for the service,
@@ -25,8 +30,10 @@ a good request lost, failed or answered with a wrong rewrite. Writes experiments
 and reliability.md; with --scenarios, only those scenarios run and their rows replace the matching rows
 (same scenario, method and seed) of the existing results, the other rows are kept.
 
-    python experiments/reliability.py                                # about 15 minutes on 2 CPU cores
+    python experiments/reliability.py                                # about 25 minutes on 2 CPU cores
     python experiments/reliability.py --scenarios hostile_serve     # about a minute
+    python experiments/reliability.py --scenarios full_disk --seeds 5
+    python experiments/reliability.py --scenarios kill_sem_dpo kill_promptagent
 """
 
 from __future__ import annotations
@@ -64,10 +71,19 @@ RLPROMPT = ("method: rlprompt\ntask: sentiment\npolicy_model: tiny-random\npolic
 MULTIPROMPTER = ("method: multiprompter\ntask: sentiment\npolicy_model: tiny-random\npolicy_dtype: float32\n"
                  "n_agents: 2\nsegment_length: 1\nn_episodes: 4\nmlp_hidden: 16\nvalue_hidden: 8\ninput_batch_size: 4\n"
                  "vocab: [{vocab}]\neval_every: 5\ncheckpoint_every: 2\ntarget: tiny-random\ntarget_dtype: float32\n")
-PREWRITE = ("method: prewrite\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\ntarget_dtype: float32\n"
-            "num_generations: 2\nmax_completion_length: 4\ninput_batch_size: 2\nnum_samples: 2\ndev_limit: 4\n"
-            "checkpoint_every: 1\nlora_target_modules: [q_proj]\n")
+PREWRITE = ("method: prewrite\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\n"
+            "target_dtype: float32\nnum_generations: 2\nmax_completion_length: 4\ninput_batch_size: 2\nnum_samples: 2\n"
+            "dev_limit: 4\ncheckpoint_every: 1\nlora_target_modules: [q_proj]\n")
+SEM_DPO = ("method: sem-dpo\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\ntarget_dtype: float32\n"
+           "preferences: {preferences}\nbatch_size: 2\nlora_r: 2\nlora_alpha: 4\nlora_target_modules: [q_proj]\n"
+           "max_length: 160\nmax_new_tokens: 6\nlearning_rate: 0.01\ncheckpoint_every: 1\n"
+           "eval_originals: ['Is the review positive?']\n")
+PROMPTAGENT = ("method: promptagent\ntask: sentiment\ntarget: tiny-random\ntarget_dtype: float32\n"
+               "optimizer: tiny-random\noptimizer_dtype: float32\nmax_evaluations: 200\nexpand_width: 3\n"
+               "depth_limit: 6\nerror_batch_size: 4\nmax_errors: 2\ngradient_tokens: 8\nrevision_tokens: 8\n"
+               "prefill: true\nparse_fallback: true\neval_test: false\n")
 ENV = {**os.environ, "TQDM_DISABLE": "1"}
+VOCAB = ", ".join(map(str, range(300, 364)))  # the policies' token ids
 
 
 def train_cmd(config: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -81,7 +97,7 @@ def write_config(folder: Path, name: str, text: str) -> Path:
 
 
 def rlprompt_config(folder: Path, name: str, target: str) -> Path:
-    return write_config(folder, name, RLPROMPT.format(vocab=", ".join(map(str, range(300, 364))), target=target))
+    return write_config(folder, name, RLPROMPT.format(vocab=VOCAB, target=target))
 
 
 def audit(run_dir: Path, expected_steps: int, reward_keys: tuple[str, ...]) -> dict:
@@ -138,7 +154,7 @@ def transient_faults(work: Path, seed: int, updates: int = 10) -> dict:
         out = subprocess.run(train_cmd(config, run_dir, f"total_updates={updates}", f"seed={seed}"),
                              capture_output=True, text=True, env=ENV, timeout=900)
         injected = dict(endpoint.injected)
-    return {"scenario": "transient target faults (30% of requests)", "method": "rlprompt", "seed": seed,
+    return {"description": "transient target faults (30% of requests)", "method": "rlprompt", "seed": seed,
             "faults_injected": sum(injected.values()), "fault_kinds": injected, "interruptions": 0,
             "survived": out.returncode == 0, "exit_code": out.returncode, "error": last_line(out.stderr),
             **audit(run_dir, updates, ("charts/raw_reward", "charts/reward"))}
@@ -157,51 +173,151 @@ def outage(work: Path, seed: int, updates: int = 10) -> dict:
                                 capture_output=True, text=True, env=ENV, timeout=900)
         injected = endpoint.injected["outage"]
     clean_stop = first.returncode == 1 and "TargetError" in error and "503" in error
-    return {"scenario": "target outage (503 until lifted), then --resume", "method": "rlprompt", "seed": seed,
+    return {"description": "target outage (503 until lifted), then --resume", "method": "rlprompt", "seed": seed,
             "faults_injected": injected, "interruptions": 1, "stopped_cleanly": clean_stop, "error": error,
             "survived": clean_stop and second.returncode == 0, "exit_code": second.returncode,
             **audit(run_dir, updates, ("charts/raw_reward", "charts/reward"))}
 
 
+def write_preferences(folder: Path) -> Path:
+    """A small synthetic preferences JSONL in trl's conversational format (as build_preferences writes it): one
+    pair per default sentiment original, the chosen rewrite naming the labels, the rejected one vague."""
+    from rlprompt.policies.dpo import DEFAULT_ORIGINALS, SemDPOConfig, meta_messages
+
+    cfg = SemDPOConfig()
+    rows = [{"prompt": meta_messages(cfg, original),
+             "chosen": [{"role": "assistant", "content": f"{original} Answer negative or positive."}],
+             "rejected": [{"role": "assistant", "content": "Say something."}],
+             "original": original, "chosen_reward": 0.5, "rejected_reward": 0.0}
+            for original in DEFAULT_ORIGINALS["sentiment"]]
+    path = folder / "preferences.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+# method -> (config text, its format fields, updates of one run, the override setting them, reward keys audited;
+# the first key marks a training update's record)
+KILL_RUNS: dict[str, tuple[str, Callable[[Path], dict], int, str, tuple[str, ...]]] = {
+    "rlprompt": (RLPROMPT, lambda work: {"vocab": VOCAB, "target": "tiny-random"}, 60, "total_updates",
+                 ("charts/raw_reward", "charts/reward")),
+    "multiprompter": (MULTIPROMPTER, lambda work: {"vocab": VOCAB}, 60, "total_updates",
+                      ("charts/raw_reward", "charts/reward")),
+    "prewrite": (PREWRITE, lambda work: {}, 8, "steps", ("charts/reward",)),
+    "sem-dpo": (SEM_DPO, lambda work: {"preferences": write_preferences(work)}, 10, "steps",
+                ("losses/loss", "charts/rewards_chosen", "charts/rewards_rejected")),
+    "promptagent": (PROMPTAGENT, lambda work: {}, 16, "iterations", ("charts/best_reward", "charts/final_reward")),
+}
+
+
+def progress(run_dir: Path) -> int:
+    """The step a resume would continue from: the newest intact checkpoint, or PromptAgent's saved iteration."""
+    state = run_dir / "search_state.json"
+    try:
+        saved = json.loads(state.read_text(encoding="utf-8"))["agent"]["iteration"] if state.is_file() else 0
+    except (ValueError, KeyError):  # read while being replaced: the previous state still counts
+        saved = 0
+    return max(saved, newest_valid_checkpoint(run_dir))
+
+
+# What differs between two runs of one seed by design rather than by what they learned: wall-clock figures,
+# target queries (a resumed process starts with an empty in-memory score cache) and the run directory.
+VOLATILE = re.compile(r"seconds|runtime|per_second|_time$|wall|target_queries|^run_dir$")
+# transformers' Trainer logs, when train() returns, the mean loss of the steps that process trained (its running
+# sum starts at 0 on a resume, transformers.Trainer._finalize_training), so after a resume it averages fewer
+# steps: reported apart, not counted as a difference.
+PER_PROCESS = {"losses/train_loss"}
+
+
+def final_tensors(run_dir: Path) -> dict[str, Path]:
+    """The safetensors files (weights, and the optimizer state where a RunDir checkpoint keeps it) of the run's
+    newest checkpoint, by name."""
+    found = checkpoints(run_dir)
+    return {p.name: p for p in found[max(found)].glob("*.safetensors")} if found else {}
+
+
+def compare_runs(reference: Path, run: Path) -> dict:
+    """How the interrupted ``run`` ended against the uninterrupted ``reference`` of the same seed: summary.json,
+    prompt.txt, tree.json (PromptAgent), every logged metric of every record and the final checkpoint's tensors,
+    all compared exactly (VOLATILE keys aside). ``differences`` names each mismatch (the first 20);
+    ``per_process_differences`` the PER_PROCESS values that differ."""
+    import torch
+    from safetensors.torch import load_file
+
+    differences, per_process = [], []
+    for name in ("summary.json", "prompt.txt", "tree.json"):
+        texts = [(d / name).read_text(encoding="utf-8") if (d / name).is_file() else None for d in (reference, run)]
+        if name == "summary.json" and None not in texts:
+            a, b = ({k: v for k, v in json.loads(t).items() if not VOLATILE.search(k)} for t in texts)
+            differences += [f"summary.json {k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
+                            if a.get(k) != b.get(k)]
+        elif texts[0] != texts[1]:
+            differences.append(f"{name} differs")
+    records = [RunDir(d, resume=True).read_metrics() for d in (reference, run)]
+    steps = [[r["step"] for r in rs] for rs in records]
+    if steps[0] != steps[1]:
+        differences.append(f"metrics.jsonl records by step {steps[0]} vs {steps[1]}")
+    for ra, rb in zip(*records):
+        for key in sorted((ra.keys() | rb.keys()) - {"step"}):
+            if not VOLATILE.search(key) and ra.get(key) != rb.get(key):
+                found = f"step {ra['step']} {key}: {ra.get(key)!r} vs {rb.get(key)!r}"
+                (per_process if key in PER_PROCESS else differences).append(found)
+    weights = [final_tensors(d) for d in (reference, run)]
+    if weights[0].keys() != weights[1].keys():
+        differences.append(f"final checkpoint files {sorted(weights[0])} vs {sorted(weights[1])}")
+    for name in sorted(weights[0].keys() & weights[1].keys()):
+        a, b = (load_file(str(w[name])) for w in weights)
+        changed = [k for k in a.keys() | b.keys() if k not in a or k not in b or a[k].dtype != b[k].dtype
+                   or not torch.equal(a[k], b[k])]
+        if changed:
+            differences.append(f"final {name}: {len(changed)} of {len(a)} tensors differ")
+    return {"same_result_as_uninterrupted": not differences, "differences": differences[:20],
+            "differences_count": len(differences), "per_process_differences": per_process}
+
+
 def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
-    """SIGKILL the trainer ``kills`` times at random moments after a checkpoint exists, resuming each time."""
+    """Train once uninterrupted, then again with the same seed, SIGKILLed up to ``kills`` times, each at a random
+    moment after a checkpoint newer than the one it started from exists (the last one after the final checkpoint),
+    and resumed each time; audit the resumed run and compare it with the uninterrupted one (the run survived when
+    it finished with the same result)."""
     rng = random.Random(seed)
-    if method == "rlprompt":
-        config, updates = rlprompt_config(work, f"kill{seed}", "tiny-random"), 60
-        extra = [f"total_updates={updates}", f"seed={seed}"]
-    elif method == "multiprompter":
-        text = MULTIPROMPTER.format(vocab=", ".join(map(str, range(300, 364))))
-        config, updates = write_config(work, f"killmp{seed}", text), 60
-        extra = [f"total_updates={updates}", f"seed={seed}"]
-    else:
-        config, updates = write_config(work, f"killpw{seed}", PREWRITE), 8
-        extra = [f"steps={updates}", f"seed={seed}"]
-    run_dir = work / f"kill-{method}{seed}"
-    redone, done = 0, False
+    template, fields, updates, budget, reward_keys = KILL_RUNS[method]
+    config = write_config(work, f"kill-{method}{seed}", template.format(**fields(work)))
+    extra = [f"{budget}={updates}", f"seed={seed}"]
+    reference_dir, run_dir = work / f"kill-{method}{seed}-reference", work / f"kill-{method}{seed}"
+    reference = subprocess.run(train_cmd(config, reference_dir, *extra), capture_output=True, text=True, env=ENV,
+                               timeout=1800)
+    kill_steps, redone, done, error = [], 0, False, ""
     for attempt in range(kills + 1):
-        resume = ["--resume"] if attempt else []
-        proc = subprocess.Popen(train_cmd(config, run_dir, *resume, *extra), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=ENV)
+        proc = subprocess.Popen(train_cmd(config, run_dir, *(["--resume"] if attempt else []), *extra),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
         if attempt < kills:
+            # the last kill lands after the final checkpoint (while the run evaluates and writes its summary),
+            # the window where a resume must not train again; the others after any newer checkpoint
+            start = updates - 1 if attempt == kills - 1 else progress(run_dir)
             try:
-                before = len(checkpoints(run_dir))
-                wait_for(lambda: len(checkpoints(run_dir)) > before, proc, 600)
+                wait_for(lambda: progress(run_dir) > start, proc, 600)
                 time.sleep(rng.uniform(0.0, 1.5))
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=60)
-            except RuntimeError:  # the run finished before this kill could land
-                proc.wait(timeout=60)
-                done = proc.returncode == 0
-                break
-            logged = {r["step"] for r in RunDir(run_dir, resume=True).read_metrics()}
-            redone += max(0, max(logged, default=0) - newest_valid_checkpoint(run_dir))
-        else:
-            _, err = proc.communicate(timeout=900)
-            done = proc.returncode == 0
-    reward_keys = ("charts/reward",) if method == "prewrite" else ("charts/raw_reward", "charts/reward")
-    return {"scenario": f"kill -9 at random moments ({kills}x), then --resume", "method": method, "seed": seed,
-            "faults_injected": kills, "interruptions": kills, "survived": done, "updates_redone": redone,
-            **audit(run_dir, updates, reward_keys)}
+                proc.send_signal(signal.SIGKILL)  # a no-op when the run has just ended by itself
+            except RuntimeError:  # the run ended before a newer checkpoint: nothing left to kill
+                pass
+        _, err = proc.communicate(timeout=1800)
+        if proc.returncode != -signal.SIGKILL:
+            done, error = proc.returncode == 0, last_line(err)
+            break
+        kill_steps.append(progress(run_dir))
+        logged = {r["step"] for r in RunDir(run_dir, resume=True).read_metrics()}
+        redone += max(0, max(logged, default=0) - kill_steps[-1])
+    if reference.returncode == 0 and done:
+        compared = compare_runs(reference_dir, run_dir)
+    else:
+        compared = {"same_result_as_uninterrupted": False, "differences": [
+            f"reference exit {reference.returncode}: {last_line(reference.stderr)}; run exit {proc.returncode}"]}
+    return {"description": f"kill -9 at random moments ({kills}x), then --resume; compared with an uninterrupted run",
+            "method": method, "seed": seed, "faults_injected": len(kill_steps), "interruptions": len(kill_steps),
+            "survived": done and compared["same_result_as_uninterrupted"], "exit_code": proc.returncode,
+            "error": error, "killed_after_checkpoint_steps": kill_steps,
+            "kills_after_final_checkpoint": sum(step >= updates for step in kill_steps), "updates_redone": redone,
+            **compared, **audit(run_dir, updates, reward_keys)}
 
 
 def corrupt_checkpoint(work: Path, seed: int) -> dict:
@@ -214,9 +330,124 @@ def corrupt_checkpoint(work: Path, seed: int) -> dict:
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     second = subprocess.run(train_cmd(config, run_dir, "--resume", "total_updates=10", f"seed={seed}"),
                             capture_output=True, text=True, env=ENV, timeout=900)
-    return {"scenario": "newest checkpoint truncated, then --resume", "method": "rlprompt", "seed": seed,
+    return {"description": "newest checkpoint truncated, then --resume", "method": "rlprompt", "seed": seed,
             "faults_injected": 1, "interruptions": 1, "survived": first.returncode == 0 and second.returncode == 0,
             "exit_code": second.returncode, **audit(run_dir, 10, ("charts/raw_reward", "charts/reward"))}
+
+
+# `rlprompt train` on a disk that fills up: every write into the run directory (text files, metrics appends,
+# safetensors checkpoints; TensorBoard's event files aside, its writer thread reports its own failures) counts
+# against a byte budget; the write that crosses it is cut short and fails with ENOSPC, and so does every later
+# one. Arguments: run dir, budget in bytes ("inf" to only measure), report file, then the CLI's arguments. The
+# report lists every write (file relative to the run dir, bytes) and the ENOSPC errors raised.
+FULL_DISK_CHILD = r"""
+import builtins, errno, io, json, os, sys
+import safetensors.torch
+import rlprompt.runs
+from rlprompt.cli import main
+
+run_dir, budget, report = os.path.realpath(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+used = {"bytes": 0, "enospc": 0, "writes": []}
+real_open = io.open
+
+
+class Metered:
+    def __init__(self, fh, name):
+        self._fh, self._name = fh, name
+
+    def write(self, data):
+        size = len(data.encode() if isinstance(data, str) else data)
+        used["writes"].append([self._name, size])
+        if used["bytes"] + size > budget:
+            keep = max(0, int(budget - used["bytes"]))
+            if keep:
+                self._fh.write(data[:keep])
+            used["bytes"], used["enospc"] = budget, used["enospc"] + 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        used["bytes"] += size
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
+def metered_open(file, mode="r", *args, **kwargs):
+    fh = real_open(file, mode, *args, **kwargs)
+    if not any(c in mode for c in "wax+"):
+        return fh
+    path = os.readlink(f"/proc/self/fd/{file}") if isinstance(file, int) else os.fsdecode(os.path.realpath(file))
+    inside = path.startswith(run_dir + os.sep) and "tfevents" not in path
+    return Metered(fh, os.path.relpath(path, run_dir)) if inside else fh
+
+
+def save_file(tensors, filename, metadata=None):
+    with open(filename, "wb") as fh:
+        fh.write(safetensors.torch.save(tensors, metadata))
+
+
+builtins.open = io.open = metered_open
+rlprompt.runs.save_file = save_file
+try:
+    code = main(sys.argv[4:])
+finally:
+    with real_open(report, "w") as fh:
+        fh.write(json.dumps(used))
+sys.exit(code)
+"""
+
+
+def full_disk(work: Path, seed: int, updates: int = 12) -> dict:
+    """The disk fills up at a random write of an RLPrompt run (ENOSPC from then on): the run must stop with one
+    clear error naming the file, and ``--resume`` once there is space must finish it from the last complete
+    checkpoint, ending where an uninterrupted run with the same seed ends."""
+    rng = random.Random(seed)
+    config = rlprompt_config(work, f"disk{seed}", "tiny-random")
+    extra = [f"total_updates={updates}", f"seed={seed}"]
+
+    def train_on_disk(run_dir: Path, budget: str) -> tuple[subprocess.CompletedProcess, dict]:
+        report = work / f"{run_dir.name}.disk.json"
+        out = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(run_dir), budget, str(report), "train",
+                              str(config), "--run-dir", str(run_dir), *extra],
+                             capture_output=True, text=True, env=ENV, timeout=900)
+        return out, json.loads(report.read_text())
+
+    reference_dir, run_dir = work / f"disk-reference{seed}", work / f"disk{seed}"
+    reference, measured = train_on_disk(reference_dir, "inf")
+    # the disk fills up during a write picked at random (every write alike) after the first checkpoint is
+    # complete, part of the way through it
+    sizes = [size for _, size in measured["writes"]]
+    first_manifest = next(i for i, (name, _) in enumerate(measured["writes"]) if name.endswith("manifest.json"))
+    failing = rng.randrange(first_manifest + 1, len(sizes))
+    budget = sum(sizes[:failing]) + int(rng.random() * sizes[failing])
+    first, disk = train_on_disk(run_dir, str(budget))
+    error, resumed_from = last_line(first.stderr), newest_valid_checkpoint(run_dir)
+    logged = {r["step"] for r in RunDir(run_dir, resume=True).read_metrics()}
+    second = subprocess.run(train_cmd(config, run_dir, "--resume", *extra), capture_output=True, text=True, env=ENV,
+                            timeout=900)
+    clean_stop = (first.returncode == 1 and "Traceback" not in first.stderr and "No space left on device" in error
+                  and error.startswith("rlprompt train: RunWriteError: cannot write "))
+    compared = compare_runs(reference_dir, run_dir) if reference.returncode == 0 and second.returncode == 0 else {
+        "same_result_as_uninterrupted": False, "differences": [f"reference exit {reference.returncode}, resumed run "
+                                                               f"exit {second.returncode}"]}
+    # the scorer's in-memory cache of dev accuracies starts empty in the resumed process, so prompts scored
+    # before the stop may be scored (and counted) again
+    summaries = [json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
+                 for d in (reference_dir, run_dir)]
+    extra_queries = summaries[1].get("target_queries", 0) - summaries[0].get("target_queries", 0)
+    return {"description": "disk full (ENOSPC on every run-dir write from a random one on), then --resume",
+            "method": "rlprompt", "seed": seed, "faults_injected": disk["enospc"], "interruptions": 1,
+            "disk_budget_bytes": budget, "run_bytes": measured["bytes"],
+            "failing_write": measured["writes"][failing][0], "stopped_cleanly": clean_stop, "error": error,
+            "resumed_from_step": resumed_from, "updates_redone": max(0, max(logged, default=0) - resumed_from),
+            **compared, "extra_target_queries_after_resume": extra_queries,
+            "survived": clean_stop and second.returncode == 0 and compared["same_result_as_uninterrupted"],
+            "exit_code": second.returncode, **audit(run_dir, updates, ("charts/raw_reward", "charts/reward"))}
 
 
 # -- hostile clients against the enhancer service ----------------------------------------------------------
@@ -442,7 +673,7 @@ def hostile_clients(seed: int, copies: int = 3, n_good: int = 120, window: float
     tracebacks = sum(rec.exc_info is not None and "dies mid-stream" not in "".join(traceback.format_exception(
         *rec.exc_info)) for rec in uvicorn_records)  # the scripted upstream's own death is logged there too
     survived = sum(k["as_designed"] for k in kinds.values())
-    return {"scenario": "hostile clients against rlprompt serve (every bad kind of issue 17, concurrently)",
+    return {"description": "hostile clients against rlprompt serve (every bad kind of issue 17, concurrently)",
             "method": "serve", "seed": seed, "faults_injected": len(bad), "faults_survived": survived,
             "fault_kinds": {kind: {**k, "statuses": dict(k["statuses"])} for kind, k in kinds.items()},
             "good_requests": len(good), "good_requests_lost": len(lost),
@@ -453,38 +684,114 @@ def hostile_clients(seed: int, copies: int = 3, n_good: int = 120, window: float
             "data_lost": bool(lost)}
 
 
+def faults_survived(row: dict) -> int:
+    """For the service, the bad requests answered as designed; for a training run, all its faults when it finished
+    with its data intact, else none."""
+    return row.get("faults_survived", row["faults_injected"] if row["survived"] and not row["data_lost"] else 0)
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """One table row per scenario (issue 17's done-when): runs, faults injected and survived, good requests lost
+    ("-" where no service ran), runs with data lost, and the command(s) that made its rows."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["scenario"], []).append(r)
+    lines = ["| scenario | what | runs | faults injected | faults survived | good requests lost | runs with data lost "
+             "| command |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for name in sorted(groups, key=lambda n: list(SCENARIOS).index(n) if n in SCENARIOS else len(SCENARIOS)):
+        group = groups[name]
+        served = [r for r in group if "good_requests" in r]
+        lost = (f"{sum(r['good_requests_lost'] for r in served)} / {sum(r['good_requests'] for r in served)}"
+                if served else "-")
+        commands = "; ".join(f"`{c}`" for c in sorted({r["command"] for r in group}))
+        lines.append(f"| {name} | {group[0]['description']} ({group[0]['method']}) | {len(group)} | "
+                     f"{sum(r['faults_injected'] for r in group)} | {sum(map(faults_survived, group))} | {lost} | "
+                     f"{sum(r['data_lost'] for r in group)} | {commands} |")
+    return lines
+
+
+def kill_paragraphs(rows: list[dict]) -> list[str]:
+    """Per kill -9 scenario: kills landed (and how many after the final checkpoint), resumed runs that ended where
+    the uninterrupted run ends, and what differed where one did not."""
+    lines = []
+    for name in SCENARIOS:
+        group = [r for r in rows if r["scenario"] == name and "killed_after_checkpoint_steps" in r]
+        if not group:
+            continue
+        same = [r for r in group if r["same_result_as_uninterrupted"]]
+        lines.append(f"- {name}: {sum(r['faults_injected'] for r in group)} kills over {len(group)} runs "
+                     f"({sum(r['kills_after_final_checkpoint'] for r in group)} after the final checkpoint, during "
+                     f"the run's last steps: final evaluation, summary); {len(same)} of {len(group)} resumed runs "
+                     "ended where the uninterrupted run of the same seed ends (summary.json, prompt.txt, "
+                     "PromptAgent's tree.json, every logged metric and the final checkpoint's tensors, compared "
+                     "exactly).")
+        for r in group:
+            if r["same_result_as_uninterrupted"]:
+                continue
+            steps = r["killed_after_checkpoint_steps"]
+            lines.append(f"  - seed {r['seed']} (killed after checkpoints {steps}): "
+                         f"{r.get('differences_count', len(r['differences']))} differences, first "
+                         + "; ".join(f"`{d[:160]}`" for d in r["differences"][:3]) + ".")
+            if r["kills_after_final_checkpoint"] and r["logged_updates"] > max(steps):
+                lines[-1] += (f" Resumed from its final checkpoint (step {max(steps)}), it trained "
+                              f"{r['logged_updates'] - max(steps)} more step(s): transformers' Trainer, resumed at "
+                              "max_steps in the middle of an epoch, skips the epoch's trained batches and takes a "
+                              "step before it checks max_steps (DefaultFlowCallback.on_step_end).")
+        per_process = [r for r in group if r.get("per_process_differences")]
+        if per_process:
+            lines.append(f"  - In {len(per_process)} runs the end-of-run `losses/train_loss` differs (e.g. "
+                         f"`{per_process[0]['per_process_differences'][0]}`): transformers' Trainer averages it over "
+                         "the steps of the last process only (its running sum restarts on a resume); every per-step "
+                         "loss is compared and counted above.")
+    return [*lines, ""] if lines else []
+
+
 def markdown(result: dict) -> str:
+    """The results page: the per-scenario table, totals, the per-run table, then what each scenario saw."""
+    t = result["totals"]
     lines = ["# Reliability: faults injected into real `rlprompt train` runs, and hostile clients of `rlprompt serve`",
              "",
              "Tiny random models on CPU; the OpenAI-compatible target is rlprompt.targets.faulty.FaultyEndpoint on "
              "loopback. *Faults survived*: for a training run, all its faults when it finished with its data intact; "
-             "for the service, the bad requests answered as designed. *Data lost* = an update missing or logged twice "
-             "in the finished run's metrics.jsonl, a non-finite reward in it, or a good request to the service lost, "
-             "failed or answered with a wrong rewrite. *Redone* = updates computed again after a kill (at most one "
-             "checkpoint interval each).", "",
+             "for the service, the bad requests answered as designed. *Good requests lost*: a good request to the "
+             "service lost, failed or answered with a wrong rewrite (\"-\": no service in that scenario). *Data lost* "
+             "= an update missing or logged twice in the finished run's metrics.jsonl, a non-finite reward in it, or a "
+             "good request lost. *Redone* = updates computed again after a kill (at most one checkpoint interval "
+             "each).", "", *summary(result["scenarios"]), "",
+             f"Totals: {t['faults_injected']} faults injected over {t['runs']} runs; {t['faults_survived']} survived; "
+             f"{t['survived']} runs survived; good requests lost: {t['good_requests_lost']}; runs with data lost: "
+             f"{t['runs_with_data_lost']}.", "", "Every run:", "",
              "| scenario | method | seed | faults injected | faults survived | good requests lost | survived | "
-             "updates kept | redone | non-finite rewards | data lost | command |",
+             "updates kept | redone | non-finite rewards | same as uninterrupted | data lost |",
              "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---|"]
     for r in result["scenarios"]:
-        survived_faults = r.get("faults_survived", r["faults_injected"] if r["survived"] and not r["data_lost"] else 0)
         lost = f"{r['good_requests_lost']} / {r['good_requests']}" if "good_requests" in r else "-"
         rewards = f"{r['non_finite_rewards']} / {r['rewards_checked']}" if "rewards_checked" in r else "-"
-        lines.append(f"| {r['scenario']} | {r['method']} | {r['seed']} | {r['faults_injected']} | {survived_faults} | "
-                     f"{lost} | {'yes' if r['survived'] else 'NO'} | {r.get('logged_updates', '-')} | "
-                     f"{r.get('updates_redone', '-')} | {rewards} | {'YES' if r['data_lost'] else 'none'} | "
-                     f"`{r.get('command', result['command'])}` |")
-    t = result["totals"]
-    lines += ["", f"Totals: {t['faults_injected']} faults injected over {t['runs']} runs; {t['survived']} runs "
-              f"survived; good requests lost: {t.get('good_requests_lost', 0)}; runs with data lost: "
-              f"{t['runs_with_data_lost']}.", ""]
+        same = {True: "yes", False: "NO", None: "-"}[r.get("same_result_as_uninterrupted")]
+        lines.append(f"| {r['scenario']} | {r['method']} | {r['seed']} | {r['faults_injected']} | "
+                     f"{faults_survived(r)} | {lost} | {'yes' if r['survived'] else 'NO'} | "
+                     f"{r.get('logged_updates', '-')} | {r.get('updates_redone', '-')} | {rewards} | {same} | "
+                     f"{'YES' if r['data_lost'] else 'none'} |")
+    lines.append("")
     kinds: dict[str, int] = {}
     for r in result["scenarios"]:
-        if r["method"] != "serve":
-            for k, v in r.get("fault_kinds", {}).items():
+        if r["scenario"] == "transient":
+            for k, v in r["fault_kinds"].items():
                 kinds[k] = kinds.get(k, 0) + v
     if kinds:
         lines += ["Transient faults by kind: " + ", ".join(f"{k} {kinds.get(k, 0)}" for k in FAULTS) + ".", ""]
-    served = [r for r in result["scenarios"] if r["method"] == "serve"]
+    lines += kill_paragraphs(result["scenarios"])
+    disk = [r for r in result["scenarios"] if r["scenario"] == "full_disk"]
+    if disk:
+        lines += [f"Disk full: {sum(r['stopped_cleanly'] for r in disk)} of {len(disk)} runs stopped with one error "
+                  f"line and exit code 1 (e.g. `{disk[0]['error']}`); the disk filled during a write of "
+                  + ", ".join(f"`{r['failing_write']}`" for r in disk)
+                  + f"; --resume continued from steps {[r['resumed_from_step'] for r in disk]}. "
+                  f"{sum(r['same_result_as_uninterrupted'] for r in disk)} of {len(disk)} resumed runs ended where an "
+                  "uninterrupted run with the same seed ends (the same summary, every logged metric and the final "
+                  f"checkpoint's tensors); they used {[r['extra_target_queries_after_resume'] for r in disk]} more "
+                  "target queries (dev accuracies cached in memory before the stop are scored again).", ""]
+    served = [r for r in result["scenarios"] if r["scenario"] == "hostile_serve"]
     for r in served:
         lines.append(f"- Hostile clients, seed {r['seed']}: {r['good_requests']} good requests, "
                      f"{r['good_requests_lost']} lost (latency median {r['good_latency_s']['median']} s, "
@@ -505,25 +812,29 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def merge(old: list[dict], new: list[dict], command: str) -> list[dict]:
-    """``old`` rows with those of the same scenario, method and seed replaced by ``new`` ones (tagged with
-    ``command``); rows of scenarios that did not run are kept as they were."""
+def merge(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` rows with those of the same scenario, method and seed replaced by ``new`` ones; rows of scenarios
+    that did not run are kept as they were, new keys are appended."""
     def key(row: dict) -> tuple:
         return row["scenario"], row["method"], row["seed"]
 
-    fresh = {key(r): {**r, "command": command} for r in new}
+    fresh = {key(r): r for r in new}
     kept = [fresh.pop(key(r), r) for r in old]
     return kept + list(fresh.values())
 
 
+# Every scenario by the name --scenarios selects: a function of (work dir, seed, parsed arguments) -> one row.
 SCENARIOS: dict[str, Callable[[Path, int, argparse.Namespace], dict]] = {
     "transient": lambda work, seed, args: transient_faults(work, seed),
     "outage": lambda work, seed, args: outage(work, seed),
     "kill_rlprompt": lambda work, seed, args: kill_and_resume(work, seed, "rlprompt", args.kills),
-    "corrupt": lambda work, seed, args: corrupt_checkpoint(work, seed),
+    "corrupt_checkpoint": lambda work, seed, args: corrupt_checkpoint(work, seed),
     "kill_multiprompter": lambda work, seed, args: kill_and_resume(work, seed, "multiprompter", args.kills),
     "kill_prewrite": lambda work, seed, args: kill_and_resume(work, seed, "prewrite", args.kills),
+    "kill_sem_dpo": lambda work, seed, args: kill_and_resume(work, seed, "sem-dpo", args.kills),
+    "kill_promptagent": lambda work, seed, args: kill_and_resume(work, seed, "promptagent", args.kills),
     "hostile_serve": lambda work, seed, args: hostile_clients(seed),
+    "full_disk": lambda work, seed, args: full_disk(work, seed),
 }
 
 
@@ -531,8 +842,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="runs per scenario")
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per kill -9 run")
-    parser.add_argument("--scenarios", nargs="+", choices=sorted(SCENARIOS), default=list(SCENARIOS),
-                        help="scenarios to run (default all); their rows replace the matching ones in --out")
+    parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS), metavar="NAME",
+                        help=f"scenarios to run, of {', '.join(SCENARIOS)} (default all); their rows replace the "
+                             "matching ones (same scenario, method and seed) in --out, the others are kept")
     parser.add_argument("--out", default=str(ROOT / "results" / "reliability.json"))
     args = parser.parse_args(argv)
     command = " ".join(shlex.quote(a) for a in ["python", "experiments/reliability.py", *sys.argv[1:]])
@@ -540,22 +852,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rlprompt-reliability-") as tmp:
         for seed in range(args.seeds):
             for name in args.scenarios:
-                scenarios.append(SCENARIOS[name](Path(tmp), seed, args))
+                scenarios.append({"scenario": name, **SCENARIOS[name](Path(tmp), seed, args), "command": command})
                 print(json.dumps(scenarios[-1]), file=sys.stderr)
     out = Path(args.out)
-    previous = json.loads(out.read_text(encoding="utf-8")) if out.is_file() and set(args.scenarios) != set(SCENARIOS) \
-        else {"scenarios": [], "command": command}
-    rows = merge([{"command": previous["command"], **r} for r in previous["scenarios"]], scenarios, command)
+    partial = set(args.scenarios) != set(SCENARIOS)
+    previous = json.loads(out.read_text(encoding="utf-8"))["scenarios"] if out.is_file() and partial else []
+    rows = merge(previous, scenarios)
     totals = {"runs": len(rows), "faults_injected": sum(r["faults_injected"] for r in rows),
-              "survived": sum(r["survived"] for r in rows),
+              "faults_survived": sum(map(faults_survived, rows)), "survived": sum(r["survived"] for r in rows),
               "good_requests_lost": sum(r.get("good_requests_lost", 0) for r in rows),
               "runs_with_data_lost": sum(r["data_lost"] for r in rows)}
     result = {"scenarios": rows, "totals": totals, "command": command}
     write_atomic(out, json.dumps(result, indent=2) + "\n")
     write_atomic(out.with_suffix(".md"), markdown(result))
     print(markdown(result))
-    ran = [r for r in rows if r["command"] == command]
-    return 0 if all(r["survived"] and not r["data_lost"] for r in ran) else 1
+    return 0 if all(r["survived"] and not r["data_lost"] for r in scenarios) else 1
 
 
 if __name__ == "__main__":

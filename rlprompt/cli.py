@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as err:
         print(f"rlprompt {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:  # TargetError and friends: the backend failed, not the user
+    except (RuntimeError, OSError) as err:  # TargetError, RunWriteError, a full disk: the system failed, not the user
         print(f"rlprompt {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
 

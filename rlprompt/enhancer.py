@@ -26,6 +26,27 @@ import torch
 FORMAT_VERSION = 1
 CONFIG_FILE = "enhancer.json"
 META_PROMPT_FILE = "meta_prompt.txt"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def _check_config(path: Path, config: Any) -> dict[str, Any]:
+    """The contents of ``enhancer.json``, or a ``ValueError`` naming the file and the bad field."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has format_version {config.get('format_version')!r}; this rlprompt "
+                         f"reads version {FORMAT_VERSION}")
+    base, dtype, tokens, info = (config.get(k) for k in ("base_model", "dtype", "max_new_tokens", "info"))
+    for key, value, ok, wanted in (
+        ("base_model", base, isinstance(base, str) and bool(base), "a model name"),
+        ("dtype", dtype, isinstance(dtype, str) and bool(dtype), "a dtype name"),
+        ("max_new_tokens", tokens, isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 1,
+         "a positive integer"),
+        ("info", info, info is None or isinstance(info, dict), "a JSON object"),
+    ):
+        if not ok:
+            raise ValueError(f"{path}: {key!r} must be {wanted}, got {value!r}")
+    return config
 
 
 class PromptEnhancer:
@@ -56,28 +77,48 @@ class PromptEnhancer:
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, dtype: str | None = None, batch_size: int = 16) -> PromptEnhancer:
         """Load a directory written by :meth:`save_pretrained` (offline: the base model comes from
-        :func:`rlprompt.models.load_model`, the adapter from safetensors). ``dtype`` overrides the saved one."""
-        from peft import PeftModel
+        :func:`rlprompt.models.load_model`, the adapter from safetensors). ``dtype`` overrides the saved one.
+
+        A damaged directory (a missing, truncated or hand-edited file, an adapter that does not fit the base
+        model) is a ``ValueError`` or ``FileNotFoundError`` naming the file, raised before anything is served."""
+        import safetensors
+        from peft import PeftModel, get_peft_model_state_dict
+        from safetensors.torch import load_file
 
         from rlprompt.models import load_model
+        from rlprompt.tasks import read_json, read_text
 
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
             raise FileNotFoundError(f"{str(directory)!r} is not a saved PromptEnhancer: {CONFIG_FILE} is missing")
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        if config.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{config_path} has format_version {config.get('format_version')!r}; this rlprompt "
-                             f"reads version {FORMAT_VERSION}")
-        if not (directory / "adapter_model.safetensors").is_file():
-            raise FileNotFoundError(f"{directory / 'adapter_model.safetensors'} is missing (only safetensors are read)")
+        config = _check_config(config_path, read_json(config_path))
+        for name in (META_PROMPT_FILE, *ADAPTER_FILES):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory / name} is missing (only safetensors are read)")
+        meta_prompt = read_text(directory / META_PROMPT_FILE)
+        read_json(directory / "adapter_config.json")  # a clear error for a truncated file, before peft reads it
+        adapter = directory / "adapter_model.safetensors"
+        try:
+            saved = set(load_file(str(adapter)))
+        except (safetensors.SafetensorError, OSError) as err:
+            raise ValueError(f"{adapter} is not a readable safetensors file ({err}): the enhancer was damaged "
+                             f"or copied incompletely") from None
         dtype = dtype or config["dtype"]
         base, tokenizer = load_model(config["base_model"], dtype=dtype)
-        model = PeftModel.from_pretrained(base, str(directory), is_trainable=False, use_safetensors=True)
-        return cls(model, tokenizer, base_model=config["base_model"],
-                   meta_prompt=(directory / META_PROMPT_FILE).read_text(encoding="utf-8"),
-                   max_new_tokens=int(config["max_new_tokens"]), dtype=dtype, batch_size=batch_size,
-                   info=config.get("info", {}))
+        try:
+            model = PeftModel.from_pretrained(base, str(directory), is_trainable=False, use_safetensors=True)
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"the adapter in {directory} does not load onto {config['base_model']!r}: "
+                             f"{first}") from None
+        expected = set(get_peft_model_state_dict(model))
+        if saved != expected:
+            raise ValueError(f"{adapter} does not hold the adapter's tensors: missing {sorted(expected - saved)[:3]}, "
+                             f"unexpected {sorted(saved - expected)[:3]}")
+        return cls(model, tokenizer, base_model=config["base_model"], meta_prompt=meta_prompt,
+                   max_new_tokens=config["max_new_tokens"], dtype=dtype, batch_size=batch_size,
+                   info=config.get("info") or {})
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the enhancer into ``directory`` atomically (a temporary sibling directory renamed into
@@ -183,6 +224,19 @@ class PromptEnhancer:
         return f"PromptEnhancer(base_model={self.base_model!r}, dtype={self.dtype!r}, max_new_tokens={self.max_new_tokens})"
 
 
+def read_prompts(stream: Any) -> list[str]:
+    """One prompt per non-blank line of a text stream (``sys.stdin``), with ``\\r\\n`` line ends removed; a
+    ``ValueError`` giving the offset of the first bad byte when the input is not UTF-8."""
+    raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"stdin is not UTF-8 text: byte 0x{err.object[err.start]:02x} at offset {err.start} "
+                             f"({err.reason})") from None
+    return [line.rstrip("\r") for line in raw.split("\n") if line.strip()]
+
+
 def enhance_main(enhancer_dir: str | Path, prompts: Sequence[str], *, num_samples: int = 1, temperature: float = 1.0,
                  seed: int | None = None, dtype: str | None = None, as_json: bool = False) -> int:
     """CLI glue for ``rlprompt enhance``: rewrite ``prompts`` (``["-"]`` reads one prompt per stdin line) with
@@ -190,9 +244,14 @@ def enhance_main(enhancer_dir: str | Path, prompts: Sequence[str], *, num_sample
     import sys
 
     if list(prompts) == ["-"]:
-        prompts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        prompts = read_prompts(sys.stdin)
     if not prompts:
         raise ValueError("no prompts to enhance: pass them as arguments or '-' to read stdin")
+    for i, prompt in enumerate(prompts):
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the shell could not decode arrive as lone surrogates
+            raise ValueError(f"prompt {i + 1} is not valid UTF-8 text: {prompt[:60]!r}") from None
     enhancer = PromptEnhancer.from_pretrained(enhancer_dir, dtype=dtype)
     out = enhancer.enhance(list(prompts), num_samples=num_samples, temperature=temperature, seed=seed)
     if as_json:
@@ -203,4 +262,4 @@ def enhance_main(enhancer_dir: str | Path, prompts: Sequence[str], *, num_sample
     return 0
 
 
-__all__ = ["PromptEnhancer", "enhance_main"]
+__all__ = ["PromptEnhancer", "enhance_main", "read_prompts"]

@@ -12,7 +12,10 @@ Layout of a run directory::
 Every file is written atomically (temporary file + ``os.replace``; checkpoints are built in a
 temporary directory that is renamed into place, with the manifest written last), so a crash leaves
 either the old state or the new one. :meth:`RunDir.latest_checkpoint` skips checkpoints whose
-manifest is missing or whose files fail their checksum. Nothing here uses pickle.
+manifest is missing or whose files fail their checksum, and :meth:`RunDir.load_checkpoint` checks what
+``state.json`` holds (an edited file with a matching checksum is an error naming it). A write that fails
+(a full disk, a quota, a read-only file system) stops the run with one :class:`RunWriteError` naming the
+file and the newest complete checkpoint to ``--resume`` from. Nothing here uses pickle.
 
 trl methods (PRewrite, DPO) keep trl's own ``checkpoints/checkpoint-<n>/`` folders, which the Trainer
 writes in place; :func:`trainer_checkpoint_sealer` seals each one with the same sha256 manifest once it
@@ -23,6 +26,7 @@ containers only, no code runs.)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -33,19 +37,45 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from rlprompt.tasks import read_json
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 _TRAINER_DIR = re.compile(r"^checkpoint-(\d+)$")
 NAMESPACES = ("charts", "losses", "eval", "perf")
 """Metric keys must start with one of these namespaces (``charts/reward``, ``losses/value``, ``eval/accuracy``)."""
+
+
+class RunWriteError(RuntimeError):
+    """A file of the run could not be written (no space left, a quota, a read-only file system): the run
+    stops; its newest complete checkpoint is intact and ``--resume`` continues from it."""
+
+
+class _MissingStateKey(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _State(dict):
+    """A checkpoint's ``state.json``: a missing key is an error naming the file, not a bare ``KeyError``."""
+
+    def __init__(self, data: dict[str, Any], source: Path) -> None:
+        super().__init__(data)
+        self.source = source
+
+    def __missing__(self, key: str) -> Any:
+        raise _MissingStateKey(f"{self.source} has no {key!r}: it was edited, or written by another version "
+                               f"of rlprompt")
 
 
 # -- seeding --------------------------------------------------------------------------------------
@@ -106,6 +136,76 @@ def unflatten_optimizer_state(tensors: Mapping[str, torch.Tensor], meta: Mapping
         state.setdefault(int(index), {}).update(entry)
     groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
     return {"state": state, "param_groups": groups}
+
+
+# -- checkpoint state checks -------------------------------------------------------------------------
+def _check_rng(state: Any) -> None:
+    """Raise unless ``state`` is what :func:`rng_state` writes (restored on fresh generators, as
+    :func:`set_rng_state` would, so the global ones are untouched)."""
+    version, py_state, gauss = state["python"]
+    random.Random().setstate((version, tuple(py_state), gauss))
+    kind, keys, pos, has_gauss, np_gauss = state["numpy"]
+    np.random.RandomState().set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, np_gauss))
+    torch.Generator().set_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
+def _check_bit_generator(state: Any) -> None:
+    """Raise unless ``state`` is a NumPy bit generator's ``.state`` (restored on a fresh one)."""
+    kind = getattr(np.random, state["bit_generator"])
+    if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
+        raise ValueError(f"{state['bit_generator']!r} is not a NumPy bit generator")
+    kind().state = state
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+# What the shared entries of a method's state must hold, when present (RunDir writes ``step`` and
+# ``optimizer``; the methods the rest).
+_STATE_CHECKS: dict[str, tuple[str, Any]] = {
+    "step": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "target_queries": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "num_timesteps": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "n_updates": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "wall_seconds": ("a non-negative number", lambda v: _is_number(v) and v >= 0),
+    "best_accuracy": ("a number", _is_number),
+    "best_prompt": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "greedy_prompt": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "pool": ("an object of prompt: number", lambda v: isinstance(v, dict) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values())),
+    "stabilizer": ("an object or null", lambda v: v is None or isinstance(v, dict)),
+    "optimizer": ("an object with 'param_groups' (a list of objects) and 'scalars'",
+                  lambda v: isinstance(v, dict) and isinstance(v.get("param_groups"), list)
+                  and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in v["param_groups"])
+                  and isinstance(v.get("scalars", {}), dict)),
+}
+
+
+def _check_state(path: Path, state: Any, step: int) -> _State:
+    """The checkpoint state read from ``path`` (``state.json`` of checkpoint ``step``), or a ``ValueError``
+    naming the file and the entry that is not what this code wrote there."""
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint state {path} must hold a JSON object, got {type(state).__name__}")
+    if "step" not in state:
+        raise ValueError(f"checkpoint state {path} has no 'step'")
+    for key, (wanted, ok) in _STATE_CHECKS.items():
+        if key in state and not ok(state[key]):
+            raise ValueError(f"checkpoint state {path}: {key!r} must be {wanted}, got {str(state[key])[:80]}")
+    if state["step"] != step:
+        raise ValueError(f"checkpoint state {path} says step {state['step']}, but its manifest says step {step}")
+    for key, check in (("rng", _check_rng), ("scorer_rng", _check_bit_generator)):
+        if key in state:
+            try:
+                check(state[key])
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError, RuntimeError) as err:
+                raise ValueError(f"checkpoint state {path}: {key!r} is not a valid random state "
+                                 f"({type(err).__name__}: {str(err)[:120]})") from None
+    return _State(state, path)
 
 
 # -- files ----------------------------------------------------------------------------------------
@@ -173,6 +273,7 @@ class RunDir:
         self._tensorboard = tensorboard
         self._writer = None
         self._purge_step: int | None = None
+        self._tail_checked = False
 
     # -- paths ----------------------------------------------------------------------------------------
     def file(self, relative: str | Path) -> Path:
@@ -185,8 +286,22 @@ class RunDir:
     def write_text(self, relative: str | Path, text: str) -> Path:
         """Write a text file inside the run directory atomically."""
         path = self.file(relative)
-        write_atomic(path, text)
+        with self._writing(path):
+            write_atomic(path, text)
         return path
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """Turn a failed write of ``path`` (``OSError``, or safetensors' error for the same causes) into one
+        :class:`RunWriteError` that names the file and the checkpoint a ``--resume`` would continue from."""
+        try:
+            yield
+        except (OSError, SafetensorError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            latest = self.latest_checkpoint()
+            resume = (f"the newest complete checkpoint is {latest.name}: free space (or fix the file system), then "
+                      f"continue with --resume" if latest is not None else "the run has no complete checkpoint yet")
+            raise RunWriteError(f"cannot write {path}: {reason}; the run stopped, {resume}") from err
 
     def write_json(self, relative: str | Path, obj: Any) -> Path:
         """Write a JSON file inside the run directory atomically."""
@@ -216,7 +331,9 @@ class RunDir:
             value = float(_jsonable(value))
             record[key] = value if math.isfinite(value) else None
         path = self.file("metrics.jsonl")
-        with open(path, "a", encoding="utf-8") as fh:
+        if not self._tail_checked:
+            self._drop_torn_tail(path)
+        with self._writing(path), open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
         writer = self._summary_writer()
@@ -226,6 +343,14 @@ class RunDir:
                     writer.add_scalar(key, value, global_step=int(step))
             writer.flush()
         return record
+
+    def _drop_torn_tail(self, path: Path) -> None:
+        """Before the first append: cut a torn last line (a crash or a full disk mid-write) off ``path``, so
+        the next record starts on a line of its own instead of being glued to the fragment and lost."""
+        data = path.read_bytes() if path.exists() else b""
+        if data and not data.endswith(b"\n"):
+            self.write_text(path.name, data[: data.rfind(b"\n") + 1].decode("utf-8", errors="replace"))
+        self._tail_checked = True
 
     def _summary_writer(self):
         if not self._tensorboard:
@@ -278,28 +403,30 @@ class RunDir:
     ) -> Path:
         """Write ``checkpoints/step_<step>/`` atomically and keep only the ``keep`` newest checkpoints."""
         root = self.file(CHECKPOINT_DIR)
-        root.mkdir(parents=True, exist_ok=True)
         final = self.file(f"{CHECKPOINT_DIR}/step_{int(step)}")
-        tmp = Path(tempfile.mkdtemp(prefix=f".step_{int(step)}-", dir=root))
-        try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "model.safetensors"))
-            files = ["model.safetensors"]
-            full_state = {"step": int(step), **dict(state)}
-            if optimizer is not None:
-                opt_tensors, opt_meta = flatten_optimizer_state(optimizer)
-                save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-                full_state["optimizer"] = opt_meta
-                files.append("optimizer.safetensors")
-            (tmp / "state.json").write_text(json.dumps(full_state, default=_jsonable), encoding="utf-8")
-            files.append("state.json")
-            manifest = {"step": int(step), "files": {name: _sha256(tmp / name) for name in files}}
-            (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with self._writing(final):
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".step_{int(step)}-", dir=root))
+            try:
+                save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                          str(tmp / "model.safetensors"))
+                files = ["model.safetensors"]
+                full_state = {"step": int(step), **dict(state)}
+                if optimizer is not None:
+                    opt_tensors, opt_meta = flatten_optimizer_state(optimizer)
+                    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+                    full_state["optimizer"] = opt_meta
+                    files.append("optimizer.safetensors")
+                (tmp / "state.json").write_text(json.dumps(full_state, default=_jsonable), encoding="utf-8")
+                files.append("state.json")
+                manifest = {"step": int(step), "files": {name: _sha256(tmp / name) for name in files}}
+                (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+                if final.exists():
+                    shutil.rmtree(final)
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
         if keep is not None:
             for old in self.checkpoint_dirs()[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -330,11 +457,18 @@ class RunDir:
             raise ValueError(f"run directory {str(self.path)!r} has no valid checkpoint to resume from")
         if not self.is_valid_checkpoint(path):
             raise ValueError(f"checkpoint {str(path)!r} is corrupt or incomplete (checksum mismatch)")
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        named = _STEP_DIR.match(path.name)
+        state = _check_state(path / "state.json", read_json(path / "state.json"),
+                             int(named.group(1)) if named else read_json(path / "manifest.json")["step"])
         optimizer = None
         if "optimizer" in state:
-            optimizer = unflatten_optimizer_state(load_file(str(path / "optimizer.safetensors")), state.pop("optimizer"))
-        return Checkpoint(path=path, step=int(state["step"]), tensors=load_file(str(path / "model.safetensors")),
+            try:
+                optimizer = unflatten_optimizer_state(load_file(str(path / "optimizer.safetensors")),
+                                                      state.pop("optimizer"))
+            except (KeyError, ValueError, TypeError, AttributeError, SafetensorError) as err:
+                raise ValueError(f"checkpoint {str(path)!r}: the optimizer state does not match optimizer.safetensors "
+                                 f"({type(err).__name__}: {str(err)[:120]})") from None
+        return Checkpoint(path=path, step=state["step"], tensors=load_file(str(path / "model.safetensors")),
                           state=state, optimizer=optimizer)
 
     def close(self) -> None:
@@ -352,6 +486,7 @@ class RunDir:
 
 __all__ = [
     "Checkpoint",
+    "RunWriteError",
     "NAMESPACES",
     "RunDir",
     "flatten_optimizer_state",

@@ -49,6 +49,12 @@ _OVERRIDES = ("template", "prompt", "verbalizers", "label_names", "metric")
 
 
 # -- types --------------------------------------------------------------------------------------------
+def _check_texts(texts: tuple, what: str) -> None:
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{what} {text!r} of example {i} is not a non-empty string")
+
+
 @dataclass(frozen=True)
 class Split:
     """Classification examples: ``texts[i]`` has label index ``labels[i]``."""
@@ -61,6 +67,7 @@ class Split:
             raise ValueError(f"split has {len(self.texts)} texts but {len(self.labels)} labels")
         if not self.texts:
             raise ValueError("split is empty: it needs at least one example")
+        _check_texts(self.texts, "text")
         for i, label in enumerate(self.labels):
             if not isinstance(label, (int, np.integer)) or isinstance(label, bool):
                 raise ValueError(f"label {label!r} of example {i} is not an int")
@@ -81,6 +88,8 @@ class GenSplit:
             raise ValueError(f"split has {len(self.inputs)} inputs but {len(self.references)} references")
         if not self.inputs:
             raise ValueError("split is empty: it needs at least one example")
+        _check_texts(self.inputs, "input")
+        _check_texts(self.references, "reference")
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -188,56 +197,83 @@ def few_shot(split: Split, shots: int, seed: int) -> Split:
 
 
 # -- reading files ------------------------------------------------------------------------------------
-Records = list[dict[str, Any]]
+Records = list[tuple[str, dict[str, Any]]]
+"""Rows as ``(where, fields)``: ``where`` names the row's file and line (or dataset and index) for errors."""
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a UTF-8 file; a ``ValueError`` naming the file and the first bad byte when it is not UTF-8."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text: byte 0x{err.object[err.start]:02x} at offset {err.start} "
+                         f"({err.reason}); save it as UTF-8") from None
 
 
 def _read_table(path: Path) -> Records:
-    """Rows of a TSV (no quoting, as in RLPrompt's files), CSV or JSONL file as dicts."""
-    text = path.read_text(encoding="utf-8")
+    """Rows of a TSV (no quoting, as in RLPrompt's files), CSV or JSONL file, each with its ``path:line``."""
+    text = read_text(path)
     if not text.strip():
         raise ValueError(f"file {path} is empty")
+    rows: Records = []
     if path.suffix == ".jsonl":
-        rows = []
         for n, line in enumerate(text.split("\n"), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{path}:{n}: invalid JSON ({err.msg})") from None
-                if not isinstance(rows[-1], dict):
-                    raise ValueError(f"{path}:{n}: expected a JSON object, got {type(rows[-1]).__name__}")
+                except RecursionError:
+                    raise ValueError(f"{path}:{n}: invalid JSON (nested too deeply)") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+                rows.append((f"{path}:{n}", row))
         return rows
     stream = io.StringIO(text, newline="")
     reader = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else csv.reader(stream)
-    lines = [row for row in reader if row]
-    header, rows = [h.strip() for h in lines[0]], []
-    for n, row in enumerate(lines[1:], 2):
+    try:
+        lines = [(reader.line_num, row) for row in reader if row]
+    except csv.Error as err:
+        raise ValueError(f"{path}:{reader.line_num}: {err}") from None
+    header = [h.strip() for h in lines[0][1]]
+    for n, row in lines[1:]:
         if len(row) != len(header):
             raise ValueError(f"{path}:{n}: {len(row)} fields, header {header} has {len(header)}")
-        rows.append(dict(zip(header, row)))
+        rows.append((f"{path}:{n}", dict(zip(header, row))))
     if not rows:
         raise ValueError(f"file {path} has a header but no examples")
     return rows
 
 
-def _read_json(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
+def read_json(path: str | Path) -> Any:
+    """The JSON value in a UTF-8 file; a ``ValueError`` naming the file when it is empty, not UTF-8 or not JSON."""
+    text = read_text(path)
     if not text.strip():
         raise ValueError(f"file {path} is empty")
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: invalid JSON (nested too deeply)") from None
 
 
-def _by_split(rows: Records, source: object, default: str = "test") -> dict[str, Records]:
+def _records(items: Any, source: object) -> Records:
+    """``(where, row)`` pairs for a list of JSON objects read from ``source`` (example ``i`` each)."""
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"{source} example {i}: expected an object, got {type(item).__name__} {str(item)[:80]!r}")
+    return [(f"{source} example {i}", item) for i, item in enumerate(items)]
+
+
+def _by_split(rows: Records, default: str = "test") -> dict[str, Records]:
     """Group rows by a ``split`` column when there is one, else put them all in ``default``."""
     out: dict[str, Records] = {}
-    for i, row in enumerate(rows):
+    for where, row in rows:
         raw = str(row.get("split", default)).strip().lower()
         if raw not in _SPLIT_ALIASES:
-            raise ValueError(f"unknown split {raw!r} of example {i} in {source}; expected one of {list(SPLIT_NAMES)}")
-        out.setdefault(_SPLIT_ALIASES[raw], []).append(row)
+            raise ValueError(f"unknown split {raw!r} in {where}; expected one of {list(SPLIT_NAMES)}")
+        out.setdefault(_SPLIT_ALIASES[raw], []).append((where, row))
     return out
 
 
@@ -255,24 +291,40 @@ def _label_index(value: Any, label_names: tuple[str, ...] | None) -> int | str:
     return text
 
 
-def _pairs(splits: dict[str, Records], source: object) -> tuple[bool, dict[str, list[tuple[str, Any]]]]:
-    """(text, label-or-reference) pairs per split, columns resolved per row; True if rows hold references."""
+def _text(value: Any, column: str, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: the {column!r} column must be a non-empty string, got {value!r}")
+    return value
+
+
+def _target(value: Any, column: str, where: str) -> Any:
+    """A label (int or name) or a reference (text, number, or a list whose first item is used)."""
+    first = value[0] if column in REFERENCE_COLUMNS and isinstance(value, list) and value else value
+    if isinstance(first, bool) or not isinstance(first, (str, int, float)) or not str(first).strip():
+        raise ValueError(f"{where}: the {column!r} column must be a non-empty string or number, got {value!r}")
+    return value
+
+
+def _pairs(splits: dict[str, Records], source: object) -> tuple[bool, dict[str, list[tuple[str, str, Any]]]]:
+    """(where, text, label-or-reference) per split, columns resolved per row; True if rows hold references.
+    Every text must be a non-empty string, every label or reference a non-empty string or number."""
     generative, out = None, {}
     for split_name, rows in splits.items():
         out[split_name] = []
-        for i, row in enumerate(rows):
+        for where, row in rows:
             text_col = _column(row, TEXT_COLUMNS)
             target_col = _column(row, LABEL_COLUMNS) or _column(row, REFERENCE_COLUMNS)
             if text_col is None or target_col is None:
                 raise ValueError(
-                    f"unknown column layout in {source} (split {split_name!r}, example {i}): found columns "
-                    f"{list(row)}; expected a text column ({', '.join(TEXT_COLUMNS)}) and a label column "
-                    f"({', '.join(LABEL_COLUMNS)}) or a reference column ({', '.join(REFERENCE_COLUMNS)})")
+                    f"unknown column layout in {where}: found columns {list(row)}; expected a text column "
+                    f"({', '.join(TEXT_COLUMNS)}) and a label column ({', '.join(LABEL_COLUMNS)}) or a reference "
+                    f"column ({', '.join(REFERENCE_COLUMNS)})")
             is_ref = target_col in REFERENCE_COLUMNS
             if generative is not None and is_ref != generative:
-                raise ValueError(f"{source} mixes labelled and reference examples (split {split_name!r}, example {i})")
+                raise ValueError(f"{source} mixes labelled and reference examples ({where})")
             generative = is_ref
-            out[split_name].append((str(row[text_col]), row[target_col]))
+            out[split_name].append((where, _text(row[text_col], text_col, where),
+                                    _target(row[target_col], target_col, where)))
     return bool(generative), out
 
 
@@ -285,11 +337,11 @@ def _build(name: str, splits: dict[str, Records], source: object, known: dict | 
         return GenerationTask(
             name=name, template=overrides.get("template", "{sentence} {prompt}"),
             prompt=overrides.get("prompt", "Answer:"), metric=overrides.get("metric", "exact_match"),
-            splits={s: GenSplit(tuple(t for t, _ in ps), tuple(_reference(r) for _, r in ps))
+            splits={s: GenSplit(tuple(t for _, t, _ in ps), tuple(_reference(r) for _, _, r in ps))
                     for s, ps in pairs.items()})
     names = overrides.get("label_names") or feature_names or defaults.get("label_names")
     names = tuple(names) if names else None
-    raw = {s: [_label_index(v, names) for _, v in ps] for s, ps in pairs.items()}
+    raw = {s: [_label_index(v, names) for _, _, v in ps] for s, ps in pairs.items()}
     if names is None:
         values = {v for labels in raw.values() for v in labels}
         if all(isinstance(v, int) for v in values):
@@ -303,9 +355,9 @@ def _build(name: str, splits: dict[str, Records], source: object, known: dict | 
     for s, labels in raw.items():
         for i, label in enumerate(labels):
             if isinstance(label, str) and label not in index:
-                raise ValueError(f"label {label!r} of example {i} in split {s!r} of {source} is not in the "
+                raise ValueError(f"label {label!r} of example {i} in split {s!r} ({pairs[s][i][0]}) is not in the "
                                  f"label set {list(names)}")
-        split_objs[s] = Split(tuple(t for t, _ in pairs[s]),
+        split_objs[s] = Split(tuple(t for _, t, _ in pairs[s]),
                               tuple(index[v] if isinstance(v, str) else v for v in labels))
     verbalizers = overrides.get("verbalizers")
     if verbalizers is None:
@@ -333,30 +385,35 @@ def _known(path: Path) -> tuple[str, dict | None]:
 
 
 # -- format readers -----------------------------------------------------------------------------------
-def _load_bigbench(path: Path, data: dict, overrides: dict[str, Any]) -> Task:
+def _load_bigbench(path: Path, data: Any, overrides: dict[str, Any]) -> Task:
     """A BIG-bench ``task.json``: multiple choice (``target_scores``) or generative (``target``)."""
-    examples = data.get("examples") or []
-    if not examples:
-        raise ValueError(f"BIG-bench file {path} has no examples")
+    examples = data.get("examples") if isinstance(data, dict) else None
+    if not examples or not isinstance(examples, list):
+        raise ValueError(f"BIG-bench file {path} has no examples (a list under 'examples')")
+    records = _records(examples, path)
     name = str(data.get("name") or path.parent.name)
     defaults = {"template": "{sentence} {prompt}", "prompt": "Answer:"}
     if "target_scores" not in examples[0]:
-        for i, e in enumerate(examples):
+        for where, e in records:
             if "input" not in e or "target" not in e:
-                raise ValueError(f"BIG-bench example {i} in {path} needs 'input' and 'target' (or 'target_scores'): "
+                raise ValueError(f"BIG-bench {where} needs 'input' and 'target' (or 'target_scores'): "
                                  f"found keys {sorted(e)}")
-        rows = [{"input": e["input"], "target": e["target"]} for e in examples]
+        rows = [(where, {"input": e["input"], "target": e["target"]}) for where, e in records]
         return _build(name, {"test": rows}, path, defaults, {**defaults, **overrides})
-    choices = tuple(examples[0]["target_scores"])
+    choices: tuple[str, ...] = ()
     rows = []
-    for i, e in enumerate(examples):
+    for where, e in records:
         if "input" not in e:
-            raise ValueError(f"BIG-bench example {i} in {path} has no 'input': found keys {sorted(e)}")
-        scores = e.get("target_scores") or {}
+            raise ValueError(f"BIG-bench {where} has no 'input': found keys {sorted(e)}")
+        scores = e.get("target_scores")
+        if not isinstance(scores, dict) or not scores or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values()):
+            raise ValueError(f"BIG-bench {where}: 'target_scores' must map each choice to a number, got {scores!r}")
+        choices = choices or tuple(_text(c, "target_scores", where) for c in scores)
         if set(scores) != set(choices):
-            raise ValueError(f"BIG-bench example {i} in {path} has choices {sorted(scores)}, but example 0 has "
+            raise ValueError(f"BIG-bench {where} has choices {sorted(scores)}, but example 0 has "
                              f"{sorted(choices)}; all examples must share one choice set")
-        rows.append({"input": e["input"], "label": choices.index(max(scores, key=scores.get))})
+        rows.append((where, {"input": e["input"], "label": choices.index(max(scores, key=scores.get))}))
     verbalizers = tuple(" " + (c.split() or [c])[0] for c in choices)
     defaults.update(label_names=choices, verbalizers=verbalizers)
     return _build(name, {"test": rows}, path, defaults, overrides)
@@ -410,7 +467,8 @@ def _load_hf(spec: str, local: bool, overrides: dict[str, Any]) -> Task:
     for split_name, ds in data.items():
         if split_name not in _SPLIT_ALIASES:
             continue
-        splits[_SPLIT_ALIASES[split_name]] = ds.to_list()
+        splits[_SPLIT_ALIASES[split_name]] = [(f"{spec} split {split_name!r} row {i}", row)
+                                              for i, row in enumerate(ds.to_list())]
         feature = ds.features.get("label")
         if isinstance(feature, datasets.ClassLabel):
             feature_names = tuple(feature.names)
@@ -442,26 +500,25 @@ def load_task(spec: str, *, seed: str | None = None, shots: int | None = None, s
     if seed is not None and not is_rlprompt:
         raise ValueError(f"seed={seed!r} only applies to RLPrompt 16-shot directories, and {spec!r} is not one")
     if spec in BUILTIN_TASKS:
-        text = resources.files("rlprompt").joinpath("data", f"{spec}.jsonl").read_text(encoding="utf-8")
-        rows = [json.loads(line) for line in text.split("\n") if line.strip()]
-        task = _build(spec, _by_split(rows, spec), spec, _KNOWN[spec], overrides)
+        with resources.as_file(resources.files("rlprompt").joinpath("data", f"{spec}.jsonl")) as builtin:
+            task = _build(spec, _by_split(_read_table(builtin)), spec, _KNOWN[spec], overrides)
     elif is_rlprompt:
         task = _load_rlprompt_dir(path, seed or DEFAULT_RLPROMPT_SEED, overrides)
     elif path.is_dir() and (path / "task.json").is_file():
-        task = _load_bigbench(path / "task.json", _read_json(path / "task.json"), overrides)
+        task = _load_bigbench(path / "task.json", read_json(path / "task.json"), overrides)
     elif path.is_dir() and _split_files(path):
         name, known = _known(path)
         task = _build(name, {s: _read_table(f) for s, f in _split_files(path).items()}, path, known, overrides)
     elif path.is_file() and path.suffix in TABLE_SUFFIXES:
         name, known = _known(path)
-        task = _build(name, _by_split(_read_table(path), path), path, known, overrides)
+        task = _build(name, _by_split(_read_table(path)), path, known, overrides)
     elif path.is_file() and path.suffix == ".json":
-        data = _read_json(path)
+        data = read_json(path)
         if isinstance(data, dict) and "examples" in data:
             task = _load_bigbench(path, data, overrides)
         elif isinstance(data, list) and data:
             name, known = _known(path)
-            task = _build(name, _by_split(data, path), path, known, overrides)
+            task = _build(name, _by_split(_records(data, path)), path, known, overrides)
         else:
             raise ValueError(f"{path} is neither a BIG-bench task (object with 'examples') nor a list of examples")
     elif path.exists():

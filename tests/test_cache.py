@@ -3,6 +3,7 @@ two processes can share one file."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from rlprompt.targets import BudgetExceeded, CachedTarget
+from rlprompt.targets import BudgetExceeded, CachedTarget, TargetError
 
 TEMPLATE = "{sentence} {prompt}"
 VERBALIZERS = [" no", " yes"]
@@ -147,3 +148,129 @@ def test_two_processes_share_one_file(tmp_path):
     assert inner.rows == [] and len(cached) == 7 * 20 + 9
     np.testing.assert_array_equal(scores, ScriptedTarget().classify(TEMPLATE, prompts, inputs, VERBALIZERS))
 
+
+
+# -- a damaged, edited or locked cache file (issue 17): never a traceback after the target was paid ----
+def filled_cache(path, n=400) -> np.ndarray:
+    """A cache file with ``n`` classify rows, its WAL merged into the main file; returns their scores."""
+    import gc
+    import sqlite3
+
+    cached = CachedTarget(ScriptedTarget(), path)
+    scores = cached.classify(TEMPLATE, ["p"], [f"s{i}" for i in range(n)], VERBALIZERS)
+    del cached
+    gc.collect()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return scores
+
+
+def bad_header(path):
+    data = bytearray(path.read_bytes())
+    data[:16] = b"garbage garbage!"
+    path.write_bytes(bytes(data))
+
+
+def truncated(path):
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def overwritten_pages(path):
+    data, rng = bytearray(path.read_bytes()), np.random.default_rng(0)
+    for page in range(1, len(data) // 4096, 2):  # every other page after the header page
+        data[page * 4096:(page + 1) * 4096] = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def text_file(path):
+    path.write_text("these are my notes, not a database\n" * 50)
+
+
+@pytest.mark.parametrize("damage", [bad_header, truncated, overwritten_pages, text_file], ids=lambda f: f.__name__)
+def test_cache_corrupt_file_is_moved_aside_and_recreated(tmp_path, damage):
+    path = tmp_path / "cache.sqlite"
+    expected = filled_cache(path)
+    damage(path)
+    broken = path.read_bytes()
+    inner = ScriptedTarget()
+    inputs = [f"s{i}" for i in range(400)]
+    with pytest.warns(RuntimeWarning, match="is corrupt.*moved it to") as caught:
+        cached = CachedTarget(inner, path)
+        scores = cached.classify(TEMPLATE, ["p"], inputs, VERBALIZERS)
+    np.testing.assert_array_equal(scores, expected)
+    aside = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name and not p.name.endswith(("-wal", "-shm"))]
+    assert len(aside) == 1 and aside[0].read_bytes() == broken  # kept as it was, never deleted
+    assert str(aside[0]) in str(caught[0].message)
+    inner.rows.clear()
+    np.testing.assert_array_equal(CachedTarget(inner, path).classify(TEMPLATE, ["p"], inputs, VERBALIZERS), expected)
+    assert inner.rows == []  # the recreated cache holds the answers paid for after the damage
+
+
+def test_cache_corrupt_rows_are_misses_and_get_overwritten(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "cache.sqlite"
+    inner = ScriptedTarget()
+    cached = CachedTarget(inner, path)
+    expected = cached.classify(TEMPLATE, ["p"], ["a", "b", "c", "d", "e"], VERBALIZERS)
+    cached.generate(["g"])
+    cached.loglikelihood(["c"], ["x"])
+    with sqlite3.connect(path) as conn:
+        keys = [k for (k,) in conn.execute("SELECT key FROM responses ORDER BY key")]
+        edits = ["{not json", "null", "[1.0]", '["x", "y"]', "[NaN, 0.0]", "[0.5, 7.0]", '"text"']
+        for key, value in zip(keys, edits):
+            conn.execute("UPDATE responses SET value = ? WHERE key = ?", (value, key))
+    inner.rows.clear()
+    with pytest.warns(RuntimeWarning, match="unreadable rows in the response cache .*cache.sqlite"):
+        scores = cached.classify(TEMPLATE, ["p"], ["a", "b", "c", "d", "e"], VERBALIZERS)
+        generated = cached.generate(["g"])
+        likelihood = cached.loglikelihood(["c"], ["x"])
+    np.testing.assert_array_equal(scores, expected)
+    assert generated == ["g->0:None"] and likelihood.tolist() == [-2.0]
+    assert len(inner.rows) + len(inner.generated) - 1 + len(inner.scored) - 1 == len(edits)  # each bad row a miss
+    before = inner.stats.calls
+    cached.classify(TEMPLATE, ["p"], ["a", "b", "c", "d", "e"], VERBALIZERS)
+    cached.generate(["g"])
+    assert inner.stats.calls == before  # the bad rows were overwritten with the paid answers
+
+
+def test_cache_corrupt_lock_on_write_warns_and_returns_the_paid_answer(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "cache.sqlite"
+    inner = ScriptedTarget()
+    cached = CachedTarget(inner, path, busy_timeout=0.2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock (for 70 s, say)
+    try:
+        locked = r"could not store 2 answers in the response cache .*cache\.sqlite.*locked"
+        with pytest.warns(RuntimeWarning, match=locked):
+            scores = cached.classify(TEMPLATE, ["p"], ["a", "b"], VERBALIZERS)
+        np.testing.assert_array_equal(scores, ScriptedTarget().classify(TEMPLATE, ["p"], ["a", "b"], VERBALIZERS))
+        assert inner.stats.sequences == 2
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    cached.classify(TEMPLATE, ["p"], ["a", "b"], VERBALIZERS)  # the lock is gone: stored now
+    assert inner.stats.sequences == 4 and len(cached) == 2
+
+
+def test_cache_corrupt_or_locked_at_open_is_a_clear_error_naming_the_path(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "cache.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None)  # a rollback-journal database, locked exclusively
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(TargetError, match=r"cannot open the response cache .*cache\.sqlite.*locked"):
+            CachedTarget(ScriptedTarget(), path, busy_timeout=0.2)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    folder = tmp_path / "a-directory.sqlite"
+    folder.mkdir()
+    with pytest.raises(TargetError, match=r"cannot open the response cache .*a-directory\.sqlite"):
+        CachedTarget(ScriptedTarget(), folder)
+    with pytest.raises(ValueError, match="busy_timeout"):
+        CachedTarget(ScriptedTarget(), tmp_path / "c.sqlite", busy_timeout=-1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,3 +77,77 @@ def test_import_rlprompt_is_light():
     code = "import sys, rlprompt; assert 'torch' not in sys.modules; print(rlprompt.PromptEnhancer.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "PromptEnhancer"
+
+
+# -- a damaged enhancer directory and awkward stdin are one clear line each (issue 17) ------------------
+def _damaged_copy(enhancer, tmp_path, name: str, damage) -> Path:
+    path = enhancer.save_pretrained(tmp_path / "enh")
+    damage(path / name)
+    return path
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("name,damage,message", [
+    ("adapter_model.safetensors", _truncate, r"adapter_model\.safetensors is not a readable safetensors file"),
+    ("adapter_model.safetensors", lambda p: p.write_bytes(b"\xff" * 3),
+     r"adapter_model\.safetensors is not a readable"),
+    ("adapter_config.json", _truncate, r"adapter_config\.json: invalid JSON"),
+    ("enhancer.json", _truncate, r"enhancer\.json: invalid JSON"),
+    ("enhancer.json", lambda p: p.write_text('{"format_version": 1, "base_model": "tiny-random", "dtype": "float32"}'),
+     r"enhancer\.json: 'max_new_tokens' must be a positive integer, got None"),
+    ("enhancer.json", lambda p: p.write_text("[1]"), r"enhancer\.json must hold a JSON object, got list"),
+    ("meta_prompt.txt", lambda p: p.write_bytes(b"Rewrite \xff{instruction}"),
+     r"meta_prompt\.txt is not UTF-8 text: byte 0xff at offset 8"),
+])
+def test_damaged_enhancer_file_is_a_clear_error_naming_it(enhancer, tmp_path, capsys, name, damage, message):
+    from rlprompt.cli import main
+
+    path = _damaged_copy(enhancer, tmp_path, name, damage)
+    with pytest.raises(ValueError, match=message):
+        PromptEnhancer.from_pretrained(path)
+    assert main(["enhance", "--enhancer", str(path), "hello"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and name in err
+
+
+def test_adapter_with_foreign_tensors_is_rejected(enhancer, tmp_path):
+    from safetensors.torch import save_file
+
+    path = _damaged_copy(enhancer, tmp_path, "adapter_model.safetensors",
+                         lambda p: save_file({"foo": torch.zeros(2)}, str(p)))
+    with pytest.raises(ValueError, match=r"does not hold the adapter's tensors: missing .*lora.*unexpected \['foo'\]"):
+        PromptEnhancer.from_pretrained(path)
+
+
+class _Stdin:
+    """A text stream over raw bytes, like ``sys.stdin`` (its ``buffer`` is the byte stream)."""
+
+    def __init__(self, data: bytes) -> None:
+        import io
+
+        self.buffer = io.BytesIO(data)
+
+
+def test_stdin_prompts_lose_their_carriage_returns(enhancer, tmp_path, capsys, monkeypatch):
+    from rlprompt.enhancer import read_prompts
+
+    assert read_prompts(_Stdin(b"first prompt\r\n\r\nsecond\r\nthird")) == ["first prompt", "second", "third"]
+    enhancer.save_pretrained(tmp_path / "enh")
+    monkeypatch.setattr("sys.stdin", _Stdin("caf\u00e9 review\r\n".encode()))
+    assert enhance_main(tmp_path / "enh", ["-"], as_json=True) == 0
+    assert [r["prompt"] for r in json.loads(capsys.readouterr().out)] == ["caf\u00e9 review"]
+
+
+def test_non_utf8_stdin_and_arguments_are_one_line_errors(enhancer, tmp_path, capsys, monkeypatch):
+    from rlprompt.cli import main
+
+    enhancer.save_pretrained(tmp_path / "enh")
+    monkeypatch.setattr("sys.stdin", _Stdin(b"good line\ncaf\xe9\n"))
+    assert main(["enhance", "--enhancer", str(tmp_path / "enh")]) == 2
+    err = capsys.readouterr().err
+    assert "stdin is not UTF-8 text: byte 0xe9 at offset 13" in err and len(err.strip().splitlines()) == 1
+    assert main(["enhance", "--enhancer", str(tmp_path / "enh"), "ok", "caf\udce9"]) == 2  # how Python passes bad argv
+    assert "prompt 2 is not valid UTF-8 text" in capsys.readouterr().err

@@ -395,3 +395,142 @@ def test_make_target_reads_options_after_the_spec_and_ignores_dtype():
         make_target("openai:http://h/v1:m?retries=3")
     with pytest.raises(ValueError, match="timeout='soon'"):
         make_target("openai:http://h/v1:m?timeout=soon")
+
+
+# -- deadlines, Retry-After and backoff caps, key redaction (issue 17) ------------------------------
+def _bounded(call, seconds: float):
+    """Run ``call`` in a daemon thread; (finished, its exception or result, elapsed seconds). A hang shows as
+    ``finished=False`` after ``seconds`` instead of stalling the test suite."""
+    out: dict = {}
+
+    def work():
+        try:
+            out["value"] = call()
+        except Exception as err:  # noqa: BLE001 - handed back to the test to assert on
+            out["value"] = err
+
+    start = time.perf_counter()
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive(), out.get("value"), time.perf_counter() - start
+
+
+def test_deadline_total_per_request_against_a_dripping_reply():
+    """httpx's timeout bounds each read: a reply dripping one byte per second never trips it. The target's
+    ``timeout`` is a deadline for the whole attempt (real HTTP on loopback)."""
+    pytest.importorskip("uvicorn")
+    from rlprompt.targets.faulty import FaultyEndpoint
+
+    with FaultyEndpoint(VERBALIZERS, fault_rate=1.0, faults=["drip"], drip_seconds=1.0) as endpoint:
+        target = make_target(f"openai:{endpoint.url}:fake?timeout=2&max_retries=1&backoff=0.01", tokenizer=None)
+        finished, error, elapsed = _bounded(lambda: target.classify(TEMPLATE, ["It was"], ["good"], VERBALIZERS), 20)
+        assert finished, "the dripping reply held the request past its deadline"
+        assert isinstance(error, TargetError) and "2 attempts: timed out after 2.0 s" in str(error)
+        assert 4 <= elapsed < 8 and endpoint.injected["drip"] == 2
+        endpoint.fault_rate = 0.0  # the same client still works once the endpoint behaves
+        assert target.classify(TEMPLATE, ["It was"], ["good"], VERBALIZERS).shape == (1, 1, 2)
+
+
+def test_deadline_drips_among_good_replies_are_retried():
+    pytest.importorskip("uvicorn")
+    from rlprompt.targets.faulty import FaultyEndpoint
+
+    with FaultyEndpoint(VERBALIZERS, fault_rate=0.3, faults=["drip"], drip_seconds=1.0, seed=3) as endpoint:
+        target = make_target(f"openai:{endpoint.url}:fake?timeout=1&max_retries=8&backoff=0.01", tokenizer=None)
+        inputs = [f"film {i}" for i in range(8)]
+        start = time.perf_counter()
+        scores = target.classify(TEMPLATE, ["It was"], inputs, VERBALIZERS)
+        assert time.perf_counter() - start < 20  # each drip costs one deadline, not the whole slow reply
+        expected = [[endpoint.logprobs(f"{x} It was")[v] for v in VERBALIZERS] for x in inputs]
+    np.testing.assert_allclose(scores[0], expected, atol=1e-9)
+    assert endpoint.injected["drip"] >= 1 and target.retries >= endpoint.injected["drip"]
+
+
+def test_retry_after_parsing_ignores_unusable_values_and_caps_the_rest():
+    from email.utils import formatdate
+
+    from rlprompt.targets.openai import _retry_after
+
+    def parse(value):
+        return _retry_after(httpx.Response(429, headers={"Retry-After": value}), 60.0)
+
+    assert parse("2.5") == 2.5 and parse("0") == 0.0
+    assert parse("3600") == 60.0 and parse(formatdate(time.time() + 3600, usegmt=True)) == 60.0
+    assert parse(formatdate(time.time() - 3600, usegmt=True)) == 0.0  # a date in the past: retry now
+    for garbage in ("1e400", "inf", "-inf", "nan", "-5", "soon", "", "Mon, 99 Foo 99999 99:99:99 GMT"):
+        assert parse(garbage) is None, garbage
+    assert _retry_after(httpx.Response(429), 60.0) is None
+
+
+@pytest.mark.parametrize("header", ["3600", "1e400", "-5", "soon"])
+def test_retry_after_capped_on_real_http(header):
+    """A 429 asking for an hour (or forever, or nonsense) makes the client wait at most ``max_wait``."""
+    pytest.importorskip("uvicorn")
+    from rlprompt.targets.faulty import FaultyEndpoint
+
+    with FaultyEndpoint(VERBALIZERS, fault_rate=1.0, faults=["429"], retry_after=header) as endpoint:
+        target = make_target(f"openai:{endpoint.url}:fake?timeout=2&max_retries=2&backoff=0.01&max_wait=0.3",
+                             tokenizer=None)
+        finished, error, elapsed = _bounded(lambda: target.classify(TEMPLATE, ["It was"], ["good"], VERBALIZERS), 10)
+        assert finished, f"Retry-After: {header} stalled the client"
+        assert isinstance(error, TargetError) and "3 attempts: HTTP 429" in str(error)
+        assert elapsed < 5 and endpoint.requests == 3 and target.retries == 2
+        if header == "3600":
+            assert elapsed >= 0.6  # the capped wait was honoured, twice
+
+
+def test_retry_after_absent_exponential_backoff_is_capped():
+    """Without Retry-After the backoff doubles per attempt, up to ``max_wait`` (and 2**attempt never overflows)."""
+    server = FakeServer()
+    server.script = [httpx.Response(500, text="busy") for _ in range(1101)]
+    target = make(server, backoff=100.0, max_wait=0.0, max_retries=1100)
+    finished, error, elapsed = _bounded(lambda: target.generate(["hi"]), 30)
+    assert finished and isinstance(error, TargetError) and "1101 attempts: HTTP 500" in str(error)
+    assert len(server.requests) == 1101
+    server.script = [httpx.Response(500, text="busy")] * 4
+    target = make(server, backoff=100.0, max_wait=0.2, max_retries=3)
+    finished, error, elapsed = _bounded(lambda: target.generate(["hi"]), 10)
+    assert finished and 0.6 <= elapsed < 3 and "4 attempts" in str(error)
+
+
+def test_retry_after_and_deadline_settings_are_validated():
+    target = make_target("openai:http://h/v1:m?max_wait=5&timeout=3", tokenizer=None)
+    assert (target.max_wait, target.timeout) == (5.0, 3.0)
+    assert OpenAITarget(URL, "m", tokenizer=None).max_wait == 60.0
+    for bad in ("max_wait=-1", "max_wait=inf", "timeout=nan", "backoff=inf"):
+        with pytest.raises(ValueError, match="bad settings"):
+            make_target(f"openai:http://h/v1:m?{bad}", tokenizer=None)
+
+
+@pytest.fixture(scope="module")
+def key_echoing_server():
+    """A loopback server that echoes the client's Authorization header in every error body, as some do."""
+    pytest.importorskip("uvicorn")
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def completions(request):
+        echoed = f"Incorrect API key provided: {request.headers.get('authorization', '')[len('Bearer '):]}"
+        status = int(request.path_params["status"])
+        if status == 200:  # a 200 whose body lacks choices but names the key
+            return JSONResponse({"error": echoed, "padding": "x" * 400})
+        return JSONResponse({"error": {"message": echoed}}, status_code=status)
+
+    app = Starlette(routes=[Route("/v1/{status}/completions", completions, methods=["POST"])])
+    with running_in_background(app, log_level="error") as base:
+        yield f"{base}/v1"
+
+
+@pytest.mark.parametrize("status", [401, 500, 200])
+def test_api_key_is_redacted_from_error_messages(key_echoing_server, status, monkeypatch):
+    key = "sk-SECRET-0123456789abcdef"
+    monkeypatch.setenv("ECHO_KEY", key)
+    target = OpenAITarget(f"{key_echoing_server}/{status}", "m", api_key_env="ECHO_KEY", max_retries=1,
+                          backoff=0.01, tokenizer=None)
+    with pytest.raises(TargetError) as caught:
+        target.generate(["hi"])
+    message = str(caught.value)
+    assert key not in message and key[:12] not in message and "***" in message
+    assert "Incorrect API key" in message  # the rest of the server's explanation is kept

@@ -185,3 +185,123 @@ def test_trainer_checkpoints_resume_only_from_a_sealed_intact_one(tmp_path):
     assert resume_trainer_checkpoint(root) == root / "checkpoint-2"
     assert sorted(p.name for p in root.iterdir()) == [".broken-checkpoint-4", ".broken-checkpoint-6", "checkpoint-2"]
     assert json.loads((root / "checkpoint-2" / "manifest.json").read_text())["step"] == 2
+
+
+# -- a hand-edited state.json with a matching checksum, and a full disk (issue 17) ---------------------
+def _edit_state(checkpoint, edit) -> None:
+    """Rewrite ``state.json`` with ``edit(state)`` and reseal the manifest, as a careful hand-edit would."""
+    import hashlib
+
+    state_path = checkpoint / "state.json"
+    text = edit(json.loads(state_path.read_text()))
+    state_path.write_text(text if isinstance(text, str) else json.dumps(text))
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    manifest["files"]["state.json"] = hashlib.sha256(state_path.read_bytes()).hexdigest()
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _with(**changes):
+    return lambda state: {**state, **changes}
+
+
+def _rng_with(part, value):
+    return lambda state: {**state, "rng": {**state["rng"], part: value}}
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: "{", r"state\.json: invalid JSON"),
+    (lambda s: [1, 2], r"state\.json must hold a JSON object, got list"),
+    (_with(step="seven"), r"state\.json: 'step' must be a non-negative integer, got seven"),
+    (_with(step=9), r"state\.json says step 9, but its manifest says step 7"),
+    (_with(target_queries=-5), r"'target_queries' must be a non-negative integer, got -5"),
+    (_with(best_accuracy="high"), r"'best_accuracy' must be a number, got high"),
+    (_with(wall_seconds=float("nan")), r"'wall_seconds' must be a non-negative number"),
+    (_with(pool=[1, 2]), r"'pool' must be an object of prompt: number"),
+    (_with(best_prompt=3), r"'best_prompt' must be a string or null"),
+    (_with(optimizer={"param_groups": "lots"}), r"'optimizer' must be an object with 'param_groups'"),
+    (_rng_with("python", [3, [1, 2], None]), r"'rng' is not a valid random state"),
+    (_rng_with("numpy", ["MT19937", [-1] * 624, 624, 0, 0.0]), r"'rng' is not a valid random state"),
+    (_rng_with("torch", [300] * 5056), r"'rng' is not a valid random state"),
+    (lambda s: {k: v for k, v in s.items() if k != "rng"} | {"rng": "garbage"}, r"'rng' is not a valid random state"),
+    (_with(scorer_rng={"bit_generator": "os", "state": {}}), r"'scorer_rng' is not a valid random state"),
+    (_with(scorer_rng={"bit_generator": "PCG64", "state": {"state": "x"}}), r"'scorer_rng' is not a valid"),
+])
+def test_hand_edited_state_with_matching_checksum_is_a_clear_error(tmp_path, edit, message):
+    run = RunDir(tmp_path / "run")
+    layer = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(layer.parameters())
+    layer(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    state = {"rng": rng_state(), "scorer_rng": np.random.default_rng(0).bit_generator.state, "target_queries": 10,
+             "wall_seconds": 1.5, "best_accuracy": 0.5, "best_prompt": "p", "pool": {"p": 0.5}}
+    checkpoint = run.save_checkpoint(7, dict(layer.named_parameters()), state, opt.state_dict())
+    assert run.load_checkpoint().state["pool"] == {"p": 0.5}  # the untouched checkpoint passes every check
+    _edit_state(checkpoint, edit)
+    assert run.latest_checkpoint() == checkpoint  # the checksum matches: only the content check can tell
+    with pytest.raises(ValueError, match=message) as caught:
+        run.load_checkpoint()
+    assert "state.json" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_missing_state_entry_names_the_file(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.save_checkpoint(3, {"w": torch.zeros(1)}, {"best": 1.0})
+    state = run.load_checkpoint().state
+    with pytest.raises(KeyError) as caught:
+        state["rng"]
+    assert str(caught.value) == f"{run.path / 'checkpoints' / 'step_3' / 'state.json'} has no 'rng': it was " \
+                                "edited, or written by another version of rlprompt"
+    assert state.get("rng") is None and state["best"] == 1.0
+
+
+def _no_space(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_while_checkpointing_stops_with_one_error_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    import rlprompt.runs as runs
+    from rlprompt.runs import RunWriteError
+
+    run = RunDir(tmp_path / "run")
+    _save(run, 1, 1.0)
+    monkeypatch.setattr(runs, "save_file", _no_space)
+    with pytest.raises(RunWriteError, match=r"cannot write .*step_2: No space left on device; the run stopped, "
+                                            r"the newest complete checkpoint is step_1: .*--resume"):
+        _save(run, 2, 2.0)
+    monkeypatch.setattr(runs, "save_file", lambda *a, **k: (_ for _ in ()).throw(
+        SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")))
+    with pytest.raises(RunWriteError, match=r"step_2: Error while serializing: IoError.*code: 28"):
+        _save(run, 2, 2.0)
+    assert [p.name for p in (run.path / "checkpoints").iterdir()] == ["step_1"]  # no partial folder left
+    assert run.load_checkpoint().tensors["w"][0] == 1.0
+
+
+def test_full_disk_while_logging_or_writing_files_is_one_error(tmp_path, monkeypatch):
+    import rlprompt.runs as runs
+    from rlprompt.runs import RunWriteError
+
+    run = RunDir(tmp_path / "run", tensorboard=False)
+    run.log(1, {"charts/reward": 1.0}, target_queries=1)
+    monkeypatch.setattr(runs, "open", _no_space, raising=False)
+    with pytest.raises(RunWriteError, match=r"metrics\.jsonl: No space left on device.*no complete checkpoint yet"):
+        run.log(2, {"charts/reward": 2.0}, target_queries=2)
+    monkeypatch.setattr(runs, "write_atomic", _no_space)
+    with pytest.raises(RunWriteError, match=r"prompt\.txt: No space left on device"):
+        run.write_prompt("p")
+    monkeypatch.undo()
+    assert [r["step"] for r in run.read_metrics()] == [1]
+
+
+def test_a_torn_metrics_line_does_not_swallow_the_next_record(tmp_path):
+    run = RunDir(tmp_path / "run", tensorboard=False)
+    run.log(1, {"charts/reward": 1.0}, target_queries=1)
+    with open(run.path / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 2, "target_que')  # the disk filled up in the middle of record 2
+    resumed = RunDir(tmp_path / "run", resume=True, tensorboard=False)
+    resumed.log(2, {"charts/reward": 2.0}, target_queries=2)
+    resumed.log(3, {"charts/reward": 3.0}, target_queries=3)
+    assert [r["step"] for r in resumed.read_metrics()] == [1, 2, 3]

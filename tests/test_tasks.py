@@ -327,3 +327,108 @@ def test_shared_rlprompt_data(name, classes, test_rows):
     task = load_task(str(SHARED_DATA / name), seed="16-100")
     assert task.name == name and task.num_labels == classes and len(task.split("test")) == test_rows
     assert Counter(task.split("train").labels) == {k: 16 for k in range(classes)}
+
+
+# -- every text a non-empty string, errors naming file and row (issue 17) -----------------------------
+@pytest.mark.parametrize("row,message", [
+    ({"text": None, "label": 0}, r"d\.jsonl:2: the 'text' column must be a non-empty string, got None"),
+    ({"text": "", "label": 0}, r"d\.jsonl:2: the 'text' column .* got ''"),
+    ({"text": "  \t", "label": 0}, r"d\.jsonl:2: the 'text' column"),
+    ({"sentence": 5, "label": 0}, r"d\.jsonl:2: the 'sentence' column .* got 5"),
+    ({"text": ["a"], "label": 0}, r"d\.jsonl:2: the 'text' column .* got \['a'\]"),
+    ({"text": "b", "label": None}, r"d\.jsonl:2: the 'label' column must be a non-empty string or number, got None"),
+    ({"text": "b", "label": ""}, r"d\.jsonl:2: the 'label' column"),
+    ({"text": "b", "label": True}, r"d\.jsonl:2: the 'label' column .* got True"),
+])
+def test_jsonl_text_must_be_a_non_empty_string_naming_file_and_row(tmp_path, row, message):
+    path = _write_jsonl(tmp_path / "d.jsonl", [{"text": "a", "label": 1}, row])
+    with pytest.raises(ValueError, match=message):
+        load_task(str(path))
+
+
+def test_generation_references_must_be_non_empty(tmp_path):
+    path = _write_jsonl(tmp_path / "qa.jsonl", [{"input": "2+2?", "target": "4"}, {"input": "3+3?", "target": None}])
+    with pytest.raises(ValueError, match=r"qa\.jsonl:2: the 'target' column .* got None"):
+        load_task(str(path))
+    path = _write_jsonl(tmp_path / "qa.jsonl", [{"input": "2+2?", "answer": 4}, {"input": "x", "answer": ["", "y"]}])
+    with pytest.raises(ValueError, match=r"qa\.jsonl:2: the 'answer' column .* got \['', 'y'\]"):
+        load_task(str(path))
+    assert load_task(str(_write_jsonl(tmp_path / "n.jsonl", [{"input": "2+2?", "answer": 4}]))).split(
+        "test").references == ("4",)
+
+
+def test_empty_text_in_tsv_csv_json_and_split_dirs_names_file_and_line(tmp_path):
+    (tmp_path / "r.tsv").write_text("text\tlabel\na\t0\n\nb\t1\n\t1\n")  # a blank line, then an empty text on line 5
+    with pytest.raises(ValueError, match=r"r\.tsv:5: the 'text' column must be a non-empty string, got ''"):
+        load_task(str(tmp_path / "r.tsv"))
+    (tmp_path / "c.csv").write_text('text,label\n"multi\nline",0\n" ",1\n')
+    with pytest.raises(ValueError, match=r"c\.csv:4: the 'text' column .* got ' '"):
+        load_task(str(tmp_path / "c.csv"))
+    (tmp_path / "l.json").write_text(json.dumps([{"text": "a", "label": 0}, {"text": None, "label": 1}]))
+    with pytest.raises(ValueError, match=r"l\.json example 1: the 'text' column"):
+        load_task(str(tmp_path / "l.json"))
+    (tmp_path / "o.json").write_text(json.dumps([{"text": "a", "label": 0}, "just text"]))
+    with pytest.raises(ValueError, match=r"o\.json example 1: expected an object, got str"):
+        load_task(str(tmp_path / "o.json"))
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    _write_jsonl(folder / "train.jsonl", [{"text": "a", "label": 0}])
+    _write_jsonl(folder / "dev.jsonl", [{"text": "b", "label": 1}, {"text": None, "label": 0}])
+    with pytest.raises(ValueError, match=r"splits/dev\.jsonl:2: the 'text' column"):
+        load_task(str(folder))
+
+
+def test_empty_text_in_a_16_shot_directory_names_the_seed_file(tmp_path):
+    data = _rlprompt_dir(tmp_path)
+    train = data / "16-42" / "train.tsv"
+    train.write_text(train.read_text() + "\t2\n")
+    with pytest.raises(ValueError, match=r"16-42/train\.tsv:14: the 'text' column .* got ''"):
+        load_task(str(data))
+
+
+def test_bigbench_null_input_target_or_bad_scores_names_the_example(tmp_path):
+    path = tmp_path / "task.json"
+    for examples, message in [
+        ([{"input": "1+1", "target": "2"}, {"input": None, "target": "3"}],
+         r"task\.json example 1: the 'input' column"),
+        ([{"input": "1+1", "target": "2"}, {"input": "2+1", "target": None}], r"task\.json example 1: the 'target'"),
+        ([{"input": "a", "target_scores": {"x": 1, "y": 0}}, {"input": "b", "target_scores": None}],
+         r"task\.json example 1: 'target_scores' must map each choice to a number, got None"),
+        ([{"input": "a", "target_scores": {"": 1, "y": 0}}], r"task\.json example 0: the 'target_scores' column"),
+        ([{"input": "a", "target_scores": {"x": 1, "y": 0}}, 7], r"task\.json example 1: expected an object, got int"),
+    ]:
+        path.write_text(json.dumps({"examples": examples}))
+        with pytest.raises(ValueError, match=message):
+            load_task(str(path))
+    path.write_text(json.dumps([1, 2]))
+    with pytest.raises(ValueError, match="example 0: expected an object"):
+        load_task(str(path))
+
+
+def test_huggingface_null_text_names_split_and_row(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"sentence": ["a", None, "c"], "label": [0, 1, 1]})
+    ds.save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(ValueError, match=r"saved split 'test' row 1: the 'sentence' column .* got None"):
+        load_task(str(tmp_path / "saved"))
+
+
+def test_split_types_reject_empty_or_non_string_texts():
+    with pytest.raises(ValueError, match=r"text '' of example 1 is not a non-empty string"):
+        Split(("a", ""), (0, 1))
+    with pytest.raises(ValueError, match=r"text None of example 0"):
+        Split((None,), (0,))
+    with pytest.raises(ValueError, match=r"reference ' ' of example 0"):
+        GenSplit(("q",), (" ",))
+
+
+@pytest.mark.parametrize("fname,text", [
+    ("d.tsv", "text\tlabel\ncaf\u00e9\t1\n"),
+    ("d.csv", "text,label\ncaf\u00e9,1\n"),
+    ("d.jsonl", '{"text": "caf\u00e9", "label": 1}\n'),
+    ("task.json", '{"examples": [{"input": "caf\u00e9", "target": "x"}]}'),
+])
+def test_non_utf8_data_file_is_named_in_the_error(tmp_path, fname, text):
+    (tmp_path / fname).write_bytes(text.encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{fname} is not UTF-8 text: byte 0xe9 at offset \d+"):
+        load_task(str(tmp_path / fname))

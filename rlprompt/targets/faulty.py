@@ -1,6 +1,7 @@
 """A fault-injecting OpenAI-compatible endpoint on loopback, to prove that runs against remote targets
 survive what real endpoints do: 429 with Retry-After, 5xx, slow replies past the client's timeout,
-truncated or non-JSON bodies, replies without logprobs, and outages.
+truncated or non-JSON bodies, replies without logprobs, and outages; and, when asked for, replies that
+drip in a byte at a time (``"drip"``) or a ``Retry-After`` of any text (``retry_after="1e400"``).
 
 :class:`FaultyEndpoint` answers ``POST /v1/completions`` like a small deterministic classifier: the
 first-token log-probabilities over ``tokens`` come from a hash of the prompt text, so the same text
@@ -25,25 +26,29 @@ from collections.abc import Sequence
 import numpy as np
 
 FAULTS = ("429", "500", "timeout", "truncated", "non_json", "no_logprobs")
+#: Faults injected only when named in ``faults``: a client survives them only with a total deadline.
+SLOW_FAULTS = ("drip",)
 
 
 class FaultyEndpoint:
     """A FastAPI + uvicorn server in a background thread; use as a context manager (or :meth:`start` /
     :meth:`stop`). ``fault_rate`` of the requests get one of ``faults`` (uniformly, seeded by ``seed``);
-    ``slow_seconds`` is how long a "timeout" fault waits before answering (set it above the client's timeout)."""
+    ``slow_seconds`` is how long a "timeout" fault waits before answering (set it above the client's timeout);
+    a "drip" fault sends the status line at once and then the body one byte every ``drip_seconds``.
+    ``retry_after`` is the ``Retry-After`` header of a "429" fault, sent as given (a number or any text)."""
 
     def __init__(self, tokens: Sequence[str], *, fault_rate: float = 0.0, faults: Sequence[str] = FAULTS,
-                 seed: int = 0, slow_seconds: float = 2.0, retry_after: float = 0.05,
-                 outage_after: int | None = None) -> None:
+                 seed: int = 0, slow_seconds: float = 2.0, drip_seconds: float = 1.0,
+                 retry_after: float | str = 0.05, outage_after: int | None = None) -> None:
         if not 0 <= fault_rate <= 1:
             raise ValueError(f"fault_rate must lie in [0, 1], got {fault_rate}")
-        unknown = sorted(set(faults) - set(FAULTS))
+        unknown = sorted(set(faults) - set(FAULTS + SLOW_FAULTS))
         if unknown or not faults:
-            raise ValueError(f"faults must be a non-empty subset of {FAULTS}, got {list(faults)}")
+            raise ValueError(f"faults must be a non-empty subset of {FAULTS + SLOW_FAULTS}, got {list(faults)}")
         if len(tokens) < 2:
             raise ValueError(f"need at least two tokens to score, got {list(tokens)}")
         self.tokens, self.fault_rate, self.faults = list(tokens), fault_rate, tuple(faults)
-        self.slow_seconds, self.retry_after = slow_seconds, retry_after
+        self.slow_seconds, self.drip_seconds, self.retry_after = slow_seconds, drip_seconds, retry_after
         self.injected: collections.Counter[str] = collections.Counter()  #: faults injected, by kind
         self.served = 0  #: requests answered normally
         self._rng = random.Random(seed)
@@ -100,7 +105,7 @@ class FaultyEndpoint:
 
     def _app(self):
         from fastapi import FastAPI, Request
-        from fastapi.responses import JSONResponse, Response
+        from fastapi.responses import JSONResponse, Response, StreamingResponse
 
         app = FastAPI()
 
@@ -130,6 +135,13 @@ class FaultyEndpoint:
                 content = content[: len(content) // 2]
             elif fault == "non_json":
                 content = "<html><body>502 Bad Gateway</body></html>"
+            elif fault == "drip":
+                return StreamingResponse(self._drip(content.encode()), media_type="application/json")
             return Response(content, media_type="application/json")
 
         return app
+
+    async def _drip(self, body: bytes):
+        for i in range(len(body)):
+            yield body[i:i + 1]
+            await asyncio.sleep(self.drip_seconds)

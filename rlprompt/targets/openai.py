@@ -72,17 +72,23 @@ def parse_label(answer: str, verbalizers: Sequence[str]) -> int | None:
     return min(found)[2] if found else None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx.Response, cap: float) -> float | None:
+    """Seconds a 429/5xx reply asks the client to wait (``Retry-After`` as seconds or an HTTP date), at
+    most ``cap``; ``None`` when the header is absent or unusable (garbage, negative, NaN or infinite), so
+    the caller falls back to its own backoff."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         try:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
+            seconds = max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError, OverflowError):
             return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, cap)
 
 
 def _field(obj: Any, *path: str | int) -> Any:
@@ -116,6 +122,13 @@ class OpenAITarget(Target):
     tokenizer a missing verbalizer raises :class:`TargetError` unless ``missing="bound"``, which uses
     the smallest returned log-probability (an upper bound on the true one) and counts it in
     :attr:`bounded`.
+
+    ``timeout`` is a total deadline per attempt (connecting, sending, and reading the whole reply), so an
+    endpoint that drips its reply a byte at a time cannot hold a request longer. Failed attempts (429,
+    5xx, timeouts, connection errors, unusable bodies) are retried ``max_retries`` times after a pause:
+    the reply's ``Retry-After`` when it is a usable number of seconds or date, else an exponential
+    backoff from ``backoff`` seconds with jitter; either is cut to ``max_wait`` seconds. The API key (from
+    ``$api_key_env``) is replaced by ``***`` in every error message, in case an endpoint echoes it.
     """
 
     def __init__(
@@ -128,6 +141,7 @@ class OpenAITarget(Target):
         timeout: float = 60.0,
         max_retries: int = 5,
         backoff: float = 0.5,
+        max_wait: float = 60.0,
         mode: Literal["completions", "chat"] = "completions",
         logprobs: bool = True,
         tokenizer: Any = None,
@@ -146,13 +160,16 @@ class OpenAITarget(Target):
             raise ValueError(f"mode must be 'completions' or 'chat', got {mode!r}")
         if missing not in ("error", "bound"):
             raise ValueError(f"missing must be 'error' or 'bound', got {missing!r}")
-        if concurrency < 1 or max_retries < 0 or timeout <= 0 or backoff < 0 or top_logprobs < 1:
+        finite = all(math.isfinite(v) for v in (timeout, backoff, max_wait))
+        if not finite or concurrency < 1 or max_retries < 0 or timeout <= 0 or backoff < 0 or max_wait < 0 \
+                or top_logprobs < 1:
             raise ValueError(
                 f"bad settings: concurrency={concurrency}, max_retries={max_retries}, timeout={timeout}, "
-                f"backoff={backoff}, top_logprobs={top_logprobs}"
+                f"backoff={backoff}, max_wait={max_wait}, top_logprobs={top_logprobs}"
             )
         self.base_url, self.model, self.mode = base_url.rstrip("/"), model, mode
         self.concurrency, self.timeout, self.max_retries, self.backoff = concurrency, timeout, max_retries, backoff
+        self.max_wait = max_wait
         self.logprobs, self.top_logprobs, self.bias, self.missing = logprobs, top_logprobs, bias, missing
         self.label_tokens, self.echo_loglikelihood, self.transport = label_tokens, echo_loglikelihood, transport
         self.api_key = os.environ.get(api_key_env) if api_key_env else None
@@ -182,13 +199,23 @@ class OpenAITarget(Target):
 
     # -- event loop and HTTP ------------------------------------------------------------------------
     def _run(self, coro):
-        """Run ``coro`` on this target's private loop (started on first use, again after a fork)."""
+        """Run ``coro`` on this target's private loop (started on first use, again after a fork); the API
+        key never leaves in an error message."""
         if self._loop is None or self._pid != os.getpid():
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="OpenAITarget-loop", daemon=True).start()
             self._loop, self._pid = loop, os.getpid()
             self._client = self._semaphore = None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        except TargetError as err:
+            if self.api_key and self.api_key in str(err):
+                raise type(err)(self._redact(str(err))) from None
+            raise
+
+    def _redact(self, text: str) -> str:
+        """``text`` with the API key replaced by ``***`` (endpoints may echo it in error bodies)."""
+        return text.replace(self.api_key, "***") if self.api_key else text
 
     async def _ensure_client(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -246,36 +273,40 @@ class OpenAITarget(Target):
             wait = None
             try:
                 async with self._semaphore:
-                    response = await client.post(url, json=payload)
-            except httpx.TimeoutException as err:
+                    # httpx's timeout bounds each read, not the reply: a byte per second would never trip it
+                    response = await asyncio.wait_for(client.post(url, json=payload), self.timeout)
+            except (httpx.TimeoutException, asyncio.TimeoutError) as err:
                 last = f"timed out after {self.timeout} s ({type(err).__name__})"
             except httpx.TransportError as err:
                 last = f"cannot reach the endpoint ({type(err).__name__}: {err})"
                 last += f"; is a server running at {self.base_url}?"
             else:
+                body = self._redact(response.text)  # redacted before it is cut, so no part of the key shows
                 if response.status_code == 429 or response.status_code >= 500:
-                    last = f"HTTP {response.status_code}: {response.text[:300]!r}"
-                    wait = _retry_after(response)
+                    last = f"HTTP {response.status_code}: {body[:300]!r}"
+                    wait = _retry_after(response, self.max_wait)
                 elif response.status_code >= 400:
-                    raise TargetError(f"POST {url} failed with HTTP {response.status_code}: {response.text[:500]!r}")
+                    raise TargetError(f"POST {url} failed with HTTP {response.status_code}: {body[:500]!r}")
                 else:
                     try:
                         reply = response.json()
                     except ValueError:  # a truncated or garbled body (a proxy cut it off): worth another try
                         reply = None
-                        last = f"a non-JSON body: {response.text[:300]!r}"
+                        last = f"a non-JSON body: {body[:300]!r}"
                     else:
                         if not isinstance(reply, dict):
-                            raise TargetError(f"POST {url} returned JSON that is not an object: {str(reply)[:300]!r}")
+                            raise TargetError(f"POST {url} returned JSON that is not an object: {body[:300]!r}")
                         if check is None or check(reply):
                             self._count(reply, sequences)
                             return reply
-                        last = f"a reply without logprobs, though this endpoint returned them before: {str(reply)[:300]!r}"
+                        last = f"a reply without logprobs, though this endpoint returned them before: {body[:300]!r}"
             if attempt == self.max_retries:
                 break
             with self._lock:
                 self.retries += 1
-            await asyncio.sleep(wait if wait is not None else self.backoff * 2**attempt * random.uniform(0.5, 1.5))
+            if wait is None:  # exponential backoff with jitter (the exponent capped: a float cannot hold 2**2000)
+                wait = min(self.max_wait, self.backoff * 2 ** min(attempt, 60) * random.uniform(0.5, 1.5))
+            await asyncio.sleep(wait)
         raise TargetError(f"POST {url} failed after {self.max_retries + 1} attempts: {last}")
 
     def _request(self, text: str, chat: bool | None = None, **payload) -> tuple[str, dict]:
