@@ -52,7 +52,8 @@ from rlprompt.devices import resolve_device
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, cosine_similarity, semantic_weights
-from rlprompt.runs import RunDir, resume_trainer_checkpoint, seed_everything, trainer_checkpoint_sealer
+from rlprompt.runs import (RunDir, resume_trainer_checkpoint, seed_everything, train_or_finish, trainer_checkpoint_sealer,
+                           trainer_checkpoint_step, trainer_logger)
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask, load_task
 
@@ -415,24 +416,6 @@ def _trl_config(cfg: DPOMethodConfig, output_dir: Path):
     )
 
 
-def _run_logger(run: RunDir):
-    from transformers import TrainerCallback
-
-    class RunLogger(TrainerCallback):
-        """Writes trl's logs into the run's metrics.jsonl under fixed namespaces."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            metrics = {}
-            for key, value in (logs or {}).items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    space = "losses" if "loss" in key else "charts"
-                    metrics[f"{space}/{key.replace('/', '_')}"] = float(value)
-            if state.is_world_process_zero and metrics:
-                run.log(state.global_step, metrics, target_queries=0)
-
-    return RunLogger()
-
-
 def rewrite(model: Any, tokenizer: Any, cfg: DPOMethodConfig, originals: Sequence[str]) -> list[str]:
     """Greedy rewrites of ``originals`` by ``model`` (cleaned), one each."""
     from rlprompt.targets.hf import HFTarget
@@ -491,15 +474,15 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     if resume and checkpoint is None and run.read_metrics():
         raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
     if checkpoint is not None:
-        run.truncate_to(int(checkpoint.name.rsplit("-", 1)[1]))
+        run.truncate_to(trainer_checkpoint_step(checkpoint), training_only=True)
     peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                              target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
     trainer_cls = _trainer_class() if semantic else DPOTrainer
     trainer = trainer_cls(model=model, args=_trl_config(cfg, output_dir), train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config,
-                          callbacks=[_run_logger(run), trainer_checkpoint_sealer()])
+                          callbacks=[trainer_logger(run), trainer_checkpoint_sealer()])
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    train_or_finish(trainer, checkpoint, cfg.steps)
     summary: dict[str, Any] = {
         "run_dir": str(run.path), "method": type(cfg).method, "steps": trainer.state.global_step,
         "pairs": len(dataset), "train_seconds": time.perf_counter() - start,

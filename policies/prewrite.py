@@ -33,7 +33,8 @@ from rlprompt.devices import resolve_device
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward, make_stabilizer
 from rlprompt.rewards.protocol import checked, completion_texts
-from rlprompt.runs import RunDir, resume_trainer_checkpoint, seed_everything, trainer_checkpoint_sealer
+from rlprompt.runs import (RunDir, resume_trainer_checkpoint, seed_everything, train_or_finish, trainer_checkpoint_sealer,
+                           trainer_checkpoint_step, trainer_logger)
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask, load_task
 
@@ -249,43 +250,17 @@ def _grpo_trainer_class():
     return PRewriteGRPOTrainer
 
 
-def _run_logger_class():
+def _reward_state_saver(reward: RewriteReward) -> Any:
+    """A TrainerCallback that saves the reward sampler's state next to each trl checkpoint (for resume)."""
     from transformers import TrainerCallback
 
-    class RunLogger(TrainerCallback):
-        """Writes trl's logs to the run's metrics.jsonl under fixed namespaces (with the run's target queries so
-        far, ``queries()``), times each step and saves the reward sampler's state next to each trl checkpoint."""
-
-        def __init__(self, run: RunDir, reward: RewriteReward, queries: Callable[[], int]) -> None:
-            self.run, self.reward, self.queries = run, reward, queries
-            self.step_seconds: list[float] = []
-            self._t0 = time.perf_counter()
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self._t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.step_seconds.append(time.perf_counter() - self._t0)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            metrics = {}
-            for key, value in (logs or {}).items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    name = key.replace("/", "_")
-                    space = "losses" if "loss" in key or key.startswith("kl") else "charts"
-                    metrics[f"{space}/{name}"] = float(value)
-            metrics.update(self.reward.last)
-            if self.step_seconds:
-                metrics["perf/seconds_per_step"] = self.step_seconds[-1]
-            if state.is_world_process_zero:
-                self.run.log(state.global_step, metrics, target_queries=self.queries())
-
+    class RewardStateSaver(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir() and state.is_world_process_zero:
-                (folder / "prewrite_state.json").write_text(json.dumps(self.reward.state_dict()), encoding="utf-8")
+                (folder / "prewrite_state.json").write_text(json.dumps(reward.state_dict()), encoding="utf-8")
 
-    return RunLogger
+    return RewardStateSaver()
 
 
 # -- inference: PRewrite-I and PRewrite-S ---------------------------------------------------------
@@ -379,7 +354,7 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
         state_file = checkpoint / "prewrite_state.json"
         if state_file.is_file():
             reward.load_state_dict(json.loads(state_file.read_text(encoding="utf-8")))
-        run.truncate_to(int(checkpoint.name.rsplit("-", 1)[1]))
+        run.truncate_to(trainer_checkpoint_step(checkpoint), training_only=True)
         queries_before = max((r["target_queries"] for r in run.read_metrics()), default=0)
     start_queries = target.stats.sequences  # the target may have served others before (a benchmark shares one)
 
@@ -392,12 +367,12 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     args = _grpo_config(cfg, output_dir, on_cpu)
     peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                              target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
-    logger = _run_logger_class()(run, reward, queries)
+    logger = trainer_logger(run, queries, lambda: reward.last)
     trainer = _grpo_trainer_class()(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
                                     processing_class=tokenizer, peft_config=peft_config,
-                                    callbacks=[logger, trainer_checkpoint_sealer()])
+                                    callbacks=[logger, _reward_state_saver(reward), trainer_checkpoint_sealer()])
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    train_or_finish(trainer, checkpoint, cfg.steps)
     train_seconds = time.perf_counter() - start
     if not trainer.accelerator.is_main_process:
         return {}

@@ -35,9 +35,9 @@ import random
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -374,9 +374,12 @@ class RunDir:
                 continue
         return out
 
-    def truncate_to(self, step: int) -> None:
-        """Drop metric records after ``step`` (in metrics.jsonl and, via purge, in TensorBoard)."""
-        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+    def truncate_to(self, step: int, *, training_only: bool = False) -> None:
+        """Drop metric records after ``step`` (in metrics.jsonl and, via purge, in TensorBoard); with
+        ``training_only``, also the final evaluation's records (``eval/*`` keys) at ``step`` itself, which a run
+        resumed from its last checkpoint writes again."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) < step or (
+            r.get("step", 0) == step and not (training_only and any(k.startswith("eval/") for k in r)))]
         self.write_text("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
         self._purge_step = step + 1
         if self._writer is not None:
@@ -519,6 +522,62 @@ def trainer_checkpoint_sealer() -> Any:
                 seal_trainer_checkpoint(folder)
 
     return Sealer()
+
+
+def trainer_checkpoint_step(checkpoint: str | Path) -> int:
+    """The step of a trl/transformers ``checkpoint-<n>`` folder."""
+    match = _TRAINER_DIR.match(Path(checkpoint).name)
+    if match is None:
+        raise ValueError(f"{str(checkpoint)!r} is not a checkpoint-<n> folder")
+    return int(match.group(1))
+
+
+def train_or_finish(trainer: Any, checkpoint: Path | None, steps: int) -> None:
+    """``trainer.train()``, resumed from ``checkpoint`` when given, unless that checkpoint already holds the last of
+    ``steps``: then its LoRA adapter weights are loaded and training is not entered (transformers' Trainer, resumed
+    at ``max_steps`` in the middle of an epoch, takes one more step before it checks ``max_steps``)."""
+    if checkpoint is None or trainer_checkpoint_step(checkpoint) < steps:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+        return
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(trainer.model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
+    trainer.state.global_step = trainer_checkpoint_step(checkpoint)
+
+
+def trainer_logger(run: RunDir, queries: Callable[[], int] = lambda: 0,
+                   extra: Callable[[], Mapping[str, float]] = dict) -> Any:
+    """A transformers ``TrainerCallback`` that writes each logged training step into ``run``'s metrics: numeric
+    values under ``losses/`` (loss and KL keys) or ``charts/``, plus ``extra()`` and ``perf/seconds_per_step``,
+    with the run's target queries so far (``queries()``), from the main process only. The Trainer's end-of-run
+    summary (``train_runtime``, ``train_loss``, ...) is not a step and goes to the run's summary instead; its
+    ``step_seconds`` holds the time of every step taken."""
+    from transformers import TrainerCallback
+
+    class TrainerRunLogger(TrainerCallback):
+        def __init__(self) -> None:
+            self.step_seconds: list[float] = []
+            self._t0 = time.perf_counter()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.step_seconds.append(time.perf_counter() - self._t0)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or "train_runtime" in (logs or {}):
+                return
+            metrics = {f"{'losses' if 'loss' in key or key.startswith('kl') else 'charts'}/{key.replace('/', '_')}":
+                       float(value) for key, value in (logs or {}).items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool)}
+            metrics.update(extra())
+            if self.step_seconds:
+                metrics["perf/seconds_per_step"] = self.step_seconds[-1]
+            if metrics:
+                run.log(state.global_step, metrics, target_queries=queries())
+
+    return TrainerRunLogger()
 
 
 def resume_trainer_checkpoint(output_dir: str | Path) -> Path | None:

@@ -312,6 +312,11 @@ def test_resume_continues_from_the_last_checkpoint(prefs, tmp_path):
     assert summary["steps"] == 3
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 3
+    # killed after its last checkpoint, the run resumes to the same result: no extra step, nothing logged twice
+    again = train_dpo(more, tmp_path / "run", resume=True, rewriter=load_model("tiny-random"), embedder=fake_embedder)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    trained = [r["step"] for r in records if "losses/loss" in r]
+    assert again["steps"] == 3 and trained == [1, 2, 3] and not any("charts/train_runtime" in r for r in records)
 
 
 @pytest.mark.parametrize("name, method", [("dpo_sentiment", "dpo"), ("semdpo_sentiment", "sem-dpo")])

@@ -171,10 +171,19 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records]
     assert steps == sorted(steps) and 2 in steps
-    # the run's own target queries, counted on across the resume: a step scores <= 4 rewrites x 4 inputs
+    # the run's own target queries, counted on across the resume from the checkpoint's count (the first process's
+    # final evaluation is work the resumed run does again, as an uninterrupted run does it once): a step scores
+    # <= 4 rewrites x 4 inputs
     queries = {r["step"]: r["target_queries"] for r in records if "losses/loss" in r}
-    assert 0 < queries[1] <= 16 and first["target_queries"] < queries[2] <= first["target_queries"] + 16
-    assert summary["target_queries"] == records[-1]["target_queries"] == target.stats.sequences - 1000
+    assert 0 < queries[1] <= 16 < first["target_queries"] and queries[1] < queries[2] <= queries[1] + 16
+    redone = first["target_queries"] - queries[1]  # the first process's final evaluation, done again at the end
+    assert summary["target_queries"] == records[-1]["target_queries"] == target.stats.sequences - 1000 - redone
+    # killed after its last checkpoint, the run resumes to the same result: no extra step, nothing logged twice
+    again = train_prewrite(cfg2, tmp_path / "run", resume=True, target=target, rewriter=load_model("tiny-random"))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert again["steps"] == 2 and [r["step"] for r in records if "losses/loss" in r] == [1, 2]
+    assert sum(any(k.startswith("eval/") for k in r) for r in records) == 1
+    assert (again["prewrite_i"], again["prewrite_s"]) == (summary["prewrite_i"], summary["prewrite_s"])
 
 
 class SamplingEnhancer:
