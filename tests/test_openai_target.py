@@ -124,6 +124,20 @@ def expected_scores(prompts, inputs, verbalizers=VERBALIZERS) -> np.ndarray:
 
 
 # -- scoring ---------------------------------------------------------------------------------------
+def test_high_concurrency_spreads_requests_over_small_connection_pools():
+    """httpcore scans every pooled connection per queued request, so 40 concurrent requests go round-robin over
+    three clients of at most POOL_SIZE (16) connections in turn."""
+    from rlprompt.targets.openai import POOL_SIZE
+
+    server = FakeServer()
+    target = make(server, concurrency=40)
+    inputs = [f"film {i}" for i in range(30)]
+    scores = target.classify(TEMPLATE, ["It was"], inputs, VERBALIZERS)
+    np.testing.assert_allclose(scores, expected_scores(["It was"], inputs), atol=1e-9)
+    assert len(target._clients) == -(-40 // POOL_SIZE) == 3 and next(target._turn) == 30  # 30 requests, round-robin
+    target.close()
+
+
 @pytest.mark.parametrize("mode", ["completions", "chat"])
 def test_classify_reads_top_logprobs(mode):
     server = FakeServer()
