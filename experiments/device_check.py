@@ -97,7 +97,7 @@ def run_method(method: str, device: str, workdir: Path, timeout: int) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"`{shlex.join(command[2:])}` exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    keep = ("steps", "target_queries", "best_prompt", "best_dev_accuracy", "stop_reason")
+    keep = ("steps", "iterations", "target_queries", "best_prompt", "best_dev_accuracy", "stop_reason")
     return {"command": shlex.join(["rlprompt", *command[3:]]), **{k: summary[k] for k in keep if k in summary}}
 
 
@@ -154,7 +154,7 @@ def markdown(result: dict) -> str:
                  f"{agree['max_abs_logprob_diff']:.3f}." if agree["ok"] else f"Agreement failed: {agree['error']}")
     lines += ["", "| method | ok | seconds | steps | target queries | command or error |", "|---|---|---|---|---|---|"]
     for method, r in result["methods"].items():
-        lines.append(f"| {method} | {'yes' if r['ok'] else 'no'} | {r['seconds']} | {r.get('steps', '')} | "
+        lines.append(f"| {method} | {'yes' if r['ok'] else 'no'} | {r['seconds']} | {r.get('steps', r.get('iterations', ''))} | "
                      f"{r.get('target_queries', '')} | `{r['command'] if r['ok'] else r['error'][:300]}` |")
     return "\n".join(lines + [""])
 
