@@ -51,3 +51,19 @@ def test_digit_strings_round_trip_to_correctness():
         correctness("031", [0, 1])
     with pytest.raises(ValueError, match="0-9"):
         digits([12])
+
+
+def test_benchmark_protocol_seeds_samples_and_commit():
+    from rlprompt.benchmarking import BENCHMARK_SEEDS, code_commit, policy_seed, sample_indices
+
+    assert [policy_seed(s) for s in BENCHMARK_SEEDS] == [0, 1, 2]  # distinct, whatever process runs which seed
+    with pytest.raises(ValueError, match="'16-7' is not one of RLPrompt's"):
+        policy_seed("16-7")
+    a, b = sample_indices(1821, 1000), sample_indices(1821, 1000)
+    assert a.tolist() == b.tolist() and a.tolist() == sorted(set(a.tolist())) and len(a) == 1000
+    assert a.max() > 1000  # a sample of the whole file, not its first rows
+    assert sample_indices(5, None).tolist() == sample_indices(5, 9).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        sample_indices(5, 0)
+    commit = code_commit()
+    assert len(commit.removesuffix("+dirty")) == 40
