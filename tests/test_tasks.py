@@ -340,7 +340,7 @@ def test_shared_rlprompt_data(name, classes, test_rows):
     ({"text": "b", "label": ""}, r"d\.jsonl:2: the 'label' column"),
     ({"text": "b", "label": True}, r"d\.jsonl:2: the 'label' column .* got True"),
 ])
-def test_jsonl_text_must_be_a_non_empty_string_naming_file_and_row(tmp_path, row, message):
+def test_hostile_jsonl_text_must_be_a_non_empty_string_naming_file_and_row(tmp_path, row, message):
     path = _write_jsonl(tmp_path / "d.jsonl", [{"text": "a", "label": 1}, row])
     with pytest.raises(ValueError, match=message):
         load_task(str(path))
