@@ -44,7 +44,7 @@ from rlprompt.benchmarking import BENCHMARK_SEEDS, RLPROMPT_SEEDS, code_commit, 
 from rlprompt.config import dump_config, load_config
 from rlprompt.evaluation import evaluate
 from rlprompt.policies.multiprompter import MultiPrompterConfig, train_multiprompter
-from rlprompt.policies.rlprompt import build_task
+from rlprompt.policies.token_ppo import build_task
 from rlprompt.runs import RunDir, write_atomic
 from rlprompt.stats import correctness, digits, mean_interval, paired_bootstrap
 from rlprompt.targets import Target, make_target

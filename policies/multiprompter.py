@@ -43,8 +43,8 @@ from rlprompt.envs.multiprompter import MultiPrompterEnv, acting_agent, observat
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.devices import resolve_device
 from rlprompt.models import load_model
-from rlprompt.policies.rlprompt import (PrefixFeatures, TokenPPOConfig, actor_mlp, build_task, context_ids, head_logits,
-                                       mlp)
+from rlprompt.policies.token_ppo import (PrefixFeatures, TokenPPOConfig, actor_mlp, build_task, context_ids, head_logits,
+                                        mlp)
 from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
 from rlprompt.targets import Target, make_target
 

@@ -9,13 +9,14 @@ call and z-scored per input (RLPrompt's input-specific z-score). stable-baseline
 the MLP and a value head; the frozen LM is neither optimised nor saved.
 
 Layout of this module: :class:`RLPromptConfig` (the typed config), :class:`RLPromptPolicy` (the SB3
-policy), :class:`RLPromptCallback` (logging, dev evaluation, checkpoints) and :func:`train_rlprompt`.
+policy), :class:`RLPromptCallback` (logging, dev evaluation, checkpoints) and :func:`train_rlprompt`; what it shares
+with MultiPrompter (config base, frozen-LM features, the actor readout, the task) is in
+:mod:`rlprompt.policies.token_ppo`.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,123 +33,15 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 from tqdm.auto import tqdm
 
-from rlprompt.config import TaskTargetConfig, check_dtypes, dump_config
+from rlprompt.config import dump_config
 from rlprompt.devices import resolve_device
 from rlprompt.envs import make_prompt_tokens_vec_env
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.models import load_model
 from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
+from rlprompt.policies.token_ppo import (POLICY_HEADS, TOP_K_SOURCES, PrefixFeatures, TokenPPOConfig, actor_mlp, build_task,
+                                         context_ids, head_logits, mlp)
 from rlprompt.targets import Target, make_target
-from rlprompt.tasks import ClassificationTask, load_task
-
-MASKED_LOGIT = -1e9  # logit of masked tokens (finite, so entropies stay finite)
-POLICY_HEADS = ("residual", "adaptor")
-TOP_K_SOURCES = ("frozen", "policy")
-
-
-# -- config ---------------------------------------------------------------------------------------
-@dataclass
-class TokenPPOConfig(TaskTargetConfig):
-    """Fields shared by the token-level PPO methods (RLPrompt and MultiPrompter): the task (train and dev
-    splits), target, frozen policy LM, heads, PPO, reward and run settings. Subclasses add their own fields."""
-
-    template: str | None = None
-    """Template with {sentence} and {prompt}; None keeps the task's."""
-    verbalizers: list[str] | None = None
-    """One single-token verbalizer per label; None keeps the task's."""
-    policy_model: str = "smollm2-135m-instruct"
-    """Frozen causal LM under the trainable heads (rlprompt.models.load_model name); shares the target when equal."""
-    policy_dtype: str = "bfloat16"
-    """dtype of the frozen policy LM (its hidden states are cast to float32 for the heads)."""
-    policy_context: str = ""
-    """Text fed after the start token, before the prompt tokens chosen so far."""
-    policy_start: str | None = None
-    """Start token the frozen policy LM reads first; None: its tokenizer's BOS (SmolLM2's chat token <|im_start|>).
-    RLPrompt's paper setting reads GPT-2's neutral "<|endoftext|>"."""
-    policy_head: str = "residual"
-    """residual: logits = W (h + MLP(h)), MLP output near zero, so the policy starts as the frozen LM; adaptor:
-    RLPrompt's paper setting, logits = W MLP(h) with every MLP layer near zero, so the policy starts near uniform."""
-    top_k_from: str = "frozen"
-    """Which logits pick the top_k allowed tokens: frozen (the frozen LM's: a fluency restriction) or policy (the
-    policy's own logits: RLPrompt's paper setting, which samples from the top-256 of its own distribution)."""
-    vocab: list[int] | None = None
-    """Allowed action token ids; None allows every non-special token."""
-    top_k: int | None = None
-    """Fluent restriction: only the frozen LM's top-k allowed tokens may be chosen (None: no restriction)."""
-    mlp_hidden: int = 2048
-    """Width of each trainable actor MLP (hidden -> mlp_hidden -> hidden)."""
-    value_hidden: int = 256
-    """Width of the value head's (critic's) hidden layer."""
-    total_updates: int = 200
-    """PPO updates (rollout + optimisation) of the whole run."""
-    learning_rate: float = 1e-4
-    """Adam learning rate of the actor MLPs and the value head."""
-    n_epochs: int = 4
-    """PPO epochs over each rollout."""
-    gamma: float = 1.0
-    """Discount (the only reward comes at the last token)."""
-    gae_lambda: float = 0.95
-    """GAE lambda."""
-    clip_range: float = 0.2
-    """PPO clip range."""
-    ent_coef: float = 0.0
-    """Entropy bonus coefficient."""
-    vf_coef: float = 0.5
-    """Value loss coefficient."""
-    max_grad_norm: float = 0.5
-    """Gradient clipping norm."""
-    reward: str = "gap"
-    """Per-input reward: gap (RLPrompt's probability-gap reward), accuracy or logprob."""
-    correct_coef: float = 200.0
-    """Gap reward slope where the prediction is correct."""
-    incorrect_coef: float = 180.0
-    """Gap reward slope where the prediction is wrong."""
-    stabilizer: str = "input_zscore"
-    """Reward stabilizer: input_zscore (RLPrompt), batch_zscore, running or none."""
-    input_batch_size: int = 16
-    """Task inputs (train split) each batch of candidate prompts is scored on."""
-    eval_every: int = 10
-    """Evaluate the greedy and best sampled prompts on dev every this many updates."""
-    eval_top_k: int = 3
-    """How many of the best sampled prompts (by train reward since the last evaluation) to evaluate on dev."""
-    checkpoint_every: int = 50
-    """Write a checkpoint every this many updates (and at the end)."""
-    keep_checkpoints: int = 3
-    """Checkpoints kept on disk (the newest ones)."""
-    seed: int = 0
-    """Seeds python, numpy, torch, the envs and the reward's minibatch sampler."""
-    max_target_queries: int | None = None
-    """Stop before an update that would pass this many target sequences (training + dev evaluation)."""
-    hidden_cache_size: int = 50_000
-    """Prompt prefixes whose frozen hidden state is cached."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_dtypes(self, "policy_dtype")
-        positive = ("mlp_hidden", "value_hidden", "total_updates", "n_epochs", "input_batch_size", "eval_every",
-                    "eval_top_k", "checkpoint_every", "keep_checkpoints", "hidden_cache_size")
-        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these fields must be >= 1: {bad}")
-        for name in ("learning_rate", "clip_range", "correct_coef", "incorrect_coef"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        if self.ent_coef < 0 or self.vf_coef < 0 or self.max_grad_norm <= 0:
-            raise ValueError(f"need ent_coef >= 0, vf_coef >= 0, max_grad_norm > 0; got {self.ent_coef}, "
-                             f"{self.vf_coef}, {self.max_grad_norm}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or null, got {self.top_k}")
-        if self.policy_head not in POLICY_HEADS:
-            raise ValueError(f"policy_head={self.policy_head!r} is not one of {POLICY_HEADS}")
-        if self.top_k_from not in TOP_K_SOURCES:
-            raise ValueError(f"top_k_from={self.top_k_from!r} is not one of {TOP_K_SOURCES}")
-        if self.policy_start == "":
-            raise ValueError("policy_start must be a token's text (e.g. '<|endoftext|>') or null for the BOS token")
-        if self.max_target_queries is not None and self.max_target_queries < 1:
-            raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
 
 
 @dataclass
@@ -186,94 +79,6 @@ class RLPromptConfig(TokenPPOConfig):
     def n_steps(self) -> int:
         """Env steps per env per update."""
         return self.episodes_per_update * self.prompt_length
-
-
-# -- frozen LM features ---------------------------------------------------------------------------
-def context_ids(tokenizer: Any, context: str, start: str | None = None) -> list[int]:
-    """The start token (``start``'s id, or the tokenizer's BOS/EOS when None) plus ``context``'s tokens:
-    what the frozen LM reads before the prompt."""
-    if start is None:
-        first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    else:
-        ids = tokenizer(start, add_special_tokens=False).input_ids
-        if len(ids) != 1:
-            raise ValueError(f"policy_start={start!r} is {len(ids)} tokens for this tokenizer; it must be exactly one")
-        first = ids[0]
-    return [int(first)] + (list(tokenizer(context, add_special_tokens=False).input_ids) if context else [])
-
-
-def mlp(width_in: int, hidden: int, width_out: int, *, init: str = "default") -> nn.Sequential:
-    """Linear-ReLU-Linear. ``init="near_zero"`` starts the output layer near zero, so a head added to the frozen
-    LM's hidden state starts as the LM's own next-token distribution; ``init="rlprompt"`` is the original code's
-    adaptor init (every layer Xavier-uniform with gain 1e-4, biases -1e-4), whose output is near zero too."""
-    net = nn.Sequential(nn.Linear(width_in, hidden), nn.ReLU(), nn.Linear(hidden, width_out))
-    if init == "near_zero":
-        nn.init.normal_(net[2].weight, std=1e-4)
-        nn.init.zeros_(net[2].bias)
-    elif init == "rlprompt":
-        for layer in (net[0], net[2]):
-            nn.init.xavier_uniform_(layer.weight, gain=1e-4)
-            nn.init.constant_(layer.bias, -1e-4)
-    elif init != "default":
-        raise ValueError(f"init={init!r} is not one of default, near_zero, rlprompt")
-    return net
-
-
-def actor_mlp(hidden_size: int, mlp_hidden: int, head: str) -> nn.Sequential:
-    """The trainable actor MLP of a token policy for ``head`` (:data:`POLICY_HEADS`)."""
-    return mlp(hidden_size, mlp_hidden, hidden_size, init="near_zero" if head == "residual" else "rlprompt")
-
-
-def head_logits(h: torch.Tensor, delta: torch.Tensor, head_weight: torch.Tensor, *, head: str,
-                top_k: int | None, top_k_from: str) -> torch.Tensor:
-    """Action logits of a token policy (RLPrompt, Deng et al. 2022, section 2.2): ``W (h + delta)`` for the
-    residual head, ``W delta`` for the paper's adaptor head, where ``delta`` is the actor MLP's output on the
-    frozen hidden state ``h`` and ``W`` the frozen LM head's rows of the action tokens. With ``top_k`` all but the
-    top-k tokens of the frozen LM's logits (``top_k_from="frozen"``) or of these logits (``"policy"``) are masked."""
-    logits = (h + delta if head == "residual" else delta) @ head_weight.T
-    if top_k is not None and top_k < logits.shape[-1]:
-        ranking = h @ head_weight.T if top_k_from == "frozen" else logits.detach()
-        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, ranking.topk(top_k, dim=-1).indices, True)
-        logits = logits.masked_fill(~keep, MASKED_LOGIT)
-    return logits
-
-
-class PrefixFeatures:
-    """The frozen LM's last hidden state ``(B, hidden)`` (float32, on the LM's device) after ``context_ids`` plus each
-    observation's prompt prefix, kept in an LRU cache of ``cache_size`` prefixes.
-
-    Observations are ``(B, L + 1)``: L prompt slots then the number ``t`` of tokens chosen so far. One
-    forward over ``context + all prompt slots`` serves every prefix of a row (causal attention: later
-    slots cannot change earlier positions), so each miss also fills the cache for its shorter prefixes.
-    """
-
-    def __init__(self, lm: nn.Module, context_ids: Sequence[int], cache_size: int = 50_000) -> None:
-        self.lm, self.context_ids, self.cache_size = lm, list(context_ids), int(cache_size)
-        if not self.context_ids:
-            raise ValueError("context_ids must hold at least one token (the start token)")
-        self.cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
-
-    @torch.no_grad()
-    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
-        obs = obs.round().long().cpu() if obs.is_floating_point() else obs.long().cpu()
-        tokens, t = obs[:, :-1], obs[:, -1].clamp(0, obs.shape[1] - 1)
-        keys = [tuple(tokens[i, : t[i]].tolist()) for i in range(len(obs))]
-        missing = list(dict.fromkeys(k for k in keys if k not in self.cache))
-        if missing:
-            n_ctx, width = len(self.context_ids), tokens.shape[1]  # every slot: the same shapes whatever the batch
-            ids = torch.zeros((len(missing), n_ctx + width), dtype=torch.long)
-            ids[:, :n_ctx] = torch.tensor(self.context_ids)
-            for row, key in enumerate(missing):
-                ids[row, n_ctx: n_ctx + len(key)] = torch.tensor(key, dtype=torch.long)
-            device = self.lm.get_output_embeddings().weight.device
-            hidden = self.lm.base_model(input_ids=ids.to(device)).last_hidden_state.float()
-            for row, key in enumerate(missing):
-                for n in range(len(key) + 1):
-                    self.cache[key[:n]] = hidden[row, n_ctx - 1 + n]
-                    self.cache.move_to_end(key[:n])
-            while len(self.cache) > self.cache_size:
-                self.cache.popitem(last=False)
-        return torch.stack([self.cache[k] for k in keys])
 
 
 # -- policy ---------------------------------------------------------------------------------------
@@ -360,7 +165,6 @@ class RLPromptPolicy(ActorCriticPolicy):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The trainable tensors only (the MLP and the value head): what checkpoints hold."""
         return {k: v.detach().clone() for k, v in self.named_parameters()}
-
 
 
 # -- training -------------------------------------------------------------------------------------
@@ -472,22 +276,6 @@ class RLPromptCallback(BaseCallback):
         state.pop("step")
         return self.run.save_checkpoint(self.state["step"], policy.trainable_state_dict(), state,
                                         policy.optimizer.state_dict(), keep=self.cfg.keep_checkpoints)
-
-
-def build_task(cfg: RLPromptConfig) -> ClassificationTask:
-    """The config's task with its template/verbalizer overrides; it must have train and dev splits."""
-    overrides: dict[str, Any] = {}
-    if cfg.template is not None:
-        overrides["template"] = cfg.template
-    if cfg.verbalizers is not None:
-        overrides["verbalizers"] = tuple(cfg.verbalizers)
-    task = load_task(cfg.task, seed=cfg.task_seed, **overrides)
-    if not isinstance(task, ClassificationTask):
-        raise ValueError(f"RLPrompt needs a classification task; {cfg.task!r} is {type(task).__name__}")
-    missing = [s for s in ("train", "dev") if s not in task.splits]
-    if missing:
-        raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing} that RLPrompt trains and selects on")
-    return task
 
 
 def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
