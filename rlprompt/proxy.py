@@ -16,13 +16,13 @@ field ``"rlprompt_enhance": true|false`` (OpenAI clients send them with ``extra_
 field is removed before forwarding; when both are given they must agree). The server's ``enhance_scope``
 (:data:`ENHANCE_SCOPES`) decides the rest; ``off`` always forwards the request unchanged:
 
-=========  ==============================  =============================  ============================
-scope      chat, no switch                 chat, ``on``                   completion, ``on``
-=========  ==============================  =============================  ============================
-all        the last user message           the last user message          the prompt
-opt-in     nothing                         the last user message          the prompt
-system     every system/developer message  every system/developer message nothing
-=========  ==============================  =============================  ============================
+======  ==============================  ==============================  ==================
+scope   chat, no switch                 chat, ``on``                    completion, ``on``
+======  ==============================  ==============================  ==================
+all     the last user message           the last user message           the prompt
+opt-in  nothing                         the last user message           the prompt
+system  every system/developer message  every system/developer message  nothing
+======  ==============================  ==============================  ==================
 
 Only text is rewritten (a string content, or the non-blank text parts of a content list; images and every
 other field are kept). A rewrite that is blank or fails keeps the original text, and the
@@ -55,8 +55,8 @@ SWITCH_FIELD = "rlprompt_enhance"
 INSTRUCTION_ROLES = ("system", "developer")  # OpenAI's newer models name the system message "developer"
 
 Rewrite = Callable[[list[str], str], Awaitable[tuple[list[str], str | None]]]
-"""``rewrite(texts, what)``: the enhancer's rewrites of ``texts`` (none for none; the original text where one is
-blank or fails) and, when any fell back, why (an error code)."""
+"""``rewrite(texts, what)``: the enhancer's rewrites of ``texts`` (at least one; the original text where a rewrite
+is blank or fails) and, when any fell back, why (an error code)."""
 
 Spot = tuple[Any, Any]
 """Where a text to rewrite lies in a request body: ``(container, key)`` with ``container[key]`` the text."""
@@ -250,7 +250,7 @@ class Proxy:
                             code="invalid_messages")
         wanted = enhance_switch(switch, body)
         if wanted is False or (wanted is None and self.scope == "opt-in"):
-            return await self._forward("/chat/completions", body, None, "")
+            return await self._forward("/chat/completions", body, [], "")
         spots, what = chat_spots(messages, self.scope)
         return await self._forward("/chat/completions", body, spots, what)
 
@@ -261,7 +261,7 @@ class Proxy:
         if not isinstance(body, dict):
             raise HTTPError(422, "body must be a JSON object", code="invalid_body")
         if enhance_switch(switch, body) is not True or self.scope == "system":
-            return await self._forward("/completions", body, None, "")
+            return await self._forward("/completions", body, [], "")
         return await self._forward("/completions", body, completion_spots(body), "prompt")
 
     async def models(self) -> Any:
@@ -273,10 +273,10 @@ class Proxy:
         if self.upstream.url is None:
             raise HTTPError(501, "no upstream configured: start the server with --upstream", "server_error")
 
-    async def _forward(self, path: str, body: dict[str, Any], spots: list[Spot] | None, what: str) -> Any:
-        """Rewrite the texts at ``spots`` (``None``: leave the request alone) and send ``body`` upstream."""
-        headers = {SWITCH_HEADER: "off" if spots is None else "on"}
-        if spots is not None:
+    async def _forward(self, path: str, body: dict[str, Any], spots: list[Spot], what: str) -> Any:
+        """Rewrite the texts at ``spots`` (none: leave the request alone) and send ``body`` upstream."""
+        headers = {SWITCH_HEADER: "on" if spots else "off"}
+        if spots:
             rewrites, fallback = await self.rewrite([c[k] for c, k in spots], what)
             for (container, key), text in zip(spots, rewrites):
                 container[key] = text

@@ -432,8 +432,6 @@ def create_app(enhancer: Enhancer, config: ServeConfig | None = None, **settings
 
     async def rewrite_or_keep(texts: list[str], what: str) -> tuple[list[str], str | None]:
         """The rewrites of ``texts``; the original text where a rewrite is blank or fails (and why)."""
-        if not texts:
-            return [], None
         try:
             rewrites = await enhance_texts(texts, [f"the {what}'s text"] * len(texts))
         except HTTPError as err:

@@ -125,8 +125,9 @@ def test_scope_system_rewrites_only_system_and_developer_messages(upstream):
         assert [m["content"] for m in upstream.state.seen[-1]["messages"]] == [
             "ANSWER IN FRENCH!", [{"type": "text", "text": "CITE SOURCES!"}, image], "what is rl?"]
         assert enhancer.calls == [["answer in french", "cite sources"]]  # one enhancer call for both
-        reply = oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "no system"}])
-        assert reply.choices[0].message.content == "echo: no system"  # nothing to rewrite: forwarded unchanged
+        raw = oai.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert raw.parse().choices[0].message.content == "echo: hi"  # nothing to rewrite: forwarded unchanged
+        assert raw.headers["x-rlprompt-enhance"] == "off" and "x-rlprompt-enhanced-prompt" not in raw.headers
         oai.chat.completions.create(model="m", messages=messages, extra_headers={"x-rlprompt-enhance": "off"})
         assert upstream.state.seen[-1]["messages"] == messages
         done = oai.completions.create(model="m", prompt="raw", extra_headers={"x-rlprompt-enhance": "on"})
