@@ -191,13 +191,15 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from rlprompt.proxy import ENHANCE_SCOPES
     from rlprompt.serve import ServeConfig
 
-    p = sub.add_parser("serve", help="serve a prompt enhancer over HTTP (/v1/enhance, /v1/chat/completions proxy)")
+    p = sub.add_parser("serve", help="serve a prompt enhancer over HTTP (/v1/enhance, an OpenAI-compatible proxy)")
     p.add_argument("--enhancer", dest="enhancer_dir", required=True, help="enhancer directory")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="TCP port, 0..65535")
-    p.add_argument("--upstream", default=None, help="OpenAI-compatible base URL that /v1/chat/completions forwards to")
+    p.add_argument("--upstream", default=None,
+                   help="OpenAI-compatible base URL behind /v1/chat/completions, /v1/completions and /v1/models")
     p.add_argument("--api-key-env", default=None, help="environment variable holding the bearer token clients must send")
     p.add_argument("--upstream-api-key-env", default=None,
                    help="environment variable holding the bearer token sent to --upstream")
@@ -219,6 +221,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="requests in flight (503 beyond)")
     p.add_argument("--upstream-timeout", type=float, default=ServeConfig.upstream_timeout,
                    help="total seconds for one upstream exchange, streaming included (504 beyond)")
+    p.add_argument("--enhance-scope", choices=ENHANCE_SCOPES, default=ServeConfig.enhance_scope,
+                   help="what the proxy rewrites: all = the last user message of every chat; opt-in = only for "
+                   "requests with the header x-rlprompt-enhance: on; system = the system messages. A request's "
+                   "x-rlprompt-enhance: off always skips; completions are rewritten only when they opt in")
     p.set_defaults(func=_cmd_serve)
 
 

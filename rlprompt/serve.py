@@ -4,22 +4,20 @@ Endpoints (FastAPI, see :func:`create_app`; no ``/docs`` or OpenAPI schema is se
 
 * ``POST /v1/enhance``: ``{"prompt": str}`` -> ``{"enhanced": str}``; ``{"prompts": [str, ...]}`` ->
   ``{"enhanced": [str, ...]}``.
-* ``POST /v1/chat/completions``: OpenAI-compatible. The text parts of the LAST user message are rewritten by
-  the enhancer (every other part and field is kept; a blank or failed rewrite keeps the original text, and
-  the ``x-rlprompt-enhance-fallback`` header says why) and the request is forwarded to
-  ``{upstream}/chat/completions`` (any OpenAI-compatible server: vLLM, ``transformers serve``, llama.cpp)
-  with the operator's upstream key, never the client's; the answer is relayed (streamed only when
-  ``stream`` is literally ``true``). ``upstream_timeout`` is one deadline for the whole upstream exchange.
+* ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``: an OpenAI-compatible proxy to
+  ``upstream`` that rewrites what ``enhance_scope`` and each request's ``x-rlprompt-enhance`` switch ask for
+  (by default the last user message of a chat; a completion's raw prompt only when the request opts in).
+  See :mod:`rlprompt.proxy`.
 * ``GET /health``: liveness plus counters (``enhancer_calls``, ``enhanced_prompts``, ``errors``).
 
 Every error is a JSON body ``{"error": {"message", "type", "code"}}``: 400 malformed JSON (NaN, nesting too
 deep), 401 missing or wrong bearer token (compared with :func:`hmac.compare_digest`), 404/405 unknown route
 or method, 408 body not received within ``body_timeout``, 413 body over ``max_body_bytes``, 415 a body that
 is not ``application/json`` (so a web page cannot post a "simple" cross-site request), 422 a body of the
-wrong shape, a prompt that is not valid Unicode text (a lone surrogate) or over ``max_prompt_chars`` or the
-enhancer's token limit, 500 enhancer failure (details only in the server log), 502 upstream unreachable,
-broken or refusing the proxy's credentials (``upstream_auth``), 503 queue full or too many requests in
-flight, 504 upstream past its deadline.
+wrong shape, a bad ``x-rlprompt-enhance`` switch, a prompt that is not valid Unicode text (a lone surrogate)
+or over ``max_prompt_chars`` or the enhancer's token limit, 500 enhancer failure (details only in the server
+log), 501 no upstream configured, 502 upstream unreachable, broken or refusing the proxy's credentials
+(``upstream_auth``), 503 queue full or too many requests in flight, 504 upstream past its deadline.
 
 Concurrent requests are batched: a queue collects the prompts that arrive within ``batch_window_ms`` of the
 first one (up to ``max_batch`` prompts and ``max_batch_tokens`` padded tokens) and one worker thread runs ONE
@@ -38,13 +36,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn, Protocol
 
-import httpx
+from rlprompt.proxy import ENHANCE_SCOPES, SWITCH_HEADER, HTTPError, Proxy, Upstream, error_body
 
 log = logging.getLogger("rlprompt.serve")
 
@@ -54,15 +52,6 @@ class Enhancer(Protocol):
     also has ``count_tokens(str) -> int`` and ``max_input_tokens`` gets a token limit and token-capped batches."""
 
     def enhance(self, prompt: Sequence[str]) -> list[str]: ...
-
-
-class HTTPError(Exception):
-    """An error answered as ``{"error": {...}}`` with ``status`` (and extra response ``headers``)."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-                 headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code, self.headers = status, message, kind, code, headers
 
 
 @dataclass
@@ -95,6 +84,9 @@ class ServeConfig:
     """Requests in flight, ``/health`` excepted (503 beyond)."""
     upstream_timeout: float = 120.0
     """Total seconds for one upstream exchange, streamed answers included (504, or an error event, beyond)."""
+    enhance_scope: str = "all"
+    """What the proxy rewrites: ``all`` (the last user message of every chat), ``opt-in`` (only requests that
+    send ``x-rlprompt-enhance: on``), ``system`` (the system messages); see :mod:`rlprompt.proxy`."""
 
     def __post_init__(self) -> None:
         positive = {name: getattr(self, name) for name in ("max_body_bytes", "body_timeout", "max_prompt_chars",
@@ -107,6 +99,8 @@ class ServeConfig:
             raise ValueError(f"serve limits must be > 0, got {bad}")
         if not self.batch_window_ms >= 0:
             raise ValueError(f"batch_window_ms must be >= 0, got {self.batch_window_ms}")
+        if self.enhance_scope not in ENHANCE_SCOPES:
+            raise ValueError(f"enhance_scope must be one of {', '.join(ENHANCE_SCOPES)}, got {self.enhance_scope!r}")
         if self.upstream is not None and not self.upstream.startswith(("http://", "https://")):
             raise ValueError(f"upstream must be an http:// or https:// URL, got {self.upstream!r}")
 
@@ -119,6 +113,10 @@ class Stats:
     enhanced_prompts: int = 0
     requests: int = 0
     errors: int = 0
+
+    def count_error(self) -> None:
+        """One more error (for a failure answered outside the app's error handler: mid-stream)."""
+        self.errors += 1
 
 
 class Job(NamedTuple):
@@ -237,10 +235,6 @@ def _settle(future: asyncio.Future, result: Any = None, *, error: Exception | No
         future.set_result(result)
 
 
-def _error_body(status: int, message: str, kind: str, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "code": code or status}}
-
-
 class ConcurrencyLimit:
     """ASGI middleware: at most ``limit`` HTTP requests in flight (``GET /health`` excepted); the next ones get
     503 at once instead of piling up (slow or half-sent clients cannot exhaust the server)."""
@@ -255,7 +249,7 @@ class ConcurrencyLimit:
             from fastapi.responses import JSONResponse
 
             self.stats.errors += 1
-            body = _error_body(503, f"over {self.limit} requests in flight; retry later", "server_overloaded",
+            body = error_body(503, f"over {self.limit} requests in flight; retry later", "server_overloaded",
                                "too_many_requests")
             return await JSONResponse(body, status_code=503, headers={"Connection": "close"})(scope, receive, send)
         self.active += 1
@@ -350,112 +344,11 @@ class PromptCheck:
         return checked, tokens
 
 
-class Upstream:
-    """The proxy's side of ``/v1/chat/completions``: the OpenAI-compatible server at ``config.upstream``, called
-    with the operator's key under ONE deadline per exchange (``upstream_timeout`` covers the headers, the body
-    and every streamed chunk, so a server that drips bytes cannot hold a request). Its failures reach the client
-    as 502/504 without internals (URL, exception text), which go to the server log."""
-
-    def __init__(self, config: ServeConfig, stats: Stats) -> None:
-        self.config, self.stats = config, stats
-        self.client: httpx.AsyncClient | None = None
-
-    async def open(self) -> None:
-        timeout = httpx.Timeout(self.config.upstream_timeout, connect=min(10.0, self.config.upstream_timeout))
-        self.client = httpx.AsyncClient(timeout=timeout)
-
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-
-    def error(self, err: Exception, *, streaming: bool = False) -> HTTPError:
-        """The client's error for a failed exchange; the details go to the log only."""
-        if isinstance(err, (TimeoutError, httpx.TimeoutException)):
-            log.warning("upstream %s: no complete answer within %s s", self.config.upstream,
-                        self.config.upstream_timeout)
-            return HTTPError(504, f"the upstream did not answer within {self.config.upstream_timeout} s",
-                             "upstream_error", "upstream_timeout")
-        log.warning("upstream %s failed%s: %s: %s", self.config.upstream, " mid-stream" if streaming else "",
-                    type(err).__name__, err)
-        if streaming:
-            return HTTPError(502, "the upstream stream broke off", "upstream_error", "upstream_stream_broken")
-        if isinstance(err, httpx.TransportError):
-            return HTTPError(502, "the upstream is unreachable or hung up", "upstream_error", "upstream_unreachable")
-        return HTTPError(502, "the upstream sent a broken answer", "upstream_error", "upstream_bad_response")
-
-    async def forward(self, body: dict[str, Any], headers: dict[str, str]) -> Any:
-        """POST ``body`` to ``{upstream}/chat/completions``; the response to relay (with ``headers`` added):
-        streamed when ``body["stream"]`` is true and the upstream answers 2xx, else the whole JSON answer."""
-        from starlette.responses import StreamingResponse
-
-        assert self.client is not None and self.config.upstream is not None, "Upstream.open() first"
-        upstream_headers = {"content-type": "application/json"}
-        if self.config.upstream_api_key:
-            upstream_headers["authorization"] = f"Bearer {self.config.upstream_api_key}"
-        request = self.client.build_request("POST", self.config.upstream.rstrip("/") + "/chat/completions",
-                                            content=json.dumps(body).encode(), headers=upstream_headers)
-        deadline = asyncio.get_running_loop().time() + self.config.upstream_timeout
-        try:
-            async with asyncio.timeout_at(deadline):
-                response = await self.client.send(request, stream=True)
-                if not (body.get("stream") is True and response.is_success):
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
-        except (TimeoutError, httpx.RequestError) as err:
-            raise self.error(err) from None
-        if response.is_closed:
-            return self._whole(response, headers)
-        return StreamingResponse(self._relay(response, deadline), status_code=response.status_code,
-                                 media_type=response.headers.get("content-type", "text/event-stream"), headers=headers)
-
-    def _whole(self, response: httpx.Response, headers: dict[str, str]) -> Any:
-        from starlette.responses import Response
-
-        if response.status_code in (401, 403):
-            log.warning("upstream %s refused the proxy's credentials: HTTP %d", self.config.upstream,
-                        response.status_code)
-            raise HTTPError(502, f"the upstream refused this proxy's credentials (HTTP {response.status_code}); "
-                            "its operator must set --upstream-api-key-env", "upstream_error", "upstream_auth")
-        text = response.text
-        if self.config.upstream_api_key:  # an upstream that echoes the key in an error must not show it
-            text = text.replace(self.config.upstream_api_key, "[redacted]")
-        try:
-            json.loads(text)
-        except ValueError:
-            raise HTTPError(502, f"the upstream answered {response.status_code} with a non-JSON body",
-                            "upstream_error", "upstream_bad_response") from None
-        return Response(text.encode("utf-8", "replace"), status_code=response.status_code,
-                        media_type="application/json", headers=headers)
-
-    async def _relay(self, response: httpx.Response, deadline: float) -> AsyncIterator[bytes]:
-        """The upstream's chunks until it ends, the deadline passes or it breaks off: then one SSE error event
-        ends the stream (the status line has gone already) and one warning line goes to the log."""
-        chunks = response.aiter_raw()
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    return
-                except (TimeoutError, httpx.RequestError) as err:
-                    failure = self.error(err, streaming=True)
-                    self.stats.errors += 1
-                    event = _error_body(failure.status, failure.message, failure.kind, failure.code)
-                    yield f"data: {json.dumps(event)}\n\n".encode()
-                    return
-                yield chunk
-        finally:
-            await response.aclose()
-
-
 def create_app(enhancer: Enhancer, config: ServeConfig | None = None, **settings: Any):
     """The FastAPI app serving ``enhancer`` (see the module docstring) with ``config``, whose fields
-    ``settings`` may override (``create_app(enhancer, batch_window_ms=5)``). Without ``upstream``,
-    ``/v1/chat/completions`` answers 501; without ``api_key``, anyone who reaches the port may use it
-    (a warning is logged). ``/health`` needs no key."""
+    ``settings`` may override (``create_app(enhancer, batch_window_ms=5)``). Without ``upstream``, the proxy
+    routes answer 501; without ``api_key``, anyone who reaches the port may use it (a warning is logged).
+    ``/health`` needs no key."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -467,7 +360,7 @@ def create_app(enhancer: Enhancer, config: ServeConfig | None = None, **settings
                     "enhancer%s; set --api-key-env", " and the upstream" if config.upstream else "")
     stats = Stats()
     expected = ("Bearer " + config.api_key).encode() if config.api_key else None
-    upstream = Upstream(config, stats)
+    upstream = Upstream(config.upstream, config.upstream_api_key, config.upstream_timeout, stats.count_error)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -491,7 +384,7 @@ def create_app(enhancer: Enhancer, config: ServeConfig | None = None, **settings
         headers = dict(err.headers or {})
         if err.status == 401:
             headers["WWW-Authenticate"] = "Bearer"
-        return JSONResponse(_error_body(err.status, err.message, err.kind, err.code), status_code=err.status,
+        return JSONResponse(error_body(err.status, err.message, err.kind, err.code), status_code=err.status,
                             headers=headers)
 
     @app.exception_handler(HTTPError)
@@ -515,8 +408,8 @@ def create_app(enhancer: Enhancer, config: ServeConfig | None = None, **settings
         if not hmac.compare_digest(given, expected):
             raise HTTPError(401, "missing or invalid bearer token", "authentication_error")
 
-    async def enhance_texts(request: Request, texts: list[Any], wheres: list[str]) -> list[str]:
-        return await request.app.state.batcher.enhance(*check(texts, wheres))
+    async def enhance_texts(texts: list[Any], wheres: list[str]) -> list[str]:
+        return await app.state.batcher.enhance(*check(texts, wheres))
 
     @app.get("/health")
     async def health():
@@ -529,63 +422,43 @@ def create_app(enhancer: Enhancer, config: ServeConfig | None = None, **settings
         authorize(request)
         body = await read_json(request, config)
         if isinstance(body, dict) and "prompt" in body and "prompts" not in body:
-            return {"enhanced": (await enhance_texts(request, [body["prompt"]], ["prompt"]))[0]}
+            return {"enhanced": (await enhance_texts([body["prompt"]], ["prompt"]))[0]}
         if isinstance(body, dict) and isinstance(body.get("prompts"), list) and "prompt" not in body:
             prompts = body["prompts"]
             if not 1 <= len(prompts) <= config.max_batch:
                 raise HTTPError(422, f"prompts must hold 1 to {config.max_batch} strings", code="invalid_prompts")
-            return {"enhanced": await enhance_texts(request, prompts, [f"prompts[{i}]" for i in range(len(prompts))])}
+            return {"enhanced": await enhance_texts(prompts, [f"prompts[{i}]" for i in range(len(prompts))])}
         raise HTTPError(422, 'body must be {"prompt": str} or {"prompts": [str, ...]}', code="invalid_body")
 
-    async def rewrite_or_keep(request: Request, texts: list[str]) -> tuple[list[str], str | None]:
+    async def rewrite_or_keep(texts: list[str], what: str) -> tuple[list[str], str | None]:
         """The rewrites of ``texts``; the original text where a rewrite is blank or fails (and why)."""
-        if not texts:
-            return [], None
         try:
-            rewrites = await enhance_texts(request, texts, ["the user message's text"] * len(texts))
+            rewrites = await enhance_texts(texts, [f"the {what}'s text"] * len(texts))
         except HTTPError as err:
-            log.warning("forwarding the user's text unenhanced: %s", err.message)
+            log.warning("forwarding the %s unenhanced: %s", what, err.message)
             return texts, err.code or str(err.status)
         kept = [r if r.strip() else t for r, t in zip(rewrites, texts)]
         return kept, "blank_rewrite" if any(not r.strip() for r in rewrites) else None
+
+    proxy = Proxy(upstream, rewrite_or_keep, config.enhance_scope)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         stats.requests += 1
         authorize(request)
-        body = await read_json(request, config)
-        if config.upstream is None:
-            raise HTTPError(501, "no upstream configured: start the server with --upstream", "server_error")
-        messages = body.get("messages") if isinstance(body, dict) else None
-        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            raise HTTPError(422, "body must be an object with a list of message objects in 'messages'",
-                            code="invalid_messages")
-        users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
-        if not users:
-            raise HTTPError(422, "messages hold no user message to enhance", code="no_user_message")
-        last = messages[users[-1]]
-        content = last.get("content")
-        if isinstance(content, str):
-            rewrites, fallback = await rewrite_or_keep(request, [content])
-            new_content: Any = rewrites[0]
-        elif isinstance(content, list):  # content parts: rewrite each non-empty text part, keep every other part
-            spots = [i for i, p in enumerate(content) if isinstance(p, dict) and p.get("type") == "text"
-                     and isinstance(p.get("text"), str) and p["text"].strip()]
-            rewrites, fallback = await rewrite_or_keep(request, [content[i]["text"] for i in spots])
-            new_content = list(content)
-            for i, rewrite in zip(spots, rewrites):
-                new_content[i] = {**content[i], "text": rewrite}
-        else:
-            raise HTTPError(422, "the last user message's content must be a string or a list of content parts",
-                            code="invalid_content")
-        messages[users[-1]] = {**last, "content": new_content}
-        if "stream" in body:
-            body["stream"] = body["stream"] is True  # only a literal true streams
-        shown = rewrites if isinstance(content, list) else rewrites[0]
-        headers = {"x-rlprompt-enhanced-prompt": json.dumps(shown)[:2000]}
-        if fallback:
-            headers["x-rlprompt-enhance-fallback"] = fallback
-        return await upstream.forward(body, headers)
+        return await proxy.chat(await read_json(request, config), request.headers.get(SWITCH_HEADER))
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        stats.requests += 1
+        authorize(request)
+        return await proxy.completions(await read_json(request, config), request.headers.get(SWITCH_HEADER))
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        stats.requests += 1
+        authorize(request)
+        return await proxy.models()
 
     return app
 
@@ -647,7 +520,8 @@ def running_in_background(app: Any, *, log_level: str = "warning", start_timeout
 
 
 SETTINGS = ("upstream", "max_body_bytes", "body_timeout", "max_prompt_chars", "max_prompt_tokens", "max_batch",
-            "max_batch_tokens", "batch_window_ms", "max_concurrent", "upstream_timeout")  # CLI options of ServeConfig
+            "max_batch_tokens", "batch_window_ms", "max_concurrent", "upstream_timeout",
+            "enhance_scope")  # CLI options of ServeConfig
 
 
 def serve_main(args: Any) -> int:
@@ -659,5 +533,5 @@ def serve_main(args: Any) -> int:
     return 0
 
 
-__all__ = ["Batcher", "HTTPError", "PromptCheck", "ServeConfig", "Upstream", "create_app", "read_json", "serve",
-           "serve_main"]
+__all__ = ["Batcher", "HTTPError", "PromptCheck", "ServeConfig", "create_app", "read_json", "running_in_background",
+           "serve", "serve_main"]

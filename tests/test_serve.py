@@ -63,9 +63,10 @@ def _free_port() -> int:
 
 
 def fake_upstream(delay: float = 0.0, key: str | None = None):
-    """A minimal OpenAI-compatible upstream that echoes the last user message it received. With ``key`` it
-    answers 401 to any other bearer token; it streams (SSE) whenever ``stream`` is truthy, as a naive server
-    does; model ``leak`` gets a 400 whose message echoes the caller's authorization header."""
+    """A minimal OpenAI-compatible upstream: chat echoes the last message it received, completions echo the
+    prompt, ``/v1/models`` lists two models. With ``key`` it answers 401 to any other bearer token; it streams
+    (SSE) whenever ``stream`` is truthy, as a naive server does; model ``leak`` gets a 400 whose message echoes
+    the caller's authorization header. ``app.state.seen`` and ``app.state.auth`` record every POST."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -73,28 +74,70 @@ def fake_upstream(delay: float = 0.0, key: str | None = None):
     app.state.seen = []
     app.state.auth = []
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
+    def refusal(request: Request) -> JSONResponse | None:
+        if key is not None and request.headers.get("authorization") != f"Bearer {key}":
+            return JSONResponse({"error": {"message": "invalid api key"}}, status_code=401)
+        return None
+
+    def events(chunks: list[dict]):
+        async def stream():
+            for chunk in chunks:
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    async def received(request: Request) -> tuple[dict, JSONResponse | None]:
         body = await request.json()
         app.state.seen.append(body)
         app.state.auth.append(request.headers.get("authorization"))
-        if key is not None and request.headers.get("authorization") != f"Bearer {key}":
-            return JSONResponse({"error": {"message": "invalid api key"}}, status_code=401)
+        if refusal(request) is not None:
+            return body, refusal(request)
         if body.get("model") == "leak":
-            return JSONResponse({"error": {"message": f"no model leak for {request.headers.get('authorization')}"}},
-                                status_code=400)
+            echoed = f"no model leak for {request.headers.get('authorization')}"
+            return body, JSONResponse({"error": {"message": echoed}}, status_code=400)
         if delay:
             await asyncio.sleep(delay)
-        text = body["messages"][-1]["content"]
-        if body.get("stream"):
-            async def events():
-                yield f"data: {json.dumps({'choices': [{'delta': {'content': f'echo: {text}'}}]})}\n\n"
-                yield "data: [DONE]\n\n"
+        return body, None
 
-            return StreamingResponse(events(), media_type="text/event-stream")
-        return {"id": "x", "object": "chat.completion", "model": body.get("model", "m"),
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body, error = await received(request)
+        if error is not None:
+            return error
+        text = body["messages"][-1]["content"]
+        head = {"id": "x", "created": 0, "model": body.get("model", "m")}
+        if body.get("stream"):
+            return events([{**head, "object": "chat.completion.chunk",
+                            "choices": [{"index": 0, "delta": {"role": "assistant", "content": f"echo: {text}"}}]},
+                           {**head, "object": "chat.completion.chunk",
+                            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}])
+        return {**head, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": f"echo: {text}"},
                              "finish_reason": "stop"}]}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body, error = await received(request)
+        if error is not None:
+            return error
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        head = {"id": "c", "object": "text_completion", "created": 0, "model": body.get("model", "m")}
+        choices = [{"index": i, "text": f"echo: {p}", "finish_reason": "stop", "logprobs": None}
+                   for i, p in enumerate(prompts)]
+        if body.get("stream"):
+            return events([{**head, "choices": [choice]} for choice in choices])
+        return {**head, "choices": choices}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        app.state.auth.append(request.headers.get("authorization"))
+        if refusal(request) is not None:
+            return refusal(request)
+        if delay:
+            await asyncio.sleep(delay)
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "fake"}
+                                           for name in ("m", "org/other")]}
 
     return app
 
