@@ -73,7 +73,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             print(f"{key:<{width}}  {value}")
     if result.unparsed:
         print(f"rlprompt eval: warning: {result.unparsed} of {result.n} answers named no verbalizer of "
-              f"{list(task.verbalizers)}: they scored uniformly, so the accuracy counts them as guesses",
+              f"{list(task.verbalizers)}: they score a tie between the classes, not the model's prediction",
               file=sys.stderr)
     return 0
 
