@@ -90,7 +90,7 @@ def evaluate(
     for start in tqdm(chunks, desc="eval", unit="chunk", disable=not progress or len(chunks) < 2):
         pieces.append(target.classify(template, [prompt], texts[start : start + chunk_size], verbalizers)[0])
     logprobs = np.concatenate(pieces)
-    unparsed = target.stats.unparsed - unparsed_before  # the evaluated texts' only, not calibration's content-free inputs
+    unparsed = target.stats.unparsed - unparsed_before  # the texts' own, not calibration's content-free inputs
     if calibrate == "contextual":
         logprobs = contextual_calibration(logprobs, target.classify(template, [prompt], CONTENT_FREE_INPUTS, verbalizers)[0])
     elif calibrate == "mean":

@@ -145,7 +145,8 @@ def test_label_parsing_reports_unparsed_answers_in_eval_result_and_cli_json(caps
         assert {answer(x) for x in CONTENT_FREE_INPUTS} == {" meh"}  # ... and calibration's inputs name none
         spec = f"openai:{endpoint.url}:fake?scoring=labels"
         target = make_target(spec)
-        args = dict(template=task.template, prompt=task.prompt, verbalizers=task.verbalizers, texts=texts, labels=labels)
+        args = dict(template=task.template, prompt=task.prompt, verbalizers=task.verbalizers, texts=texts,
+                    labels=labels)
         result = evaluate(target, **args)
         assert result.unparsed == expected
         assert [p for p, a in zip(result.predictions, answers) if a != " meh"] == \

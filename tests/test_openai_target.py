@@ -420,7 +420,8 @@ def test_make_target_parses_from_the_right():
 def test_make_target_reads_options_after_the_spec_and_ignores_dtype():
     target = make_target("openai:http://127.0.0.1:8000/v1:m?timeout=2.5&max_retries=1&mode=chat&scoring=labels",
                          dtype="bfloat16", tokenizer=None)
-    assert (target.model, target.timeout, target.max_retries, target.mode, target.scoring) == ("m", 2.5, 1, "chat", "labels")
+    settings = (target.model, target.timeout, target.max_retries, target.mode, target.scoring)
+    assert settings == ("m", 2.5, 1, "chat", "labels")
     assert make_target("openai:http://127.0.0.1:8000/v1:m", tokenizer=None).scoring == "logprobs"
     with pytest.raises(ValueError, match="scoring must be one of"):
         make_target("openai:http://h/v1:m?scoring=parse")

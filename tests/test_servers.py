@@ -207,6 +207,6 @@ def test_transformers_serve_needs_the_label_parsing_opt_in(transformers_url):
         result = evaluate(target, template=template, prompt="", verbalizers=verbalizers, texts=sentences, labels=labels)
     assert np.isfinite(scores).all() and np.allclose(np.exp(scores).sum(-1), 1.0)
     assert result.unparsed == uniform  # the same greedy answers again
-    print(f"\ntransformers serve label parsing: {8 - result.unparsed}/8 answers parsed, accuracy {result.accuracy:.2f}, "
-          f"predictions per class {result.predictions_per_class}")
+    print(f"\ntransformers serve label parsing: {8 - result.unparsed}/8 answers parsed, "
+          f"accuracy {result.accuracy:.2f}, predictions per class {result.predictions_per_class}")
     assert result.unparsed <= 2
