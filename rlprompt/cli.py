@@ -71,6 +71,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         width = max(len(k) for k in out)
         for key, value in out.items():
             print(f"{key:<{width}}  {value}")
+    if result.unparsed:
+        print(f"rlprompt eval: warning: {result.unparsed} of {result.n} answers named no verbalizer of "
+              f"{list(task.verbalizers)}: they score a tie between the classes, not the model's prediction",
+              file=sys.stderr)
     return 0
 
 

@@ -38,12 +38,16 @@ def mean_calibration(logprobs: np.ndarray) -> np.ndarray:
 
 @dataclass
 class EvalResult:
-    """Accuracy of one prompt on one split, with the target's query accounting."""
+    """Accuracy of one prompt on one split, with the target's query accounting. ``unparsed`` counts the
+    texts whose answer a label-parsing target (``OpenAITarget(scoring="labels")``) could not map to a
+    verbalizer: they score uniformly (argmax breaks the tie toward the first class); it is 0 for a target
+    scored by log-probabilities."""
 
     accuracy: float
     n: int
     target_calls: int
     target_sequences: int
+    unparsed: int
     calibrate: str
     prompt: str
     template: str
@@ -80,12 +84,13 @@ def evaluate(
     bad = [label for label in labels if not 0 <= int(label) < len(verbalizers)]
     if bad:
         raise ValueError(f"label {bad[0]!r} is outside the label set 0..{len(verbalizers) - 1} of verbalizers {list(verbalizers)!r}")
-    calls, sequences = target.stats.calls, target.stats.sequences
+    calls, sequences, unparsed_before = target.stats.calls, target.stats.sequences, target.stats.unparsed
     pieces = []
     chunks = range(0, len(texts), chunk_size)
     for start in tqdm(chunks, desc="eval", unit="chunk", disable=not progress or len(chunks) < 2):
         pieces.append(target.classify(template, [prompt], texts[start : start + chunk_size], verbalizers)[0])
     logprobs = np.concatenate(pieces)
+    unparsed = target.stats.unparsed - unparsed_before  # the texts' own, not calibration's content-free inputs
     if calibrate == "contextual":
         logprobs = contextual_calibration(logprobs, target.classify(template, [prompt], CONTENT_FREE_INPUTS, verbalizers)[0])
     elif calibrate == "mean":
@@ -97,6 +102,7 @@ def evaluate(
         n=len(texts),
         target_calls=target.stats.calls - calls,
         target_sequences=target.stats.sequences - sequences,
+        unparsed=unparsed,
         calibrate=calibrate,
         prompt=prompt,
         template=template,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rlprompt.cli import main
-from rlprompt.evaluation import contextual_calibration, evaluate, mean_calibration, normalize
+from rlprompt.evaluation import CONTENT_FREE_INPUTS, contextual_calibration, evaluate, mean_calibration, normalize
 from rlprompt.targets import Target
 from tests.conftest import SST2
 
@@ -54,6 +54,7 @@ def test_evaluate_counts_accuracy_and_queries():
     assert (result.target_calls, result.target_sequences) == (2, 3)
     calibrated = evaluate(target, template="{sentence} {prompt}", prompt="p", verbalizers=["x", "y"], texts=["a", "b", "c"], labels=[0, 0, 1], calibrate="contextual")
     assert calibrated.predictions == [0, 1, 1] and calibrated.target_sequences == 6
+    assert result.unparsed == calibrated.unparsed == 0  # a target scored by log-probabilities parses nothing
 
 
 @pytest.mark.parametrize(
@@ -108,3 +109,50 @@ def test_cli_eval_reproduces_notes_on_sst2():
     assert raw["n"] == 400 and 0.45 <= raw["accuracy"] <= 0.58
     assert max(raw["predictions_per_class"]) >= 380  # the uncalibrated target predicts one class
     assert 0.65 <= calibrated["accuracy"] <= 0.78
+
+
+# -- endpoints without logprobs (issue 18): an error by default, label parsing opt-in with its unparsed count ----
+def test_cli_eval_against_an_endpoint_without_logprobs_is_an_error_naming_the_opt_in(capsys):
+    pytest.importorskip("uvicorn")
+    from rlprompt.targets.faulty import FaultyEndpoint
+
+    with FaultyEndpoint([" terrible", " great"], fault_rate=1.0, faults=["no_logprobs"]) as endpoint:
+        code = main(["eval", "--target", f"openai:{endpoint.url}:fake?max_retries=3", "--limit", "4", "--json"])
+        requests = endpoint.requests
+    err = capsys.readouterr().err
+    assert code == 1 and "returned no logprobs for fake" in err and f"openai:{endpoint.url}:fake?scoring=labels" in err
+    assert requests == 4  # one request per text, no retries: the endpoint is not failing, it lacks logprobs
+
+
+def test_label_parsing_reports_unparsed_answers_in_eval_result_and_cli_json(capsys):
+    """The endpoint answers its greedy token among " meh", " terrible" and " great"; " meh" names no verbalizer."""
+    pytest.importorskip("uvicorn")
+    from rlprompt.tasks import load_task
+    from rlprompt.targets import make_target
+    from rlprompt.targets.faulty import FaultyEndpoint
+
+    task = load_task("sentiment")
+    test = task.split("test")
+    texts, labels = list(test.texts[:12]), list(test.labels[:12])
+    with FaultyEndpoint([" meh", " terrible", " great"]) as endpoint:
+        def answer(text: str) -> str:
+            top = endpoint.logprobs(f"{text} {task.prompt}")
+            return max(top, key=top.get)
+
+        answers = [answer(x) for x in texts]
+        expected = answers.count(" meh")
+        assert 0 < expected < len(texts)  # the hashed scores give both kinds of answer
+        assert {answer(x) for x in CONTENT_FREE_INPUTS} == {" meh"}  # ... and calibration's inputs name none
+        spec = f"openai:{endpoint.url}:fake?scoring=labels"
+        target = make_target(spec)
+        args = dict(template=task.template, prompt=task.prompt, verbalizers=task.verbalizers, texts=texts,
+                    labels=labels)
+        result = evaluate(target, **args)
+        assert result.unparsed == expected
+        assert [p for p, a in zip(result.predictions, answers) if a != " meh"] == \
+            [task.verbalizers.index(a) for a in answers if a != " meh"]
+        assert evaluate(target, **args, calibrate="contextual").unparsed == expected  # content-free inputs not counted
+        assert main(["eval", "--target", spec, "--limit", "12", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["unparsed"] == expected
+    assert f"warning: {expected} of 12 answers named no verbalizer" in err

@@ -203,11 +203,11 @@ def test_logprobs_missing_mid_run_is_a_fault_not_a_switch_to_label_parsing():
     bare = httpx.Response(200, json={"choices": [{"index": 0, "text": " great", "logprobs": None}]})
     server.script = [bare]
     np.testing.assert_allclose(target.classify(TEMPLATE, ["It was"], ["good", "bad"], VERBALIZERS), first, atol=1e-9)
-    assert target.retries == 1 and target.logprobs is True
+    assert target.retries == 1 and target.scoring == "logprobs"
     server.logprobs = False
     with pytest.raises(TargetError, match="3 attempts.*without logprobs"):
         target.classify(TEMPLATE, ["It was"], ["good"], VERBALIZERS)
-    assert target.logprobs is True
+    assert target.scoring == "logprobs" and target.stats.unparsed == 0
 
 
 def test_match_verbalizers_handles_space_markers():
@@ -216,19 +216,35 @@ def test_match_verbalizers_handles_space_markers():
     assert match_verbalizers({" great": -1.0, "great": -3.0}, [" great"]) == [-1.0]
 
 
-# -- fallback without logprobs ---------------------------------------------------------------------
-def test_label_parsing_fallback_is_detected_and_scored():
+# -- endpoints without logprobs: an error unless label parsing is asked for ------------------------
+def test_an_endpoint_without_logprobs_is_an_error_that_names_the_opt_in():
+    """Issue 18: ``transformers serve`` returns no logprobs; scoring it by label parsing behind the user's back
+    gave an accuracy of hard labels after one warning. It is an error, after one request per text, and the
+    error names the target-spec option, not a Python argument."""
+    server = FakeServer(logprobs=False)
+    target = make(server, max_retries=3)
+    with pytest.raises(TargetError, match=r"returned no logprobs for fake-model.*"
+                                          r"openai:http://fake.test/v1:fake-model\?scoring=labels"):
+        target.classify(TEMPLATE, ["It was"], ["x", "y"], VERBALIZERS)
+    assert len(server.requests) == 2 and target.retries == 0  # not retried: nothing here is transient
+    assert target.scoring == "logprobs" and not target.name.endswith(":labels")
+
+
+def test_label_parsing_is_opt_in_and_counts_unparsed_answers():
     server = FakeServer(logprobs=False, answer=" Great, really")
-    target = make(server)
-    with pytest.warns(RuntimeWarning, match="label parsing"):
-        scores = target.classify(TEMPLATE, ["It was"], ["x", "y"], VERBALIZERS)
+    target = make(server, scoring="labels")
+    scores = target.classify(TEMPLATE, ["It was"], ["x", "y"], VERBALIZERS)
+    body = json.loads(server.requests[0].content)
+    assert body["max_tokens"] == 8 and "logprobs" not in body  # one greedy answer per text, no logprob request
     np.testing.assert_allclose(np.exp(scores).sum(-1), 1.0, atol=1e-9)
     assert scores[0, 0, 1] == pytest.approx(math.log1p(-EPS)) and scores[0, 0, 0] == pytest.approx(math.log(EPS))
-    assert target.logprobs is False and target.name.endswith(":labels")
+    assert target.name.endswith(":labels") and target.stats.unparsed == 0
     server.answer = "no idea"
     scores = target.classify(TEMPLATE, ["It was"], ["x"], VERBALIZERS)
     np.testing.assert_allclose(scores, math.log(0.5))
-    assert target.unparsed == 1
+    assert target.stats.unparsed == 1
+    with pytest.raises(ValueError, match="scoring must be one of.*'parse'"):
+        make(server, scoring="parse")
 
 
 def test_parse_label():
@@ -402,9 +418,13 @@ def test_make_target_parses_from_the_right():
 
 
 def test_make_target_reads_options_after_the_spec_and_ignores_dtype():
-    target = make_target("openai:http://127.0.0.1:8000/v1:m?timeout=2.5&max_retries=1&mode=chat&logprobs=false",
+    target = make_target("openai:http://127.0.0.1:8000/v1:m?timeout=2.5&max_retries=1&mode=chat&scoring=labels",
                          dtype="bfloat16", tokenizer=None)
-    assert (target.model, target.timeout, target.max_retries, target.mode, target.logprobs) == ("m", 2.5, 1, "chat", False)
+    settings = (target.model, target.timeout, target.max_retries, target.mode, target.scoring)
+    assert settings == ("m", 2.5, 1, "chat", "labels")
+    assert make_target("openai:http://127.0.0.1:8000/v1:m", tokenizer=None).scoring == "logprobs"
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        make_target("openai:http://h/v1:m?scoring=parse")
     with pytest.raises(ValueError, match="'retries=3'.*max_retries"):
         make_target("openai:http://h/v1:m?retries=3")
     with pytest.raises(ValueError, match="timeout='soon'"):

@@ -1,6 +1,6 @@
 """OpenAITarget against REAL OpenAI-compatible servers on loopback, serving the bundled SmolLM2:
 llama.cpp's server (log-probability scoring, compared with HFTarget) and ``transformers serve``
-(generation and the label-parsing fallback; it returns no logprobs).
+(generation, and label parsing, opt-in with ``?scoring=labels``: it returns no logprobs).
 
 Needs ``pip install "llama-cpp-python[server]"`` and ``pip install "transformers[serving]"``; each
 group skips only when its server package is missing.
@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from rlprompt.models import bundled_gguf_path, bundled_model_dir, load_tokenizer
-from rlprompt.targets import OpenAITarget, TargetError
+from rlprompt.evaluation import evaluate
+from rlprompt.targets import OpenAITarget, TargetError, make_target
 from tests.conftest import SST2
 
 pytestmark = pytest.mark.slow
@@ -189,16 +190,23 @@ def test_transformers_serve_generation(transformers_url):
     assert greedy[0].strip() and chat[0].strip()
 
 
-def test_transformers_serve_label_parsing_fallback(transformers_url):
+def test_transformers_serve_needs_the_label_parsing_opt_in(transformers_url):
+    """Without logprobs the endpoint is an error naming ``?scoring=labels``; with it, answers are parsed into
+    labels and the evaluation reports how many named no verbalizer."""
     sentences, labels = _sentences(8)
     template = "Is this movie review positive or negative? Answer with one word.\n\nReview: {sentence}{prompt}"
-    model = str(bundled_model_dir())
-    with OpenAITarget(f"{transformers_url}/v1", model, mode="chat", tokenizer=None, concurrency=2) as target:
-        with pytest.warns(RuntimeWarning, match="no logprobs"):
-            scores = target.classify(template, [""], sentences, [" negative", " positive"])[0]
-        parsed = len(sentences) - target.unparsed
-        assert target.logprobs is False
+    verbalizers = [" negative", " positive"]
+    spec = f"openai:{transformers_url}/v1:{bundled_model_dir()}?mode=chat&concurrency=2"
+    with make_target(spec, tokenizer=None) as target:
+        with pytest.raises(TargetError, match=r"returned no logprobs.*\?scoring=labels"):
+            target.classify(template, [""], sentences[:2], verbalizers)
+    with make_target(spec + "&scoring=labels", tokenizer=None) as target:
+        scores = target.classify(template, [""], sentences, verbalizers)[0]
+        uniform = int(np.isclose(scores, np.log(0.5)).all(-1).sum())  # what an unparsable answer scores
+        assert target.stats.unparsed == uniform
+        result = evaluate(target, template=template, prompt="", verbalizers=verbalizers, texts=sentences, labels=labels)
     assert np.isfinite(scores).all() and np.allclose(np.exp(scores).sum(-1), 1.0)
-    accuracy = float(np.mean(scores.argmax(-1) == np.array(labels)))
-    print(f"\ntransformers serve label parsing: {parsed}/8 answers parsed, accuracy {accuracy:.2f}")
-    assert parsed >= 6
+    assert result.unparsed == uniform  # the same greedy answers again
+    print(f"\ntransformers serve label parsing: {8 - result.unparsed}/8 answers parsed, "
+          f"accuracy {result.accuracy:.2f}, predictions per class {result.predictions_per_class}")
+    assert result.unparsed <= 2

@@ -20,7 +20,7 @@ __all__ = [
 # OpenAITarget settings a target spec may carry after "?": name -> parser of the text value.
 _SPEC_OPTIONS = {"concurrency": int, "timeout": float, "max_retries": int, "backoff": float, "max_wait": float,
                  "top_logprobs": int, "label_tokens": int, "mode": str, "missing": str, "api_key_env": str,
-                 "logprobs": lambda v: {"true": True, "false": False}[v.lower()]}
+                 "scoring": str}
 
 
 def make_target(spec: str, *, dtype: str | None = None, device: str | None = None, **kwargs) -> Target:
@@ -29,8 +29,9 @@ def make_target(spec: str, *, dtype: str | None = None, device: str | None = Non
     anything else is a model name for ``HFTarget(spec, dtype=dtype, **kwargs)``.
 
     An OpenAI spec may end in ``?key=value&...`` with :class:`OpenAITarget` settings (``timeout``,
-    ``max_retries``, ``backoff``, ``max_wait``, ``concurrency``, ``mode``, ``logprobs``, ...), so configs and
-    the CLI can tune them: ``openai:http://127.0.0.1:8000/v1:smollm2?timeout=10&max_retries=3``. ``dtype`` and
+    ``max_retries``, ``backoff``, ``max_wait``, ``concurrency``, ``mode``, ``scoring``, ...), so configs and
+    the CLI can tune them: ``openai:http://127.0.0.1:8000/v1:smollm2?timeout=10&max_retries=3``; an endpoint
+    without logprobs needs ``scoring=labels`` (label parsing, hard labels). ``dtype`` and
     ``device`` are local-weights settings and do not apply to a remote endpoint."""
     if spec.startswith("openai:"):
         spec, _, query = spec.partition("?")

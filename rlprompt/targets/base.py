@@ -26,13 +26,15 @@ class QueryStats:
 
     ``calls`` counts batched requests to the backend, ``sequences`` the (prompt, input) pairs scored
     or texts generated, ``tokens`` the tokens the backend processed, ``cache_hits`` the sequences
-    answered from a response cache without reaching the backend.
+    answered from a response cache without reaching the backend, ``unparsed`` the label-parsing answers
+    that named no verbalizer (only an endpoint scored by label parsing has any).
     """
 
     calls: int = 0
     sequences: int = 0
     tokens: int = 0
     cache_hits: int = 0
+    unparsed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -18,7 +18,6 @@ import os
 import random
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -29,6 +28,8 @@ from rlprompt.targets.base import Target, TargetError, fill
 
 #: Label-parsing scores: the parsed class gets probability ``1 - EPS``, the others share ``EPS``.
 EPS = 1e-6
+SCORINGS = ("logprobs", "labels")
+"""How classification is scored: next-token log-probabilities (RLPrompt), or a parsed greedy answer (hard labels)."""
 POOL_SIZE = 16
 """Most connections one httpx client holds; a higher concurrency spreads requests over several clients."""
 _SPACE_MARKERS = ("Ġ", "▁")  # byte-level BPE and SentencePiece renderings of a leading space
@@ -111,12 +112,12 @@ class OpenAITarget(Target):
 
     ``base_url`` includes the version prefix (``http://127.0.0.1:8000/v1``). ``mode="completions"``
     scores the filled template as raw text; ``mode="chat"`` sends it as one user message and scores the
-    first token of the reply. When the endpoint returns no log-probabilities (``logprobs=False``, or a
-    reply without them, detected once with a warning) scoring falls back to *label parsing*: a greedy
-    answer of ``label_tokens`` tokens is mapped to a verbalizer (:func:`parse_label`), which gets
-    ``log(1 - EPS)`` and the others ``log(EPS / (K - 1))``; an unparsable answer gets ``log(1/K)`` for
-    every class and is counted in :attr:`unparsed`. These are not model probabilities: rewards built on
-    probability gaps see only hard labels.
+    first token of the reply. An endpoint that returns no log-probabilities (``transformers serve``) is a
+    :class:`TargetError` naming the opt-in, ``scoring="labels"`` (``?scoring=labels`` on a target spec):
+    *label parsing*, where a greedy answer of ``label_tokens`` tokens is mapped to a verbalizer
+    (:func:`parse_label`), which gets ``log(1 - EPS)`` and the others ``log(EPS / (K - 1))``; an unparsable
+    answer gets ``log(1/K)`` for every class and is counted in ``stats.unparsed``. These are not model
+    probabilities: rewards built on probability gaps see only hard labels.
 
     A verbalizer missing from the top ``top_logprobs`` is read by one more request that forces it as
     the next token with ``logit_bias={id: bias}`` (ids come from ``tokenizer``; the bundled tokenizer
@@ -146,7 +147,7 @@ class OpenAITarget(Target):
         backoff: float = 0.5,
         max_wait: float = 60.0,
         mode: Literal["completions", "chat"] = "completions",
-        logprobs: bool = True,
+        scoring: Literal["logprobs", "labels"] = "logprobs",
         tokenizer: Any = None,
         max_sequences: int | None = None,
         top_logprobs: int = 20,
@@ -161,6 +162,8 @@ class OpenAITarget(Target):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         if mode not in ("completions", "chat"):
             raise ValueError(f"mode must be 'completions' or 'chat', got {mode!r}")
+        if scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
         if missing not in ("error", "bound"):
             raise ValueError(f"missing must be 'error' or 'bound', got {missing!r}")
         finite = all(math.isfinite(v) for v in (timeout, backoff, max_wait))
@@ -173,11 +176,10 @@ class OpenAITarget(Target):
         self.base_url, self.model, self.mode = base_url.rstrip("/"), model, mode
         self.concurrency, self.timeout, self.max_retries, self.backoff = concurrency, timeout, max_retries, backoff
         self.max_wait = max_wait
-        self.logprobs, self.top_logprobs, self.bias, self.missing = logprobs, top_logprobs, bias, missing
+        self.scoring, self.top_logprobs, self.bias, self.missing = scoring, top_logprobs, bias, missing
         self.label_tokens, self.echo_loglikelihood, self.transport = label_tokens, echo_loglikelihood, transport
         self.api_key = os.environ.get(api_key_env) if api_key_env else None
         self.tokenizer = tokenizer if tokenizer is not None else self._default_tokenizer(model)
-        self.unparsed = 0  #: label-parsing answers that named no verbalizer
         self.bounded = 0  #: verbalizer scores replaced by an upper bound (``missing="bound"``)
         self.retries = 0  #: requests repeated after a 429, 5xx, timeout or connection error
         self._n_supported = True
@@ -189,7 +191,7 @@ class OpenAITarget(Target):
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        return f"openai:{self.base_url}:{self.model}:{self.mode}" + ("" if self.logprobs else ":labels")
+        return f"openai:{self.base_url}:{self.model}:{self.mode}" + ("" if self.scoring == "logprobs" else ":labels")
 
     @staticmethod
     def _default_tokenizer(model: str) -> Any:
@@ -437,14 +439,14 @@ class OpenAITarget(Target):
         k = parse_label(self._text(reply, 0), verbalizers)
         if k is None:
             with self._lock:
-                self.unparsed += 1
+                self.stats.unparsed += 1
             return [-math.log(len(verbalizers))] * len(verbalizers)
         other = math.log(EPS / (len(verbalizers) - 1))
         return [math.log1p(-EPS) if j == k else other for j in range(len(verbalizers))]
 
     def _classify(self, template: str, prompts: list[str], inputs: list[str], verbalizers: list[str]) -> np.ndarray:
         texts = [fill(template, prompt, text) for prompt in prompts for text in inputs]
-        if self.logprobs:
+        if self.scoring == "logprobs":
             ids = self._verbalizer_ids(verbalizers)
 
             async def score_all():
@@ -452,22 +454,22 @@ class OpenAITarget(Target):
 
             rows = self._run(score_all())
             missing = [i for i, row in enumerate(rows) if row is None]
-            if missing and len(missing) < len(rows):  # some replies of the first batch lacked logprobs: faults
+            if len(missing) == len(rows):  # no reply carried logprobs: an endpoint without them, not a fault
+                raise TargetError(
+                    f"{self.base_url} returned no logprobs for {self.model}, so classes cannot be scored by "
+                    f"log-probability. To score by parsing the greedy answer into a label instead (hard labels, not "
+                    f"probabilities; answers that name no label are counted as unparsed), add scoring=labels to the "
+                    f"target spec in --target or a config's target: openai:{self.base_url}:{self.model}?scoring=labels "
+                    f"(other options follow after &)"
+                )
+            if missing:  # some replies of the first batch lacked logprobs: faults, retried
 
                 async def rescore():
                     return await asyncio.gather(*(self._score_one(texts[i], verbalizers, ids) for i in missing))
 
                 for i, row in zip(missing, self._run(rescore())):
                     rows[i] = row
-            if all(row is not None for row in rows):
-                return np.asarray(rows, dtype=np.float64).reshape(len(prompts), len(inputs), len(verbalizers))
-            warnings.warn(
-                f"{self.base_url} returned no logprobs: scoring {self.model} by label parsing from now on "
-                f"(hard labels, not probabilities); pass logprobs=False to silence this",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            self.logprobs = False
+            return np.asarray(rows, dtype=np.float64).reshape(len(prompts), len(inputs), len(verbalizers))
 
         async def label_all():
             return await asyncio.gather(*(self._label_one(t, verbalizers) for t in texts))
