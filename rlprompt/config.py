@@ -181,9 +181,9 @@ def _renamed(data: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
 
 def _resolved_paths(data: Mapping[str, Any], cls: type, config_file: Path | None = None) -> dict[str, Any]:
     """``data`` with each relative path of ``cls.path_fields`` made absolute against the folder of ``config_file``
-    (the current directory when None). A value that is no path (a built-in task, a hub id) stays; a path that must
-    exist and does not is a ``FileNotFoundError`` naming where it was looked for. A file's path found only
-    relative to the current directory (how configs were read before) is used, with a warning."""
+    (the current directory when None). A value that is no path (a built-in task, a hub id) stays. A file's relative
+    path that must exist and does not is a ``FileNotFoundError`` naming where it was looked for, unless it is found
+    relative to the current directory (how configs were read before): that one is used, with a warning."""
     base = Path.cwd() if config_file is None else config_file.resolve().parent
     where = "the current directory" if config_file is None else f"the config file {str(config_file)!r}"
     out = dict(data)
@@ -202,10 +202,10 @@ def _resolved_paths(data: Mapping[str, Any], cls: type, config_file: Path | None
                           f"directory, so that is used: write it relative to the config file", FutureWarning,
                           stacklevel=4)
             out[name] = os.path.abspath(value)
-        elif must_exist:
-            relative = "" if os.path.isabs(value) else f" (resolved relative to {where}: {candidate})"
-            raise FileNotFoundError(f"{name} path {value!r} does not exist{relative}")
-        else:
+        elif must_exist and config_file is not None and not os.path.isabs(value):
+            raise FileNotFoundError(f"{name} path {value!r} does not exist (resolved relative to {where}: "
+                                    f"{candidate})")
+        else:  # made absolute; a missing one is reported by whatever reads it
             out[name] = candidate
     return out
 
