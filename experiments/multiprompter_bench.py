@@ -62,7 +62,7 @@ def arm_config(base: MultiPrompterConfig, arm: str, data_seed: str, length: int,
     if length % k:
         raise ValueError(f"prompt length {length} must be divisible by K={k} (arm {arm})")
     overrides = {"n_agents": k, "segment_length": length // k, "task_seed": data_seed,
-                 "seed": policy_seed(data_seed), "total_updates": updates}
+                 "seed": policy_seed(data_seed), "steps": updates}
     return load_config(dump_config(base), MultiPrompterConfig, [f"{key}={value}" for key, value in overrides.items()])
 
 

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from rlprompt.benchmarking import BENCHMARK_SEEDS, RLPROMPT_SEEDS, code_commit, policy_seed, sample_indices
-from rlprompt.config import dump_config, load_config
+from rlprompt.config import config_from_dict, dump_config, load_config
 from rlprompt.evaluation import evaluate
 from rlprompt.policies.prewrite import PRewriteConfig, balanced_subset, build_task, train_prewrite
 from rlprompt.runs import RunDir, resume_trainer_checkpoint, write_atomic
@@ -79,7 +79,8 @@ def finished_summary(cfg: PRewriteConfig, run_dir: Path) -> dict[str, Any] | Non
     """The summary of a run in ``run_dir`` that finished training and selection with this very config, else None."""
     if not (run_dir / "summary.json").is_file():
         return None
-    if RunDir(run_dir, resume=True, tensorboard=False).read_config() != dump_config(cfg):
+    saved = RunDir(run_dir, resume=True, tensorboard=False).read_config()
+    if dump_config(config_from_dict(saved, PRewriteConfig)) != dump_config(cfg):  # old key names and paths read as now
         return None
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     return summary if summary["steps"] == cfg.steps else None

@@ -151,7 +151,7 @@ def transient_faults(work: Path, seed: int, updates: int = 10) -> dict:
         target = f"openai:{endpoint.url}:fake?timeout=5&max_retries=10&backoff=0.01"
         config = rlprompt_config(work, f"transient{seed}", target)
         run_dir = work / f"transient{seed}"
-        out = subprocess.run(train_cmd(config, run_dir, f"total_updates={updates}", f"seed={seed}"),
+        out = subprocess.run(train_cmd(config, run_dir, f"steps={updates}", f"seed={seed}"),
                              capture_output=True, text=True, env=ENV, timeout=900)
         injected = dict(endpoint.injected)
     return {"description": "transient target faults (30% of requests)", "method": "rlprompt", "seed": seed,
@@ -165,11 +165,11 @@ def outage(work: Path, seed: int, updates: int = 10) -> dict:
         target = f"openai:{endpoint.url}:fake?timeout=5&max_retries=2&backoff=0.01"
         config = rlprompt_config(work, f"outage{seed}", target)
         run_dir = work / f"outage{seed}"
-        first = subprocess.run(train_cmd(config, run_dir, f"total_updates={updates}", f"seed={seed}"),
+        first = subprocess.run(train_cmd(config, run_dir, f"steps={updates}", f"seed={seed}"),
                                capture_output=True, text=True, env=ENV, timeout=900)
         error = last_line(first.stderr)
         endpoint.outage(False)
-        second = subprocess.run(train_cmd(config, run_dir, "--resume", f"total_updates={updates}", f"seed={seed}"),
+        second = subprocess.run(train_cmd(config, run_dir, "--resume", f"steps={updates}", f"seed={seed}"),
                                 capture_output=True, text=True, env=ENV, timeout=900)
         injected = endpoint.injected["outage"]
     clean_stop = first.returncode == 1 and "TargetError" in error and "503" in error
@@ -198,14 +198,14 @@ def write_preferences(folder: Path) -> Path:
 # method -> (config text, its format fields, updates of one run, the override setting them, reward keys audited;
 # the first key marks a training update's record)
 KILL_RUNS: dict[str, tuple[str, Callable[[Path], dict], int, str, tuple[str, ...]]] = {
-    "rlprompt": (RLPROMPT, lambda work: {"vocab": VOCAB, "target": "tiny-random"}, 60, "total_updates",
+    "rlprompt": (RLPROMPT, lambda work: {"vocab": VOCAB, "target": "tiny-random"}, 60, "steps",
                  ("charts/raw_reward", "charts/reward")),
-    "multiprompter": (MULTIPROMPTER, lambda work: {"vocab": VOCAB}, 60, "total_updates",
+    "multiprompter": (MULTIPROMPTER, lambda work: {"vocab": VOCAB}, 60, "steps",
                       ("charts/raw_reward", "charts/reward")),
     "prewrite": (PREWRITE, lambda work: {}, 8, "steps", ("charts/reward",)),
     "sem-dpo": (SEM_DPO, lambda work: {"preferences": write_preferences(work)}, 10, "steps",
                 ("losses/loss", "charts/rewards_chosen", "charts/rewards_rejected")),
-    "promptagent": (PROMPTAGENT, lambda work: {}, 16, "iterations", ("charts/best_reward", "charts/final_reward")),
+    "promptagent": (PROMPTAGENT, lambda work: {}, 16, "steps", ("charts/best_reward", "charts/final_reward")),
 }
 
 
@@ -323,12 +323,12 @@ def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
 def corrupt_checkpoint(work: Path, seed: int) -> dict:
     config = rlprompt_config(work, f"corrupt{seed}", "tiny-random")
     run_dir = work / f"corrupt{seed}"
-    first = subprocess.run(train_cmd(config, run_dir, "total_updates=6", f"seed={seed}"),
+    first = subprocess.run(train_cmd(config, run_dir, "steps=6", f"seed={seed}"),
                            capture_output=True, text=True, env=ENV, timeout=900)
     newest = sorted((run_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    second = subprocess.run(train_cmd(config, run_dir, "--resume", "total_updates=10", f"seed={seed}"),
+    second = subprocess.run(train_cmd(config, run_dir, "--resume", "steps=10", f"seed={seed}"),
                             capture_output=True, text=True, env=ENV, timeout=900)
     return {"description": "newest checkpoint truncated, then --resume", "method": "rlprompt", "seed": seed,
             "faults_injected": 1, "interruptions": 1, "survived": first.returncode == 0 and second.returncode == 0,
@@ -408,7 +408,7 @@ def full_disk(work: Path, seed: int, updates: int = 12) -> dict:
     checkpoint, ending where an uninterrupted run with the same seed ends."""
     rng = random.Random(seed)
     config = rlprompt_config(work, f"disk{seed}", "tiny-random")
-    extra = [f"total_updates={updates}", f"seed={seed}"]
+    extra = [f"steps={updates}", f"seed={seed}"]
 
     def train_on_disk(run_dir: Path, budget: str) -> tuple[subprocess.CompletedProcess, dict]:
         report = work / f"{run_dir.name}.disk.json"

@@ -23,7 +23,7 @@ seed) can share a runs dir. ``--report-only`` rebuilds the JSON and markdown fro
     python experiments/rlprompt_bench.py --config experiments/configs/rlprompt_agnews.yaml \\
         --out experiments/results/rlprompt_agnews.json --test-limit 1000 --runs-dir runs/bench_ag     # AG News
     python experiments/rlprompt_bench.py --seeds 16-42 --arms residual --test-limit 64 \\
-        --runs-dir /tmp/rlb --out /tmp/rlb/r.json total_updates=2                                  # a quick check
+        --runs-dir /tmp/rlb --out /tmp/rlb/r.json steps=2                                          # a quick check
 """
 
 from __future__ import annotations
@@ -119,14 +119,15 @@ def baselines(base: RLPromptConfig, target, seed: str, limit: int | None) -> dic
 
 def assemble(runs_dir: Path, config: dict, command: str) -> dict:
     """The results file from every complete part: ``runs`` (one per arm and seed, arms in ARMS order), the
-    baselines, a ``budgets`` line saying which (arm, seed) runs reached the config's total_updates, and the
-    commands and commits that made the parts (``command`` when there is no part yet)."""
+    baselines, a ``budgets`` line saying which (arm, seed) runs reached the config's steps (its key keeps the old
+    name total_updates, so earlier results still read), and the commands and commits that made the parts
+    (``command`` when there is no part yet)."""
     parts = [json.loads(p.read_text()) for p in sorted((runs_dir / "parts").glob("*.json"))]
     base = json.loads((runs_dir / "parts" / "baselines.json").read_text()) if (runs_dir / "parts" / "baselines.json").is_file() else {}
     runs = sorted((p for p in parts if "arm" in p), key=lambda r: (list(ARMS).index(r["arm"]), RLPROMPT_SEEDS.index(r["seed"])))
-    complete = [f"{r['arm']}/{r['seed']}" for r in runs if r["updates"] >= config["total_updates"]]
+    complete = [f"{r['arm']}/{r['seed']}" for r in runs if r["updates"] >= config["steps"]]
     return {"runs": runs, "baselines": base, "test_examples": len(base.get("test_labels", "")), "config": config,
-            "budgets": {"total_updates": config["total_updates"], "complete": complete,
+            "budgets": {"total_updates": config["steps"], "complete": complete,
                         "incomplete": [f"{r['arm']}/{r['seed']}" for r in runs if f"{r['arm']}/{r['seed']}" not in complete]},
             "command": "; ".join(sorted({p["command"] for p in runs if "command" in p})) or command,
             "commits": sorted({p["commit"] for p in runs if "commit" in p})}
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         for arm in args.arms:
             for seed in args.seeds:
                 part = runs_dir / "parts" / f"{arm}-{seed}.json"
-                if part.is_file() and json.loads(part.read_text())["updates"] >= base.total_updates:
+                if part.is_file() and json.loads(part.read_text())["updates"] >= base.steps:
                     continue
                 record = run_part(base, arm, seed, target, args)
                 write_atomic(part, json.dumps({**record, "command": command, "commit": code_commit()}))

@@ -30,9 +30,7 @@ from typing import Any
 
 import numpy as np
 
-import yaml
-
-from rlprompt.config import config_from_dict, dump_config
+from rlprompt.config import config_from_dict, dump_config, load_config
 from rlprompt.models import load_model
 from rlprompt.policies.dpo import (
     DPOMethodConfig,
@@ -73,11 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.config is None:
         parser.error("a config is required unless --report-only")
 
-    data = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-    data.pop("method", None)
-    if args.preferences:
-        data["preferences"] = args.preferences
-    base_cfg = config_from_dict(data, DPOMethodConfig)
+    # the file's paths resolve against its folder, --preferences against the current directory
+    base_cfg = load_config(args.config, DPOMethodConfig, {"preferences": args.preferences} if args.preferences else {})
     held_out = held_out_originals(base_cfg)
     command = " ".join(["python", *map(shlex.quote, [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])])
     task = build_task(base_cfg)
@@ -146,7 +141,8 @@ def resumable(stem: Path, cfg: DPOMethodConfig, digest: str) -> dict[str, Any] |
     if not path.is_file():
         return None
     result = json.loads(path.read_text(encoding="utf-8"))
-    changed = sorted(k for k, v in dump_config(cfg).items() if result.get("config", {}).get(k) != v)
+    saved = dump_config(config_from_dict(result.get("config", {}), type(cfg)))  # old key names and paths read as now
+    changed = sorted(k for k, v in dump_config(cfg).items() if saved.get(k) != v)
     if changed or result.get("preferences_sha256") != digest:
         raise ValueError(f"{str(path)!r} was made with another config (fields {changed}) or preference file: "
                          "pass --restart to replace it, or another --out")

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlprompt.config import TaskTargetConfig, dump_config
+from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
 from rlprompt.devices import resolve_device
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward
@@ -55,7 +55,7 @@ from rlprompt.rewards.semantic import Embedder, cosine_similarity, semantic_weig
 from rlprompt.runs import (RunDir, resume_trainer_checkpoint, seed_everything, train_or_finish, trainer_checkpoint_sealer,
                            trainer_checkpoint_step, trainer_logger)
 from rlprompt.targets import Target, make_target
-from rlprompt.tasks import ClassificationTask, load_task
+from rlprompt.tasks import ClassificationTask
 
 from rlprompt.policies.prewrite import META_PROMPT, chat_template, clean_rewrite  # PRewrite owns the rewrite prompt
 
@@ -103,6 +103,8 @@ class DPOMethodConfig(TaskTargetConfig):
     Named to avoid trl's ``DPOConfig``, which :func:`train_dpo` builds from it."""
 
     method: ClassVar[str] = "dpo"
+    path_fields: ClassVar[dict[str, bool]] = {**TaskTargetConfig.path_fields, "preferences": False}
+    """Fields that may hold a path, each with whether it must exist (the preferences file may be built first)."""
 
     rewriter_model: str = BUNDLED
     """Rewriter base model (rlprompt.models.load_model name or a local checkpoint directory)."""
@@ -117,7 +119,8 @@ class DPOMethodConfig(TaskTargetConfig):
     eval_originals: list[str] | None = None
     """Held-out instructions rewritten (greedy) after training to measure reward and drift; None skips it."""
     preferences: str = "runs/preferences.jsonl"
-    """JSONL file of preference pairs: written by build_preferences, read by train_dpo (built first if missing)."""
+    """JSONL file of preference pairs, relative to the config file: written by build_preferences, read by train_dpo
+    (built first if missing)."""
     samples_per_original: int = 6
     """Rewrites sampled per original instruction when building pairs."""
     sample_temperature: float = 1.0
@@ -213,14 +216,14 @@ def method_config(method: str) -> type[DPOMethodConfig]:
 # -- preference data ------------------------------------------------------------------------------
 def build_task(cfg: DPOMethodConfig) -> ClassificationTask:
     """The config's classification task with its template and verbalizers (train split required)."""
-    base = load_task(cfg.task, seed=cfg.task_seed)
+    base = cfg.load_task()
     if not isinstance(base, ClassificationTask) or "train" not in base.splits:
         raise ValueError(f"DPO needs a classification task with a train split; {cfg.task!r} is not one")
     template = cfg.template
     if template is None:
         template = chat_template(load_tokenizer(BUNDLED))
     verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
-    return load_task(cfg.task, seed=cfg.task_seed, template=template, verbalizers=verbalizers)
+    return cfg.load_task(template=template, verbalizers=verbalizers)
 
 
 def config_target(cfg: DPOMethodConfig) -> Target:
@@ -445,9 +448,7 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     semantic = type(cfg).method == "sem-dpo"
     run = RunDir(run_dir, resume=resume)
     if resume and (run.path / "config.yaml").is_file():
-        changed = sorted(k for k, v in dump_config(cfg).items() if run.read_config().get(k) != v)
-        if set(changed) - {"steps", "checkpoint_every"}:
-            raise ValueError(f"config differs from the run's config.yaml in {changed}; resume with the same config")
+        check_resume_config(run.read_config(), cfg)
     run.write_config(dump_config(cfg))
     seed_everything(cfg.seed)
     if not Path(cfg.preferences).is_file():

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlprompt.config import dump_config
+from rlprompt.config import check_resume_config, dump_config
 from rlprompt.envs.multiprompter import MultiPrompterEnv, acting_agent, observation
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.devices import resolve_device
@@ -275,9 +275,7 @@ def train_multiprompter(cfg: MultiPrompterConfig, run_dir: str | Path | RunDir, 
     if resume and checkpoint is None and run.read_metrics():
         raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
     if checkpoint is not None:
-        changed = sorted(k for k, v in dump_config(cfg).items() if run.read_config().get(k) != v)
-        if set(changed) - {"max_target_queries", "total_updates"}:
-            raise ValueError(f"config differs from the run's config.yaml in {changed}; resume with the same config")
+        check_resume_config(run.read_config(), cfg)
     run.write_config(dump_config(cfg))
     env, policy, optimizer = make_multiprompter(cfg, target)
     scorer, target = env.scorer, env.scorer.target
@@ -313,9 +311,9 @@ def train_multiprompter(cfg: MultiPrompterConfig, run_dir: str | Path | RunDir, 
                              "stabilizer": stabilizer() if callable(stabilizer) else None},
                             optimizer.state_dict(), keep=cfg.keep_checkpoints)
 
-    stop_reason = "total_updates"
+    stop_reason = "steps"
     try:
-        while state["step"] < cfg.total_updates:
+        while state["step"] < cfg.steps:
             if cfg.max_target_queries is not None and queries() + cost() > cfg.max_target_queries:
                 stop_reason = "max_target_queries"
                 break
@@ -334,7 +332,7 @@ def train_multiprompter(cfg: MultiPrompterConfig, run_dir: str | Path | RunDir, 
                             "charts/raw_reward_max": float(np.max(raw)),
                             "charts/train_accuracy": float(np.mean([i["accuracy"] for i in infos])),
                             "charts/unique_prompts": len(set(prompts)) / len(prompts)})
-            final = step >= cfg.total_updates
+            final = step >= cfg.steps
             if cfg.max_target_queries is not None and queries() + cost() > cfg.max_target_queries:
                 stop_reason, final = "max_target_queries", True
             if step % cfg.eval_every == 0 or final:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from rlprompt.config import TaskTargetConfig, dump_config
+from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
 from rlprompt.devices import resolve_device
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward, make_stabilizer
@@ -36,7 +36,7 @@ from rlprompt.rewards.protocol import checked, completion_texts
 from rlprompt.runs import (RunDir, resume_trainer_checkpoint, seed_everything, train_or_finish, trainer_checkpoint_sealer,
                            trainer_checkpoint_step, trainer_logger)
 from rlprompt.targets import Target, make_target
-from rlprompt.tasks import ClassificationTask, load_task
+from rlprompt.tasks import ClassificationTask
 
 META_PROMPT = (
     "Rewrite the following instruction so that a language model follows it better. You may rephrase it "
@@ -158,7 +158,7 @@ def build_task(cfg: PRewriteConfig, tokenizer: Any | None = None) -> Classificat
 
     ``tokenizer`` renders the chat template (default: the bundled model's, whose chat format the
     bundled target and a vLLM server of the same model share)."""
-    base = load_task(cfg.task, seed=cfg.task_seed)
+    base = cfg.load_task()
     if not isinstance(base, ClassificationTask):
         raise ValueError(f"PRewrite needs a classification task; {cfg.task!r} is {type(base).__name__}")
     missing = [s for s in ("train", "dev") if s not in base.splits]
@@ -166,8 +166,7 @@ def build_task(cfg: PRewriteConfig, tokenizer: Any | None = None) -> Classificat
         raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing} that PRewrite trains and selects on")
     template = cfg.template or chat_template(tokenizer or load_tokenizer(BUNDLED), cfg.answer_prefix)
     verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
-    return load_task(cfg.task, seed=cfg.task_seed, template=template, verbalizers=verbalizers,
-                     prompt=initial_instruction(cfg, base))
+    return cfg.load_task(template=template, verbalizers=verbalizers, prompt=initial_instruction(cfg, base))
 
 
 def initial_instruction(cfg: PRewriteConfig, task: ClassificationTask) -> str:
@@ -331,10 +330,8 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     from rlprompt.enhancer import PromptEnhancer
 
     run = RunDir(run_dir, resume=resume)
-    if resume and (run.path / "config.yaml").is_file() and run.read_config() != dump_config(cfg):
-        changed = sorted(k for k, v in dump_config(cfg).items() if run.read_config().get(k) != v)
-        if set(changed) - {"steps", "checkpoint_every"}:
-            raise ValueError(f"config differs from the run's config.yaml in {changed}; resume with the same config")
+    if resume and (run.path / "config.yaml").is_file():
+        check_resume_config(run.read_config(), cfg)
     run.write_config(dump_config(cfg))
     seed_everything(cfg.seed)
     model, tokenizer = rewriter if rewriter is not None else load_model(cfg.rewriter_model, dtype="float32")

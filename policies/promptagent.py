@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rlprompt.config import TaskTargetConfig, check_dtypes, dump_config
+from rlprompt.config import TaskTargetConfig, check_dtypes, check_resume_config, dump_config
 from rlprompt.envs.scoring import PromptScorer, shared_target
 from rlprompt.models import BUNDLED
 from rlprompt.policies.promptagent_search import (
@@ -38,7 +38,7 @@ from rlprompt.policies.promptagent_search import (
 )
 from rlprompt.runs import RunDir, seed_everything
 from rlprompt.targets.base import Target
-from rlprompt.tasks import ClassificationTask, load_task
+from rlprompt.tasks import ClassificationTask
 
 
 @dataclass
@@ -60,9 +60,9 @@ class PromptAgentConfig(TaskTargetConfig):
     """Root prompt of the search; None uses the task's default prompt."""
     search: str = "mcts"
     """Search strategy: mcts (PromptAgent), greedy, beam or ape (sample-and-select baseline)."""
-    iterations: int = 12
-    """MCTS iterations (paper and official default: 12; greedy/beam/ape: steps); the search also stops at
-    max_evaluations."""
+    steps: int = 12
+    """MCTS iterations (paper and official default: 12; greedy/beam/ape: search steps; formerly iterations); the
+    search also stops at max_evaluations."""
     max_evaluations: int = 60
     """Prompts new to this search that may be scored on the reward split (root included)."""
     expand_width: int = 3
@@ -111,7 +111,7 @@ class PromptAgentConfig(TaskTargetConfig):
         super().__post_init__()
         if self.search not in SEARCHES:
             raise ValueError(f"search must be one of {list(SEARCHES)}, got {self.search!r}")
-        positive = ("iterations", "max_evaluations", "expand_width", "depth_limit", "beam_width", "error_batch_size",
+        positive = ("steps", "max_evaluations", "expand_width", "depth_limit", "beam_width", "error_batch_size",
                     "max_errors", "ape_demos", "gradient_tokens", "revision_tokens", "max_prompt_chars")
         bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
         if bad:
@@ -170,7 +170,7 @@ def build_task(cfg: PromptAgentConfig) -> ClassificationTask:
         overrides["template"] = cfg.template
     if cfg.verbalizers is not None:
         overrides["verbalizers"] = tuple(cfg.verbalizers)
-    task = load_task(cfg.task, seed=cfg.task_seed, **overrides)
+    task = cfg.load_task(**overrides)
     if not isinstance(task, ClassificationTask):
         raise ValueError(f"PromptAgent needs a classification task; {cfg.task!r} is {type(task).__name__}")
     missing = [s for s in (cfg.error_split, cfg.reward_split) if s not in task.splits]
@@ -202,10 +202,7 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
     saved = run.file("search_state.json")
     if resume and saved.is_file():
         state = json.loads(saved.read_text(encoding="utf-8"))
-        if state["config"] != dump_config(cfg):
-            changed = sorted(k for k, v in dump_config(cfg).items() if state["config"].get(k) != v)
-            if set(changed) - {"iterations", "max_evaluations", "max_target_queries", "eval_test"}:
-                raise ValueError(f"config differs from the saved search in {changed}; resume with the same config")
+        check_resume_config(state["config"], cfg, "the saved search")
         agent.load_state_dict(state["agent"])
         run.truncate_to(agent.iteration)
     elif resume and run.read_metrics():
@@ -233,7 +230,7 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
         final = agent.run(log)
         summary: dict[str, Any] = {"run_dir": str(run.path), "search": cfg.search, "prompt": final.prompt,
                                    "reward": final.reward, "best_reward": max(n.reward for n in agent.nodes),
-                                   "evaluations": agent.evaluations, "iterations": agent.iteration,
+                                   "evaluations": agent.evaluations, "steps": agent.iteration,
                                    "target_queries": agent.target_queries,
                                    "stop_reason": agent.stop_reason, "drops": dict(agent.drops),
                                    "counts": dict(agent.counts)}

@@ -416,8 +416,8 @@ class PromptAgent:
         if self.stop_reason is None:
             if self.evaluations >= self.cfg.max_evaluations:
                 self.stop_reason = "max_evaluations"
-            elif self.iteration >= self.cfg.iterations:
-                self.stop_reason = "iterations"
+            elif self.iteration >= self.cfg.steps:
+                self.stop_reason = "steps"
             elif self.cfg.search == "mcts" and self.nodes and all(n.expanded or self.terminal(n) for n in self.nodes):
                 self.stop_reason = "tree_exhausted"
             elif self.cfg.max_target_queries is not None and self.target_queries >= self.cfg.max_target_queries:

@@ -33,7 +33,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 from tqdm.auto import tqdm
 
-from rlprompt.config import dump_config
+from rlprompt.config import check_resume_config, dump_config
 from rlprompt.devices import resolve_device
 from rlprompt.envs import make_prompt_tokens_vec_env
 from rlprompt.envs.prompt_tokens import decode_prompt
@@ -188,7 +188,7 @@ class RLPromptCallback(BaseCallback):
         self.started = time.perf_counter()
         self.stop_reason: str | None = None
         self.episodes: list[dict[str, Any]] = []
-        self.bar = tqdm(total=cfg.total_updates, initial=state["step"], desc="rlprompt", unit="update",
+        self.bar = tqdm(total=cfg.steps, initial=state["step"], desc="rlprompt", unit="update",
                         disable=not progress, dynamic_ncols=True)
         self.last_eval: dict[str, float] = {}
 
@@ -223,7 +223,7 @@ class RLPromptCallback(BaseCallback):
         for key, value in self.model.logger.name_to_value.items():
             if key.startswith("train/") and key not in ("train/n_updates", "train/clip_range", "train/learning_rate"):
                 metrics["losses/" + key[len("train/"):]] = float(value)
-        final = step >= cfg.total_updates
+        final = step >= cfg.steps
         budget_next = self._next_update_cost()
         if cfg.max_target_queries is not None and self.target_queries() + budget_next > cfg.max_target_queries:
             self.stop_reason, final = "max_target_queries", True
@@ -237,8 +237,8 @@ class RLPromptCallback(BaseCallback):
         self.bar.update(1)
         self.bar.set_postfix(reward=f"{metrics['charts/raw_reward']:.2f}", dev=f"{state['best_accuracy']:.3f}",
                              queries=self.target_queries())
-        if step >= cfg.total_updates and self.stop_reason is None:
-            self.stop_reason = "total_updates"
+        if step >= cfg.steps and self.stop_reason is None:
+            self.stop_reason = "steps"
 
     def _next_update_cost(self) -> int:
         """An upper bound on the target sequences of update ``step``: its rollout plus a dev evaluation,
@@ -325,10 +325,8 @@ def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bo
     checkpoint = run.load_checkpoint() if resume and run.latest_checkpoint() is not None else None
     if resume and checkpoint is None and run.read_metrics():
         raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
-    if checkpoint is not None and dump_config(cfg) != run.read_config():
-        changed = sorted(k for k, v in dump_config(cfg).items() if run.read_config().get(k) != v)
-        if set(changed) - {"max_target_queries", "total_updates"}:
-            raise ValueError(f"config differs from the run's config.yaml in {changed}; resume with the same config")
+    if checkpoint is not None:
+        check_resume_config(run.read_config(), cfg)
     run.write_config(dump_config(cfg))
     model = make_ppo(cfg, target)
     env, rollout = model.env, cfg.n_envs * cfg.n_steps
@@ -354,7 +352,7 @@ def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bo
     # -- the loop: one PPO update per learn() call, so the callback can stop between updates
     callback = RLPromptCallback(cfg, run, target, scorer, tokenizer, state, progress=progress)
     try:
-        while state["step"] < cfg.total_updates and callback.stop_reason is None:
+        while state["step"] < cfg.steps and callback.stop_reason is None:
             if cfg.max_target_queries is not None and (
                     callback.target_queries() + callback._next_update_cost() > cfg.max_target_queries):
                 callback.stop_reason = "max_target_queries"
@@ -364,7 +362,7 @@ def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bo
         callback.bar.close()
         run.close()
     summary = {
-        "run_dir": str(run.path), "steps": state["step"], "stop_reason": callback.stop_reason or "total_updates",
+        "run_dir": str(run.path), "steps": state["step"], "stop_reason": callback.stop_reason or "steps",
         "target_queries": callback.target_queries(), "best_prompt": state["best_prompt"],
         "best_dev_accuracy": state["best_accuracy"], "greedy_prompt": state["greedy_prompt"],
         "wall_seconds": state.get("wall_seconds", state["wall_offset"]),

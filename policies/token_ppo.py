@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from rlprompt.config import TaskTargetConfig, check_dtypes
-from rlprompt.tasks import ClassificationTask, load_task
+from rlprompt.tasks import ClassificationTask
 
 MASKED_LOGIT = -1e9  # logit of masked tokens (finite, so entropies stay finite)
 POLICY_HEADS = ("residual", "adaptor")
@@ -58,8 +58,8 @@ class TokenPPOConfig(TaskTargetConfig):
     """Width of each trainable actor MLP (hidden -> mlp_hidden -> hidden)."""
     value_hidden: int = 256
     """Width of the value head's (critic's) hidden layer."""
-    total_updates: int = 200
-    """PPO updates (rollout + optimisation) of the whole run."""
+    steps: int = 200
+    """PPO updates (rollout + optimisation) of the whole run (formerly total_updates)."""
     learning_rate: float = 1e-4
     """Adam learning rate of the actor MLPs and the value head."""
     n_epochs: int = 4
@@ -104,7 +104,7 @@ class TokenPPOConfig(TaskTargetConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_dtypes(self, "policy_dtype")
-        positive = ("mlp_hidden", "value_hidden", "total_updates", "n_epochs", "input_batch_size", "eval_every",
+        positive = ("mlp_hidden", "value_hidden", "steps", "n_epochs", "input_batch_size", "eval_every",
                     "eval_top_k", "checkpoint_every", "keep_checkpoints", "hidden_cache_size")
         bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
         if bad:
@@ -225,7 +225,7 @@ def build_task(cfg: TokenPPOConfig) -> ClassificationTask:
         overrides["template"] = cfg.template
     if cfg.verbalizers is not None:
         overrides["verbalizers"] = tuple(cfg.verbalizers)
-    task = load_task(cfg.task, seed=cfg.task_seed, **overrides)
+    task = cfg.load_task(**overrides)
     if not isinstance(task, ClassificationTask):
         raise ValueError(f"{type(cfg).method} needs a classification task; {cfg.task!r} is {type(task).__name__}")
     missing = [s for s in ("train", "dev") if s not in task.splits]

@@ -12,6 +12,7 @@ test examples, and which code version a result came from.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,32 @@ def sample_indices(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
 
 
+def stratified_indices(labels: Sequence[int], limit: int | None, seed: int = 0) -> np.ndarray:
+    """Indices of a seeded sample of ``limit`` examples, in file order, holding each label in proportion to its
+    share of ``labels`` (largest remainders round; every label present keeps at least one example when ``limit``
+    allows), so a label-sorted file still gives every class; all indices when ``limit`` is None or covers them."""
+    n = len(labels)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    if limit is None or limit >= n:
+        return np.arange(n)
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = limit * counts / n
+    quota = np.floor(exact).astype(int)
+    if limit >= len(classes):
+        quota = np.maximum(quota, 1)
+    order = sorted(range(len(classes)), key=lambda c: (-(exact[c] - np.floor(exact[c])), c))
+    for c in order[: max(0, limit - int(quota.sum()))]:
+        quota[c] += 1
+    while quota.sum() > limit:  # the minimum of one per label overshot: take back from the largest quotas
+        quota[int(np.argmax(quota))] -= 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels == label), size=int(k), replace=False)
+              for label, k in zip(classes, quota)]
+    return np.sort(np.concatenate(chosen))
+
+
 def code_commit(path: str | Path = Path(__file__).parent) -> str:
     """The git commit the code at ``path`` is at, with ``+dirty`` when tracked files differ from it ("" outside git)."""
     def git(*cmd: str) -> str:
@@ -46,4 +73,4 @@ def code_commit(path: str | Path = Path(__file__).parent) -> str:
     return commit + ("+dirty" if commit and git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-__all__ = ["BENCHMARK_SEEDS", "RLPROMPT_SEEDS", "code_commit", "policy_seed", "sample_indices"]
+__all__ = ["BENCHMARK_SEEDS", "RLPROMPT_SEEDS", "code_commit", "policy_seed", "sample_indices", "stratified_indices"]

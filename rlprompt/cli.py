@@ -1,7 +1,8 @@
 """The ``rlprompt`` command line: thin wrappers that parse arguments, call the library and print.
 
 Each subcommand is one ``_cmd_*`` function and one ``_add_*`` parser builder; everything they do is
-callable from Python directly.
+callable from Python directly. Torch and the methods are imported only by the command that runs, so
+``rlprompt --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -9,23 +10,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 
-from rlprompt.models import BUNDLED
+from rlprompt.model_names import BUNDLED
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="accuracy of a prompt on a classification task with a target model")
     p.add_argument("--task", default="sentiment", help="built-in task name, or a path to a data dir/file (default: sentiment)")
     p.add_argument("--seed", default=None, help="dataset seed directory for RLPrompt 16-shot data (default 16-42)")
-    p.add_argument("--split", default="test", help="split to evaluate (train, dev, test; default test)")
+    p.add_argument("--split", default="test", help="split to evaluate (train, dev or validation, test; default test)")
     p.add_argument("--prompt", default=None, help="the prompt filled into {prompt} (default: the task's)")
     p.add_argument("--template", default=None, help="template with {sentence} and {prompt} (default: the task's)")
     p.add_argument("--verbalizers", nargs="+", default=None, help="one single-token verbalizer per label (default: the task's)")
     p.add_argument("--target", default=BUNDLED, help=f"model name/path, or openai:<base_url>:<model> (default {BUNDLED})")
     p.add_argument("--dtype", default="bfloat16", help="dtype of a local target (bfloat16 or float32)")
     p.add_argument("--device", default="cpu", help="device of a local target: cpu, cuda, cuda:N or auto")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
+    p.add_argument("--limit", type=int, default=None,
+                   help="evaluate a seeded sample of N examples holding each label in proportion (in file order)")
+    p.add_argument("--limit-seed", type=int, default=0, help="seed of the --limit sample (default 0)")
     p.add_argument(
         "--calibrate",
         nargs="?",
@@ -39,6 +41,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from rlprompt.benchmarking import stratified_indices
     from rlprompt.evaluation import evaluate
     from rlprompt.tasks import ClassificationTask, load_task
     from rlprompt.targets import make_target
@@ -52,7 +55,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     split = task.split(args.split)
-    texts, labels = list(split.texts[: args.limit]), list(split.labels[: args.limit])
+    keep = stratified_indices(split.labels, args.limit, seed=args.limit_seed)
+    texts, labels = [split.texts[i] for i in keep], [split.labels[i] for i in keep]
     target = make_target(args.target, dtype=args.dtype, device=args.device)
     result = evaluate(
         target,
@@ -64,7 +68,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         calibrate=args.calibrate,
         progress=not args.json,
     )
-    out = {"task": task.name, "split": args.split, "target": args.target, **result.as_dict()}
+    out = {"task": task.name, "split": args.split, "target": args.target, **result.as_dict(),
+           "labels_per_class": [labels.count(c) for c in range(task.num_labels)]}
     if args.json:
         print(json.dumps(out))
     else:
@@ -78,33 +83,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _methods() -> dict[str, tuple[type, Callable[..., dict]]]:
-    """Config class and train function of each ``method:`` a config file may name (a plain dict)."""
-    from rlprompt.policies.dpo import DPOMethodConfig, SemDPOConfig, train_dpo
-    from rlprompt.policies.multiprompter import MultiPrompterConfig, train_multiprompter
-    from rlprompt.policies.prewrite import PRewriteConfig, train_prewrite
-    from rlprompt.policies.promptagent import PromptAgentConfig, train_promptagent
-    from rlprompt.policies.rlprompt import RLPromptConfig, train_rlprompt
-
-    return {
-        "rlprompt": (RLPromptConfig, train_rlprompt),
-        "multiprompter": (MultiPrompterConfig, train_multiprompter),
-        "prewrite": (PRewriteConfig, train_prewrite),
-        "dpo": (DPOMethodConfig, train_dpo),
-        "sem-dpo": (SemDPOConfig, train_dpo),
-        "promptagent": (PromptAgentConfig, train_promptagent),
-    }
-
-
 def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", default=None, help="run directory (default: runs/<config name>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest valid checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir from its newest valid checkpoint, with its own config.yaml")
     p.add_argument("--max-target-queries", type=int, default=None, help="stop before passing this many target sequences")
 
 
+def _train_epilog() -> str:
+    from rlprompt.config import RESUME_CHANGEABLE
+    from rlprompt.training import METHODS
+
+    width = max(map(len, METHODS))
+    lines = ["methods (a config's method: key):"]
+    lines += [f"  {name:<{width}}  {what}" for name, what in METHODS.items()]
+    lines += ["", "`rlprompt config METHOD` prints every key of a method's config, with its default and meaning.",
+              "`rlprompt train --resume --run-dir DIR [key=value ...]` continues a run with the config it was "
+              f"started with; on resume only {', '.join(RESUME_CHANGEABLE)} may change."]
+    return "\n".join(lines)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a prompt policy from a YAML config (its method: key picks the method)")
-    p.add_argument("config", help="YAML config file (experiments/configs/*.yaml)")
+    p = sub.add_parser("train", help="train a prompt policy from a YAML config (its method: key picks the method)",
+                       epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", default=None,
+                   help="YAML config file (experiments/configs/*.yaml); not needed with --resume")
     # REMAINDER lets options and key=value overrides mix in any order after CONFIG (argparse cannot
     # intermix a nargs='*' positional with options); _cmd_train parses the options out of it again.
     p.add_argument("overrides", nargs=argparse.REMAINDER, help="key=value settings that override the file (YAML scalars)")
@@ -116,29 +119,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from rlprompt.config import config_method, load_config
+    from rlprompt.config import parse_overrides
+    from rlprompt.training import train
 
     again = argparse.ArgumentParser(prog="rlprompt train", add_help=False)
     _train_options(again)
-    args, rest = again.parse_known_args(args.overrides, namespace=args)
+    tokens = list(args.overrides)
+    if args.config is not None and "=" in args.config and not Path(args.config).is_file():
+        args.config, tokens = None, [args.config, *tokens]  # `train --resume --run-dir D steps=9`: no config file
+    args, rest = again.parse_known_args(tokens, namespace=args)
     bad = [token for token in rest if "=" not in token or token.startswith("-")]
     if bad:
         raise ValueError(f"unrecognized arguments {bad}: expected options or key=value overrides")
-    args.overrides = rest
-    methods = _methods()
-    method = config_method(args.config)
-    if method not in methods:
-        raise ValueError(f"unknown method {method!r} in {args.config}; known methods: {sorted(methods)}")
     if args.resume and args.run_dir is None:
         raise ValueError("--resume needs --run-dir: the run to continue")
-    config_cls, train = methods[method]
-    overrides = list(args.overrides)
+    if args.config is None and not args.resume:
+        raise ValueError("give a config file (experiments/configs/*.yaml), or --resume --run-dir DIR")
+    overrides = parse_overrides(rest)
     if args.max_target_queries is not None:
-        overrides.append(f"max_target_queries={args.max_target_queries}")
-    cfg = load_config(args.config, config_cls, overrides)
+        overrides["max_target_queries"] = args.max_target_queries
     run_dir = args.run_dir or str(Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-    summary = train(cfg, run_dir, resume=args.resume)
+    summary = train(args.config, run_dir, resume=args.resume, **overrides)
     print(json.dumps(summary))
+    return 0
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    from rlprompt.training import METHODS
+
+    p = sub.add_parser("config", help="print a method's complete default config as commented YAML")
+    p.add_argument("method", choices=list(METHODS), help="the method whose config to print")
+    p.set_defaults(func=_cmd_config)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from rlprompt.config import default_yaml
+    from rlprompt.training import method_entry
+
+    print(default_yaml(method_entry(args.method)[0]), end="")
     return 0
 
 
@@ -243,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_eval(sub)
     _add_train(sub)
+    _add_config(sub)
     _add_report(sub)
     _add_prefs(sub)
     _add_enhance(sub)

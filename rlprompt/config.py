@@ -3,33 +3,50 @@
 Every method has one ``@dataclass`` config with a one-line docstring per field and checks in
 ``__post_init__`` (trl's convention). :func:`load_config` fills it from YAML plus ``key=value``
 overrides and rejects unknown keys and values of the wrong type with the offending key and value;
-:func:`dump_config` turns it back into the plain dict written as a run's ``config.yaml``.
+:func:`dump_config` turns it back into the plain dict written as a run's ``config.yaml``, and
+:func:`default_yaml` writes a class's defaults as a commented YAML file.
 
-A config file may carry a top-level ``method:`` key (``rlprompt``, later ``prewrite``, ``dpo``, ...).
+A config file may carry a top-level ``method:`` key (``rlprompt``, ``prewrite``, ``dpo``, ...).
 The CLI reads it with :func:`config_method` and picks the config class from a plain dict; the class
 itself names its method in the class variable ``method``.
+
+Paths: a relative path in a field a config class lists in ``path_fields`` (the task, DPO's preferences file)
+resolves against the folder of the YAML file that holds it, and against the current directory when it comes
+from a dict or a ``key=value`` override; the loaded config holds it as an absolute path, so a run's
+``config.yaml`` means the same from any directory.
+
+Renamed keys: every method's training length is ``steps``; the old names (:data:`RENAMED_FIELDS`) are still
+read, with a warning, so configs and run directories written before the rename load and resume.
+A resumed run may change only :data:`RESUME_CHANGEABLE` (:func:`check_resume_config`).
 """
 
 from __future__ import annotations
 
 import ast
-import re
 import dataclasses
+import os
+import re
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
 from rlprompt.devices import check_device
-from rlprompt.models import BUNDLED, DTYPES
-from rlprompt.tasks import read_text
+from rlprompt.model_names import BUNDLED, DTYPE_NAMES
+from rlprompt.tasks import BUILTIN_TASKS, COLUMN_KEYS, Task, load_task, looks_like_path, read_text
 
 T = TypeVar("T")
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 METHOD_KEY = "method"
+RENAMED_FIELDS = {"total_updates": "steps", "iterations": "steps"}
+"""Old config keys read under their new name, with a warning (RLPrompt and MultiPrompter said total_updates,
+PromptAgent iterations)."""
+RESUME_CHANGEABLE = ("steps", "max_target_queries", "max_evaluations", "checkpoint_every")
+"""The fields a resumed run may change: its length, its budgets and its checkpoint cadence."""
 
 
 def _read(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
@@ -120,10 +137,11 @@ def _type_name(hint: Any) -> str:
 
 
 def config_from_dict(data: Mapping[str, Any], cls: type[T]) -> T:
-    """Build ``cls`` from ``data``, rejecting unknown keys and values of the wrong type."""
+    """Build ``cls`` from ``data``, rejecting unknown keys and values of the wrong type (old key names are read
+    under their new ones, relative paths against the current directory: see the module docstring)."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
-    data = dict(data)
+    data = _resolved_paths(_renamed(data, cls, "the config"), cls)
     method = data.pop(METHOD_KEY, None)
     own = getattr(cls, "method", None)
     if method is not None and own is not None and method != own:
@@ -145,11 +163,83 @@ def config_from_dict(data: Mapping[str, Any], cls: type[T]) -> T:
     return cls(**values)
 
 
-def load_config(source: str | Path | Mapping[str, Any], cls: type[T], overrides: Sequence[str] = ()) -> T:
-    """Load ``cls`` from a YAML path or a dict, then apply ``key=value`` overrides (later ones win)."""
+def _renamed(data: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
+    """``data`` with the old keys of :data:`RENAMED_FIELDS` that ``cls`` no longer has under their new name
+    (one warning each); an error when one mapping gives both names."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    out = dict(data)
+    for old, new in RENAMED_FIELDS.items():
+        if old not in out or old in fields or new not in fields:
+            continue
+        if new in out:
+            raise ValueError(f"{where} sets both {old!r} (the old name) and {new!r}: keep only {new!r}")
+        warnings.warn(f"config key {old!r} is deprecated, read as {new!r} ({where}): rename it", FutureWarning,
+                      stacklevel=4)
+        out[new] = out.pop(old)
+    return out
+
+
+def _resolved_paths(data: Mapping[str, Any], cls: type, config_file: Path | None = None) -> dict[str, Any]:
+    """``data`` with each relative path of ``cls.path_fields`` made absolute against the folder of ``config_file``
+    (the current directory when None). A value that is no path (a built-in task, a hub id) stays. A file's relative
+    path that must exist and does not is a ``FileNotFoundError`` naming where it was looked for, unless it is found
+    relative to the current directory (how configs were read before): that one is used, with a warning."""
+    base = Path.cwd() if config_file is None else config_file.resolve().parent
+    where = "the current directory" if config_file is None else f"the config file {str(config_file)!r}"
+    out = dict(data)
+    for name, must_exist in getattr(cls, "path_fields", {}).items():
+        value = out.get(name)
+        if not isinstance(value, str) or not value.strip() or value in BUILTIN_TASKS:
+            continue
+        value = os.path.expanduser(value)
+        candidate = os.path.normpath(base / value)  # an absolute value stays itself
+        if os.path.exists(candidate):
+            out[name] = candidate
+        elif not looks_like_path(value):
+            continue  # a name, e.g. a hub id
+        elif config_file is not None and os.path.exists(value):
+            warnings.warn(f"{name} path {value!r} is not found relative to {where} but is relative to the current "
+                          f"directory, so that is used: write it relative to the config file", FutureWarning,
+                          stacklevel=4)
+            out[name] = os.path.abspath(value)
+        elif must_exist and config_file is not None and not os.path.isabs(value):
+            raise FileNotFoundError(f"{name} path {value!r} does not exist (resolved relative to {where}: "
+                                    f"{candidate})")
+        else:  # made absolute; a missing one is reported by whatever reads it
+            out[name] = candidate
+    return out
+
+
+def _override_dict(overrides: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
+    return dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+
+
+def load_config(source: str | Path | Mapping[str, Any], cls: type[T],
+                overrides: Sequence[str] | Mapping[str, Any] = ()) -> T:
+    """Load ``cls`` from a YAML path or a dict, then apply overrides (``key=value`` strings, YAML scalars, or a
+    dict of values; later ones win). Relative paths resolve against the YAML file's folder (module docstring)."""
     data = _read(source)
-    data.update(parse_overrides(overrides))
+    if isinstance(source, Mapping):
+        data = _renamed(data, cls, "the config")
+    else:
+        data = _resolved_paths(_renamed(data, cls, f"the config file {str(source)!r}"), cls, Path(source))
+    data.update(_renamed(_override_dict(overrides), cls, "the overrides"))
     return config_from_dict(data, cls)
+
+
+def check_resume_config(saved: Mapping[str, Any], cfg: Any, where: str = "the run's config.yaml") -> None:
+    """Raise ``ValueError`` unless ``cfg`` matches the config a run was started with (``saved``, as its
+    ``config.yaml`` holds it; old key names and relative paths are read as :func:`load_config` reads them) in
+    every field but :data:`RESUME_CHANGEABLE`; the error names each other field that differs, with both values."""
+    cls = type(cfg)
+    before = dump_config(config_from_dict(saved, cls))
+    after = dump_config(config_from_dict(dump_config(cfg), cls))
+    fixed = [k for k, v in after.items() if before.get(k) != v and k not in RESUME_CHANGEABLE]
+    if fixed:
+        changes = "; ".join(f"{k}: {before.get(k)!r} -> {after[k]!r}" for k in fixed)
+        raise ValueError(f"cannot resume with a config that differs from {where} in {fixed} ({changes}); a resumed "
+                         f"run may only change {list(RESUME_CHANGEABLE)} (`rlprompt train --resume --run-dir DIR` "
+                         f"alone reuses the run's own config)")
 
 
 def dump_config(cfg: Any) -> dict[str, Any]:
@@ -178,10 +268,17 @@ class TaskTargetConfig:
     """The fields every method's config starts with: the task and the frozen target that scores prompts on it.
     Subclasses add their own fields and call ``super().__post_init__()`` from theirs."""
 
+    path_fields: ClassVar[dict[str, bool]] = {"task": True}
+    """Fields that may hold a path, each with whether it must exist (see the module docstring)."""
+
     task: str = "sentiment"
-    """Built-in task name or data path (rlprompt.tasks.load_task); each method says which splits it needs."""
+    """Built-in task name or data path, relative to the config file (rlprompt.tasks.load_task); each method says
+    which splits it needs."""
     task_seed: str | None = None
     """Dataset seed directory of an RLPrompt 16-shot dataset (e.g. 16-42); None for other tasks."""
+    task_columns: dict[str, str] | None = None
+    """Columns of the task's data holding the text and the label, e.g. {text: utterance, label: category}; None
+    reads a text, sentence or input column and a label column."""
     target: str = BUNDLED
     """Frozen target (rlprompt.targets.make_target spec: a model name, or openai:<base_url>:<model>[?options])."""
     target_dtype: str = "bfloat16"
@@ -192,18 +289,28 @@ class TaskTargetConfig:
     def __post_init__(self) -> None:
         check_dtypes(self, "target_dtype")
         check_device(self.device)
+        columns = self.task_columns or {}
+        bad = {k: v for k, v in columns.items() if k not in COLUMN_KEYS or not isinstance(v, str) or not v.strip()}
+        if bad:
+            raise ValueError(f"task_columns may map {list(COLUMN_KEYS)} to column names, got {bad}")
+
+    def load_task(self, **overrides: Any) -> Task:
+        """The config's task (:func:`rlprompt.tasks.load_task` with ``task_seed`` and ``task_columns``), with
+        ``overrides`` (template, prompt, verbalizers, ...)."""
+        columns = {f"{key}_column": name for key, name in (self.task_columns or {}).items()}
+        return load_task(self.task, seed=self.task_seed, **columns, **overrides)
 
 
 def check_dtypes(cfg: Any, *names: str) -> None:
     """Raise ``ValueError`` naming the first field of ``names`` that is not a dtype name models load in."""
     for name in names:
-        if getattr(cfg, name) not in DTYPES:
-            raise ValueError(f"{name} must be one of {list(DTYPES)}, got {getattr(cfg, name)!r}")
+        if getattr(cfg, name) not in DTYPE_NAMES:
+            raise ValueError(f"{name} must be one of {list(DTYPE_NAMES)}, got {getattr(cfg, name)!r}")
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The one-line docstring under each field of a config dataclass and its dataclass bases (for
-    ``--help`` and docs)."""
+    """The docstring under each field of a config dataclass and its dataclass bases, its first paragraph as one
+    line (for ``--help``, :func:`default_yaml` and docs)."""
     import inspect
     import textwrap
 
@@ -217,8 +324,38 @@ def field_docs(cls: type) -> dict[str, str]:
         for node, nxt in zip(body, body[1:]):
             if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
                     and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-                docs[node.target.id] = nxt.value.value.strip().splitlines()[0]
-    return docs
+                first = nxt.value.value.strip().split("\n\n")[0]
+                docs[node.target.id] = " ".join(line.strip() for line in first.splitlines())
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return {name: doc for name, doc in docs.items() if name in fields}
 
 
-__all__ = ["METHOD_KEY", "TaskTargetConfig", "check_dtypes", "config_from_dict", "config_method", "dump_config", "field_docs", "load_config", "parse_overrides"]
+def default_yaml(cls: type) -> str:
+    """A complete config file for ``cls``: its ``method:`` and every field at its default value, each under its
+    documentation as a comment; :func:`load_config` reads it back to the defaults."""
+    import textwrap
+
+    docs = field_docs(cls)
+    summary = " ".join((cls.__doc__ or cls.__name__).split("\n\n")[0].split())
+    lines = [f"# {line}" for line in textwrap.wrap(summary, 110)]
+    lines += ["# Every key is optional (these are the defaults); `key=value` arguments of `rlprompt train` override",
+              "# them, and relative paths resolve against this file's folder."]
+    method = getattr(cls, "method", None)
+    if isinstance(method, str):
+        lines.append(f"{METHOD_KEY}: {method}")
+    defaults = dump_config(cls())
+    defaults.pop(METHOD_KEY, None)
+    for name, value in defaults.items():
+        lines.append("")
+        lines += [f"# {line}" for line in textwrap.wrap(docs.get(name, ""), 110, break_on_hyphens=False,
+                                                         break_long_words=False)]
+        flat = isinstance(value, list) and all(not isinstance(v, (list, dict)) for v in value)
+        text = yaml.safe_dump(value if flat else {name: value}, sort_keys=False, default_flow_style=flat,
+                              width=1 << 16, allow_unicode=True)
+        lines.append((f"{name}: " if flat else "") + text.rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["METHOD_KEY", "RENAMED_FIELDS", "RESUME_CHANGEABLE", "TaskTargetConfig", "check_dtypes", "check_resume_config",
+           "config_from_dict", "config_method", "default_yaml", "dump_config", "field_docs", "load_config",
+           "parse_overrides"]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a device is resolved, so configs validate without it
+    import torch
 
 DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 """Device settings accepted everywhere."""
@@ -30,6 +32,8 @@ def resolve_device(spec: str | torch.device) -> torch.device:
     """The torch device of a setting: ``auto`` is the process's CUDA device when one is available (``LOCAL_RANK``
     under ``accelerate launch``/``torchrun``, else the first), else the CPU; ``cuda``/``cuda:N`` must exist on this
     machine. A ``torch.device`` passes through unchanged."""
+    import torch
+
     if isinstance(spec, torch.device):
         return spec
     check_device(spec)

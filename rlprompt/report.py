@@ -60,15 +60,24 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def markdown_cell(text: str) -> str:
+    """``text`` as one markdown table cell, in a code span: newlines and other unprintable characters written as
+    escapes (``\\n``), pipes escaped, backticks turned into quotes, so a prompt never breaks its row."""
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "`" + shown.replace("|", "\\|").replace("`", "'") + "`"
+
+
 def markdown_table(runs: Sequence[RunSummary]) -> str:
     """One row per run: method, task, updates, target queries, dev accuracies, final reward, best prompt."""
     lines = ["| run | method | task | updates | target queries | best dev acc | last greedy dev acc | last reward | best prompt |",
              "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         last = run.metrics[-1] if run.metrics else {}
-        prompt = "-" if run.prompt is None else "`" + run.prompt.replace("|", "\\|").replace("`", "'") + "`"
+        prompt = "-" if run.prompt is None else markdown_cell(run.prompt)
+        task = str(run.config.get("task", "-"))
+        task = Path(task).name if Path(task).is_absolute() else task  # configs hold data paths as absolute paths
         lines.append(
-            f"| {run.name} | {run.config.get('method', '-')} | {run.config.get('task', '-')} | {last.get('step', 0)} | "
+            f"| {run.name} | {run.config.get('method', '-')} | {task} | {last.get('step', 0)} | "
             f"{last.get('target_queries', 0)} | {_fmt(run.last('eval/best_accuracy'))} | "
             f"{_fmt(run.last('eval/greedy_accuracy'))} | {_fmt(run.last('charts/raw_reward'), 2)} | {prompt} |")
     return "\n".join(lines) + "\n"
@@ -112,4 +121,4 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[st
     return paths
 
 
-__all__ = ["RunSummary", "load_run", "markdown_table", "plot", "write_report"]
+__all__ = ["RunSummary", "load_run", "markdown_cell", "markdown_table", "plot", "write_report"]

@@ -5,7 +5,9 @@ A :class:`ClassificationTask` follows RLPrompt (Deng et al., 2022): the target f
 label's verbalizer. A :class:`GenerationTask` holds input/reference pairs scored by exact match or
 token F1. :func:`load_task` reads the built-in tasks (``sentiment``, ``topic``, ``yesno``, shipped
 as JSONL under ``rlprompt/data/``), RLPrompt's 16-shot directories, TSV/CSV/JSONL files,
-BIG-bench ``task.json`` files and Hugging Face ``datasets`` data.
+BIG-bench ``task.json`` files and Hugging Face ``datasets`` data, on disk or in memory (a ``Dataset``,
+``DatasetDict``, pandas ``DataFrame`` or list of dicts), with any column names (``text_column=``,
+``label_column=``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import difflib
 import io
 import json
 import re
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -45,7 +48,9 @@ _YESNO = {"label_names": ("no", "yes"), "verbalizers": (" no", " yes"),
 # Defaults for built-in tasks and for datasets recognised by their directory name (lower case, no - or _).
 _KNOWN = {"sentiment": _SENTIMENT, "sst2": _SENTIMENT, "topic": _TOPIC, "agnews": _TOPIC, "yesno": _YESNO}
 _KNOWN_NAMES = {"sst2": "sst-2", "agnews": "agnews"}
-_OVERRIDES = ("template", "prompt", "verbalizers", "label_names", "metric")
+COLUMN_KEYS = ("text", "label")
+"""What a column mapping may name: ``load_task(text_column=..., label_column=...)``, a config's ``task_columns``."""
+_OVERRIDES = ("template", "prompt", "verbalizers", "label_names", "metric", "text_column", "label_column")
 
 
 # -- types --------------------------------------------------------------------------------------------
@@ -106,6 +111,7 @@ def _check_splits(splits: dict, kind: type) -> None:
 
 
 def _get_split(task_name: str, splits: dict, name: str):
+    name = _SPLIT_ALIASES.get(name.strip().lower(), name)  # validation, valid, val -> dev
     if name not in splits:
         raise ValueError(f"task {task_name!r} has no {name!r} split; available splits: {list(splits)}")
     return splits[name]
@@ -148,7 +154,8 @@ class ClassificationTask:
         return len(self.label_names)
 
     def split(self, name: str) -> Split:
-        """The split called ``name``; ``ValueError`` listing the available splits if it is missing."""
+        """The split called ``name`` (or a common alias: validation, valid, val); ``ValueError`` listing the
+        available splits if it is missing."""
         return _get_split(self.name, self.splits, name)
 
 
@@ -169,7 +176,8 @@ class GenerationTask:
         _check_splits(self.splits, GenSplit)
 
     def split(self, name: str) -> GenSplit:
-        """The split called ``name``; ``ValueError`` listing the available splits if it is missing."""
+        """The split called ``name`` (or a common alias: validation, valid, val); ``ValueError`` listing the
+        available splits if it is missing."""
         return _get_split(self.name, self.splits, name)
 
 
@@ -328,9 +336,35 @@ def _pairs(splits: dict[str, Records], source: object) -> tuple[bool, dict[str, 
     return bool(generative), out
 
 
+def _mapped(splits: dict[str, Records], text_column: str | None, label_column: str | None) -> dict[str, Records]:
+    """Rows whose user-named text and label columns are renamed to ``text`` and ``label`` (the columns those
+    names would otherwise be found in are dropped); a ``ValueError`` naming the column and the row when a row
+    lacks one."""
+    renames = {new: (column, shadowed) for new, column, shadowed in (
+        ("text", text_column, TEXT_COLUMNS), ("label", label_column, LABEL_COLUMNS + REFERENCE_COLUMNS)) if column}
+    if not renames:
+        return splits
+    out: dict[str, Records] = {}
+    for split_name, rows in splits.items():
+        out[split_name] = []
+        for where, row in rows:
+            row = dict(row)
+            for new, (column, shadowed) in renames.items():
+                if column not in row:
+                    raise ValueError(f"{where} has no {new} column {column!r} (named by {new}_column or "
+                                     f"task_columns): found columns {list(row)}")
+                value = row[column]
+                for name in shadowed:
+                    row.pop(name, None)
+                row[new] = value
+            out[split_name].append((where, row))
+    return out
+
+
 def _build(name: str, splits: dict[str, Records], source: object, known: dict | None,
            overrides: dict[str, Any], feature_names: tuple[str, ...] | None = None) -> Task:
     """Turn split rows into a task: classification if rows carry ``label``, generation if a reference."""
+    splits = _mapped(splits, overrides.get("text_column"), overrides.get("label_column"))
     generative, pairs = _pairs(splits, source)
     defaults = dict(known or {})
     if generative:
@@ -461,43 +495,85 @@ def _load_hf(spec: str, local: bool, overrides: dict[str, Any]) -> Task:
         where = "local data" if local else "a Hugging Face hub dataset (offline, or no such dataset?)"
         raise ValueError(f"could not load {spec!r} as {where}: {type(err).__name__}: {err}. Built-in tasks: "
                          f"{list(BUILTIN_TASKS)}") from err
+    name, known = _known(Path(spec)) if local else (spec.rsplit("/", 1)[-1], None)
+    return _from_datasets(data, name, spec, known, overrides)
+
+
+def _from_datasets(data: Any, name: str, source: str, known: dict | None, overrides: dict[str, Any]) -> Task:
+    """A task from a loaded ``datasets.DatasetDict`` (its train/validation/test splits) or ``Dataset`` (the ``test``
+    split); a ``ClassLabel`` label column names the labels."""
+    import datasets
+
     if isinstance(data, datasets.Dataset):
         data = {"test": data}
+    label_column = overrides.get("label_column") or "label"
     splits, feature_names = {}, None
     for split_name, ds in data.items():
         if split_name not in _SPLIT_ALIASES:
             continue
-        splits[_SPLIT_ALIASES[split_name]] = [(f"{spec} split {split_name!r} row {i}", row)
+        splits[_SPLIT_ALIASES[split_name]] = [(f"{source} split {split_name!r} row {i}", row)
                                               for i, row in enumerate(ds.to_list())]
-        feature = ds.features.get("label")
+        feature = ds.features.get(label_column)
         if isinstance(feature, datasets.ClassLabel):
             feature_names = tuple(feature.names)
     if not splits or not all(splits.values()):
-        raise ValueError(f"{spec!r} has no non-empty train/validation/test split: found {list(data)}")
-    name, known = _known(Path(spec)) if local else (spec.rsplit("/", 1)[-1], None)
-    return _build(name, splits, spec, known, overrides, feature_names)
+        raise ValueError(f"{source!r} has no non-empty train/validation/test split: found {list(data)}")
+    return _build(name, splits, source, known, overrides, feature_names)
+
+
+def _in_memory(data: Any, overrides: dict[str, Any]) -> Task:
+    """A task from data in memory: a ``datasets`` ``Dataset`` or ``DatasetDict``, a pandas ``DataFrame`` or a list
+    of dicts (as rows of a file: a ``split`` column picks each row's split, else all rows are ``test``)."""
+    if isinstance(data, list):
+        return _build("data", _by_split(_records(data, "data")), "data", None, overrides)
+    if type(data).__module__.partition(".")[0] == "pandas" and hasattr(data, "to_dict"):
+        return _build("data", _by_split(_records(data.to_dict("records"), "DataFrame")), "DataFrame", None, overrides)
+    datasets = sys.modules.get("datasets")
+    if datasets is not None and isinstance(data, (datasets.Dataset, datasets.DatasetDict)):
+        return _from_datasets(data, "data", type(data).__name__, None, overrides)
+    raise TypeError(f"task data must be a task name or path, a datasets Dataset or DatasetDict, a pandas DataFrame "
+                    f"or a list of dicts; got {type(data).__name__}")
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether a task spec is meant as a path even when nothing is there: it starts with ``.``, ``/`` or ``~``,
+    has a file suffix or more than one ``/`` (``org/name`` is a hub id, ``sentiment`` a built-in task)."""
+    return spec.startswith((".", "/", "~")) or "/" in spec.strip("/").rpartition("/")[0] or bool(Path(spec).suffix)
 
 
 # -- entry point --------------------------------------------------------------------------------------
-def load_task(spec: str, *, seed: str | None = None, shots: int | None = None, sample_seed: int = 0,
+def load_task(spec: str | Path | Any, *, seed: str | None = None, shots: int | None = None, sample_seed: int = 0,
               **overrides: Any) -> Task:
-    """Load a task from a built-in name (:data:`BUILTIN_TASKS`) or a path.
+    """Load a task from a built-in name (:data:`BUILTIN_TASKS`), a path or data in memory.
 
     Paths may be an RLPrompt 16-shot directory (``seed`` picks ``<dir>/<seed>/``, default ``16-42``);
     a TSV/CSV/JSONL file (all rows form the ``test`` split unless a ``split`` column says otherwise);
     a directory of ``train``/``dev``/``test`` files; a BIG-bench ``task.json``; or data that Hugging
     Face ``datasets`` reads. A name that is neither built in nor a local path is tried as a hub id.
     ``shots`` keeps ``shots`` examples per label of the train and dev splits (:func:`few_shot` with
-    ``sample_seed``). ``overrides`` may set ``template``, ``prompt``, ``verbalizers``,
-    ``label_names`` (and ``metric`` for generation tasks).
+    ``sample_seed``). In memory, ``spec`` may be a ``datasets`` ``Dataset``/``DatasetDict``, a pandas
+    ``DataFrame`` or a list of dicts (rows as in a file). ``overrides`` may set ``template``, ``prompt``,
+    ``verbalizers``, ``label_names`` (and ``metric`` for generation tasks), and ``text_column`` /
+    ``label_column``: the columns holding the text and the label when they are not called text/sentence/input
+    and label (a CSV with ``utterance,category`` loads with ``text_column="utterance", label_column="category"``).
     """
     unknown = sorted(set(overrides) - set(_OVERRIDES))
     if unknown:
         raise TypeError(f"unknown override(s) {unknown}; allowed: {list(_OVERRIDES)}")
+    if not isinstance(spec, (str, Path)):
+        if seed is not None:
+            raise ValueError(f"seed={seed!r} only applies to RLPrompt 16-shot directories, not to data in memory")
+        task = _in_memory(spec, overrides)
+        return _sample(task, shots, sample_seed) if shots is not None else task
+    spec = str(spec)
     path = Path(spec).expanduser()
     is_rlprompt = path.is_dir() and (path / "test.tsv").is_file() and any(
         (p / "train.tsv").is_file() for p in path.iterdir() if p.is_dir())
     if seed is not None and not is_rlprompt:
+        if spec not in BUILTIN_TASKS and not path.exists():
+            where = "" if path.is_absolute() else f" (resolved relative to the current directory {str(Path.cwd())!r})"
+            raise FileNotFoundError(f"task path {spec!r} does not exist{where}; seed={seed!r} needs an RLPrompt "
+                                    f"16-shot directory")
         raise ValueError(f"seed={seed!r} only applies to RLPrompt 16-shot directories, and {spec!r} is not one")
     if spec in BUILTIN_TASKS:
         with resources.as_file(resources.files("rlprompt").joinpath("data", f"{spec}.jsonl")) as builtin:
@@ -523,7 +599,7 @@ def load_task(spec: str, *, seed: str | None = None, shots: int | None = None, s
             raise ValueError(f"{path} is neither a BIG-bench task (object with 'examples') nor a list of examples")
     elif path.exists():
         task = _load_hf(str(path), True, overrides)
-    elif "/" in spec.strip("/").rpartition("/")[0] or spec.startswith((".", "/", "~")) or path.suffix:
+    elif looks_like_path(spec):
         raise FileNotFoundError(f"no such file or directory: {spec!r} (built-in tasks: {list(BUILTIN_TASKS)})")
     elif close := difflib.get_close_matches(spec, BUILTIN_TASKS, n=1, cutoff=0.75):
         raise ValueError(f"unknown task {spec!r}; did you mean the built-in task {close[0]!r}?")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from rlprompt.cli import _methods, main
+from rlprompt.cli import main
 from rlprompt.config import config_method, load_config
+from rlprompt.training import METHODS, method_entry
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.yaml"))
 
@@ -15,12 +17,12 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_config_loads_into_its_method_config(path):
     method = config_method(path)
-    config_cls, _ = _methods()[method]
+    config_cls, _ = method_entry(method)
     cfg = load_config(path, config_cls)
     assert type(cfg) is config_cls
 
 
-@pytest.mark.parametrize("method", sorted(_methods()))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_train_rejects_an_unknown_key_for_every_method(method, tmp_path, capsys):
     config = next(p for p in CONFIGS if config_method(p) == method)
     assert main(["train", str(config), "--run-dir", str(tmp_path / "run"), "no_such_key=1"]) == 2
@@ -57,7 +59,7 @@ def test_resume_from_a_hand_edited_state_is_one_line(tmp_path, capsys):
     config.write_text("method: rlprompt\ntask: sentiment\npolicy_model: tiny-random\npolicy_dtype: float32\n"
                       "prompt_length: 2\nn_envs: 2\nmlp_hidden: 8\nvalue_hidden: 8\ninput_batch_size: 2\n"
                       "vocab: [300, 301, 302, 303]\neval_every: 5\ncheckpoint_every: 1\ntarget: tiny-random\n"
-                      "target_dtype: float32\ntotal_updates: 1\n")
+                      "target_dtype: float32\nsteps: 1\n")
     run = tmp_path / "run"
     assert main(["train", str(config), "--run-dir", str(run)]) == 0
     checkpoint = run / "checkpoints" / "step_1"
@@ -68,7 +70,7 @@ def test_resume_from_a_hand_edited_state_is_one_line(tmp_path, capsys):
     manifest["files"]["state.json"] = hashlib.sha256((checkpoint / "state.json").read_bytes()).hexdigest()
     (checkpoint / "manifest.json").write_text(json.dumps(manifest))
     capsys.readouterr()
-    assert main(["train", str(config), "--run-dir", str(run), "--resume", "total_updates=2"]) == 2
+    assert main(["train", str(config), "--run-dir", str(run), "--resume", "steps=2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("rlprompt train: error: checkpoint state ")
     assert "step_1/state.json: 'rng' is not a valid" in err
@@ -87,3 +89,166 @@ def test_an_os_error_is_one_line(tmp_path, capsys, monkeypatch):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "report")]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"rlprompt report: OSError: [Errno 28] No space left on device: '{tmp_path / 'report' / 'runs.md'}'"
+
+
+# -- what a new user meets (issue 18) ----------------------------------------------------------------
+TINY = ("method: rlprompt\ntask: sentiment\npolicy_model: tiny-random\npolicy_dtype: float32\nprompt_length: 2\n"
+        "n_envs: 2\nmlp_hidden: 8\nvalue_hidden: 8\ninput_batch_size: 2\nvocab: [300, 301, 302, 303]\neval_every: 1\n"
+        "checkpoint_every: 1\ntarget: tiny-random\ntarget_dtype: float32\nsteps: 1\n")
+
+
+def _summary(capsys) -> dict:
+    import json
+
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys, rlprompt.cli\n"
+            "for argv in (['--help'], ['train', '--help'], ['config', '--help']):\n"
+            "    try:\n        rlprompt.cli.main(argv)\n    except SystemExit as exit:\n        assert exit.code == 0\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_train_help_lists_the_methods_and_how_to_see_their_keys(capsys):
+    from rlprompt.training import METHODS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert all(f"  {method} " in out for method in METHODS)
+    assert "rlprompt config METHOD" in out and "--resume --run-dir DIR" in out
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_config_command_prints_a_config_that_trains_as_is(method, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", method]) == 0
+    path = tmp_path / "c.yaml"
+    path.write_text(capsys.readouterr().out)
+    config_cls, _ = method_entry(method)
+    assert config_method(path) == method and type(load_config(path, config_cls)) is config_cls
+
+
+def test_resume_reads_the_run_and_only_length_budget_and_cadence_may_change(tmp_path, capsys):
+    config, run = tmp_path / "tiny.yaml", tmp_path / "run"
+    config.write_text(TINY)
+    assert main(["train", str(config), "--run-dir", str(run), "seed=3", "mlp_hidden=16"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--run-dir", str(run), "steps=2"]) == 0  # no config, no repeated overrides
+    assert _summary(capsys)["steps"] == 2
+    assert main(["train", "--resume", "--run-dir", str(run), "steps=3", "seed=4", "n_epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert "['n_epochs', 'seed']" in err and "seed: 3 -> 4" in err and "'steps'" in err and "Traceback" not in err
+    # a run directory written before `steps` (its config.yaml says total_updates) resumes, both ways
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["total_updates"] = saved.pop("steps")
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    with pytest.warns(FutureWarning, match="'total_updates' is deprecated"):
+        assert main(["train", "--resume", "--run-dir", str(run), "total_updates=3"]) == 0
+    assert _summary(capsys)["steps"] == 3
+    assert "total_updates" not in (run / "config.yaml").read_text()  # rewritten with today's names
+    assert main(["train", str(config), "--run-dir", str(run), "--resume", "seed=3", "mlp_hidden=16", "steps=4"]) == 0
+    assert _summary(capsys)["steps"] == 4
+
+
+def test_max_target_queries_is_honoured_or_refused_by_name(tmp_path, capsys):
+    config = tmp_path / "p.yaml"
+    config.write_text("method: prewrite\ntask: sentiment\n")
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run"), "--max-target-queries", "100"]) == 2
+    assert "method 'prewrite' cannot stop at a target-query budget" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    config.write_text(TINY.replace("steps: 1", "steps: 50"))
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "ok"), "--max-target-queries", "30"]) == 0
+    summary = _summary(capsys)
+    assert summary["stop_reason"] == "max_target_queries" and summary["target_queries"] <= 30
+
+
+def test_a_failed_start_leaves_no_run_directory(tmp_path, capsys):
+    (tmp_path / "test_only.csv").write_text("text,label\ngood,1\nbad,0\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(TINY.replace("task: sentiment", "task: test_only.csv"))  # RLPrompt needs train and dev
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "lacks the split(s) ['train', 'dev']" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    config.write_text(TINY.replace("task: sentiment", "task: ../data/sst-2\ntask_seed: 16-42"))
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "task path '../data/sst-2' does not exist (resolved relative to the config file" in err
+    assert "only applies" not in err and not (tmp_path / "run").exists()
+
+
+def test_a_csv_with_its_own_column_names_trains_from_a_config(tmp_path, capsys, monkeypatch):
+    rows = [("a fine film", "great"), ("dull and long", "terrible")] * 3
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "reviews.csv").write_text(
+        "utterance,category,split\n" + "".join(f"{u},{c},{s}\n" for s in ("train", "dev") for u, c in rows))
+    config = tmp_path / "data" / "c.yaml"
+    config.write_text(TINY.replace("task: sentiment", "task: reviews.csv\ntask_columns: {text: utterance, label: "
+                                   "category}\nverbalizers: [' great', ' terrible']"))
+    monkeypatch.chdir(tmp_path)  # the task path is relative to the config file, not to here
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 0
+    assert _summary(capsys)["steps"] == 1
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["task"] == str(tmp_path / "data" / "reviews.csv")
+    assert saved["task_columns"] == {"text": "utterance", "label": "category"}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_python_train_dispatches_on_the_method(method, tmp_path, monkeypatch):
+    import importlib
+
+    import rlprompt
+
+    config_cls, train_fn = method_entry(method)
+    calls = []
+
+    def fake_train(cfg, run_dir, resume=False):
+        calls.append((cfg, Path(run_dir), resume))
+        return {"steps": cfg.steps}
+
+    monkeypatch.setattr(importlib.import_module(train_fn.__module__), train_fn.__name__, fake_train)
+    assert rlprompt.train({"method": method}, tmp_path / "run", steps=2) == {"steps": 2}
+    cfg, run_dir, resume = calls[0]
+    assert type(cfg) is config_cls and run_dir == tmp_path / "run" and not resume
+    assert rlprompt.train(cfg, tmp_path / "run2", seed=5) == {"steps": 2} and calls[1][0].seed == 5
+
+
+def test_eval_limit_is_a_stratified_sample_and_json_shows_gold_per_class(tmp_path, capsys):
+    import json
+
+    rows = [f"bad movie {i},0,dev\n" for i in range(20)] + [f"good movie {i},1,dev\n" for i in range(20)]
+    (tmp_path / "sorted.csv").write_text("text,label,split\n" + "".join(rows))  # sorted by label
+    argv = ["eval", "--task", str(tmp_path / "sorted.csv"), "--split", "validation", "--limit", "6", "--target",
+            "tiny-random", "--dtype", "float32", "--verbalizers", " terrible", " great", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["labels_per_class"] == [3, 3] and sum(out["predictions_per_class"]) == out["n"] == 6
+
+
+def test_report_table_keeps_a_multiline_prompt_on_one_row(tmp_path):
+    from rlprompt.report import load_run, markdown_table
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "target_queries": 4}\n')
+    (tmp_path / "prompt.txt").write_text("Classify:\n| a | b |\nAnswer")
+    table = markdown_table([load_run(tmp_path)]).splitlines()
+    assert len(table) == 3 and table[2].endswith("| `Classify:\\n\\| a \\| b \\|\\nAnswer` |")
+
+
+def test_setup_cfg_lists_every_package_folder():
+    """setuptools warns about (and may one day drop) an importable folder missing from `packages`: rlprompt/data."""
+    import configparser
+
+    root = Path(__file__).resolve().parents[1]
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg")
+    packages = set(setup["options"]["packages"].split())
+    folders = {f"rlprompt.{p.name}" for p in (root / "rlprompt").iterdir()
+               if p.is_dir() and not p.name.startswith((".", "_")) and any(p.iterdir())}
+    assert folders <= packages and "rlprompt.data" in setup["options.package_data"]

@@ -89,7 +89,7 @@ def test_cli_eval_json_on_tiny_target():
         (["--verbalizers", " bad", " goodd"], "' goodd' is not a single token"),
         (["--template", "{sentence} It was"], "must contain {prompt}"),
         (["--target", "no-such-model"], "unknown model 'no-such-model'"),
-        (["--split", "validation"], "validation"),
+        (["--split", "holdout"], "no 'holdout' split"),
         (["--task", "sentimnt"], "did you mean the built-in task 'sentiment'"),
     ],
 )

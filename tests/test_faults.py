@@ -20,7 +20,7 @@ TOKENS = [" terrible", " great"]  # the built-in sentiment task's verbalizers
 def tiny_config(endpoint: FaultyEndpoint, **overrides) -> RLPromptConfig:
     fields = dict(task="sentiment", target=f"openai:{endpoint.url}:fake?timeout=2&max_retries=10&backoff=0.01",
                   policy_model="tiny-random", policy_dtype="float32", prompt_length=2, n_envs=4, mlp_hidden=16,
-                  value_hidden=8, input_batch_size=4, vocab=list(range(300, 364)), total_updates=8, eval_every=4,
+                  value_hidden=8, input_batch_size=4, vocab=list(range(300, 364)), steps=8, eval_every=4,
                   checkpoint_every=2)
     return RLPromptConfig(**{**fields, **overrides})
 
@@ -42,12 +42,12 @@ def test_run_survives_every_kind_of_transient_fault(tmp_path):
         target = make_target(cfg.target)
         summary = train_rlprompt(cfg, tmp_path / "run", target=target, progress=False)
         injected = dict(endpoint.injected)
-    assert summary["steps"] == cfg.total_updates
+    assert summary["steps"] == cfg.steps
     assert set(injected) == set(FAULTS), injected  # every kind was hit at least once
     # every fault was retried, none swallowed (a reply that is merely slow under CI load may add a retry)
     assert target.retries >= sum(injected.values())
     values = rewards(RunDir(tmp_path / "run", resume=True))
-    assert len(values) == 2 * cfg.total_updates and all(math.isfinite(v) for v in values)
+    assert len(values) == 2 * cfg.steps and all(math.isfinite(v) for v in values)
 
 
 def test_outage_stops_cleanly_and_resume_finishes_the_run(tmp_path):
@@ -58,11 +58,11 @@ def test_outage_stops_cleanly_and_resume_finishes_the_run(tmp_path):
             train_rlprompt(cfg, tmp_path / "run", target=make_target(cfg.target), progress=False)
         run = RunDir(tmp_path / "run", resume=True)
         logged = [r["step"] for r in run.read_metrics()]
-        assert logged == list(range(1, len(logged) + 1)) and 2 <= len(logged) < cfg.total_updates
+        assert logged == list(range(1, len(logged) + 1)) and 2 <= len(logged) < cfg.steps
         assert all(math.isfinite(v) for v in rewards(run))
         assert run.latest_checkpoint() is not None
         endpoint.outage(False)
         summary = train_rlprompt(cfg, tmp_path / "run", resume=True, target=make_target(cfg.target), progress=False)
-    assert summary["steps"] == cfg.total_updates
+    assert summary["steps"] == cfg.steps
     steps = [r["step"] for r in RunDir(tmp_path / "run", resume=True).read_metrics()]
-    assert steps == list(range(1, cfg.total_updates + 1))
+    assert steps == list(range(1, cfg.steps + 1))

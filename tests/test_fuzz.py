@@ -11,12 +11,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import rlprompt.training
 from rlprompt import cli
-from rlprompt.cli import _methods
 from rlprompt.config import load_config
 from rlprompt.tasks import load_task
+from rlprompt.training import METHODS, method_entry
 
-CONFIG_CLASSES = [cls for cls, _ in _methods().values()]
+CONFIG_CLASSES = [method_entry(method)[0] for method in METHODS]
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
                     st.text(max_size=12), st.lists(st.integers(-5, 5), max_size=3))
 # FUZZ_EXAMPLES=2000 fuzzes harder than CI's default.
@@ -79,8 +80,9 @@ def _reached(*args, **kwargs):
 
 FLAGS = {
     "eval": ["--task", "--seed", "--split", "--prompt", "--template", "--verbalizers", "--target", "--dtype", "--limit",
-             "--calibrate", "--json"],
+             "--limit-seed", "--calibrate", "--json"],
     "train": ["--run-dir", "--resume", "--max-target-queries"],
+    "config": [],
     "report": ["--out"],
     "prefs": [],
     "enhance": ["--enhancer", "--num-samples", "--temperature", "--seed", "--dtype", "--json"],
@@ -88,7 +90,7 @@ FLAGS = {
               "--max-body-bytes", "--max-prompt-chars"],
 }
 values = st.one_of(st.text(max_size=12), st.integers(-10, 10**6).map(str), st.sampled_from(
-    ["sentiment", "tiny-random", "-1", "0", "nan", "", "key=value", "total_updates=-3", "seed=x", "=", "--"]))
+    ["sentiment", "tiny-random", "-1", "0", "nan", "", "key=value", "steps=-3", "seed=x", "=", "--"]))
 
 
 @FUZZ
@@ -100,8 +102,8 @@ def test_cli_arguments_get_a_clear_error_or_reach_the_back_end(tmp_path, monkeyp
 
     config = tmp_path / "tiny.yaml"
     config.write_text("method: rlprompt\ntask: sentiment\npolicy_model: tiny-random\ntarget: tiny-random\n")
-    methods = {name: (cls, _reached) for name, (cls, _) in _methods().items()}
-    monkeypatch.setattr(cli, "_methods", lambda: methods)
+    entries = {method: (method_entry(method)[0], _reached) for method in METHODS}
+    monkeypatch.setattr(rlprompt.training, "method_entry", entries.__getitem__)
     monkeypatch.setattr(rlprompt.tasks, "_load_hf", _reached)
     monkeypatch.setattr("rlprompt.targets.make_target", _reached)
     monkeypatch.setattr("rlprompt.enhancer.enhance_main", _reached)

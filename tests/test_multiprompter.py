@@ -24,7 +24,7 @@ from tests.test_rlprompt import VOCAB, FakeTarget
 
 def tiny_config(**overrides) -> MultiPrompterConfig:
     base = dict(policy_model="tiny-random", policy_dtype="float32", n_agents=3, segment_length=2, vocab=VOCAB,
-                n_episodes=4, mlp_hidden=16, value_hidden=8, total_updates=4, eval_every=2, checkpoint_every=2,
+                n_episodes=4, mlp_hidden=16, value_hidden=8, steps=4, eval_every=2, checkpoint_every=2,
                 input_batch_size=4, eval_top_k=2, learning_rate=1e-2, keep_checkpoints=5)
     base.update(overrides)
     return MultiPrompterConfig(**base)
@@ -153,7 +153,7 @@ def test_updates_change_every_agents_params_and_never_the_frozen_lm(shared_head)
 
 # -- training, determinism and resume -------------------------------------------------------------
 def test_same_seed_same_run(tmp_path):
-    runs = [train_multiprompter(tiny_config(seed=s, total_updates=2), tmp_path / f"r{i}", target=FakeTarget())
+    runs = [train_multiprompter(tiny_config(seed=s, steps=2), tmp_path / f"r{i}", target=FakeTarget())
             for i, s in enumerate((5, 5, 6))]
     params = [RunDir(tmp_path / f"r{i}", resume=True).load_checkpoint().tensors for i in range(3)]
     metrics = [[{k: v for k, v in r.items() if k != "perf/wall_seconds"}
@@ -165,7 +165,7 @@ def test_same_seed_same_run(tmp_path):
 
 def test_train_writes_the_run_and_resume_continues(tmp_path):
     full = train_multiprompter(tiny_config(), tmp_path / "full", target=FakeTarget())
-    assert full["steps"] == 4 and full["stop_reason"] == "total_updates"
+    assert full["steps"] == 4 and full["stop_reason"] == "steps"
     run = RunDir(tmp_path / "full", resume=True)
     records = run.read_metrics()
     assert [r["step"] for r in records] == [1, 2, 3, 4]
@@ -175,7 +175,7 @@ def test_train_writes_the_run_and_resume_continues(tmp_path):
             "eval/greedy_accuracy", "eval/best_accuracy"} <= set(records[1])
     assert records[1]["target_queries"] > records[0]["target_queries"] > 0
 
-    half = train_multiprompter(tiny_config(total_updates=2), tmp_path / "half", target=FakeTarget())
+    half = train_multiprompter(tiny_config(steps=2), tmp_path / "half", target=FakeTarget())
     assert half["steps"] == 2
     resumed = train_multiprompter(tiny_config(), tmp_path / "half", resume=True, target=FakeTarget())
     assert resumed["steps"] == 4
@@ -192,7 +192,7 @@ def test_train_writes_the_run_and_resume_continues(tmp_path):
 
 
 def test_target_query_budget_stops_training(tmp_path):
-    summary = train_multiprompter(tiny_config(total_updates=50, max_target_queries=150), tmp_path / "run",
+    summary = train_multiprompter(tiny_config(steps=50, max_target_queries=150), tmp_path / "run",
                                   target=FakeTarget())
     assert summary["stop_reason"] == "max_target_queries" and 0 < summary["steps"] < 50
     assert summary["target_queries"] <= 150

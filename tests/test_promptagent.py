@@ -179,7 +179,7 @@ def test_parse_proposals():
 
 # -- the search on scripted fakes ---------------------------------------------------------------------
 def test_mcts_respects_width_and_depth_limit():
-    a = agent(iterations=6, max_evaluations=100, expand_width=3, depth_limit=3, min_depth=3)
+    a = agent(steps=6, max_evaluations=100, expand_width=3, depth_limit=3, min_depth=3)
     a.run()
     assert max(n.depth for n in a.nodes) <= 3
     assert all(len(n.children) <= 3 for n in a.nodes)
@@ -196,7 +196,7 @@ def test_mcts_respects_width_and_depth_limit():
 
 def test_unparseable_and_empty_proposals_are_dropped_and_counted():
     answers = {1: "I cannot help with that.", 2: "<START>   <END>"}
-    a = agent(script=lambda prompt, k: answers.get(k), iterations=2, max_evaluations=100, expand_width=3,
+    a = agent(script=lambda prompt, k: answers.get(k), steps=2, max_evaluations=100, expand_width=3,
               depth_limit=3, min_depth=3)
     a.run()  # iteration 1 expands depths 0, 1, 2; iteration 2 selects down to the depth limit
     assert a.drops["unparseable"] == 3 and a.drops["empty"] == 3  # one of each per expansion
@@ -210,7 +210,7 @@ def levels(rewards: dict[int, float], default: float = 0.1):
 
 
 def test_mcts_back_propagates_the_hand_computed_sum_of_future_rewards():
-    a = agent(accuracy=by_depth, iterations=1, max_evaluations=100, depth_limit=5, min_depth=2)
+    a = agent(accuracy=by_depth, steps=1, max_evaluations=100, depth_limit=5, min_depth=2)
     a.run()  # rewards 0.3, 0.5, 0.7, 0.9 by depth; the depth-3 node is the first deeper than 2 to beat the best
     path = a.traces[0]
     assert [a.nodes[i].depth for i in path] == [0, 1, 2, 3] and a.counts["early_stops"] == 1
@@ -220,19 +220,19 @@ def test_mcts_back_propagates_the_hand_computed_sum_of_future_rewards():
 
 
 def test_mcts_early_stop_needs_a_node_deeper_than_min_depth():
-    a = agent(accuracy=levels({0: 0.3, 1: 0.5, 2: 0.7, 3: 0.6}), iterations=1, max_evaluations=100,
+    a = agent(accuracy=levels({0: 0.3, 1: 0.5, 2: 0.7, 3: 0.6}), steps=1, max_evaluations=100,
               depth_limit=3, min_depth=2)
     a.run()  # 0.7 at depth 2 beats everything, but 2 is not deeper than min_depth: the simulation goes on
     assert a.counts["early_stops"] == 0 and [a.nodes[i].depth for i in a.traces[0]] == [0, 1, 2, 3]
 
 
 def test_mcts_equal_reward_does_not_stop_a_simulation_a_strictly_better_one_does():
-    a = agent(accuracy=levels({0: 0.5, 1: 0.7}, default=0.7), iterations=1, max_evaluations=100, depth_limit=4,
+    a = agent(accuracy=levels({0: 0.5, 1: 0.7}, default=0.7), steps=1, max_evaluations=100, depth_limit=4,
               min_depth=1)
     a.run()  # every node below the root ties the best reached (0.7): the simulation runs to the depth limit
     assert a.counts["early_stops"] == 0 and len(a.traces[0]) == 5
     # the bar is the best node reached (0.9 at depth 1), not the parent: 0.8 at depth 3 does not stop, 0.95 does
-    b = agent(accuracy=levels({0: 0.5, 1: 0.9, 2: 0.7, 3: 0.8, 4: 0.95}), iterations=1, max_evaluations=100,
+    b = agent(accuracy=levels({0: 0.5, 1: 0.9, 2: 0.7, 3: 0.8, 4: 0.95}), steps=1, max_evaluations=100,
               depth_limit=6, min_depth=1)
     b.run()
     assert b.counts["early_stops"] == 1 and [b.nodes[i].depth for i in b.traces[0]] == [0, 1, 2, 3, 4]
@@ -240,17 +240,17 @@ def test_mcts_equal_reward_does_not_stop_a_simulation_a_strictly_better_one_does
 
 def test_mcts_never_expands_a_node_below_the_min_threshold():
     rewards = levels({0: 0.6, 1: 0.6, 2: 0.2, 3: 0.9})
-    a = agent(accuracy=rewards, iterations=1, max_evaluations=100, depth_limit=4, min_depth=1)
+    a = agent(accuracy=rewards, steps=1, max_evaluations=100, depth_limit=4, min_depth=1)
     a.run()  # depth 2 scores 0.2 < (0.6 + 0.6) / 2: terminal, so the simulation ends there unexpanded
     leaf = a.nodes[a.traces[0][-1]]
     assert [a.nodes[i].depth for i in a.traces[0]] == [0, 1, 2] and not leaf.children and a.terminal(leaf)
-    b = agent(accuracy=rewards, iterations=1000, max_evaluations=1000, depth_limit=4, min_depth=1, expand_width=2)
+    b = agent(accuracy=rewards, steps=1000, max_evaluations=1000, depth_limit=4, min_depth=1, expand_width=2)
     b.run()  # the whole tree: every depth-1 node expanded once, no depth-2 node ever
     assert b.stop_reason == "tree_exhausted" and len(b.nodes) == 1 + 2 + 4 and max(n.depth for n in b.nodes) == 2
 
 
 def test_mcts_final_prompt_follows_promptagent_rule():
-    a = agent(iterations=5, max_evaluations=100, depth_limit=3)
+    a = agent(steps=5, max_evaluations=100, depth_limit=3)
     final = a.run()
     assert final is select_final(a.nodes, a.traces)
     tree = a.tree()
@@ -261,7 +261,7 @@ def test_mcts_final_prompt_follows_promptagent_rule():
 
 @pytest.mark.parametrize("search", ["mcts", "greedy", "beam", "ape"])
 def test_every_search_stops_at_the_evaluation_budget(search):
-    a = agent(search=search, iterations=1000, max_evaluations=14, depth_limit=3 if search == "mcts" else 2, beam_width=2)
+    a = agent(search=search, steps=1000, max_evaluations=14, depth_limit=3 if search == "mcts" else 2, beam_width=2)
     a.run()
     target = a.scorer.target
     assert a.stop_reason == "max_evaluations" and a.evaluations == 14
@@ -273,20 +273,20 @@ def test_every_search_stops_at_the_evaluation_budget(search):
 
 
 def test_mcts_stops_when_every_node_is_expanded_or_at_the_depth_limit():
-    a = agent(iterations=1000, max_evaluations=1000, depth_limit=2, expand_width=2)
+    a = agent(steps=1000, max_evaluations=1000, depth_limit=2, expand_width=2)
     a.run()
     assert a.stop_reason == "tree_exhausted" and len(a.nodes) == 1 + 2 + 4
 
 
 def test_greedy_follows_the_best_child():
-    a = agent(search="greedy", iterations=2, max_evaluations=100, depth_limit=5)
+    a = agent(search="greedy", steps=2, max_evaluations=100, depth_limit=5)
     a.run()
     first = max((a.nodes[c] for c in a.nodes[0].children), key=lambda n: n.reward)
     assert a.nodes[a.traces[1][1]] is first and len(first.children) == 3
 
 
 def test_budget_counts_new_prompts_only():
-    a = agent(script=lambda prompt, k: "<START>root/1<END>" if k > 1 else None, iterations=3,
+    a = agent(script=lambda prompt, k: "<START>root/1<END>" if k > 1 else None, steps=3,
               max_evaluations=100, depth_limit=1, min_depth=1)
     a.run()
     assert [n.prompt for n in a.nodes] == ["root", "root/1"]
@@ -294,7 +294,7 @@ def test_budget_counts_new_prompts_only():
 
 
 def test_same_seed_same_tree():
-    agents = [agent(seeded=True, seed=s, iterations=5, max_evaluations=40) for s in (3, 3, 4)]
+    agents = [agent(seeded=True, seed=s, steps=5, max_evaluations=40) for s in (3, 3, 4)]
     for a in agents:
         a.run()
     a, b, c = (a.tree() for a in agents)
@@ -316,7 +316,7 @@ def test_config_validation_names_bad_values():
 # -- the run entry point ------------------------------------------------------------------------------
 def test_train_writes_outputs_and_resume_continues_the_same_search(tmp_path):
     def run(path, iterations, resume=False):
-        cfg = PromptAgentConfig(iterations=iterations, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1)
+        cfg = PromptAgentConfig(steps=iterations, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1)
         return train_promptagent(cfg, path, resume=resume, target=FakeTarget(), optimizer=ScriptedOptimizer(seeded=True),
                                  task=TASK)
 
@@ -343,10 +343,30 @@ def test_train_writes_outputs_and_resume_continues_the_same_search(tmp_path):
     assert search_queries(resumed_records) == search_queries(records)
     shared = FakeTarget()
     shared.stats.sequences = 10_000  # another run used this target before
-    cfg = PromptAgentConfig(iterations=4, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1,
+    cfg = PromptAgentConfig(steps=4, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1,
                             max_target_queries=summary["target_queries"] + 1)
     again = train_promptagent(cfg, tmp_path / "shared", target=shared, optimizer=ScriptedOptimizer(seeded=True), task=TASK)
     assert again["stop_reason"] != "max_target_queries" and again["target_queries"] == summary["target_queries"]
+
+
+def test_a_search_saved_before_the_rename_resumes(tmp_path):
+    """search_state.json written when the length was called iterations (and configs had no task_columns)."""
+    def run(steps, resume=False):
+        cfg = PromptAgentConfig(steps=steps, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1)
+        return train_promptagent(cfg, tmp_path / "run", resume=resume, target=FakeTarget(),
+                                 optimizer=ScriptedOptimizer(seeded=True), task=TASK)
+
+    run(2)
+    state = json.loads((tmp_path / "run" / "search_state.json").read_text())
+    state["config"]["iterations"] = state["config"].pop("steps")
+    del state["config"]["task_columns"]
+    (tmp_path / "run" / "search_state.json").write_text(json.dumps(state))
+    with pytest.warns(FutureWarning, match="'iterations' is deprecated, read as 'steps'"):
+        assert run(3, resume=True)["steps"] == 3
+    with pytest.raises(ValueError, match=r"differs from the saved search in \['seed'\]"):
+        train_promptagent(PromptAgentConfig(steps=4, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=2),
+                          tmp_path / "run", resume=True, target=FakeTarget(), optimizer=ScriptedOptimizer(seeded=True),
+                          task=TASK)
 
 
 def test_error_driven_revision_is_a_prompt_edit_action():

@@ -59,7 +59,7 @@ class FakeTarget(Target):
 
 def tiny_config(**overrides) -> RLPromptConfig:
     base = dict(policy_model="tiny-random", policy_dtype="float32", n_envs=4, prompt_length=2, vocab=VOCAB,
-                mlp_hidden=16, value_hidden=8, total_updates=4, eval_every=2, checkpoint_every=2, input_batch_size=4,
+                mlp_hidden=16, value_hidden=8, steps=4, eval_every=2, checkpoint_every=2, input_batch_size=4,
                 eval_top_k=2, learning_rate=1e-2, keep_checkpoints=5)
     base.update(overrides)
     return RLPromptConfig(**base)
@@ -162,7 +162,7 @@ def _params(run_dir):
 def test_train_writes_run_and_resume_matches_an_uninterrupted_run(tmp_path):
     target = FakeTarget()
     full = train_rlprompt(tiny_config(), tmp_path / "full", target=target, progress=False)
-    assert full["steps"] == 4 and full["stop_reason"] == "total_updates"
+    assert full["steps"] == 4 and full["stop_reason"] == "steps"
     run = RunDir(tmp_path / "full", resume=True)
     assert [r["step"] for r in run.read_metrics()] == [1, 2, 3, 4]
     assert run.read_config() == dump_config(tiny_config())
@@ -173,7 +173,7 @@ def test_train_writes_run_and_resume_matches_an_uninterrupted_run(tmp_path):
             "eval/greedy_accuracy", "eval/best_accuracy"} <= set(record)
     assert record["target_queries"] > run.read_metrics()[0]["target_queries"]
 
-    half = train_rlprompt(tiny_config(total_updates=2), tmp_path / "half", target=FakeTarget(), progress=False)
+    half = train_rlprompt(tiny_config(steps=2), tmp_path / "half", target=FakeTarget(), progress=False)
     assert half["steps"] == 2
     half_ckpt = RunDir(tmp_path / "half", resume=True).load_checkpoint()
     model = make_ppo(tiny_config(), FakeTarget())
@@ -192,23 +192,23 @@ def test_train_writes_run_and_resume_matches_an_uninterrupted_run(tmp_path):
 
 def test_training_leaves_no_sb3_temp_directories(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    train_rlprompt(tiny_config(total_updates=1), tmp_path / "run", target=FakeTarget(), progress=False)
+    train_rlprompt(tiny_config(steps=1), tmp_path / "run", target=FakeTarget(), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_resume_skips_a_corrupt_checkpoint_and_truncates_metrics(tmp_path):
-    train_rlprompt(tiny_config(total_updates=3), tmp_path / "run", target=FakeTarget(), progress=False)
+    train_rlprompt(tiny_config(steps=3), tmp_path / "run", target=FakeTarget(), progress=False)
     newest = RunDir(tmp_path / "run", resume=True).checkpoint_dirs()[-1]
     assert newest.name == "step_3"
     (newest / "state.json").write_text("{}")  # corrupt: checksum mismatch
-    summary = train_rlprompt(tiny_config(total_updates=3), tmp_path / "run", resume=True, target=FakeTarget(),
+    summary = train_rlprompt(tiny_config(steps=3), tmp_path / "run", resume=True, target=FakeTarget(),
                              progress=False)
     assert summary["steps"] == 3
     assert [r["step"] for r in RunDir(tmp_path / "run", resume=True).read_metrics()] == [1, 2, 3]
 
 
 def test_target_query_budget_stops_training(tmp_path):
-    summary = train_rlprompt(tiny_config(total_updates=50, max_target_queries=120), tmp_path / "run",
+    summary = train_rlprompt(tiny_config(steps=50, max_target_queries=120), tmp_path / "run",
                              target=FakeTarget(), progress=False)
     assert summary["stop_reason"] == "max_target_queries"
     assert 0 < summary["steps"] < 50
@@ -235,22 +235,22 @@ def test_every_config_field_is_documented():
 
 
 # -- CLI --------------------------------------------------------------------------------------------
-def _tiny_cli_config(tmp_path, *, total_updates: int, eval_every: int):
+def _tiny_cli_config(tmp_path, *, steps: int, eval_every: int):
     """A YAML config for `rlprompt train` on the tiny random policy and target, checkpointing every 2 updates."""
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "method: rlprompt\ntask: sentiment\ntarget: tiny-random\ntarget_dtype: float32\npolicy_model: tiny-random\n"
         "policy_dtype: float32\nprompt_length: 2\nn_envs: 4\nmlp_hidden: 16\nvalue_hidden: 8\ninput_batch_size: 4\n"
-        f"vocab: {VOCAB}\ntotal_updates: {total_updates}\neval_every: {eval_every}\ncheckpoint_every: 2\n"
+        f"vocab: {VOCAB}\nsteps: {steps}\neval_every: {eval_every}\ncheckpoint_every: 2\n"
     )
     return config
 
 
 def test_cli_train_and_report_smoke(tmp_path):
-    config = _tiny_cli_config(tmp_path, total_updates=50, eval_every=2)
+    config = _tiny_cli_config(tmp_path, steps=50, eval_every=2)
     env = {**os.environ, "TQDM_DISABLE": "1"}
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rlprompt.cli", "train", str(config), "--run-dir", str(run_dir), "total_updates=3"]
+    cmd = [sys.executable, "-m", "rlprompt.cli", "train", str(config), "--run-dir", str(run_dir), "steps=3"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
@@ -268,7 +268,7 @@ def test_cli_train_and_report_smoke(tmp_path):
 
 def test_kill_9_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
     """`kill -9` of `rlprompt train` mid-run, then `--resume`: the run finishes with every update logged once."""
-    config = _tiny_cli_config(tmp_path, total_updates=400, eval_every=5)
+    config = _tiny_cli_config(tmp_path, steps=400, eval_every=5)
     env = {**os.environ, "TQDM_DISABLE": "1"}
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "rlprompt.cli", "train", str(config), "--run-dir", str(run_dir)]
@@ -288,7 +288,7 @@ def test_kill_9_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
     latest = max(int(p.name.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*"))
     assert max(logged) - latest < 2  # at most one checkpoint interval past the newest checkpoint
     target = max(logged) + 3
-    out = subprocess.run(cmd + ["--resume", f"total_updates={target}"], capture_output=True, text=True, env=env,
+    out = subprocess.run(cmd + ["--resume", f"steps={target}"], capture_output=True, text=True, env=env,
                          timeout=300)
     assert out.returncode == 0, out.stderr
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]

@@ -432,3 +432,61 @@ def test_non_utf8_data_file_is_named_in_the_error(tmp_path, fname, text):
     (tmp_path / fname).write_bytes(text.encode("latin-1"))
     with pytest.raises(ValueError, match=rf"{fname} is not UTF-8 text: byte 0xe9 at offset \d+"):
         load_task(str(tmp_path / fname))
+
+
+# -- data in memory and column mappings (issue 18) -----------------------------------------------------
+ROWS = [{"utterance": "great fun", "category": "pos", "split": "train"},
+        {"utterance": "a bore", "category": "neg", "split": "train"},
+        {"utterance": "loved it", "category": "pos", "split": "validation"},
+        {"utterance": "hated it", "category": "neg", "split": "validation"}]
+COLUMNS = {"text_column": "utterance", "label_column": "category"}
+
+
+def _check_rows_task(task: ClassificationTask) -> None:
+    assert task.label_names == ("neg", "pos") and task.verbalizers == (" neg", " pos")
+    assert task.split("train").texts == ("great fun", "a bore") and task.split("train").labels == (1, 0)
+    assert task.split("dev").labels == (1, 0)
+
+
+def test_a_list_of_dicts_and_a_dataframe_load_with_a_column_mapping():
+    pandas = pytest.importorskip("pandas")
+    _check_rows_task(load_task(ROWS, **COLUMNS))
+    _check_rows_task(load_task(pandas.DataFrame(ROWS), **COLUMNS))
+    named = load_task([{k: v for k, v in r.items() if k != "split"} for r in ROWS], **COLUMNS,
+                      label_names=["pos", "neg"])
+    assert named.label_names == ("pos", "neg") and named.split("test").labels == (0, 1, 0, 1)
+    with pytest.raises(ValueError, match=r"data example 0 has no text column 'text' .* found columns \['utterance'"):
+        load_task(ROWS, text_column="text", label_column="category")
+
+
+def test_datasets_in_memory_load_with_a_column_mapping():
+    datasets = pytest.importorskip("datasets")
+    splits = {"train": ROWS[:2], "validation": ROWS[2:]}
+    dataset_dict = datasets.DatasetDict({s: datasets.Dataset.from_list(rows) for s, rows in splits.items()})
+    _check_rows_task(load_task(dataset_dict, **COLUMNS))
+    labelled = datasets.Dataset.from_dict({"utterance": ["x", "y"], "category": [1, 0]}).cast_column(
+        "category", datasets.ClassLabel(names=["bad", "good"]))
+    task = load_task(labelled, **COLUMNS)
+    assert task.label_names == ("bad", "good") and task.split("test").labels == (1, 0)
+    with pytest.raises(TypeError, match="task data must be .* got int"):
+        load_task(3)
+
+
+def test_a_csv_with_its_own_column_names_loads_with_a_mapping(tmp_path):
+    (tmp_path / "intents.csv").write_text("utterance,category,split\n" + "".join(
+        f"{r['utterance']},{r['category']},{r['split']}\n" for r in ROWS))
+    with pytest.raises(ValueError, match="unknown column layout"):
+        load_task(str(tmp_path / "intents.csv"))
+    _check_rows_task(load_task(str(tmp_path / "intents.csv"), **COLUMNS))
+
+
+def test_common_split_names_are_accepted():
+    task = load_task(ROWS, **COLUMNS)
+    assert task.split("validation") is task.split("dev") is task.split("val")
+    with pytest.raises(ValueError, match="no 'test' split"):
+        task.split("test")
+
+
+def test_a_missing_16_shot_directory_is_named_as_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="task path .*sst-2' does not exist"):
+        load_task(str(tmp_path / "sst-2"), seed="16-42")

@@ -1,0 +1,119 @@
+"""Configs a new user meets: one name for training length (old names still read), paths relative to the config
+file, one resume check for every method, and a complete commented default config per method."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlprompt.config import (RESUME_CHANGEABLE, check_resume_config, config_from_dict, default_yaml, dump_config,
+                             field_docs, load_config)
+from rlprompt.training import METHODS, method_entry
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.yaml"))
+
+
+# -- one name for training length -------------------------------------------------------------------
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_calls_its_length_steps(method):
+    config_cls, _ = method_entry(method)
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    assert "steps" in names and not names & {"total_updates", "iterations"}
+
+
+@pytest.mark.parametrize("method, old", [("rlprompt", "total_updates"), ("multiprompter", "total_updates"),
+                                         ("promptagent", "iterations")])
+def test_old_length_names_load_with_one_warning(method, old, tmp_path):
+    config_cls, _ = method_entry(method)
+    path = tmp_path / "old.yaml"
+    path.write_text(f"method: {method}\n{old}: 7\n")
+    with pytest.warns(FutureWarning, match=f"config key '{old}' is deprecated, read as 'steps'"):
+        assert load_config(path, config_cls).steps == 7
+    with pytest.warns(FutureWarning):
+        assert load_config({"method": method}, config_cls, [f"{old}=9"]).steps == 9
+    with pytest.warns(FutureWarning):  # an old file with a new override: the override wins
+        assert load_config(path, config_cls, ["steps=3"]).steps == 3
+    with pytest.raises(ValueError, match=f"sets both '{old}'.*'steps'"):
+        load_config({"method": method, old: 1, "steps": 2}, config_cls)
+
+
+def test_shipped_configs_use_the_new_names():
+    for path in CONFIGS:
+        assert not set(yaml.safe_load(path.read_text())) & {"total_updates", "iterations"}, path.name
+
+
+# -- paths resolve against the config file -------------------------------------------------------------
+def test_relative_task_path_resolves_against_the_config_file(tmp_path, monkeypatch):
+    from rlprompt.policies.rlprompt import RLPromptConfig
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "reviews.csv").write_text("text,label,split\ngood,1,train\nbad,0,dev\n")
+    (tmp_path / "configs").mkdir()
+    config = tmp_path / "configs" / "c.yaml"
+    config.write_text("method: rlprompt\ntask: ../data/reviews.csv\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(config, RLPromptConfig)
+    assert cfg.task == str(tmp_path / "data" / "reviews.csv")
+    # a key=value override is a shell argument: it resolves against the current directory
+    (elsewhere / "mine.csv").write_text("text,label\nok,1\n")
+    assert load_config(config, RLPromptConfig, ["task=mine.csv"]).task == str(elsewhere / "mine.csv")
+    assert load_config(config, RLPromptConfig, ["task=sentiment"]).task == "sentiment"  # a name, not a path
+
+
+def test_a_missing_task_path_names_the_config_file(tmp_path):
+    from rlprompt.policies.rlprompt import RLPromptConfig
+
+    config = tmp_path / "c.yaml"
+    config.write_text("method: rlprompt\ntask: ../nowhere/sst-2\ntask_seed: 16-42\n")
+    with pytest.raises(FileNotFoundError, match=r"task path '../nowhere/sst-2' does not exist \(resolved relative to "
+                                                r"the config file .*c.yaml"):
+        load_config(config, RLPromptConfig)
+
+
+# -- one resume check for every method -----------------------------------------------------------------
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_resume_check_allows_only_length_budget_and_cadence(method):
+    config_cls, _ = method_entry(method)
+    saved = dump_config(config_cls())
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    changed = {name: (7 if name != "max_target_queries" else 1000) for name in RESUME_CHANGEABLE if name in fields}
+    check_resume_config(saved, dataclasses.replace(config_cls(), **changed))
+    with pytest.raises(ValueError, match=r"differs from the run's config.yaml in \['seed'\] \(seed: 0 -> 5\)"):
+        check_resume_config(saved, dataclasses.replace(config_cls(), seed=5))
+
+
+def test_resume_check_reads_old_names_and_relative_paths(tmp_path, monkeypatch):
+    """A run directory written before the rename (total_updates, a task path relative to the current directory)
+    still matches the same config loaded today."""
+    from rlprompt.policies.rlprompt import RLPromptConfig
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.csv").write_text("text,label,split\ngood,1,train\nbad,0,dev\n")
+    old = {**dump_config(RLPromptConfig(task="data.csv")), "total_updates": 30}
+    del old["steps"], old["task_columns"]
+    with pytest.warns(FutureWarning, match="total_updates"):
+        check_resume_config(old, RLPromptConfig(task=str(tmp_path / "data.csv"), steps=60))
+
+
+# -- `rlprompt config METHOD` ------------------------------------------------------------------------
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_default_yaml_is_complete_commented_and_loads_back(method, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config_cls, _ = method_entry(method)
+    text = default_yaml(config_cls)
+    lines = text.splitlines()
+    for name, doc in field_docs(config_cls).items():
+        row = next(i for i, line in enumerate(lines) if line.startswith(f"{name}:"))
+        comment = []
+        while lines[row - 1 - len(comment)].startswith("# "):
+            comment.insert(0, lines[row - 1 - len(comment)][2:])
+        assert " ".join(comment) == doc, name
+    path = tmp_path / f"{method}.yaml"
+    path.write_text(text)
+    assert dump_config(load_config(path, config_cls)) == dump_config(config_from_dict(dump_config(config_cls()),
+                                                                                      config_cls))
