@@ -300,7 +300,9 @@ class PromptEnhancer:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(f"the adapter in {directory} does not load onto {config['base_model']!r}: "
                              f"{first}") from None
-        expected = set(get_peft_model_state_dict(model))
+        # the adapter's own tensor names (LoRA here never trains the embeddings); "auto" would ask the hub
+        # whether the base model's vocabulary changed, a network lookup for a hub-id base
+        expected = set(get_peft_model_state_dict(model, save_embedding_layers=False))
         if saved != expected:
             raise ValueError(f"{adapter} does not hold the adapter's tensors: missing {sorted(expected - saved)[:3]}, "
                              f"unexpected {sorted(saved - expected)[:3]}")

@@ -385,3 +385,18 @@ def test_readme_snippet_loads_an_enhancer_with_plain_transformers_and_peft(local
         exec(compile(run, "README.md", "exec"), namespace)
         assert namespace["rewrite"] == expected and expected
         assert capsys.readouterr().out == expected + "\n"
+
+
+def test_loading_asks_no_hub_about_a_hub_id_base(local_base, tmp_path, monkeypatch):
+    """adapter_config.json names the bundled model's hub original; loading offline must not look it up."""
+    import peft.utils.other
+
+    base_dir, enhancer = local_base
+    path = enhancer.save_pretrained(tmp_path / "enh")
+    adapter_config = json.loads((path / "adapter_config.json").read_text())
+    (path / "adapter_config.json").write_text(json.dumps({**adapter_config,
+                                                          "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"}))
+    looked_up = []
+    monkeypatch.setattr(peft.utils.other, "file_exists", lambda *a, **k: looked_up.append(a) or True)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert PromptEnhancer.from_pretrained(path).enhance_with_reasons("x").raw and not looked_up
