@@ -14,6 +14,9 @@
    entirely for a batch of one). ``normalize_weights`` (default on) divides every W by the mean W of the
    training pairs, one constant, so Sem-DPO's loss and gradients have DPO's scale on average and the same
    learning rate and gradient clipping mean the same for both arms; the relative weights are unchanged.
+3. The trained rewriter is saved as ``<run>/enhancer/`` (a :class:`~rlprompt.enhancer.PromptEnhancer`) with
+   the dev accuracy of the originals beside their greedy rewrites (:func:`evaluate_rewriter`); it is the
+   identity unless the rewrites beat the originals, so a deployed rewriter is never worse than none.
 
 trl 1.16's ``DPOTrainer`` has no per-pair weight input (trl issue 5613). :class:`SemDPOTrainer` adds it by
 overriding exactly three methods, nothing else:
@@ -35,8 +38,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import tempfile
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,15 +51,16 @@ import torch.nn.functional as F
 
 from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
 from rlprompt.devices import resolve_device
+from rlprompt.enhancer import PromptEnhancer, clean_rewrite, describe_evaluation, rewriter_evaluation
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, cosine_similarity, semantic_weights
 from rlprompt.runs import (RunDir, resume_trainer_checkpoint, seed_everything, train_or_finish, trainer_checkpoint_sealer,
-                           trainer_checkpoint_step, trainer_logger)
+                           trainer_checkpoint_step, trainer_logger, write_atomic)
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask
 
-from rlprompt.policies.prewrite import META_PROMPT, chat_template, clean_rewrite  # PRewrite owns the rewrite prompt
+from rlprompt.policies.prewrite import META_PROMPT, chat_template  # PRewrite owns the rewrite prompt
 
 DEFAULT_ORIGINALS: dict[str, list[str]] = {
     "sentiment": [
@@ -285,11 +288,7 @@ def build_preferences(cfg: DPOMethodConfig, *, target: Target | None = None, rew
                          "rejected": [{"role": "assistant", "content": candidates[r]}],
                          "original": original, "chosen_reward": float(scores[c]), "rejected_reward": float(scores[r])})
     path = Path(output or cfg.preferences)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(row) + "\n" for row in rows)
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
     return path
 
 
@@ -419,14 +418,11 @@ def _trl_config(cfg: DPOMethodConfig, output_dir: Path):
     )
 
 
-def rewrite(model: Any, tokenizer: Any, cfg: DPOMethodConfig, originals: Sequence[str]) -> list[str]:
-    """Greedy rewrites of ``originals`` by ``model`` (cleaned), one each."""
-    from rlprompt.targets.hf import HFTarget
-
-    gen = HFTarget.from_loaded(model.eval(), tokenizer, batch_size=8)
-    texts = [meta_messages(cfg, o)[0]["content"] for o in originals]
-    out = gen.generate(texts, chat=True, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
-    return [clean_rewrite(t) or o for t, o in zip(out, originals)]
+def rewriter_enhancer(model: Any, tokenizer: Any, cfg: DPOMethodConfig, **settings: Any) -> PromptEnhancer:
+    """The rewriter ``model`` (peft or plain) as a :class:`~rlprompt.enhancer.PromptEnhancer` with the config's
+    meta-prompt and ``max_new_tokens``: what a run deploys, and what its evaluation rewrites with."""
+    return PromptEnhancer(model, tokenizer, base_model=cfg.rewriter_model, meta_prompt=cfg.meta_prompt,
+                          max_new_tokens=cfg.max_new_tokens, batch_size=8, **settings)
 
 
 def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *,
@@ -439,8 +435,10 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     trl checkpoints under ``checkpoints/checkpoint-<step>/`` (adapter safetensors, optimizer, trainer state) and
     summary.json; ``resume=True`` continues from the latest one. When ``cfg.eval_originals`` is set, the trained
     rewriter rewrites them greedily and the summary holds :func:`evaluate_rewriter`'s figures (means, and one
-    per held-out original). ``rewriter`` (model, tokenizer), ``embedder``, ``target`` and ``task`` override the
-    config's (tests).
+    per held-out original). ``enhancer/`` is the trained rewriter as a PromptEnhancer, storing the dev accuracy
+    of ``eval_originals`` (else ``originals``) beside their greedy rewrites': the identity unless the rewrites
+    beat them on average (one line on stderr says which; ``enhancer_identity`` in the summary). ``rewriter``
+    (model, tokenizer), ``embedder``, ``target`` and ``task`` override the config's (tests).
     """
     from peft import LoraConfig
     from trl import DPOTrainer
@@ -489,11 +487,26 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
         "pairs": len(dataset), "train_seconds": time.perf_counter() - start,
         "mean_weight": float(np.mean(weights)) if weights is not None else 1.0, "weight_scale": scale,
     }
+    # never worse than none: the originals are scored beside their greedy rewrites on dev, and the saved
+    # enhancer is the identity unless the rewrites beat them
+    task = task or build_task(cfg)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    originals = list(cfg.eval_originals or originals_for(cfg))
+    figures = evaluate_rewriter(model, tokenizer, cfg, originals, target=target, task=task, embedder=embedder)
     if cfg.eval_originals:
-        summary.update(evaluate_rewriter(trainer.accelerator.unwrap_model(trainer.model), tokenizer, cfg,
-                                         cfg.eval_originals, target=target, task=task, embedder=embedder))
+        summary.update(figures)
         run.log(trainer.state.global_step, {"eval/reward": summary["eval_reward"],
                                             "eval/similarity": summary["eval_similarity"]}, target_queries=0)
+    evaluation = rewriter_evaluation(originals, figures["eval_original_accuracies"],
+                                     {"greedy": (figures["eval_rewrites"], figures["eval_accuracies"])},
+                                     deployed="greedy", metric=f"{figures['eval_split']}_accuracy",
+                                     examples=figures["eval_examples"])
+    enhancer = rewriter_enhancer(model, tokenizer, cfg, evaluation=evaluation, info={
+        "method": type(cfg).method, "task": task.name, "template": task.template,
+        "verbalizers": list(task.verbalizers)})
+    enhancer.save_pretrained(run.path / "enhancer")
+    print(f"{type(cfg).method}: {describe_evaluation(evaluation)}", file=sys.stderr, flush=True)
+    summary["enhancer_identity"] = enhancer.identity
     run.write_json("summary.json", summary)
     run.close()
     return summary
@@ -502,21 +515,30 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
 def evaluate_rewriter(model: Any, tokenizer: Any, cfg: DPOMethodConfig, originals: Sequence[str], *,
                       target: Target | None = None, task: ClassificationTask | None = None,
                       embedder: Embedder | None = None) -> dict[str, Any]:
-    """Greedy rewrites of held-out ``originals`` scored for task reward (whole dev split, else train) and
-    cosine similarity to their original (semantic drift).
+    """Greedy rewrites of ``originals`` as a PromptEnhancer deploys them (cleaned; the original itself where
+    :func:`rlprompt.enhancer.fallback_reason` rejects the rewrite), scored beside the originals on the whole
+    dev split (else train) for task reward and accuracy, and their cosine similarity to their original
+    (semantic drift).
 
-    Returns ``eval_reward`` and ``eval_similarity`` (means over the originals), ``eval_rewards``,
-    ``eval_similarities`` and ``eval_rewrites`` (one per original, in order: what a paired comparison needs)."""
+    Returns ``eval_reward`` and ``eval_similarity`` (means over the originals); one entry per original, in
+    order (what a paired comparison needs): ``eval_rewards``, ``eval_similarities``, ``eval_rewrites``,
+    ``eval_fallbacks`` (why the original was kept, or None), ``eval_accuracies``, ``eval_original_rewards``,
+    ``eval_original_accuracies``; and ``eval_split``, ``eval_examples`` (the inputs scored)."""
     task = task or build_task(cfg)
     target = target or config_target(cfg)
-    rewrites = rewrite(model, tokenizer, cfg, originals)
+    results = rewriter_enhancer(model, tokenizer, cfg).enhance_with_reasons(list(originals))
+    rewrites = [r.text for r in results]
     split = "dev" if "dev" in task.splits else "train"
     scorer = ClassificationReward.from_task(target, task, split, batch_size=None, kind=cfg.reward, seed=cfg.seed)
-    rewards = scorer(None, rewrites)
+    rewards, scores = scorer.rewards_with_scores(list(originals) + rewrites)
+    n = len(originals)
     sims = cosine_similarity(list(originals), rewrites, embedder)
-    return {"eval_reward": float(np.mean(rewards)), "eval_similarity": float(np.mean(sims)),
-            "eval_rewards": [float(r) for r in rewards], "eval_similarities": [float(x) for x in sims],
-            "eval_rewrites": rewrites}
+    return {"eval_reward": float(np.mean(rewards[n:])), "eval_similarity": float(np.mean(sims)),
+            "eval_rewards": rewards[n:].tolist(), "eval_similarities": [float(x) for x in sims],
+            "eval_rewrites": rewrites, "eval_fallbacks": [r.fallback for r in results],
+            "eval_accuracies": scores.accuracy[n:].tolist(), "eval_original_rewards": rewards[:n].tolist(),
+            "eval_original_accuracies": scores.accuracy[:n].tolist(), "eval_split": split,
+            "eval_examples": len(scores.indices)}
 
 
 def load_method_config(path: str | Path, overrides: Sequence[str] = ()) -> DPOMethodConfig:
@@ -528,5 +550,5 @@ def load_method_config(path: str | Path, overrides: Sequence[str] = ()) -> DPOMe
 
 __all__ = ["DEFAULT_ORIGINALS", "DPOMethodConfig", "SemDPOConfig", "SemDPOTrainer", "WeightedPreferenceCollator",
            "build_preferences", "config_target", "evaluate_rewriter", "load_method_config", "load_preferences",
-           "method_config", "pair_weights", "preference_pairs", "train_dpo"]
+           "method_config", "pair_weights", "preference_pairs", "rewriter_enhancer", "train_dpo"]
 

@@ -6,7 +6,8 @@ task inputs with the new instruction filled into a chat template, and its task m
 probability-gap reward or accuracy, Deng et al. 2022) on a minibatch of train inputs shared by all
 completions of a step is the reward. The paper trains with PPO; here trl's ``GRPOTrainer`` (Shao et al.
 2024) plays that role, with a KL penalty (``beta``) to the initial rewriter (the LoRA adapter disabled).
-Inference: PRewrite-I keeps the greedy rewrite, PRewrite-S samples ``K`` rewrites and keeps the best on dev.
+Inference: PRewrite-I keeps the greedy rewrite, PRewrite-S samples ``K`` rewrites and keeps the best on dev;
+the initial instruction is scored beside them, so a run never deploys a rewrite that does worse on dev.
 
 Layout: :class:`PRewriteConfig`, the template helpers, :class:`RewriteReward`, :class:`PRewriteGRPOTrainer`
 (generation in eval mode with a KV cache), :class:`RunLogger`, the inference functions and :func:`train_prewrite`.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +30,7 @@ import torch
 
 from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
 from rlprompt.devices import resolve_device
+from rlprompt.enhancer import clean_rewrite, describe_evaluation, rewriter_evaluation
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward, make_stabilizer
 from rlprompt.rewards.protocol import checked, completion_texts
@@ -176,14 +177,6 @@ def initial_instruction(cfg: PRewriteConfig, task: ClassificationTask) -> str:
     return INITIAL_INSTRUCTIONS.get(task.name, f"Classify the input as one of: {', '.join(task.label_names)}.")
 
 
-def clean_rewrite(text: str) -> str:
-    """The instruction inside a rewriter completion: first paragraph, without a leading
-    ``Instruction:``/``New instruction:`` label and surrounding quotes."""
-    text = text.strip().split("\n\n", 1)[0].strip()
-    text = re.sub(r"^(new |rewritten |improved )?instruction\s*:\s*", "", text, flags=re.IGNORECASE)
-    return text.strip().strip('"').strip("'").strip()
-
-
 class RewriteReward:
     """trl reward ``f(prompts, completions, **columns)``: each rewrite (cleaned with :func:`clean_rewrite`)
     is filled into the task template as the instruction and scored by the frozen target on one minibatch
@@ -296,8 +289,9 @@ def dev_scorer(target: Target, task: ClassificationTask, limit: int | None = Non
 
 
 def prewrite_i(enhancer: Any, instruction: str) -> str:
-    """PRewrite-I (Kong et al. 2024): the rewriter's greedy rewrite of ``instruction``."""
-    return clean_rewrite(enhancer.enhance(instruction))
+    """PRewrite-I (Kong et al. 2024): the rewriter's greedy rewrite of ``instruction``, as the enhancer deploys
+    it (cleaned; ``instruction`` itself where :func:`rlprompt.enhancer.fallback_reason` rejects the rewrite)."""
+    return enhancer.enhance(instruction)
 
 
 def prewrite_s(enhancer: Any, instruction: str, score: Callable[[list[str]], list[float]], *, k: int = 8,
@@ -319,7 +313,9 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
 
     ``run_dir`` receives config.yaml, metrics.jsonl (RunDir), ``checkpoints/checkpoint-<step>/`` (trl's
     checkpoints: adapter safetensors, optimizer, trainer state, reward sampler state), ``prompt.txt`` (the
-    best of PRewrite-I and PRewrite-S on dev), ``rewrites.json`` and ``enhancer/`` (a PromptEnhancer).
+    best of the initial instruction, PRewrite-I and PRewrite-S on dev; the initial one wins ties),
+    ``rewrites.json`` and ``enhancer/`` (a PromptEnhancer storing those dev scores: the identity unless
+    PRewrite-I, the rewrite it produces, beats the initial instruction; one line on stderr says which).
     ``resume=True`` continues from the latest trl checkpoint. ``target`` and ``rewriter`` (model, tokenizer)
     override the config's models (tests pass a scripted fake target and a tiny random rewriter). The target
     queries logged and summarized are this run's own (not those a shared target served before), counted on
@@ -385,7 +381,16 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     rewrite_s, sampled = prewrite_s(enhancer, task.prompt, score, k=cfg.num_samples,
                                     temperature=cfg.sample_temperature, seed=cfg.seed)
     initial_acc, acc_i = score([task.prompt, rewrite_i])
-    best = rewrite_i if acc_i >= sampled[rewrite_s] else rewrite_s
+    # never worse than none: the original competes, and wins ties; the enhancer is the identity unless its
+    # own (greedy, PRewrite-I) rewrite beats the original on dev
+    scored = {task.prompt: initial_acc, rewrite_i: acc_i, rewrite_s: sampled[rewrite_s]}
+    best = max(scored, key=scored.__getitem__)
+    enhancer.evaluation = rewriter_evaluation(
+        [task.prompt], [initial_acc], {"prewrite_i": ([rewrite_i], [acc_i]),
+                                       "prewrite_s": ([rewrite_s], [sampled[rewrite_s]])},
+        deployed="prewrite_i", metric="dev_accuracy",
+        examples=len(balanced_subset(task.split("dev").labels, cfg.dev_limit)))
+    print(f"prewrite: {describe_evaluation(enhancer.evaluation)}", file=sys.stderr, flush=True)
     run.write_prompt(best)
     enhancer.save_pretrained(run.path / "enhancer")
     seconds = logger.step_seconds
@@ -395,6 +400,7 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
         "target_queries": queries(), "initial_instruction": task.prompt,
         "initial_dev_accuracy": initial_acc, "prewrite_i": rewrite_i, "prewrite_i_dev_accuracy": acc_i,
         "prewrite_s": rewrite_s, "prewrite_s_dev_accuracy": sampled[rewrite_s], "best_prompt": best,
+        "enhancer_identity": enhancer.identity,
         "template": task.template, "verbalizers": list(task.verbalizers),
     }
     run.log(trainer.state.global_step, {"eval/initial_accuracy": initial_acc, "eval/prewrite_i_accuracy": acc_i,

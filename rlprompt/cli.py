@@ -194,14 +194,15 @@ def _cmd_prefs(args: argparse.Namespace) -> int:
 
 
 def _add_enhance(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("enhance", help="rewrite prompts with a learned prompt enhancer")
+    p = sub.add_parser("enhance", help="rewrite prompts with a learned prompt enhancer (stderr: its stored dev "
+                                       "evaluation, and whether it keeps prompts unchanged)")
     p.add_argument("prompts", nargs="*", default=["-"], help="prompts to enhance; none or '-' reads one per stdin line")
-    p.add_argument("--enhancer", required=True, help="enhancer directory (written by PRewrite training)")
+    p.add_argument("--enhancer", required=True, help="enhancer directory (RUN/enhancer of a PRewrite, DPO or Sem-DPO run)")
     p.add_argument("--num-samples", type=int, default=1, help="rewrites per prompt (sampled when > 1)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature when --num-samples > 1")
     p.add_argument("--seed", type=int, default=None, help="sampling seed")
     p.add_argument("--dtype", default=None, help="override the enhancer's dtype (bfloat16 or float32)")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {prompt, enhanced}")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {prompt, enhanced, fallback}")
     p.set_defaults(func=_cmd_enhance)
 
 

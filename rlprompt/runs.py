@@ -217,14 +217,30 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux tells it (``/proc/self/status``); elsewhere
+    by setting and restoring it (a moment in which another thread's new file would get the wrong mode)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: readers
-    see the old file or the new one, never a partial one (folders are created as needed)."""
+    see the old file or the new one, never a partial one (folders are created as needed). The file gets
+    the mode ``open()`` would give a new file (0o666 minus the umask), not ``mkstemp``'s private 0o600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

@@ -96,7 +96,7 @@ def _target(task):
 
 
 def _cfg(tmp_path, cls=DPOMethodConfig, **kw):
-    base = dict(template=TEMPLATE, verbalizers=[" negative", " positive"],
+    base = dict(template=TEMPLATE, verbalizers=[" negative", " positive"], rewriter_model="tiny-random",
                 originals=["Say the sentiment.", "Is it good?"],
                 preferences=str(tmp_path / "prefs.jsonl"), samples_per_original=5, input_batch_size=4,
                 max_pairs_per_original=10, steps=2, batch_size=2, lora_r=2, lora_alpha=4, max_length=96,
@@ -247,7 +247,9 @@ def test_normalize_weights_divides_by_the_dataset_mean_weight(prefs, tmp_path, n
     n = len(load_preferences(path))
     cfg = _cfg(tmp_path, cls=SemDPOConfig, preferences=str(path), lora_target_modules=["q_proj"], steps=1,
                batch_size=n + 4, alpha=2.0, normalize_weights=normalize)  # one batch holds every pair
-    summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder)
+    task = _task()  # the run ends with the enhancer's dev evaluation: a scripted target, not the real model
+    summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder,
+                        target=_target(task), task=task)
     raw = np.array(json.loads((tmp_path / "run" / "pair_weights.json").read_text()))
     assert raw.std() > 0.01 and summary["mean_weight"] == pytest.approx(raw.mean())
     assert summary["weight_scale"] == pytest.approx(1 / raw.mean() if normalize else 1.0)
@@ -304,16 +306,18 @@ def test_training_steps_change_lora_params_and_write_the_run(prefs, tmp_path, mo
 def test_resume_continues_from_the_last_checkpoint(prefs, tmp_path):
     path, _ = prefs
     cfg = _cfg(tmp_path, cls=SemDPOConfig, preferences=str(path), lora_target_modules=["q_proj"])
-    train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder)
+    task = _task()
+    fakes = {"target": _target(task), "task": task}  # the run ends with the enhancer's dev evaluation
+    train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder, **fakes)
     with pytest.raises(ValueError, match="already holds a run"):
-        train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder)
+        train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder, **fakes)
     more = _cfg(tmp_path, cls=SemDPOConfig, preferences=str(path), lora_target_modules=["q_proj"], steps=3)
-    summary = train_dpo(more, tmp_path / "run", resume=True, rewriter=load_model("tiny-random"), embedder=fake_embedder)
+    summary = train_dpo(more, tmp_path / "run", resume=True, rewriter=load_model("tiny-random"), embedder=fake_embedder, **fakes)
     assert summary["steps"] == 3
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 3
     # killed after its last checkpoint, the run resumes to the same result: no extra step, nothing logged twice
-    again = train_dpo(more, tmp_path / "run", resume=True, rewriter=load_model("tiny-random"), embedder=fake_embedder)
+    again = train_dpo(more, tmp_path / "run", resume=True, rewriter=load_model("tiny-random"), embedder=fake_embedder, **fakes)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     trained = [r["step"] for r in records if "losses/loss" in r]
     assert again["steps"] == 3 and trained == [1, 2, 3] and not any("charts/train_runtime" in r for r in records)
@@ -430,3 +434,49 @@ def test_bench_config_has_the_wanted_budget():
 
     cfg = load_method_config(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "semdpo_bench.yaml")
     assert len(_bench().held_out_originals(cfg)) >= 32 and cfg.batch_size >= 8 and cfg.normalize_weights
+
+
+@pytest.mark.parametrize("cls, rewrite, identity", [(DPOMethodConfig, "great rewrite", False),
+                                                    (SemDPOConfig, "bad rewrite", True)])
+def test_dpo_and_semdpo_write_an_enhancer_that_keeps_the_original_unless_rewrites_win(
+        prefs, tmp_path, monkeypatch, capsys, cls, rewrite, identity):
+    """Issue 18: DPO / Sem-DPO runs write ``enhancer/`` with the dev accuracy of the held-out originals beside
+    their greedy rewrites; it is the identity unless the rewrites beat the originals."""
+    from rlprompt.enhancer import PromptEnhancer
+
+    def scripted(self, prompts, *, k, temperature, seed):  # the trained rewriter's greedy outputs
+        return [[(f"Instruction: {rewrite}", True)] * k for _ in prompts]
+
+    monkeypatch.setattr(PromptEnhancer, "_generate", scripted)
+    held_out = ["Rate the review.", "Is the film liked?", "Tell the sentiment."]  # QUALITY 0.5: no gold margin
+    cfg = _cfg(tmp_path, cls=cls, preferences=str(prefs[0]), lora_target_modules=["q_proj"], steps=1,
+               eval_originals=held_out)
+    task = _task()
+    summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder,
+                        target=_target(task), task=task)
+    assert summary["enhancer_identity"] is identity and summary["eval_rewrites"] == [rewrite] * 3
+    assert summary["eval_fallbacks"] == [None] * 3 and summary["eval_original_accuracies"] == [0.0] * 3
+    path = tmp_path / "run" / "enhancer"
+    evaluation = json.loads((path / "enhancer.json").read_text())["evaluation"]
+    assert evaluation["original"] == {"texts": held_out, "scores": [0.0] * 3, "score": 0.0}
+    assert evaluation["rewrites"]["greedy"]["score"] == (0.0 if identity else 1.0)
+    assert evaluation["metric"] == "dev_accuracy" and evaluation["examples"] == len(task.split("dev").texts)
+    assert evaluation["identity"] is identity and (path / "tokenizer.json").is_file()
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith(f"{cls.method}: ")]
+    assert len(lines) == 1 and lines[0].endswith("(identity)" if identity else "the enhancer rewrites")
+    loaded = PromptEnhancer.from_pretrained(path)
+    assert loaded.identity is identity and loaded.info["method"] == cls.method
+    assert loaded.enhance("Say the sentiment.") == ("Say the sentiment." if identity else rewrite)
+
+
+def test_build_preferences_writes_a_file_with_the_umask_mode(tmp_path):
+    import os
+    import stat
+
+    task = _task()
+    old = os.umask(0o022)
+    try:
+        path = build_preferences(_cfg(tmp_path), target=_target(task), rewriter=ScriptedRewriter(), task=task)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.read_text().count("\n") > 0

@@ -362,3 +362,36 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
     assert "| 2 | 2 | 0 |" in out.with_suffix(".md").read_text()
     with pytest.raises(ValueError, match="other test examples"):
         run("--seeds", "16-100", "--test-limit", "10", "steps=2")
+
+
+@pytest.mark.parametrize("rewrite_wins", [False, True])
+def test_the_enhancer_keeps_the_original_unless_its_rewrite_beats_it_on_dev(tmp_path, monkeypatch, capsys,
+                                                                             rewrite_wins):
+    """Never worse than none (issue 18): the initial instruction is scored beside PRewrite-I/S on dev; when the
+    enhancer's own rewrite does not beat it, prompt.txt keeps it and the saved enhancer is the identity."""
+    from rlprompt.enhancer import PromptEnhancer
+
+    better = "Decide whether the movie review is negative or positive."
+
+    def scripted(self, prompts, *, k, temperature, seed):  # the trained rewriter's outputs after training
+        return [[(better, True)] * k for _ in prompts]
+
+    monkeypatch.setattr(PromptEnhancer, "_generate", scripted)
+    cfg = _tiny_cfg(steps=1)
+    initial = build_task(cfg).prompt
+    winner = better if rewrite_wins else initial
+    target = _fake_target(cfg, quality=lambda p: 1.0 if p == winner else 0.0)
+    summary = train_prewrite(cfg, tmp_path / "run", target=target, rewriter=load_model("tiny-random"))
+    line = [l for l in capsys.readouterr().err.splitlines() if l.startswith("prewrite: ")]
+    assert summary["prewrite_i"] == better and summary["enhancer_identity"] is not rewrite_wins
+    assert summary["best_prompt"] == winner == (tmp_path / "run" / "prompt.txt").read_text()
+    evaluation = json.loads((tmp_path / "run" / "enhancer" / "enhancer.json").read_text())["evaluation"]
+    assert evaluation["original"]["texts"] == [initial] and evaluation["deployed"] == "prewrite_i"
+    assert evaluation["original"]["score"] == (0.0 if rewrite_wins else 1.0)
+    assert evaluation["rewrites"]["prewrite_i"] == {"texts": [better], "scores": [1.0 if rewrite_wins else 0.0],
+                                                    "score": 1.0 if rewrite_wins else 0.0}
+    assert evaluation["examples"] == cfg.dev_limit and evaluation["identity"] is not rewrite_wins
+    assert len(line) == 1 and line[0].endswith("the enhancer rewrites" if rewrite_wins else "(identity)")
+    loaded = PromptEnhancer.from_pretrained(tmp_path / "run" / "enhancer")
+    assert loaded.identity is not rewrite_wins
+    assert loaded.enhance("Summarize the article.") == (better if rewrite_wins else "Summarize the article.")

@@ -305,3 +305,35 @@ def test_a_torn_metrics_line_does_not_swallow_the_next_record(tmp_path):
     resumed.log(2, {"charts/reward": 2.0}, target_queries=2)
     resumed.log(3, {"charts/reward": 3.0}, target_queries=3)
     assert [r["step"] for r in resumed.read_metrics()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_write_atomic_gives_files_the_umask_mode_not_mkstemps_0600(tmp_path, umask):
+    import os
+    import stat
+
+    from rlprompt.runs import write_atomic
+
+    old = os.umask(umask)
+    try:
+        write_atomic(tmp_path / "a" / "file.txt", "one")
+        write_atomic(tmp_path / "a" / "file.txt", "two")  # a replaced file gets the same mode
+        RunDir(tmp_path / "run", tensorboard=False).write_prompt("p")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "a" / "file.txt", tmp_path / "run" / "prompt.txt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert (tmp_path / "a" / "file.txt").read_text() == "two"
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["file.txt"]  # no temporary file left
+
+
+def test_current_umask_reads_the_umask_without_changing_it():
+    import os
+
+    from rlprompt.runs import current_umask
+
+    old = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027 and current_umask() == 0o027
+    finally:
+        os.umask(old)
