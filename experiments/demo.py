@@ -36,7 +36,7 @@ def main() -> None:
     rows = [("manual", task.prompt, None), ("learned (best on dev)", summary["best_prompt"], summary["best_dev_accuracy"])]
     for name, prompt, dev in rows:
         result = evaluate(target, template=task.template, prompt=prompt, verbalizers=task.verbalizers,
-                          texts=test.texts, labels=test.labels)
+                          texts=test.texts, labels=test.labels, chunk_size=16, progress=True)
         dev_acc = dev if dev is not None else evaluate(
             target, template=task.template, prompt=prompt, verbalizers=task.verbalizers,
             texts=task.split("dev").texts, labels=task.split("dev").labels).accuracy

@@ -48,6 +48,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
 from rlprompt.devices import resolve_device
@@ -274,7 +275,8 @@ def build_preferences(cfg: DPOMethodConfig, *, target: Target | None = None, rew
     reward = ClassificationReward.from_task(target, task, "train", batch_size=min(cfg.input_batch_size,
                                             len(task.split("train"))), kind=cfg.reward, seed=cfg.seed)
     rows = []
-    for n, original in enumerate(originals_for(cfg)):
+    originals = originals_for(cfg)
+    for n, original in enumerate(tqdm(originals, desc="preference pairs", unit="original", dynamic_ncols=True)):
         samples = rewriter.generate([meta_messages(cfg, original)[0]["content"]], chat=True,
                                     temperature=cfg.sample_temperature, num_samples=cfg.samples_per_original,
                                     max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + n)
@@ -479,7 +481,7 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     trainer_cls = _trainer_class() if semantic else DPOTrainer
     trainer = trainer_cls(model=model, args=_trl_config(cfg, output_dir), train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config,
-                          callbacks=[trainer_logger(run), trainer_checkpoint_sealer()])
+                          callbacks=[trainer_logger(run, desc=f"{type(cfg).method} steps"), trainer_checkpoint_sealer()])
     start = time.perf_counter()
     train_or_finish(trainer, checkpoint, cfg.steps)
     summary: dict[str, Any] = {

@@ -360,7 +360,7 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     args = _grpo_config(cfg, output_dir, on_cpu)
     peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                              target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
-    logger = trainer_logger(run, queries, lambda: reward.last)
+    logger = trainer_logger(run, queries, lambda: reward.last, desc="prewrite steps")
     trainer = _grpo_trainer_class()(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
                                     processing_class=tokenizer, peft_config=peft_config,
                                     callbacks=[logger, _reward_state_saver(reward), trainer_checkpoint_sealer()])

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from rlprompt.config import TaskTargetConfig, check_dtypes, check_resume_config, dump_config
 from rlprompt.envs.scoring import PromptScorer, shared_target
@@ -225,9 +226,17 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
         run.write_json("tree.json", agent.tree())
         run.write_json("search_state.json", {"config": dump_config(cfg), "agent": agent.state_dict()})
 
+    bar = tqdm(total=cfg.steps, initial=agent.iteration, desc=f"promptagent ({cfg.search})", unit="step",
+               dynamic_ncols=True)
+
+    def log_and_show(agent: PromptAgent) -> None:
+        log(agent)
+        bar.update(agent.iteration - bar.n)
+        bar.set_postfix(evaluations=agent.evaluations, reward=f"{agent.final().reward:.3f}", refresh=False)
+
     try:
         agent.root()
-        final = agent.run(log)
+        final = agent.run(log_and_show)
         summary: dict[str, Any] = {"run_dir": str(run.path), "search": cfg.search, "prompt": final.prompt,
                                    "reward": final.reward, "best_reward": max(n.reward for n in agent.nodes),
                                    "evaluations": agent.evaluations, "steps": agent.iteration,
@@ -244,8 +253,10 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
         plot_tree(agent, run.file("reward_by_depth.png"))
         run.write_json("summary.json", summary)
     finally:
+        bar.close()
         run.close()
     return summary
+
 
 __all__ = ["SEARCHES", "Node", "PromptAgent", "PromptAgentConfig", "backpropagate", "build_task", "make_agent",
            "parse_proposals", "plot_tree", "pruned", "select_final", "simulation_best", "train_promptagent", "uct"]
