@@ -2,10 +2,8 @@
 and stabilizers that wrap them.
 
 * :mod:`.classification`: RLPrompt's probability-gap reward, accuracy and gold log-probability (Deng et al. 2022).
-* :mod:`.text`: exact match, token F1 and the target's likelihood of a reference.
 * :mod:`.semantic`: MiniLM cosine similarity and Sem-DPO pair weights (Mohamed et al. 2025).
-* :mod:`.composite`: weighted sums of rewards.
-* :mod:`.stabilizers`: input-specific and batch z-scores, running normalisation, affine shaping, clipping.
+* :mod:`.stabilizers`: input-specific and batch z-scores, running normalisation.
 
 :func:`make_reward` and :func:`make_stabilizer` map the short names used in configs to these.
 """
@@ -16,17 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from rlprompt.rewards.classification import ClassificationReward, gap_reward, probability_gap, verbalizer_probs
-from rlprompt.rewards.composite import Weighted, weighted
 from rlprompt.rewards.protocol import RewardFn, completion_text, reward_name
-from rlprompt.rewards.semantic import (
-    SemanticSimilarity,
-    cosine_similarity,
-    load_embedder,
-    minilm_embed,
-    semantic_weights,
-)
-from rlprompt.rewards.stabilizers import BatchZScore, Clip, InputZScore, LinearShaping, RunningNorm, Stabilizer
-from rlprompt.rewards.text import ReferenceLikelihood, exact_match, normalize_answer, token_f1
+from rlprompt.rewards.semantic import cosine_similarity, load_embedder, minilm_embed, semantic_weights
+from rlprompt.rewards.stabilizers import BatchZScore, InputZScore, RunningNorm, Stabilizer
 
 
 def _classification(kind: str) -> Callable[..., ClassificationReward]:
@@ -41,31 +31,16 @@ def _classification(kind: str) -> Callable[..., ClassificationReward]:
     return build
 
 
-def _plain(fn: RewardFn) -> Callable[..., RewardFn]:
-    def build(**kw: Any) -> RewardFn:
-        if kw:
-            raise ValueError(f"reward {reward_name(fn)!r} takes no settings, got {sorted(kw)}")
-        return fn
-
-    return build
-
-
 REWARDS: dict[str, Callable[..., RewardFn]] = {
     "gap": _classification("gap"),
     "accuracy": _classification("accuracy"),
     "logprob": _classification("logprob"),
-    "exact_match": _plain(exact_match),
-    "f1": _plain(token_f1),
-    "likelihood": ReferenceLikelihood,
-    "similarity": SemanticSimilarity,
 }
 
 STABILIZERS: dict[str, Callable[..., RewardFn]] = {
     "input_zscore": InputZScore,
     "batch_zscore": BatchZScore,
     "running": RunningNorm,
-    "linear": LinearShaping,
-    "clip": Clip,
     "none": lambda reward: reward,
 }
 
@@ -93,28 +68,19 @@ __all__ = [
     "STABILIZERS",
     "BatchZScore",
     "ClassificationReward",
-    "Clip",
     "InputZScore",
-    "LinearShaping",
-    "ReferenceLikelihood",
     "RewardFn",
     "RunningNorm",
-    "SemanticSimilarity",
     "Stabilizer",
-    "Weighted",
     "completion_text",
     "cosine_similarity",
-    "exact_match",
     "gap_reward",
     "load_embedder",
     "make_reward",
     "make_stabilizer",
     "minilm_embed",
-    "normalize_answer",
     "probability_gap",
     "reward_name",
     "semantic_weights",
-    "token_f1",
     "verbalizer_probs",
-    "weighted",
 ]
