@@ -277,10 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         target = shared_target(args.model, dtype=args.dtype)
         tasks = []
         for spec in args.tasks:
-            task = load_task(spec)
-            if not isinstance(task, ClassificationTask):
-                raise ValueError(f"{spec!r} is not a classification task")
-            tasks.append(pool(task, args.test_limit, args.pool_size))
+            tasks.append(pool(load_task(spec), args.test_limit, args.pool_size))
         results = bench(tasks, settings, command, out, target, target)
     write(results, out)
     print(markdown(results))

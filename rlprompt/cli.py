@@ -43,15 +43,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from rlprompt.benchmarking import stratified_indices
     from rlprompt.evaluation import evaluate
-    from rlprompt.tasks import ClassificationTask, load_task
+    from rlprompt.tasks import load_task
     from rlprompt.targets import make_target
 
     overrides = {k: v for k, v in (("prompt", args.prompt), ("template", args.template)) if v is not None}
     if args.verbalizers is not None:
         overrides["verbalizers"] = tuple(args.verbalizers)
     task = load_task(args.task, seed=args.seed, **overrides)
-    if not isinstance(task, ClassificationTask):
-        raise ValueError(f"task {args.task!r} is a generation task: `rlprompt eval` scores classification tasks")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     split = task.split(args.split)

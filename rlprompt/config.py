@@ -37,7 +37,7 @@ import yaml
 
 from rlprompt.devices import check_device
 from rlprompt.model_names import BUNDLED, DTYPE_NAMES
-from rlprompt.tasks import BUILTIN_TASKS, COLUMN_KEYS, Task, load_task, looks_like_path, read_text
+from rlprompt.tasks import BUILTIN_TASKS, COLUMN_KEYS, ClassificationTask, load_task, looks_like_path, read_text
 
 T = TypeVar("T")
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -294,7 +294,7 @@ class TaskTargetConfig:
         if bad:
             raise ValueError(f"task_columns may map {list(COLUMN_KEYS)} to column names, got {bad}")
 
-    def load_task(self, **overrides: Any) -> Task:
+    def load_task(self, **overrides: Any) -> ClassificationTask:
         """The config's task (:func:`rlprompt.tasks.load_task` with ``task_seed`` and ``task_columns``), with
         ``overrides`` (template, prompt, verbalizers, ...)."""
         columns = {f"{key}_column": name for key, name in (self.task_columns or {}).items()}

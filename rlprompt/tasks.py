@@ -1,13 +1,12 @@
 """Tasks: labelled examples plus the template, default prompt and verbalizers a target is queried with.
 
-A :class:`ClassificationTask` follows RLPrompt (Deng et al., 2022): the target fills
-``template`` with an input and a prompt and is scored by the next-token probability of each
-label's verbalizer. A :class:`GenerationTask` holds input/reference pairs scored by exact match or
-token F1. :func:`load_task` reads the built-in tasks (``sentiment``, ``topic``, ``yesno``, shipped
-as JSONL under ``rlprompt/data/``), RLPrompt's 16-shot directories, TSV/CSV/JSONL files,
-BIG-bench ``task.json`` files and Hugging Face ``datasets`` data, on disk or in memory (a ``Dataset``,
-``DatasetDict``, pandas ``DataFrame`` or list of dicts), with any column names (``text_column=``,
-``label_column=``).
+A :class:`ClassificationTask` follows RLPrompt (Deng et al., 2022): the target fills ``template`` with an
+input and a prompt and is scored by the next-token probability of each label's verbalizer; every method
+learns prompts for such tasks. :func:`load_task` reads the built-in tasks (``sentiment``, ``topic``,
+``yesno``, shipped as JSONL under ``rlprompt/data/``), RLPrompt's 16-shot directories, TSV/CSV/JSONL files,
+multiple-choice BIG-bench ``task.json`` files and Hugging Face ``datasets`` data, on disk or in memory (a
+``Dataset``, ``DatasetDict``, pandas ``DataFrame`` or list of dicts), with any column names
+(``text_column=``, ``label_column=``).
 """
 
 from __future__ import annotations
@@ -28,13 +27,13 @@ import numpy as np
 from rlprompt.targets.base import check_template
 
 SPLIT_NAMES = ("train", "dev", "test")
-METRICS = ("exact_match", "f1")
 BUILTIN_TASKS: tuple[str, ...] = ("sentiment", "topic", "yesno")
 DEFAULT_RLPROMPT_SEED = "16-42"
 
 TEXT_COLUMNS = ("text", "sentence", "input")
 LABEL_COLUMNS = ("label",)
 REFERENCE_COLUMNS = ("target", "reference", "answer", "output")
+"""Columns of generation data (reference answers): named in the error that rejects such data."""
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl")
 _SPLIT_ALIASES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
 
@@ -50,7 +49,7 @@ _KNOWN = {"sentiment": _SENTIMENT, "sst2": _SENTIMENT, "topic": _TOPIC, "agnews"
 _KNOWN_NAMES = {"sst2": "sst-2", "agnews": "agnews"}
 COLUMN_KEYS = ("text", "label")
 """What a column mapping may name: ``load_task(text_column=..., label_column=...)``, a config's ``task_columns``."""
-_OVERRIDES = ("template", "prompt", "verbalizers", "label_names", "metric", "text_column", "label_column")
+_OVERRIDES = ("template", "prompt", "verbalizers", "label_names", "text_column", "label_column")
 
 
 # -- types --------------------------------------------------------------------------------------------
@@ -81,33 +80,14 @@ class Split:
         return len(self.texts)
 
 
-@dataclass(frozen=True)
-class GenSplit:
-    """Generation examples: ``inputs[i]`` should be answered with ``references[i]``."""
-
-    inputs: tuple[str, ...]
-    references: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.inputs) != len(self.references):
-            raise ValueError(f"split has {len(self.inputs)} inputs but {len(self.references)} references")
-        if not self.inputs:
-            raise ValueError("split is empty: it needs at least one example")
-        _check_texts(self.inputs, "input")
-        _check_texts(self.references, "reference")
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-
-def _check_splits(splits: dict, kind: type) -> None:
+def _check_splits(splits: dict) -> None:
     if not splits:
         raise ValueError("task has no splits: give at least one of 'train', 'dev', 'test'")
     for name, split in splits.items():
         if name not in SPLIT_NAMES:
             raise ValueError(f"unknown split name {name!r}; expected one of {list(SPLIT_NAMES)}")
-        if not isinstance(split, kind):
-            raise TypeError(f"split {name!r} is a {type(split).__name__}, expected {kind.__name__}")
+        if not isinstance(split, Split):
+            raise TypeError(f"split {name!r} is a {type(split).__name__}, expected Split")
 
 
 def _get_split(task_name: str, splits: dict, name: str):
@@ -142,7 +122,7 @@ class ClassificationTask:
                              f"for {len(self.label_names)} labels {list(self.label_names)}")
         if len(set(self.verbalizers)) != len(self.verbalizers):
             raise ValueError(f"task {self.name!r} has duplicate verbalizers {list(self.verbalizers)}")
-        _check_splits(self.splits, Split)
+        _check_splits(self.splits)
         for split_name, split in self.splits.items():
             for i, label in enumerate(split.labels):
                 if not 0 <= label < len(self.label_names):
@@ -157,31 +137,6 @@ class ClassificationTask:
         """The split called ``name`` (or a common alias: validation, valid, val); ``ValueError`` listing the
         available splits if it is missing."""
         return _get_split(self.name, self.splits, name)
-
-
-@dataclass(frozen=True)
-class GenerationTask:
-    """Input/reference pairs for prompted generation, scored by ``metric`` ("exact_match" or "f1")."""
-
-    name: str
-    template: str
-    prompt: str
-    metric: str
-    splits: dict[str, GenSplit]
-
-    def __post_init__(self) -> None:
-        check_template(self.template)
-        if self.metric not in METRICS:
-            raise ValueError(f"unknown metric {self.metric!r}; expected one of {list(METRICS)}")
-        _check_splits(self.splits, GenSplit)
-
-    def split(self, name: str) -> GenSplit:
-        """The split called ``name`` (or a common alias: validation, valid, val); ``ValueError`` listing the
-        available splits if it is missing."""
-        return _get_split(self.name, self.splits, name)
-
-
-Task = ClassificationTask | GenerationTask
 
 
 # -- few-shot sampling --------------------------------------------------------------------------------
@@ -305,35 +260,36 @@ def _text(value: Any, column: str, where: str) -> str:
     return value
 
 
-def _target(value: Any, column: str, where: str) -> Any:
-    """A label (int or name) or a reference (text, number, or a list whose first item is used)."""
-    first = value[0] if column in REFERENCE_COLUMNS and isinstance(value, list) and value else value
-    if isinstance(first, bool) or not isinstance(first, (str, int, float)) or not str(first).strip():
+def _label(value: Any, column: str, where: str) -> Any:
+    """A label: a non-empty string (its name) or a number (its index)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or not str(value).strip():
         raise ValueError(f"{where}: the {column!r} column must be a non-empty string or number, got {value!r}")
     return value
 
 
-def _pairs(splits: dict[str, Records], source: object) -> tuple[bool, dict[str, list[tuple[str, str, Any]]]]:
-    """(where, text, label-or-reference) per split, columns resolved per row; True if rows hold references.
-    Every text must be a non-empty string, every label or reference a non-empty string or number."""
-    generative, out = None, {}
+def _pairs(splits: dict[str, Records]) -> dict[str, list[tuple[str, str, Any]]]:
+    """(where, text, label) per split, columns resolved per row. Every text must be a non-empty string, every
+    label a non-empty string or number; a row holding a reference answer instead of a label (generation data)
+    is rejected by name, as every method learns prompts for classification tasks."""
+    out: dict[str, list[tuple[str, str, Any]]] = {}
     for split_name, rows in splits.items():
         out[split_name] = []
         for where, row in rows:
-            text_col = _column(row, TEXT_COLUMNS)
-            target_col = _column(row, LABEL_COLUMNS) or _column(row, REFERENCE_COLUMNS)
-            if text_col is None or target_col is None:
+            text_col, label_col = _column(row, TEXT_COLUMNS), _column(row, LABEL_COLUMNS)
+            reference = _column(row, REFERENCE_COLUMNS)
+            if text_col is not None and label_col is None and reference is not None:
+                raise ValueError(
+                    f"{where} holds a reference answer (column {reference!r}), not a label: rlprompt learns prompts "
+                    f"for classification tasks only; if {reference!r} holds class labels, name it with "
+                    f"label_column= (task_columns in a config)")
+            if text_col is None or label_col is None:
                 raise ValueError(
                     f"unknown column layout in {where}: found columns {list(row)}; expected a text column "
-                    f"({', '.join(TEXT_COLUMNS)}) and a label column ({', '.join(LABEL_COLUMNS)}) or a reference "
-                    f"column ({', '.join(REFERENCE_COLUMNS)})")
-            is_ref = target_col in REFERENCE_COLUMNS
-            if generative is not None and is_ref != generative:
-                raise ValueError(f"{source} mixes labelled and reference examples ({where})")
-            generative = is_ref
+                    f"({', '.join(TEXT_COLUMNS)}) and a label column ({', '.join(LABEL_COLUMNS)}), or name them with "
+                    f"text_column= and label_column=")
             out[split_name].append((where, _text(row[text_col], text_col, where),
-                                    _target(row[target_col], target_col, where)))
-    return bool(generative), out
+                                    _label(row[label_col], label_col, where)))
+    return out
 
 
 def _mapped(splits: dict[str, Records], text_column: str | None, label_column: str | None) -> dict[str, Records]:
@@ -362,17 +318,11 @@ def _mapped(splits: dict[str, Records], text_column: str | None, label_column: s
 
 
 def _build(name: str, splits: dict[str, Records], source: object, known: dict | None,
-           overrides: dict[str, Any], feature_names: tuple[str, ...] | None = None) -> Task:
-    """Turn split rows into a task: classification if rows carry ``label``, generation if a reference."""
+           overrides: dict[str, Any], feature_names: tuple[str, ...] | None = None) -> ClassificationTask:
+    """Turn split rows of texts and labels into a classification task."""
     splits = _mapped(splits, overrides.get("text_column"), overrides.get("label_column"))
-    generative, pairs = _pairs(splits, source)
+    pairs = _pairs(splits)
     defaults = dict(known or {})
-    if generative:
-        return GenerationTask(
-            name=name, template=overrides.get("template", "{sentence} {prompt}"),
-            prompt=overrides.get("prompt", "Answer:"), metric=overrides.get("metric", "exact_match"),
-            splits={s: GenSplit(tuple(t for _, t, _ in ps), tuple(_reference(r) for _, _, r in ps))
-                    for s, ps in pairs.items()})
     names = overrides.get("label_names") or feature_names or defaults.get("label_names")
     names = tuple(names) if names else None
     raw = {s: [_label_index(v, names) for _, _, v in ps] for s, ps in pairs.items()}
@@ -404,10 +354,6 @@ def _build(name: str, splits: dict[str, Records], source: object, known: dict | 
         prompt=overrides.get("prompt", defaults.get("prompt", "Answer:")), splits=split_objs)
 
 
-def _reference(value: Any) -> str:
-    return str(value[0]) if isinstance(value, list) and value else str(value)
-
-
 def _known(path: Path) -> tuple[str, dict | None]:
     """The task name and defaults for a path, recognising datasets such as ``sst-2`` by directory name."""
     for part in (path.name if path.is_dir() else path.stem, path.parent.name, path.parent.parent.name):
@@ -419,8 +365,8 @@ def _known(path: Path) -> tuple[str, dict | None]:
 
 
 # -- format readers -----------------------------------------------------------------------------------
-def _load_bigbench(path: Path, data: Any, overrides: dict[str, Any]) -> Task:
-    """A BIG-bench ``task.json``: multiple choice (``target_scores``) or generative (``target``)."""
+def _load_bigbench(path: Path, data: Any, overrides: dict[str, Any]) -> ClassificationTask:
+    """A multiple-choice BIG-bench ``task.json`` (``target_scores``); a generative one (``target``) is rejected."""
     examples = data.get("examples") if isinstance(data, dict) else None
     if not examples or not isinstance(examples, list):
         raise ValueError(f"BIG-bench file {path} has no examples (a list under 'examples')")
@@ -428,12 +374,8 @@ def _load_bigbench(path: Path, data: Any, overrides: dict[str, Any]) -> Task:
     name = str(data.get("name") or path.parent.name)
     defaults = {"template": "{sentence} {prompt}", "prompt": "Answer:"}
     if "target_scores" not in examples[0]:
-        for where, e in records:
-            if "input" not in e or "target" not in e:
-                raise ValueError(f"BIG-bench {where} needs 'input' and 'target' (or 'target_scores'): "
-                                 f"found keys {sorted(e)}")
-        rows = [(where, {"input": e["input"], "target": e["target"]}) for where, e in records]
-        return _build(name, {"test": rows}, path, defaults, {**defaults, **overrides})
+        raise ValueError(f"BIG-bench file {path} is not multiple choice: its examples have no 'target_scores' (found "
+                         f"keys {sorted(examples[0])}); rlprompt learns prompts for classification tasks only")
     choices: tuple[str, ...] = ()
     rows = []
     for where, e in records:
@@ -453,7 +395,7 @@ def _load_bigbench(path: Path, data: Any, overrides: dict[str, Any]) -> Task:
     return _build(name, {"test": rows}, path, defaults, overrides)
 
 
-def _load_rlprompt_dir(path: Path, seed: str, overrides: dict[str, Any]) -> Task:
+def _load_rlprompt_dir(path: Path, seed: str, overrides: dict[str, Any]) -> ClassificationTask:
     """RLPrompt's 16-shot layout: ``<dir>/<seed>/{train,dev}.tsv`` and ``<dir>/test.tsv``."""
     seed_dir = path / seed
     if not (seed_dir / "train.tsv").is_file():
@@ -476,7 +418,7 @@ def _split_files(path: Path) -> dict[str, Path]:
     return found
 
 
-def _load_hf(spec: str, local: bool, overrides: dict[str, Any]) -> Task:
+def _load_hf(spec: str, local: bool, overrides: dict[str, Any]) -> ClassificationTask:
     """Data read by Hugging Face ``datasets`` (local files/dirs, or a hub id when nothing local matches)."""
     import datasets
 
@@ -499,7 +441,7 @@ def _load_hf(spec: str, local: bool, overrides: dict[str, Any]) -> Task:
     return _from_datasets(data, name, spec, known, overrides)
 
 
-def _from_datasets(data: Any, name: str, source: str, known: dict | None, overrides: dict[str, Any]) -> Task:
+def _from_datasets(data: Any, name: str, source: str, known: dict | None, overrides: dict[str, Any]) -> ClassificationTask:
     """A task from a loaded ``datasets.DatasetDict`` (its train/validation/test splits) or ``Dataset`` (the ``test``
     split); a ``ClassLabel`` label column names the labels."""
     import datasets
@@ -521,7 +463,7 @@ def _from_datasets(data: Any, name: str, source: str, known: dict | None, overri
     return _build(name, splits, source, known, overrides, feature_names)
 
 
-def _in_memory(data: Any, overrides: dict[str, Any]) -> Task:
+def _in_memory(data: Any, overrides: dict[str, Any]) -> ClassificationTask:
     """A task from data in memory: a ``datasets`` ``Dataset`` or ``DatasetDict``, a pandas ``DataFrame`` or a list
     of dicts (as rows of a file: a ``split`` column picks each row's split, else all rows are ``test``)."""
     if isinstance(data, list):
@@ -543,18 +485,18 @@ def looks_like_path(spec: str) -> bool:
 
 # -- entry point --------------------------------------------------------------------------------------
 def load_task(spec: str | Path | Any, *, seed: str | None = None, shots: int | None = None, sample_seed: int = 0,
-              **overrides: Any) -> Task:
+              **overrides: Any) -> ClassificationTask:
     """Load a task from a built-in name (:data:`BUILTIN_TASKS`), a path or data in memory.
 
     Paths may be an RLPrompt 16-shot directory (``seed`` picks ``<dir>/<seed>/``, default ``16-42``);
     a TSV/CSV/JSONL file (all rows form the ``test`` split unless a ``split`` column says otherwise);
-    a directory of ``train``/``dev``/``test`` files; a BIG-bench ``task.json``; or data that Hugging
-    Face ``datasets`` reads. A name that is neither built in nor a local path is tried as a hub id.
+    a directory of ``train``/``dev``/``test`` files; a multiple-choice BIG-bench ``task.json``; or data that
+    Hugging Face ``datasets`` reads. A name that is neither built in nor a local path is tried as a hub id.
+    Data holding reference answers instead of labels (generation data) is rejected with a ``ValueError``.
     ``shots`` keeps ``shots`` examples per label of the train and dev splits (:func:`few_shot` with
     ``sample_seed``). In memory, ``spec`` may be a ``datasets`` ``Dataset``/``DatasetDict``, a pandas
     ``DataFrame`` or a list of dicts (rows as in a file). ``overrides`` may set ``template``, ``prompt``,
-    ``verbalizers``, ``label_names`` (and ``metric`` for generation tasks), and ``text_column`` /
-    ``label_column``: the columns holding the text and the label when they are not called text/sentence/input
+    ``verbalizers``, ``label_names``, and ``text_column`` / ``label_column``: the columns holding the text and the label when they are not called text/sentence/input
     and label (a CSV with ``utterance,category`` loads with ``text_column="utterance", label_column="category"``).
     """
     unknown = sorted(set(overrides) - set(_OVERRIDES))
@@ -610,9 +552,7 @@ def load_task(spec: str | Path | Any, *, seed: str | None = None, shots: int | N
     return task
 
 
-def _sample(task: Task, shots: int, seed: int) -> Task:
-    if not isinstance(task, ClassificationTask):
-        raise ValueError(f"shots only applies to classification tasks; {task.name!r} is a generation task")
+def _sample(task: ClassificationTask, shots: int, seed: int) -> ClassificationTask:
     if not {"train", "dev"} & set(task.splits):
         raise ValueError(f"shots needs a 'train' or 'dev' split; task {task.name!r} has {list(task.splits)}")
     splits = {s: few_shot(sp, shots, seed) if s in ("train", "dev") else sp for s, sp in task.splits.items()}
