@@ -66,10 +66,10 @@ def decode_prompt(tokenizer: Any, token_ids: Sequence[int]) -> str:
 class PromptTokensEnv(gym.Env):
     """Compose a ``prompt_length``-token prompt for a frozen target (RLPrompt, Deng et al. 2022).
 
-    ``task``: task name/path (:func:`rlprompt.tasks.load_task`) or a task object; ``target``: model name
-    (one shared instance per process) or a :class:`~rlprompt.targets.Target`; ``vocab``: allowed token
-    ids (``None``: all non-special tokens); ``reward``/``stabilizer``/``batch_size``/``split`` and extra
-    ``reward_kwargs`` build the :class:`PromptScorer` unless ``scorer`` is given (then they must be left
+    ``task``: task name/path (:func:`rlprompt.tasks.load_task`) or a task object; ``target``: a model name (built
+    for this env's scorer) or a :class:`~rlprompt.targets.Target` (pass one to several envs to share its model);
+    ``vocab``: allowed token ids (``None``: all non-special tokens); ``reward``/``stabilizer``/``batch_size``/``split``
+    and extra ``reward_kwargs`` build the :class:`PromptScorer` unless ``scorer`` is given (then they must be left
     at their defaults). ``reset(seed=s)`` reseeds the scorer's minibatch sampler when this env owns it.
     """
 

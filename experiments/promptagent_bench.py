@@ -34,13 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from rlprompt.envs.scoring import shared_target
 from rlprompt.benchmarking import sample_indices
 from rlprompt.evaluation import evaluate
 from rlprompt.policies.promptagent import SEARCHES, PromptAgentConfig, make_agent
 from rlprompt.runs import write_atomic
 from rlprompt.stats import Interval, correctness, digits, mean_interval, paired_bootstrap
-from rlprompt.targets.base import Target
+from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask, Split, load_task
 
 POOL = "train"
@@ -274,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         settings = settings_of(args)
         command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
-        target = shared_target(args.model, dtype=args.dtype)
+        target = make_target(args.model, dtype=args.dtype)
         tasks = []
         for spec in args.tasks:
             tasks.append(pool(load_task(spec), args.test_limit, args.pool_size))

@@ -231,8 +231,8 @@ def build_task(cfg: DPOMethodConfig) -> ClassificationTask:
 
 
 def config_target(cfg: DPOMethodConfig) -> Target:
-    """The config's frozen target (``target_dtype`` applies to local models only)."""
-    return make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
+    """The config's frozen target (``target_dtype`` applies to local models only; :meth:`TaskTargetConfig.build_target`)."""
+    return cfg.build_target()
 
 
 def originals_for(cfg: DPOMethodConfig) -> list[str]:
@@ -270,7 +270,7 @@ def build_preferences(cfg: DPOMethodConfig, *, target: Target | None = None, rew
     ``rewriter`` (any :class:`Target`; it generates with ``chat=True``) and ``task`` override the config's.
     """
     task = task or build_task(cfg)
-    target = target or config_target(cfg)
+    target = cfg.build_target(target)
     rewriter = rewriter or make_target(cfg.rewriter_model, dtype="float32", device=cfg.device)
     reward = ClassificationReward.from_task(target, task, "train", batch_size=min(cfg.input_batch_size,
                                             len(task.split("train"))), kind=cfg.reward, seed=cfg.seed)
@@ -451,6 +451,7 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
         check_resume_config(run.read_config(), cfg)
     run.write_config(dump_config(cfg))
     seed_everything(cfg.seed)
+    target = cfg.build_target(target)  # built once: it scores the preference pairs and the trained rewriter
     if not Path(cfg.preferences).is_file():
         from rlprompt.targets.hf import HFTarget
 
@@ -527,7 +528,7 @@ def evaluate_rewriter(model: Any, tokenizer: Any, cfg: DPOMethodConfig, original
     ``eval_fallbacks`` (why the original was kept, or None), ``eval_accuracies``, ``eval_original_rewards``,
     ``eval_original_accuracies``; and ``eval_split``, ``eval_examples`` (the inputs scored)."""
     task = task or build_task(cfg)
-    target = target or config_target(cfg)
+    target = cfg.build_target(target)
     results = rewriter_enhancer(model, tokenizer, cfg).enhance_with_reasons(list(originals))
     rewrites = [r.text for r in results]
     split = "dev" if "dev" in task.splits else "train"

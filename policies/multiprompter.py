@@ -42,11 +42,10 @@ from rlprompt.config import check_resume_config, dump_config
 from rlprompt.envs.multiprompter import MultiPrompterEnv, acting_agent, observation
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.devices import resolve_device
-from rlprompt.models import load_model
-from rlprompt.policies.token_ppo import (PrefixFeatures, TokenPPOConfig, actor_mlp, build_task, context_ids, head_logits,
-                                        mlp)
+from rlprompt.policies.token_ppo import (PrefixFeatures, TokenPPOConfig, actor_mlp, build_task, context_ids,
+                                        frozen_policy_lm, head_logits, mlp)
 from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
-from rlprompt.targets import Target, make_target
+from rlprompt.targets import Target
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -243,15 +242,13 @@ def make_multiprompter(cfg: MultiPrompterConfig, target: Target | None = None
     """Seed everything from ``cfg.seed``; build the env (scorer, tokenizer, action ids), policy and optimizer."""
     seed_everything(cfg.seed)
     task = build_task(cfg)
-    if target is None:
-        target = make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
+    target = cfg.build_target(target)
     env = MultiPrompterEnv(task, target, num_agents=cfg.n_agents, segment_length=cfg.segment_length, vocab=cfg.vocab,
                            reward=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
                            correct_coef=cfg.correct_coef, incorrect_coef=cfg.incorrect_coef)
     env.reset(seed=cfg.seed)
-    shared = getattr(target, "name", None) == f"hf:{cfg.policy_model}:{cfg.policy_dtype}"
     device = resolve_device(cfg.device)
-    lm = target.model if shared else load_model(cfg.policy_model, dtype=cfg.policy_dtype, device=device)[0]
+    lm = frozen_policy_lm(cfg, target, device)
     policy = MultiPrompterPolicy(lm, env.action_token_ids,
                                  context_ids(env.tokenizer, cfg.policy_context, cfg.policy_start),
                                  cfg.n_agents, cfg.prompt_length, shared_head=cfg.shared_head,

@@ -36,7 +36,7 @@ from rlprompt.rewards import ClassificationReward, make_stabilizer
 from rlprompt.rewards.protocol import checked, completion_texts
 from rlprompt.runs import (RunDir, resume_trainer_checkpoint, seed_everything, train_or_finish, trainer_checkpoint_sealer,
                            trainer_checkpoint_step, trainer_logger)
-from rlprompt.targets import Target, make_target
+from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
 META_PROMPT = (
@@ -332,8 +332,7 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     task = build_task(cfg)
-    if target is None:
-        target = make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
+    target = cfg.build_target(target)
     reward = RewriteReward(target, task, kind=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
                            seed=cfg.seed)
     output_dir = run.path / "checkpoints"

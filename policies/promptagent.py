@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rlprompt.config import TaskTargetConfig, check_dtypes, check_resume_config, dump_config
-from rlprompt.envs.scoring import PromptScorer, shared_target
+from rlprompt.envs.scoring import PromptScorer
 from rlprompt.models import BUNDLED
 from rlprompt.policies.promptagent_search import (
     SEARCHES,
@@ -38,7 +38,7 @@ from rlprompt.policies.promptagent_search import (
     uct,
 )
 from rlprompt.runs import RunDir, seed_everything
-from rlprompt.targets.base import Target
+from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask
 
 
@@ -181,12 +181,13 @@ def build_task(cfg: PromptAgentConfig) -> ClassificationTask:
 def make_agent(cfg: PromptAgentConfig, target: Target | None = None, optimizer: Target | None = None,
                task: ClassificationTask | None = None) -> PromptAgent:
     """Build the scorer (reward split, whole split, cached) and the agent; ``target``/``optimizer``/``task``
-    override the config's (tests pass scripted fakes). The optimizer reuses the target's model when equal."""
+    override the config's (tests pass scripted fakes). The target is built here, once (behind ``target_cache`` when
+    set); an optimizer naming the target's model and dtype is that same target object, else it is built apart."""
     seed_everything(cfg.seed)
-    target = target or shared_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
+    target = cfg.build_target(target)
     if optimizer is None:
         same = cfg.optimizer == cfg.target and (cfg.optimizer_dtype == cfg.target_dtype or cfg.target.startswith("openai:"))
-        optimizer = target if same else shared_target(cfg.optimizer, dtype=cfg.optimizer_dtype, device=cfg.device)
+        optimizer = target if same else make_target(cfg.optimizer, dtype=cfg.optimizer_dtype, device=cfg.device)
     scorer = PromptScorer(target, task or build_task(cfg), split=cfg.reward_split, batch_size=None, reward="accuracy")
     return PromptAgent(cfg, scorer, optimizer)
 

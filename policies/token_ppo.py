@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from rlprompt.config import TaskTargetConfig, check_dtypes
+from rlprompt.models import load_model
+from rlprompt.targets import CachedTarget, Target
 from rlprompt.tasks import ClassificationTask
 
 MASKED_LOGIT = -1e9  # logit of masked tokens (finite, so entropies stay finite)
@@ -131,6 +133,15 @@ class TokenPPOConfig(TaskTargetConfig):
 
 
 # -- frozen LM features ---------------------------------------------------------------------------
+def frozen_policy_lm(cfg: TokenPPOConfig, target: Target, device: torch.device) -> nn.Module:
+    """The frozen policy LM: the target's own model when the target (behind a response cache or not) is
+    ``policy_model`` in ``policy_dtype``, so one copy serves both; else ``policy_model`` loaded on ``device``."""
+    inner = target.inner if isinstance(target, CachedTarget) else target
+    if getattr(inner, "name", None) == f"hf:{cfg.policy_model}:{cfg.policy_dtype}":
+        return inner.model
+    return load_model(cfg.policy_model, dtype=cfg.policy_dtype, device=device)[0]
+
+
 def context_ids(tokenizer: Any, context: str, start: str | None = None) -> list[int]:
     """The start token (``start``'s id, or the tokenizer's BOS/EOS when None) plus ``context``'s tokens:
     what the frozen LM reads before the prompt."""

@@ -25,6 +25,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default=BUNDLED, help=f"model name/path, or openai:<base_url>:<model> (default {BUNDLED})")
     p.add_argument("--dtype", default="bfloat16", help="dtype of a local target (bfloat16 or float32)")
     p.add_argument("--device", default="cpu", help="device of a local target: cpu, cuda, cuda:N or auto")
+    p.add_argument("--target-cache", default=None, metavar="PATH",
+                   help="SQLite response cache in front of the target: answers asked before come from it (default: none)")
     p.add_argument("--limit", type=int, default=None,
                    help="evaluate a seeded sample of N examples holding each label in proportion (in file order)")
     p.add_argument("--limit-seed", type=int, default=0, help="seed of the --limit sample (default 0)")
@@ -55,7 +57,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     split = task.split(args.split)
     keep = stratified_indices(split.labels, args.limit, seed=args.limit_seed)
     texts, labels = [split.texts[i] for i in keep], [split.labels[i] for i in keep]
-    target = make_target(args.target, dtype=args.dtype, device=args.device)
+    target = make_target(args.target, dtype=args.dtype, device=args.device, cache=args.target_cache)
     result = evaluate(
         target,
         template=task.template,

@@ -31,13 +31,16 @@ import typing
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import yaml
 
 from rlprompt.devices import check_device
-from rlprompt.model_names import BUNDLED, DTYPE_NAMES
+from rlprompt.model_names import BUNDLED, DEFAULT_DTYPE, DTYPE_NAMES
 from rlprompt.tasks import BUILTIN_TASKS, COLUMN_KEYS, ClassificationTask, load_task, looks_like_path, read_text
+
+if TYPE_CHECKING:
+    from rlprompt.targets.base import Target
 
 T = TypeVar("T")
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -268,7 +271,7 @@ class TaskTargetConfig:
     """The fields every method's config starts with: the task and the frozen target that scores prompts on it.
     Subclasses add their own fields and call ``super().__post_init__()`` from theirs."""
 
-    path_fields: ClassVar[dict[str, bool]] = {"task": True}
+    path_fields: ClassVar[dict[str, bool]] = {"task": True, "target_cache": False}
     """Fields that may hold a path, each with whether it must exist (see the module docstring)."""
 
     task: str = "sentiment"
@@ -281,14 +284,19 @@ class TaskTargetConfig:
     reads a text, sentence or input column and a label column."""
     target: str = BUNDLED
     """Frozen target (rlprompt.targets.make_target spec: a model name, or openai:<base_url>:<model>[?options])."""
-    target_dtype: str = "bfloat16"
+    target_dtype: str = DEFAULT_DTYPE
     """dtype of a local target model (bfloat16, float32 or float16); remote targets ignore it."""
+    target_cache: str | None = None
+    """SQLite file of a response cache in front of the target (rlprompt.targets.CachedTarget), relative to the config
+    file: a query asked before, in this run or another, is answered from it; None: no cache."""
     device: str = "cpu"
     """Torch device of the local target and every trainable part: cpu, cuda, cuda:N or auto (CUDA when available)."""
 
     def __post_init__(self) -> None:
         check_dtypes(self, "target_dtype")
         check_device(self.device)
+        if self.target_cache is not None and not self.target_cache.strip():
+            raise ValueError(f"target_cache must be a file path or null, got {self.target_cache!r}")
         columns = self.task_columns or {}
         bad = {k: v for k, v in columns.items() if k not in COLUMN_KEYS or not isinstance(v, str) or not v.strip()}
         if bad:
@@ -299,6 +307,19 @@ class TaskTargetConfig:
         ``overrides`` (template, prompt, verbalizers, ...)."""
         columns = {f"{key}_column": name for key, name in (self.task_columns or {}).items()}
         return load_task(self.task, seed=self.task_seed, **columns, **overrides)
+
+    def build_target(self, target: Target | None = None) -> Target:
+        """The run's frozen target: ``target`` when given (tests pass scripted fakes), else one built from
+        ``target`` in ``target_dtype`` on ``device``; behind a :class:`~rlprompt.targets.CachedTarget` at
+        ``target_cache`` when that is set (a target already behind a response cache is returned as it is). Each
+        call without ``target`` builds a new one: an entry point builds it once and passes it down."""
+        from rlprompt.targets import CachedTarget, make_target
+
+        if target is None:
+            return make_target(self.target, dtype=self.target_dtype, device=self.device, cache=self.target_cache)
+        if self.target_cache is None or isinstance(target, CachedTarget):
+            return target
+        return CachedTarget(target, self.target_cache)
 
 
 def check_dtypes(cfg: Any, *names: str) -> None:

@@ -232,6 +232,19 @@ def test_eval_limit_is_a_stratified_sample_and_json_shows_gold_per_class(tmp_pat
     assert out["labels_per_class"] == [3, 3] and sum(out["predictions_per_class"]) == out["n"] == 6
 
 
+def test_eval_target_cache_answers_a_repeated_eval_without_querying_the_target(tmp_path, capsys):
+    import json
+
+    argv = ["eval", "--target", "tiny-random", "--dtype", "float32", "--limit", "6", "--json",
+            "--target-cache", str(tmp_path / "cache.sqlite")]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(argv) == 0  # a new process would build a new target: this builds a new one too
+    second = json.loads(capsys.readouterr().out)
+    assert first["target_sequences"] == 6 and second["target_sequences"] == second["target_calls"] == 0
+    assert second["accuracy"] == first["accuracy"] and second["predictions_per_class"] == first["predictions_per_class"]
+
+
 def test_report_table_keeps_a_multiline_prompt_on_one_row(tmp_path):
     from rlprompt.report import load_run, markdown_table
 

@@ -65,6 +65,37 @@ def test_relative_task_path_resolves_against_the_config_file(tmp_path, monkeypat
     assert load_config(config, RLPromptConfig, ["task=sentiment"]).task == "sentiment"  # a name, not a path
 
 
+def test_target_cache_is_a_path_next_to_the_config_file_and_fronts_the_target(tmp_path, monkeypatch):
+    from rlprompt.config import TaskTargetConfig
+    from rlprompt.policies.rlprompt import RLPromptConfig
+    from rlprompt.targets import CachedTarget
+    from rlprompt.targets.base import Target
+
+    config = tmp_path / "configs" / "c.yaml"
+    config.parent.mkdir()
+    config.write_text("method: rlprompt\ntarget_cache: ../cache/target.sqlite\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(config, RLPromptConfig)
+    assert cfg.target_cache == str(tmp_path / "cache" / "target.sqlite")
+    assert TaskTargetConfig().target_cache is None
+    with pytest.raises(ValueError, match="target_cache must be a file path or null, got ' '"):
+        TaskTargetConfig(target_cache=" ")
+
+    class Fake(Target):
+        name = "fake"
+
+        def _classify(self, template, prompts, inputs, verbalizers):
+            raise AssertionError("not queried")
+
+        _generate = _loglikelihood = _classify
+
+    fake = Fake()
+    assert TaskTargetConfig().build_target(fake) is fake  # no cache: the target itself
+    cached = cfg.build_target(fake)
+    assert isinstance(cached, CachedTarget) and cached.inner is fake and cached.path == Path(cfg.target_cache)
+    assert cfg.build_target(cached) is cached  # never behind two caches
+
+
 def test_a_missing_task_path_names_the_config_file(tmp_path):
     from rlprompt.policies.rlprompt import RLPromptConfig
 
