@@ -99,7 +99,7 @@ def run_part(cfg: PRewriteConfig, target: Target, run_dir: Path, test_idx: np.nd
             shutil.rmtree(run_dir)
         resumed_from = 0 if checkpoint is None else int(checkpoint.name.rsplit("-", 1)[1])
         summary = train_prewrite(cfg, run_dir, resume=checkpoint is not None, target=target)
-    task = build_task(cfg)
+    task = build_task(cfg, target)
     test, train, dev = task.split("test"), task.split("train"), task.split("dev")
     texts, labels = [test.texts[i] for i in test_idx], [test.labels[i] for i in test_idx]
     instructions = dict(zip(ARMS, (summary["initial_instruction"], summary["prewrite_i"], summary["prewrite_s"])))
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None, *, target: Target | None = None) -> int:
     first = next(iter(configs.values()))
     target = target or make_target(first.target, dtype=first.target_dtype, device=first.device)
     for name in args.tasks:
-        test = build_task(configs[name, args.seeds[0]]).split("test")
+        test = build_task(configs[name, args.seeds[0]], target).split("test")
         limit = args.test_limit if args.test_limit is not None else TEST_LIMITS[name]
         test_idx = sample_indices(len(test.texts), limit)
         meta = {"test_examples": len(test_idx),

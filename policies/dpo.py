@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
 from rlprompt.devices import resolve_device
 from rlprompt.enhancer import PromptEnhancer, clean_rewrite, describe_evaluation, rewriter_evaluation
-from rlprompt.models import BUNDLED, load_model, load_tokenizer
+from rlprompt.models import BUNDLED, load_model
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, cosine_similarity, semantic_weights
 from rlprompt.runs import (RunDir, resume_trainer_checkpoint, seed_everything, train_or_finish, trainer_checkpoint_sealer,
@@ -61,7 +61,7 @@ from rlprompt.runs import (RunDir, resume_trainer_checkpoint, seed_everything, t
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask
 
-from rlprompt.policies.prewrite import META_PROMPT, chat_template  # PRewrite owns the rewrite prompt
+from rlprompt.policies.prewrite import META_PROMPT, chat_template, template_tokenizer  # PRewrite owns these
 
 DEFAULT_ORIGINALS: dict[str, list[str]] = {
     "sentiment": [
@@ -218,14 +218,16 @@ def method_config(method: str) -> type[DPOMethodConfig]:
 
 
 # -- preference data ------------------------------------------------------------------------------
-def build_task(cfg: DPOMethodConfig) -> ClassificationTask:
-    """The config's classification task with its template and verbalizers (train split required)."""
+def build_task(cfg: DPOMethodConfig, target: Target | None = None) -> ClassificationTask:
+    """The config's classification task with its template and verbalizers (train split required); without
+    ``cfg.template``, PRewrite's chat template in the chat format of ``target`` (default: of the config's target
+    model; :func:`rlprompt.policies.prewrite.template_tokenizer`)."""
     base = cfg.load_task()
     if "train" not in base.splits:
         raise ValueError(f"DPO needs a task with a train split; {cfg.task!r} has {list(base.splits)}")
     template = cfg.template
     if template is None:
-        template = chat_template(load_tokenizer(BUNDLED))
+        template = chat_template(template_tokenizer(cfg, target))
     verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
     return cfg.load_task(template=template, verbalizers=verbalizers)
 
@@ -269,8 +271,8 @@ def build_preferences(cfg: DPOMethodConfig, *, target: Target | None = None, rew
     assistant message each), ``original``, ``chosen_reward`` and ``rejected_reward``. ``target``,
     ``rewriter`` (any :class:`Target`; it generates with ``chat=True``) and ``task`` override the config's.
     """
-    task = task or build_task(cfg)
     target = cfg.build_target(target)
+    task = task or build_task(cfg, target)
     rewriter = rewriter or make_target(cfg.rewriter_model, dtype="float32", device=cfg.device)
     reward = ClassificationReward.from_task(target, task, "train", batch_size=min(cfg.input_batch_size,
                                             len(task.split("train"))), kind=cfg.reward, seed=cfg.seed)
@@ -492,7 +494,7 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     }
     # never worse than none: the originals are scored beside their greedy rewrites on dev, and the saved
     # enhancer is the identity unless the rewrites beat them
-    task = task or build_task(cfg)
+    task = task or build_task(cfg, target)
     model = trainer.accelerator.unwrap_model(trainer.model)
     originals = list(cfg.eval_originals or originals_for(cfg))
     figures = evaluate_rewriter(model, tokenizer, cfg, originals, target=target, task=task, embedder=embedder)
@@ -527,8 +529,8 @@ def evaluate_rewriter(model: Any, tokenizer: Any, cfg: DPOMethodConfig, original
     order (what a paired comparison needs): ``eval_rewards``, ``eval_similarities``, ``eval_rewrites``,
     ``eval_fallbacks`` (why the original was kept, or None), ``eval_accuracies``, ``eval_original_rewards``,
     ``eval_original_accuracies``; and ``eval_split``, ``eval_examples`` (the inputs scored)."""
-    task = task or build_task(cfg)
     target = cfg.build_target(target)
+    task = task or build_task(cfg, target)
     results = rewriter_enhancer(model, tokenizer, cfg).enhance_with_reasons(list(originals))
     rewrites = [r.text for r in results]
     split = "dev" if "dev" in task.splits else "train"

@@ -145,25 +145,44 @@ class PRewriteConfig(TaskTargetConfig):
 
 # -- task, template, reward -----------------------------------------------------------------------
 def chat_template(tokenizer: Any, answer_prefix: str = ANSWER_PREFIX) -> str:
-    """A classification template in the target's own chat format: one user message holding the
-    instruction (``{prompt}``) and the input (``{sentence}``), then the assistant turn opened with
-    ``answer_prefix``; the verbalizer is scored as the next token. A plain string, so
+    """A classification template in the chat format of ``tokenizer`` (the target's own: :func:`template_tokenizer`):
+    one user message holding the instruction (``{prompt}``) and the input (``{sentence}``), then the assistant turn
+    opened with ``answer_prefix``; the verbalizer is scored as the next token. A plain string, so
     ``rlprompt eval --template`` reproduces it."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no chat template: set "
+                         f"template: in the config (a string with {{prompt}} and {{sentence}})")
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": "\x00P\x00\n\nInput: \x00S\x00"}],
                                              add_generation_prompt=True, tokenize=False)
     return rendered.replace("\x00P\x00", "{prompt}").replace("\x00S\x00", "{sentence}") + answer_prefix
 
 
-def build_task(cfg: PRewriteConfig, tokenizer: Any | None = None) -> ClassificationTask:
+def template_tokenizer(cfg: TaskTargetConfig, target: Target | None = None) -> Any:
+    """The tokenizer whose chat format the classification template is rendered in (PRewrite, DPO): the target's own
+    (an ``HFTarget``'s, also behind a response cache; a remote target's when it knows its model's, as for SmolLM2),
+    else the tokenizer of the config's target when that is a local model (tests' scripted targets have none). A
+    remote target of a model whose tokenizer is unknown has no chat format to render: a ``ValueError`` says to set
+    ``template:`` in the config."""
+    own = getattr(target, "tokenizer", None)
+    if own is not None:
+        return own
+    if not cfg.target.startswith("openai:"):
+        return load_tokenizer(cfg.target)
+    name = getattr(target, "name", cfg.target)
+    raise ValueError(f"target {name!r} has no tokenizer to render its chat template with: set template: in the config "
+                     f"(a string with {{prompt}} and {{sentence}} in the served model's chat format)")
+
+
+def build_task(cfg: PRewriteConfig, target: Target | None = None) -> ClassificationTask:
     """The config's task with its PRewrite template and verbalizers; it needs train and dev splits.
 
-    ``tokenizer`` renders the chat template (default: the bundled model's, whose chat format the
-    bundled target and a vLLM server of the same model share)."""
+    Without ``cfg.template`` the template is :func:`chat_template` in the chat format of ``target`` (default: of the
+    config's target model; :func:`template_tokenizer`)."""
     base = cfg.load_task()
     missing = [s for s in ("train", "dev") if s not in base.splits]
     if missing:
         raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing} that PRewrite trains and selects on")
-    template = cfg.template or chat_template(tokenizer or load_tokenizer(BUNDLED), cfg.answer_prefix)
+    template = cfg.template or chat_template(template_tokenizer(cfg, target), cfg.answer_prefix)
     verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
     return cfg.load_task(template=template, verbalizers=verbalizers, prompt=initial_instruction(cfg, base))
 
@@ -331,8 +350,8 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     model, tokenizer = rewriter if rewriter is not None else load_model(cfg.rewriter_model, dtype="float32")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    task = build_task(cfg)
     target = cfg.build_target(target)
+    task = build_task(cfg, target)
     reward = RewriteReward(target, task, kind=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
                            seed=cfg.seed)
     output_dir = run.path / "checkpoints"

@@ -110,6 +110,43 @@ def test_chat_template_and_clean_rewrite():
     assert task.verbalizers == (" negative", " positive") and task.prompt.startswith("Classify the sentiment")
 
 
+class ChatFormat:
+    """A tokenizer stand-in with a chat format of its own (not SmolLM2's)."""
+
+    chat_template = "<role>content</role>"
+
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+        assert add_generation_prompt and not tokenize
+        return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<assistant>"
+
+
+def test_the_template_is_rendered_in_the_targets_own_chat_format(tiny_target, tmp_path):
+    from rlprompt.models import BUNDLED, load_tokenizer
+    from rlprompt.policies.dpo import DPOMethodConfig
+    from rlprompt.policies.dpo import build_task as dpo_task
+    from rlprompt.targets import CachedTarget, make_target
+
+    own = _fake_target(_tiny_cfg())
+    own.tokenizer = ChatFormat()
+    expected = "<user>{prompt}\n\nInput: {sentence}</user><assistant>Answer:"
+    assert build_task(_tiny_cfg(), own).template == expected
+    assert dpo_task(DPOMethodConfig(), own).template == expected
+    # SmolLM2 (local, behind a response cache, or served with its known tokenizer) keeps the template it always had
+    smollm2 = chat_template(load_tokenizer(BUNDLED))
+    assert build_task(_tiny_cfg()).template == smollm2 == dpo_task(DPOMethodConfig()).template
+    assert build_task(_tiny_cfg(), CachedTarget(tiny_target, tmp_path / "c.sqlite")).template == smollm2
+    served = f"openai:http://127.0.0.1:9/v1:{BUNDLED}"
+    assert build_task(_tiny_cfg(target=served), make_target(served)).template == smollm2
+    # a remote model whose tokenizer is unknown has no chat format to render: the error names the fix
+    unknown = "openai:http://127.0.0.1:9/v1:some-llama"
+    for target in (None, make_target(unknown)):
+        with pytest.raises(ValueError, match="has no tokenizer to render its chat template with: set template:"):
+            build_task(_tiny_cfg(target=unknown), target)
+    assert build_task(_tiny_cfg(target=unknown, template="{prompt} {sentence}")).template == "{prompt} {sentence}"
+    with pytest.raises(ValueError, match="has no chat template: set template:"):
+        chat_template(type("Plain", (), {"chat_template": None})())
+
+
 def test_balanced_subset_spreads_over_label_sorted_files():
     labels = [0] * 8 + [1] * 8
     keep = balanced_subset(labels, 6)
