@@ -265,3 +265,46 @@ def test_setup_cfg_lists_every_package_folder():
     folders = {f"rlprompt.{p.name}" for p in (root / "rlprompt").iterdir()
                if p.is_dir() and not p.name.startswith((".", "_")) and any(p.iterdir())}
     assert folders <= packages and "rlprompt.data" in setup["options.package_data"]
+
+
+
+def test_library_code_never_changes_the_process_environment():
+    """Only an entry point's main() may set environment variables; library modules read them at most."""
+    import ast
+
+    class EnvironWrites(ast.NodeVisitor):
+        def __init__(self) -> None:
+            self.lines: list[int] = []
+
+        def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+            if node.name != "main":  # an entry point may
+                self.generic_visit(node)
+
+        def visit_Subscript(self, node: ast.Subscript) -> None:  # os.environ[k] = v, del os.environ[k]
+            if isinstance(node.ctx, (ast.Store, ast.Del)) and ast.unparse(node.value).endswith("environ"):
+                self.lines.append(node.lineno)
+            self.generic_visit(node)
+
+        def visit_Attribute(self, node: ast.Attribute) -> None:  # os.environ |= {...}
+            if isinstance(node.ctx, (ast.Store, ast.Del)) and node.attr == "environ":
+                self.lines.append(node.lineno)
+            self.generic_visit(node)
+
+        def visit_Call(self, node: ast.Call) -> None:
+            if ast.unparse(node.func).endswith(("environ.setdefault", "environ.update", "environ.pop", "environ.popitem",
+                                                "environ.clear", "putenv", "unsetenv")):
+                self.lines.append(node.lineno)
+            self.generic_visit(node)
+
+    probe = EnvironWrites()
+    probe.visit(ast.parse("import os\ndef f():\n    os.environ['A'] = '1'\n    os.environ.setdefault('B', '2')\n"
+                          "    os.environ |= {}\ndef main():\n    os.environ['C'] = '3'\n"))
+    assert probe.lines == [3, 4, 5]
+    root = Path(__file__).resolve().parents[1]
+    writes = []
+    for folder in ("rlprompt", "policies", "envs", "rewards"):
+        for path in sorted((root / folder).rglob("*.py")):
+            found = EnvironWrites()
+            found.visit(ast.parse(path.read_text(encoding="utf-8")))
+            writes += [f"{path.relative_to(root)}:{line}" for line in found.lines]
+    assert writes == []
