@@ -25,6 +25,7 @@ from pettingzoo import AECEnv
 
 from rlprompt.envs.prompt_tokens import action_vocabulary, decode_prompt, resolve_tokenizer
 from rlprompt.envs.scoring import PromptScorer
+from rlprompt.errors import ConfigError
 from rlprompt.models import BUNDLED
 from rlprompt.targets.base import Target
 from rlprompt.tasks import ClassificationTask
@@ -79,7 +80,7 @@ class MultiPrompterEnv(AECEnv):
         self.possible_agents = [f"prompter_{k}" for k in range(num_agents)]
         high = len(self.tokenizer) - 1
         if self.prompt_length > high or num_agents > high:
-            raise ValueError(f"prompt length {self.prompt_length} must stay below the vocabulary size {high + 1}")
+            raise ConfigError(f"prompt length {self.prompt_length} must stay below the vocabulary size {high + 1}")
         self.observation_spaces = {a: spaces.Box(0, high, shape=(self.prompt_length + 2,), dtype=np.int64)
                                    for a in self.possible_agents}
         self.action_spaces = {a: spaces.Discrete(len(self.action_token_ids)) for a in self.possible_agents}

@@ -31,6 +31,7 @@ import torch
 from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
 from rlprompt.devices import resolve_device
 from rlprompt.enhancer import clean_rewrite, describe_evaluation, rewriter_evaluation
+from rlprompt.errors import DataError
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward, make_stabilizer
 from rlprompt.rewards.protocol import checked, completion_texts
@@ -161,10 +162,10 @@ def build_task(cfg: PRewriteConfig, tokenizer: Any | None = None) -> Classificat
     bundled target and a vLLM server of the same model share)."""
     base = cfg.load_task()
     if not isinstance(base, ClassificationTask):
-        raise ValueError(f"PRewrite needs a classification task; {cfg.task!r} is {type(base).__name__}")
+        raise DataError(f"PRewrite needs a classification task; {cfg.task!r} is {type(base).__name__}")
     missing = [s for s in ("train", "dev") if s not in base.splits]
     if missing:
-        raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing} that PRewrite trains and selects on")
+        raise DataError(f"task {cfg.task!r} lacks the split(s) {missing} that PRewrite trains and selects on")
     template = cfg.template or chat_template(tokenizer or load_tokenizer(BUNDLED), cfg.answer_prefix)
     verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
     return cfg.load_task(template=template, verbalizers=verbalizers, prompt=initial_instruction(cfg, base))
@@ -341,7 +342,7 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     output_dir = run.path / "checkpoints"
     checkpoint = resume_trainer_checkpoint(output_dir) if resume else None
     if resume and checkpoint is None and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
     queries_before = 0  # target sequences this run had spent before this process (a resumed run goes on counting)
     if checkpoint is not None:
         state_file = checkpoint / "prewrite_state.json"

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from rlprompt.config import TaskTargetConfig, check_dtypes, check_resume_config, dump_config
 from rlprompt.envs.scoring import PromptScorer, shared_target
+from rlprompt.errors import DataError
 from rlprompt.models import BUNDLED
 from rlprompt.policies.promptagent_search import (
     SEARCHES,
@@ -173,10 +174,10 @@ def build_task(cfg: PromptAgentConfig) -> ClassificationTask:
         overrides["verbalizers"] = tuple(cfg.verbalizers)
     task = cfg.load_task(**overrides)
     if not isinstance(task, ClassificationTask):
-        raise ValueError(f"PromptAgent needs a classification task; {cfg.task!r} is {type(task).__name__}")
+        raise DataError(f"PromptAgent needs a classification task; {cfg.task!r} is {type(task).__name__}")
     missing = [s for s in (cfg.error_split, cfg.reward_split) if s not in task.splits]
     if missing:
-        raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing}; it has {list(task.splits)}")
+        raise DataError(f"task {cfg.task!r} lacks the split(s) {missing}; it has {list(task.splits)}")
     return task
 
 
@@ -207,7 +208,7 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
         agent.load_state_dict(state["agent"])
         run.truncate_to(agent.iteration)
     elif resume and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no search_state.json")
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no search_state.json")
     run.write_config(dump_config(cfg))
     wall0 = time.monotonic()
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from rlprompt.config import TaskTargetConfig, check_dtypes
+from rlprompt.errors import ConfigError, DataError
 from rlprompt.tasks import ClassificationTask
 
 MASKED_LOGIT = -1e9  # logit of masked tokens (finite, so entropies stay finite)
@@ -139,7 +140,7 @@ def context_ids(tokenizer: Any, context: str, start: str | None = None) -> list[
     else:
         ids = tokenizer(start, add_special_tokens=False).input_ids
         if len(ids) != 1:
-            raise ValueError(f"policy_start={start!r} is {len(ids)} tokens for this tokenizer; it must be exactly one")
+            raise ConfigError(f"policy_start={start!r} is {len(ids)} tokens for this tokenizer; it must be exactly one")
         first = ids[0]
     return [int(first)] + (list(tokenizer(context, add_special_tokens=False).input_ids) if context else [])
 
@@ -227,10 +228,10 @@ def build_task(cfg: TokenPPOConfig) -> ClassificationTask:
         overrides["verbalizers"] = tuple(cfg.verbalizers)
     task = cfg.load_task(**overrides)
     if not isinstance(task, ClassificationTask):
-        raise ValueError(f"{type(cfg).method} needs a classification task; {cfg.task!r} is {type(task).__name__}")
+        raise DataError(f"{type(cfg).method} needs a classification task; {cfg.task!r} is {type(task).__name__}")
     missing = [s for s in ("train", "dev") if s not in task.splits]
     if missing:
-        raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing} that {type(cfg).method} trains and selects on")
+        raise DataError(f"task {cfg.task!r} lacks the split(s) {missing} that {type(cfg).method} trains and selects on")
     return task
 
 

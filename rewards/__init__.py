@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rlprompt.errors import ConfigError
 from rlprompt.rewards.classification import ClassificationReward, gap_reward, probability_gap, verbalizer_probs
 from rlprompt.rewards.composite import Weighted, weighted
 from rlprompt.rewards.protocol import RewardFn, completion_text, reward_name
@@ -77,14 +78,14 @@ def make_reward(name: str, **kw: Any) -> RewardFn:
     ``task`` (and optionally ``split``).
     """
     if name not in REWARDS:
-        raise ValueError(f"unknown reward {name!r}; valid names: {sorted(REWARDS)}")
+        raise ConfigError(f"unknown reward {name!r}; valid names: {sorted(REWARDS)}")
     return REWARDS[name](**kw)
 
 
 def make_stabilizer(name: str, reward: RewardFn, **kw: Any) -> RewardFn:
     """Wrap ``reward`` in the stabilizer called ``name`` in configs (see ``STABILIZERS``); ``"none"`` returns it."""
     if name not in STABILIZERS:
-        raise ValueError(f"unknown stabilizer {name!r}; valid names: {sorted(STABILIZERS)}")
+        raise ConfigError(f"unknown stabilizer {name!r}; valid names: {sorted(STABILIZERS)}")
     return STABILIZERS[name](reward, **kw)
 
 

@@ -2,7 +2,8 @@
 
 Every method has one ``@dataclass`` config with a one-line docstring per field and checks in
 ``__post_init__`` (trl's convention). :func:`load_config` fills it from YAML plus ``key=value``
-overrides and rejects unknown keys and values of the wrong type with the offending key and value;
+overrides and rejects unknown keys and values of the wrong type with the offending key and value (a
+:class:`~rlprompt.errors.ConfigError`, as is a value the class's ``__post_init__`` refuses);
 :func:`dump_config` turns it back into the plain dict written as a run's ``config.yaml``, and
 :func:`default_yaml` writes a class's defaults as a commented YAML file.
 
@@ -36,6 +37,7 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 
 from rlprompt.devices import check_device
+from rlprompt.errors import ConfigError, MissingFileError, RLPromptError
 from rlprompt.model_names import BUNDLED, DTYPE_NAMES
 from rlprompt.tasks import BUILTIN_TASKS, COLUMN_KEYS, Task, load_task, looks_like_path, read_text
 
@@ -54,15 +56,15 @@ def _read(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         return dict(source)
     path = Path(source)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        raise MissingFileError(f"config file {str(path)!r} does not exist")
     try:
         data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as err:
-        raise ValueError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"config file {str(path)!r} must hold a mapping of field: value, got {type(data).__name__}")
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of field: value, got {type(data).__name__}")
     return data
 
 
@@ -70,7 +72,7 @@ def config_method(source: str | Path | Mapping[str, Any], default: str = "rlprom
     """The ``method:`` key of a config file or dict (``default`` when absent)."""
     method = _read(source).get(METHOD_KEY, default)
     if not isinstance(method, str):
-        raise ValueError(f"config key {METHOD_KEY!r} must be a string, got {method!r}")
+        raise ConfigError(f"config key {METHOD_KEY!r} must be a string, got {method!r}")
     return method
 
 
@@ -81,11 +83,11 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ValueError(f"override {item!r} must look like key=value")
+            raise ConfigError(f"override {item!r} must look like key=value")
         try:
             out[key] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
-            raise ValueError(f"override {item!r}: cannot parse value {raw!r} ({err})") from None
+            raise ConfigError(f"override {item!r}: cannot parse value {raw!r} ({err})") from None
     return out
 
 
@@ -137,30 +139,36 @@ def _type_name(hint: Any) -> str:
 
 
 def config_from_dict(data: Mapping[str, Any], cls: type[T]) -> T:
-    """Build ``cls`` from ``data``, rejecting unknown keys and values of the wrong type (old key names are read
-    under their new ones, relative paths against the current directory: see the module docstring)."""
+    """Build ``cls`` from ``data``, rejecting unknown keys, values of the wrong type and values its ``__post_init__``
+    refuses with a :class:`~rlprompt.errors.ConfigError` (old key names are read under their new ones, relative
+    paths against the current directory: see the module docstring)."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     data = _resolved_paths(_renamed(data, cls, "the config"), cls)
     method = data.pop(METHOD_KEY, None)
     own = getattr(cls, "method", None)
     if method is not None and own is not None and method != own:
-        raise ValueError(f"config says method={method!r} but is being loaded as {cls.__name__} (method {own!r})")
+        raise ConfigError(f"config says method={method!r} but is being loaded as {cls.__name__} (method {own!r})")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}")
+        raise ConfigError(f"unknown config key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     values = {}
     for key, value in data.items():
         ok, converted = _matches(value, hints[key])
         if not ok:
-            raise ValueError(
+            raise ConfigError(
                 f"config field {key!r} of {cls.__name__} expects {_type_name(hints[key])}, got {value!r} "
                 f"({type(value).__name__})"
             )
         values[key] = converted
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as err:  # a check of the class's __post_init__: the config holds a bad value
+        if isinstance(err, RLPromptError):
+            raise
+        raise ConfigError(str(err)) from err
 
 
 def _renamed(data: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
@@ -172,7 +180,7 @@ def _renamed(data: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
         if old not in out or old in fields or new not in fields:
             continue
         if new in out:
-            raise ValueError(f"{where} sets both {old!r} (the old name) and {new!r}: keep only {new!r}")
+            raise ConfigError(f"{where} sets both {old!r} (the old name) and {new!r}: keep only {new!r}")
         warnings.warn(f"config key {old!r} is deprecated, read as {new!r} ({where}): rename it", FutureWarning,
                       stacklevel=4)
         out[new] = out.pop(old)
@@ -203,8 +211,8 @@ def _resolved_paths(data: Mapping[str, Any], cls: type, config_file: Path | None
                           stacklevel=4)
             out[name] = os.path.abspath(value)
         elif must_exist and config_file is not None and not os.path.isabs(value):
-            raise FileNotFoundError(f"{name} path {value!r} does not exist (resolved relative to {where}: "
-                                    f"{candidate})")
+            raise MissingFileError(f"{name} path {value!r} does not exist (resolved relative to {where}: "
+                                   f"{candidate})")
         else:  # made absolute; a missing one is reported by whatever reads it
             out[name] = candidate
     return out
@@ -228,18 +236,19 @@ def load_config(source: str | Path | Mapping[str, Any], cls: type[T],
 
 
 def check_resume_config(saved: Mapping[str, Any], cfg: Any, where: str = "the run's config.yaml") -> None:
-    """Raise ``ValueError`` unless ``cfg`` matches the config a run was started with (``saved``, as its
-    ``config.yaml`` holds it; old key names and relative paths are read as :func:`load_config` reads them) in
-    every field but :data:`RESUME_CHANGEABLE`; the error names each other field that differs, with both values."""
+    """Raise :class:`~rlprompt.errors.ConfigError` unless ``cfg`` matches the config a run was started with
+    (``saved``, as its ``config.yaml`` holds it; old key names and relative paths are read as :func:`load_config`
+    reads them) in every field but :data:`RESUME_CHANGEABLE`; the error names each other field that differs, with
+    both values."""
     cls = type(cfg)
     before = dump_config(config_from_dict(saved, cls))
     after = dump_config(config_from_dict(dump_config(cfg), cls))
     fixed = [k for k, v in after.items() if before.get(k) != v and k not in RESUME_CHANGEABLE]
     if fixed:
         changes = "; ".join(f"{k}: {before.get(k)!r} -> {after[k]!r}" for k in fixed)
-        raise ValueError(f"cannot resume with a config that differs from {where} in {fixed} ({changes}); a resumed "
-                         f"run may only change {list(RESUME_CHANGEABLE)} (`rlprompt train --resume --run-dir DIR` "
-                         f"alone reuses the run's own config)")
+        raise ConfigError(f"cannot resume with a config that differs from {where} in {fixed} ({changes}); a resumed "
+                          f"run may only change {list(RESUME_CHANGEABLE)} (`rlprompt train --resume --run-dir DIR` "
+                          f"alone reuses the run's own config)")
 
 
 def dump_config(cfg: Any) -> dict[str, Any]:
@@ -292,7 +301,7 @@ class TaskTargetConfig:
         columns = self.task_columns or {}
         bad = {k: v for k, v in columns.items() if k not in COLUMN_KEYS or not isinstance(v, str) or not v.strip()}
         if bad:
-            raise ValueError(f"task_columns may map {list(COLUMN_KEYS)} to column names, got {bad}")
+            raise ConfigError(f"task_columns may map {list(COLUMN_KEYS)} to column names, got {bad}")
 
     def load_task(self, **overrides: Any) -> Task:
         """The config's task (:func:`rlprompt.tasks.load_task` with ``task_seed`` and ``task_columns``), with
@@ -302,10 +311,11 @@ class TaskTargetConfig:
 
 
 def check_dtypes(cfg: Any, *names: str) -> None:
-    """Raise ``ValueError`` naming the first field of ``names`` that is not a dtype name models load in."""
+    """Raise :class:`~rlprompt.errors.ConfigError` naming the first field of ``names`` that is not a dtype name
+    models load in."""
     for name in names:
         if getattr(cfg, name) not in DTYPE_NAMES:
-            raise ValueError(f"{name} must be one of {list(DTYPE_NAMES)}, got {getattr(cfg, name)!r}")
+            raise ConfigError(f"{name} must be one of {list(DTYPE_NAMES)}, got {getattr(cfg, name)!r}")
 
 
 def field_docs(cls: type) -> dict[str, str]:
