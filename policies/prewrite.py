@@ -33,7 +33,7 @@ from rlprompt.devices import resolve_device
 from rlprompt.enhancer import clean_rewrite, describe_evaluation, rewriter_evaluation
 from rlprompt.errors import DataError
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
-from rlprompt.rewards import ClassificationReward, make_stabilizer
+from rlprompt.rewards import ClassificationReward, check_stabilizer, make_stabilizer
 from rlprompt.rewards.protocol import checked, completion_texts
 from rlprompt.runs import (RunDir, resume_trainer_checkpoint, seed_everything, train_or_finish, trainer_checkpoint_sealer,
                            trainer_checkpoint_step, trainer_logger)
@@ -55,7 +55,6 @@ INITIAL_INSTRUCTIONS = {
     "agnews": "Classify the news article into World, Sports, Business, or Tech.",
     "yesno": "Answer the question with yes or no.",
 }
-STABILIZERS = ("input_zscore", "batch_zscore", "none")
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -90,7 +89,8 @@ class PRewriteConfig(TaskTargetConfig):
     reward: str = "gap"
     """Per-input reward: gap (RLPrompt's probability-gap reward) or accuracy."""
     stabilizer: str = "input_zscore"
-    """Stabilizer over the completions of a step: input_zscore (RLPrompt), batch_zscore or none."""
+    """Stabilizer over the completions of a step: input_zscore (RLPrompt), batch_zscore or none (one without
+    state: a checkpoint does not hold a stabilizer's statistics)."""
     input_batch_size: int = 16
     """Train inputs each step's completions are all scored on (one shared minibatch per step)."""
     num_generations: int = 8
@@ -129,8 +129,7 @@ class PRewriteConfig(TaskTargetConfig):
             raise ValueError(f"num_generations must be >= 2 (GRPO compares rewrites in a group), got {self.num_generations}")
         if self.reward not in ("gap", "accuracy"):
             raise ValueError(f"reward must be 'gap' or 'accuracy', got {self.reward!r}")
-        if self.stabilizer not in STABILIZERS:
-            raise ValueError(f"stabilizer must be one of {list(STABILIZERS)}, got {self.stabilizer!r}")
+        check_stabilizer(self.stabilizer, stateless=True)
         if self.meta_prompt.count("{instruction}") != 1:
             raise ValueError(f"meta_prompt must contain {{instruction}} exactly once, got {self.meta_prompt!r}")
         if not 0 <= self.lora_dropout < 1 or self.beta < 0 or self.learning_rate <= 0:

@@ -19,6 +19,7 @@ from torch import nn
 
 from rlprompt.config import TaskTargetConfig, check_dtypes
 from rlprompt.errors import ConfigError, DataError
+from rlprompt.rewards import check_stabilizer
 from rlprompt.tasks import ClassificationTask
 
 MASKED_LOGIT = -1e9  # logit of masked tokens (finite, so entropies stay finite)
@@ -125,6 +126,7 @@ class TokenPPOConfig(TaskTargetConfig):
             raise ValueError(f"policy_head={self.policy_head!r} is not one of {POLICY_HEADS}")
         if self.top_k_from not in TOP_K_SOURCES:
             raise ValueError(f"top_k_from={self.top_k_from!r} is not one of {TOP_K_SOURCES}")
+        check_stabilizer(self.stabilizer)
         if self.policy_start == "":
             raise ValueError("policy_start must be a token's text (e.g. '<|endoftext|>') or null for the BOS token")
         if self.max_target_queries is not None and self.max_target_queries < 1:

@@ -69,6 +69,10 @@ STABILIZERS: dict[str, Callable[..., RewardFn]] = {
     "clip": Clip,
     "none": lambda reward: reward,
 }
+"""Every stabilizer by the name configs and :func:`make_stabilizer` use."""
+CONFIG_STABILIZERS = ("input_zscore", "batch_zscore", "running", "none")
+"""The stabilizers a config's ``stabilizer`` may name (:func:`check_stabilizer`): linear and clip take settings
+(scale and shift, the bounds) that no config field carries."""
 
 
 def make_reward(name: str, **kw: Any) -> RewardFn:
@@ -82,6 +86,15 @@ def make_reward(name: str, **kw: Any) -> RewardFn:
     return REWARDS[name](**kw)
 
 
+def check_stabilizer(name: str, *, stateless: bool = False) -> None:
+    """Raise a :class:`~rlprompt.errors.ConfigError` unless a config may name the stabilizer ``name``: one of
+    :data:`CONFIG_STABILIZERS`, and with ``stateless`` one that keeps no statistics across steps (not running), for
+    a method whose checkpoints do not hold them."""
+    allowed = [n for n in CONFIG_STABILIZERS if not (stateless and hasattr(STABILIZERS[n], "state_dict"))]
+    if name not in allowed:
+        raise ConfigError(f"stabilizer must be one of {allowed}, got {name!r}")
+
+
 def make_stabilizer(name: str, reward: RewardFn, **kw: Any) -> RewardFn:
     """Wrap ``reward`` in the stabilizer called ``name`` in configs (see ``STABILIZERS``); ``"none"`` returns it."""
     if name not in STABILIZERS:
@@ -90,6 +103,7 @@ def make_stabilizer(name: str, reward: RewardFn, **kw: Any) -> RewardFn:
 
 
 __all__ = [
+    "CONFIG_STABILIZERS",
     "REWARDS",
     "STABILIZERS",
     "BatchZScore",
@@ -103,6 +117,7 @@ __all__ = [
     "SemanticSimilarity",
     "Stabilizer",
     "Weighted",
+    "check_stabilizer",
     "completion_text",
     "cosine_similarity",
     "exact_match",

@@ -117,3 +117,21 @@ def test_default_yaml_is_complete_commented_and_loads_back(method, tmp_path, mon
     path.write_text(text)
     assert dump_config(load_config(path, config_cls)) == dump_config(config_from_dict(dump_config(config_cls()),
                                                                                       config_cls))
+
+
+# -- one meaning per name (issue 14) ---------------------------------------------------------------------
+@pytest.mark.parametrize("method, name, ok", [("rlprompt", "running", True), ("multiprompter", "batch_zscore", True),
+                                              ("rlprompt", "clip", False), ("rlprompt", "linear", False),
+                                              ("prewrite", "input_zscore", True), ("prewrite", "running", False),
+                                              ("rlprompt", "whiten", False)])
+def test_stabilizer_names_come_from_the_one_registry(method, name, ok):
+    from rlprompt.errors import ConfigError
+    from rlprompt.rewards import CONFIG_STABILIZERS, STABILIZERS
+
+    assert set(CONFIG_STABILIZERS) <= set(STABILIZERS)
+    config_cls, _ = method_entry(method)
+    if ok:
+        assert load_config({"stabilizer": name}, config_cls).stabilizer == name
+    else:  # clip needs bounds no field carries (it failed at the first step before); PRewrite keeps no running state
+        with pytest.raises(ConfigError, match=f"stabilizer must be one of .*got '{name}'"):
+            load_config({"stabilizer": name}, config_cls)
