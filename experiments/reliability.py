@@ -79,7 +79,7 @@ SEM_DPO = ("method: sem-dpo\ntask: sentiment\nrewriter_model: tiny-random\ntarge
            "max_length: 160\nmax_new_tokens: 6\nlearning_rate: 0.01\ncheckpoint_every: 1\n"
            "eval_originals: ['Is the review positive?']\n")
 PROMPTAGENT = ("method: promptagent\ntask: sentiment\ntarget: tiny-random\ntarget_dtype: float32\n"
-               "optimizer: tiny-random\noptimizer_dtype: float32\nmax_evaluations: 200\nexpand_width: 3\n"
+               "optimizer_model: tiny-random\noptimizer_model_dtype: float32\nmax_evaluations: 200\nexpand_width: 3\n"
                "depth_limit: 6\nerror_batch_size: 4\nmax_errors: 2\ngradient_tokens: 8\nrevision_tokens: 8\n"
                "prefill: true\nparse_fallback: true\neval_test: false\n")
 ENV = {**os.environ, "TQDM_DISABLE": "1"}

@@ -16,8 +16,9 @@ resolves against the folder of the YAML file that holds it, and against the curr
 from a dict or a ``key=value`` override; the loaded config holds it as an absolute path, so a run's
 ``config.yaml`` means the same from any directory.
 
-Renamed keys: every method's training length is ``steps``; the old names (:data:`RENAMED_FIELDS`) are still
-read, with a warning, so configs and run directories written before the rename load and resume.
+Renamed keys: every method's training length is ``steps``, and PromptAgent's optimizer LM is ``optimizer_model``
+(a config name means one thing in every method); the old names (:data:`RENAMED_FIELDS`) are still read, with a
+warning, so configs and run directories written before the rename load and resume.
 A resumed run may change only :data:`RESUME_CHANGEABLE` (:func:`check_resume_config`).
 """
 
@@ -44,9 +45,11 @@ from rlprompt.tasks import BUILTIN_TASKS, COLUMN_KEYS, Task, load_task, looks_li
 T = TypeVar("T")
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 METHOD_KEY = "method"
-RENAMED_FIELDS = {"total_updates": "steps", "iterations": "steps"}
-"""Old config keys read under their new name, with a warning (RLPrompt and MultiPrompter said total_updates,
-PromptAgent iterations)."""
+RENAMED_FIELDS = {"total_updates": "steps", "iterations": "steps", "optimizer": "optimizer_model",
+                  "optimizer_dtype": "optimizer_model_dtype"}
+"""Old config keys read under their new name, with a warning, by the configs that have the new name and not the
+old one (RLPrompt and MultiPrompter said total_updates, PromptAgent iterations; PromptAgent's optimizer LM was
+optimizer and optimizer_dtype, names that elsewhere mean a torch optimizer)."""
 RESUME_CHANGEABLE = ("steps", "max_target_queries", "max_evaluations", "checkpoint_every")
 """The fields a resumed run may change: its length, its budgets and its checkpoint cadence."""
 
