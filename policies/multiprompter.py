@@ -246,7 +246,7 @@ def make_multiprompter(cfg: MultiPrompterConfig, target: Target | None = None
     task = build_task(cfg)
     if target is None:
         target = make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
-    env = MultiPrompterEnv(task, target, num_agents=cfg.n_agents, segment_length=cfg.segment_length, vocab=cfg.vocab,
+    env = MultiPrompterEnv(task, target, n_agents=cfg.n_agents, segment_length=cfg.segment_length, vocab=cfg.vocab,
                            reward=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
                            correct_coef=cfg.correct_coef, incorrect_coef=cfg.incorrect_coef)
     env.reset(seed=cfg.seed)

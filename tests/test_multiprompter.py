@@ -217,8 +217,16 @@ def test_config_validation_names_bad_values():
 def test_env_is_a_valid_pettingzoo_env():
     from pettingzoo.test import api_test
 
-    env = MultiPrompterEnv("sentiment", FakeTarget(), num_agents=2, segment_length=2, vocab=VOCAB, batch_size=4)
+    env = MultiPrompterEnv("sentiment", FakeTarget(), n_agents=2, segment_length=2, vocab=VOCAB, batch_size=4)
     api_test(env, num_cycles=3)
+
+
+def test_env_calls_k_n_agents_as_the_config_does_and_reads_the_old_name_with_a_warning():
+    with pytest.warns(FutureWarning, match=r"num_agents=\) is deprecated: pass n_agents="):
+        old = MultiPrompterEnv("sentiment", FakeTarget(), num_agents=3, segment_length=2, vocab=VOCAB, batch_size=4)
+    new = MultiPrompterEnv("sentiment", FakeTarget(), n_agents=3, segment_length=2, vocab=VOCAB, batch_size=4)
+    assert old.possible_agents == new.possible_agents == ["prompter_0", "prompter_1", "prompter_2"]
+    assert old.prompt_length == new.prompt_length == 6
 
 
 # -- K = 1 through the same loop ------------------------------------------------------------------
