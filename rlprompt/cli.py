@@ -22,6 +22,20 @@ from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.model_names import BUNDLED
 
 
+def add_renamed_option(parser: argparse.ArgumentParser, old: str, new: str, **kwargs: object) -> None:
+    """Keep reading ``old``, the former name of ``parser``'s option ``new`` (hidden from ``--help``): it sets
+    ``new``'s value with a ``FutureWarning``. ``kwargs`` (``type``, ``nargs``) must match ``new``'s."""
+
+    class Renamed(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                     option_string: str | None = None) -> None:
+            warnings.warn(f"`{parser.prog} {old}` is deprecated: use {new}", FutureWarning, stacklevel=2)
+            setattr(namespace, self.dest, values)
+
+    parser.add_argument(old, dest=new.lstrip("-").replace("-", "_"), action=Renamed, help=argparse.SUPPRESS,
+                        **kwargs)
+
+
 def _debug_option(p: argparse.ArgumentParser) -> None:
     # SUPPRESS: a subcommand's parser leaves the top-level `rlprompt --debug` alone when not given after it
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -33,7 +47,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default="sentiment", help="built-in task name, or a path to a data dir/file (default: sentiment)")
     p.add_argument("--task-seed", default=None,
                    help="dataset seed directory of RLPrompt 16-shot data (default 16-42), as a config's task_seed")
-    p.add_argument("--seed", dest="old_task_seed", default=None, help=argparse.SUPPRESS)  # before --task-seed
+    add_renamed_option(p, "--seed", "--task-seed")  # `enhance --seed` is an integer sampling seed
     p.add_argument("--split", default="test", help="split to evaluate (train, dev or validation, test; default test)")
     p.add_argument("--prompt", default=None, help="the prompt filled into {prompt} (default: the task's)")
     p.add_argument("--template", default=None, help="template with {sentence} and {prompt} (default: the task's)")
@@ -62,12 +76,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from rlprompt.tasks import ClassificationTask, load_task
     from rlprompt.targets import make_target
 
-    if args.old_task_seed is not None:
-        if args.task_seed is not None:
-            raise ConfigError("give the dataset seed directory once, as --task-seed (--seed is its old name)")
-        warnings.warn("`rlprompt eval --seed` is deprecated (it names a dataset seed directory): use --task-seed",
-                      FutureWarning, stacklevel=2)
-        args.task_seed = args.old_task_seed
     overrides = {k: v for k, v in (("prompt", args.prompt), ("template", args.template)) if v is not None}
     if args.verbalizers is not None:
         overrides["verbalizers"] = tuple(args.verbalizers)
