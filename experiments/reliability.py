@@ -32,7 +32,7 @@ and reliability.md; with --scenarios, only those scenarios run and their rows re
 
     python experiments/reliability.py                                # about 25 minutes on 2 CPU cores
     python experiments/reliability.py --scenarios hostile_serve     # about a minute
-    python experiments/reliability.py --scenarios full_disk --seeds 5
+    python experiments/reliability.py --scenarios full_disk --runs 5
     python experiments/reliability.py --scenarios kill_sem_dpo kill_promptagent
 """
 
@@ -59,6 +59,7 @@ from pathlib import Path
 
 import httpx
 
+from rlprompt.cli import add_renamed_option
 from rlprompt.runs import RunDir, write_atomic
 from rlprompt.serve import create_app, running_in_background
 from rlprompt.targets.faulty import FAULTS, FaultyEndpoint
@@ -840,7 +841,8 @@ SCENARIOS: dict[str, Callable[[Path, int, argparse.Namespace], dict]] = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, help="runs per scenario")
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (run i uses seed i)")
+    add_renamed_option(parser, "--seeds", "--runs", type=int)
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per kill -9 run")
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS), metavar="NAME",
                         help=f"scenarios to run, of {', '.join(SCENARIOS)} (default all); their rows replace the "
@@ -850,7 +852,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(shlex.quote(a) for a in ["python", "experiments/reliability.py", *sys.argv[1:]])
     scenarios = []
     with tempfile.TemporaryDirectory(prefix="rlprompt-reliability-") as tmp:
-        for seed in range(args.seeds):
+        for seed in range(args.runs):
             for name in args.scenarios:
                 scenarios.append({"scenario": name, **SCENARIOS[name](Path(tmp), seed, args), "command": command})
                 print(json.dumps(scenarios[-1]), file=sys.stderr)
