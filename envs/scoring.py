@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from rlprompt.evaluation import evaluate
+from rlprompt.errors import ConfigError
 from rlprompt.model_names import DEFAULT_DTYPE
 from rlprompt.rewards import ClassificationReward, RewardFn, make_reward, make_stabilizer, reward_name
 from rlprompt.targets.base import Target
@@ -76,7 +77,7 @@ class PromptScorer:
         data = self.task.split(split)
         if isinstance(reward, str):
             if batch_size is not None and batch_size > len(data):
-                raise ValueError(f"batch_size={batch_size} exceeds the {len(data)} examples of split {split!r}")
+                raise ConfigError(f"batch_size={batch_size} exceeds the {len(data)} examples of split {split!r}")
             reward = make_reward(
                 reward, target=self.target, template=self.template, verbalizers=self.verbalizers,
                 texts=data.texts, labels=data.labels, batch_size=batch_size, seed=seed, **reward_kwargs,

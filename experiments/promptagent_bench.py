@@ -82,8 +82,8 @@ def run_seed(task: ClassificationTask, arm: str, seed: int, settings: dict[str, 
              optimizer: Target) -> dict[str, Any]:
     """One search of ``arm`` on ``task`` with ``seed``; its record (final prompt, reward, test predictions, cost)."""
     cfg = PromptAgentConfig(
-        task=task.name, target=settings["model"], optimizer=settings["model"], target_dtype=settings["dtype"],
-        optimizer_dtype=settings["dtype"], search=arm, seed=seed, steps=settings["iterations"],
+        task=task.name, target=settings["model"], optimizer_model=settings["model"], target_dtype=settings["dtype"],
+        optimizer_model_dtype=settings["dtype"], search=arm, seed=seed, steps=settings["iterations"],
         max_evaluations=settings["max_evaluations"], expand_width=settings["expand_width"],
         depth_limit=settings["depth_limit"], min_depth=settings["min_depth"], beam_width=settings["beam_width"],
         gradient_tokens=settings["gradient_tokens"], revision_tokens=settings["revision_tokens"],

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
 from rlprompt.devices import resolve_device
+from rlprompt.errors import ConfigError, DataError
 from rlprompt.enhancer import PromptEnhancer, clean_rewrite, describe_evaluation, rewriter_evaluation
 from rlprompt.models import BUNDLED, load_model
 from rlprompt.rewards import ClassificationReward
@@ -213,7 +214,7 @@ def method_config(method: str) -> type[DPOMethodConfig]:
     """The config class of ``method`` (``dpo`` or ``sem-dpo``)."""
     classes = {"dpo": DPOMethodConfig, "sem-dpo": SemDPOConfig}
     if method not in classes:
-        raise ValueError(f"method must be one of {sorted(classes)}, got {method!r}")
+        raise ConfigError(f"method must be one of {sorted(classes)}, got {method!r}")
     return classes[method]
 
 
@@ -224,7 +225,7 @@ def build_task(cfg: DPOMethodConfig, target: Target | None = None) -> Classifica
     model; :func:`rlprompt.policies.prewrite.template_tokenizer`)."""
     base = cfg.load_task()
     if "train" not in base.splits:
-        raise ValueError(f"DPO needs a task with a train split; {cfg.task!r} has {list(base.splits)}")
+        raise DataError(f"DPO needs a task with a train split; {cfg.task!r} has {list(base.splits)}")
     template = cfg.template
     if template is None:
         template = chat_template(template_tokenizer(cfg, target))
@@ -242,7 +243,7 @@ def originals_for(cfg: DPOMethodConfig) -> list[str]:
     if cfg.originals is not None:
         return list(cfg.originals)
     if cfg.task not in DEFAULT_ORIGINALS:
-        raise ValueError(f"no default originals for task {cfg.task!r}: set originals in the config")
+        raise ConfigError(f"no default originals for task {cfg.task!r}: set originals in the config")
     return list(DEFAULT_ORIGINALS[cfg.task])
 
 
@@ -301,8 +302,8 @@ def load_preferences(path: str | Path):
     from datasets import load_dataset
 
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
-        raise ValueError(f"{str(path)!r} holds no preference pairs: build them first (rlprompt prefs CONFIG), "
-                         "or lower margin / raise samples_per_original")
+        raise DataError(f"{str(path)!r} holds no preference pairs: build them first (rlprompt prefs CONFIG), "
+                        "or lower margin / raise samples_per_original")
     return load_dataset("json", data_files=str(path), split="train")
 
 
@@ -466,7 +467,7 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
         weights = (np.asarray(json.loads(stored.read_text(encoding="utf-8"))) if resume and stored.is_file()
                    else pair_weights(dataset, cfg.alpha, embedder))
         if len(weights) != len(dataset):
-            raise ValueError(f"pair_weights.json holds {len(weights)} weights for {len(dataset)} pairs")
+            raise DataError(f"pair_weights.json holds {len(weights)} weights for {len(dataset)} pairs")
         run.write_json("pair_weights.json", weights.tolist())
         scale = 1.0 / float(np.mean(weights)) if cfg.normalize_weights else 1.0
         dataset = dataset.add_column("weight", (weights * scale).tolist())
@@ -476,7 +477,7 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     output_dir = run.path / "checkpoints"
     checkpoint = resume_trainer_checkpoint(output_dir) if resume else None
     if resume and checkpoint is None and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
     if checkpoint is not None:
         run.truncate_to(trainer_checkpoint_step(checkpoint), training_only=True)
     peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,

@@ -31,8 +31,9 @@ import torch
 from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
 from rlprompt.devices import resolve_device
 from rlprompt.enhancer import clean_rewrite, describe_evaluation, rewriter_evaluation
+from rlprompt.errors import ConfigError, DataError
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
-from rlprompt.rewards import ClassificationReward, make_stabilizer
+from rlprompt.rewards import ClassificationReward, check_stabilizer, make_stabilizer
 from rlprompt.rewards.protocol import checked, completion_texts
 from rlprompt.runs import (RunDir, resume_trainer_checkpoint, seed_everything, train_or_finish, trainer_checkpoint_sealer,
                            trainer_checkpoint_step, trainer_logger)
@@ -54,7 +55,6 @@ INITIAL_INSTRUCTIONS = {
     "agnews": "Classify the news article into World, Sports, Business, or Tech.",
     "yesno": "Answer the question with yes or no.",
 }
-STABILIZERS = ("input_zscore", "batch_zscore", "none")
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -89,7 +89,8 @@ class PRewriteConfig(TaskTargetConfig):
     reward: str = "gap"
     """Per-input reward: gap (RLPrompt's probability-gap reward) or accuracy."""
     stabilizer: str = "input_zscore"
-    """Stabilizer over the completions of a step: input_zscore (RLPrompt), batch_zscore or none."""
+    """Stabilizer over the completions of a step: input_zscore (RLPrompt), batch_zscore or none (one without
+    state: a checkpoint does not hold a stabilizer's statistics)."""
     input_batch_size: int = 16
     """Train inputs each step's completions are all scored on (one shared minibatch per step)."""
     num_generations: int = 8
@@ -128,8 +129,7 @@ class PRewriteConfig(TaskTargetConfig):
             raise ValueError(f"num_generations must be >= 2 (GRPO compares rewrites in a group), got {self.num_generations}")
         if self.reward not in ("gap", "accuracy"):
             raise ValueError(f"reward must be 'gap' or 'accuracy', got {self.reward!r}")
-        if self.stabilizer not in STABILIZERS:
-            raise ValueError(f"stabilizer must be one of {list(STABILIZERS)}, got {self.stabilizer!r}")
+        check_stabilizer(self.stabilizer, stateless=True)
         if self.meta_prompt.count("{instruction}") != 1:
             raise ValueError(f"meta_prompt must contain {{instruction}} exactly once, got {self.meta_prompt!r}")
         if not 0 <= self.lora_dropout < 1 or self.beta < 0 or self.learning_rate <= 0:
@@ -169,7 +169,7 @@ def template_tokenizer(cfg: TaskTargetConfig, target: Target | None = None) -> A
     if not cfg.target.startswith("openai:"):
         return load_tokenizer(cfg.target)
     name = getattr(target, "name", cfg.target)
-    raise ValueError(f"target {name!r} has no tokenizer to render its chat template with: set template: in the config "
+    raise ConfigError(f"target {name!r} has no tokenizer to render its chat template with: set template: in the config "
                      f"(a string with {{prompt}} and {{sentence}} in the served model's chat format)")
 
 
@@ -181,7 +181,7 @@ def build_task(cfg: PRewriteConfig, target: Target | None = None) -> Classificat
     base = cfg.load_task()
     missing = [s for s in ("train", "dev") if s not in base.splits]
     if missing:
-        raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing} that PRewrite trains and selects on")
+        raise DataError(f"task {cfg.task!r} lacks the split(s) {missing} that PRewrite trains and selects on")
     template = cfg.template or chat_template(template_tokenizer(cfg, target), cfg.answer_prefix)
     verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
     return cfg.load_task(template=template, verbalizers=verbalizers, prompt=initial_instruction(cfg, base))
@@ -357,7 +357,7 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     output_dir = run.path / "checkpoints"
     checkpoint = resume_trainer_checkpoint(output_dir) if resume else None
     if resume and checkpoint is None and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
     queries_before = 0  # target sequences this run had spent before this process (a resumed run goes on counting)
     if checkpoint is not None:
         state_file = checkpoint / "prewrite_state.json"

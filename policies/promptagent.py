@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from rlprompt.config import TaskTargetConfig, check_dtypes, check_resume_config, dump_config
 from rlprompt.envs.scoring import PromptScorer
+from rlprompt.errors import DataError
 from rlprompt.models import BUNDLED
 from rlprompt.policies.promptagent_search import (
     SEARCHES,
@@ -53,10 +54,12 @@ class PromptAgentConfig(TaskTargetConfig):
     """Template with {sentence} and {prompt}; None keeps the task's."""
     verbalizers: list[str] | None = None
     """One single-token verbalizer per label; None keeps the task's."""
-    optimizer: str = BUNDLED
-    """Optimizer LM writing gradients and revisions: a model name, or openai:<base_url>:<model>."""
-    optimizer_dtype: str = "bfloat16"
-    """dtype of a local optimizer model (the target's model is reused when name and dtype match)."""
+    optimizer_model: str = BUNDLED
+    """Optimizer LM writing gradients and revisions: a model name, or openai:<base_url>:<model> (formerly
+    optimizer)."""
+    optimizer_model_dtype: str = "bfloat16"
+    """dtype of a local optimizer LM (the target's model is reused when name and dtype match; formerly
+    optimizer_dtype)."""
     init_prompt: str | None = None
     """Root prompt of the search; None uses the task's default prompt."""
     search: str = "mcts"
@@ -124,7 +127,7 @@ class PromptAgentConfig(TaskTargetConfig):
         if self.optimizer_temperature < 0 or not 0 < self.optimizer_top_p <= 1:
             raise ValueError(f"need optimizer_temperature >= 0 and 0 < optimizer_top_p <= 1, got "
                              f"{self.optimizer_temperature}, {self.optimizer_top_p}")
-        check_dtypes(self, "optimizer_dtype")
+        check_dtypes(self, "optimizer_model_dtype")
         if self.reward_split == "test":
             raise ValueError("reward_split='test' would select prompts on the test split; use dev (held out)")
         if self.max_target_queries is not None and self.max_target_queries < 1:
@@ -174,7 +177,7 @@ def build_task(cfg: PromptAgentConfig) -> ClassificationTask:
     task = cfg.load_task(**overrides)
     missing = [s for s in (cfg.error_split, cfg.reward_split) if s not in task.splits]
     if missing:
-        raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing}; it has {list(task.splits)}")
+        raise DataError(f"task {cfg.task!r} lacks the split(s) {missing}; it has {list(task.splits)}")
     return task
 
 
@@ -186,8 +189,10 @@ def make_agent(cfg: PromptAgentConfig, target: Target | None = None, optimizer: 
     seed_everything(cfg.seed)
     target = cfg.build_target(target)
     if optimizer is None:
-        same = cfg.optimizer == cfg.target and (cfg.optimizer_dtype == cfg.target_dtype or cfg.target.startswith("openai:"))
-        optimizer = target if same else make_target(cfg.optimizer, dtype=cfg.optimizer_dtype, device=cfg.device)
+        same = cfg.optimizer_model == cfg.target and (cfg.optimizer_model_dtype == cfg.target_dtype
+                                                      or cfg.target.startswith("openai:"))
+        optimizer = target if same else make_target(cfg.optimizer_model, dtype=cfg.optimizer_model_dtype,
+                                                    device=cfg.device)
     scorer = PromptScorer(target, task or build_task(cfg), split=cfg.reward_split, batch_size=None, reward="accuracy")
     return PromptAgent(cfg, scorer, optimizer)
 
@@ -206,7 +211,7 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
         agent.load_state_dict(state["agent"])
         run.truncate_to(agent.iteration)
     elif resume and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no search_state.json")
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no search_state.json")
     run.write_config(dump_config(cfg))
     wall0 = time.monotonic()
 

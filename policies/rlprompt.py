@@ -37,6 +37,7 @@ from rlprompt.config import check_resume_config, dump_config
 from rlprompt.devices import resolve_device
 from rlprompt.envs import make_prompt_tokens_vec_env
 from rlprompt.envs.prompt_tokens import decode_prompt
+from rlprompt.errors import ConfigError, DataError
 from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
 from rlprompt.policies.token_ppo import (POLICY_HEADS, TOP_K_SOURCES, PrefixFeatures, TokenPPOConfig, actor_mlp, build_task,
                                          context_ids, frozen_policy_lm, head_logits, mlp)
@@ -107,7 +108,7 @@ class RLPromptPolicy(ActorCriticPolicy):
         self.mlp_hidden, self.value_hidden, self.top_k = mlp_hidden, value_hidden, top_k
         self.hidden_size = int(lm.config.hidden_size)
         if int(self.action_token_ids.max()) >= lm.get_output_embeddings().weight.shape[0]:
-            raise ValueError("action token ids exceed the policy LM's vocabulary: policy and target tokenizers differ")
+            raise ConfigError("action token ids exceed the policy LM's vocabulary: policy and target tokenizers differ")
         if action_space.n != len(self.action_token_ids):
             raise ValueError(f"action space has {action_space.n} actions but {len(self.action_token_ids)} token ids")
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
@@ -320,7 +321,7 @@ def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bo
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, resume=resume)
     checkpoint = run.load_checkpoint() if resume and run.latest_checkpoint() is not None else None
     if resume and checkpoint is None and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
     if checkpoint is not None:
         check_resume_config(run.read_config(), cfg)
     run.write_config(dump_config(cfg))

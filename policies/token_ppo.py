@@ -20,6 +20,8 @@ from torch import nn
 from rlprompt.config import TaskTargetConfig, check_dtypes
 from rlprompt.models import load_model
 from rlprompt.targets import CachedTarget, Target
+from rlprompt.errors import ConfigError, DataError
+from rlprompt.rewards import check_stabilizer
 from rlprompt.tasks import ClassificationTask
 
 MASKED_LOGIT = -1e9  # logit of masked tokens (finite, so entropies stay finite)
@@ -126,6 +128,7 @@ class TokenPPOConfig(TaskTargetConfig):
             raise ValueError(f"policy_head={self.policy_head!r} is not one of {POLICY_HEADS}")
         if self.top_k_from not in TOP_K_SOURCES:
             raise ValueError(f"top_k_from={self.top_k_from!r} is not one of {TOP_K_SOURCES}")
+        check_stabilizer(self.stabilizer)
         if self.policy_start == "":
             raise ValueError("policy_start must be a token's text (e.g. '<|endoftext|>') or null for the BOS token")
         if self.max_target_queries is not None and self.max_target_queries < 1:
@@ -150,7 +153,7 @@ def context_ids(tokenizer: Any, context: str, start: str | None = None) -> list[
     else:
         ids = tokenizer(start, add_special_tokens=False).input_ids
         if len(ids) != 1:
-            raise ValueError(f"policy_start={start!r} is {len(ids)} tokens for this tokenizer; it must be exactly one")
+            raise ConfigError(f"policy_start={start!r} is {len(ids)} tokens for this tokenizer; it must be exactly one")
         first = ids[0]
     return [int(first)] + (list(tokenizer(context, add_special_tokens=False).input_ids) if context else [])
 
@@ -239,7 +242,7 @@ def build_task(cfg: TokenPPOConfig) -> ClassificationTask:
     task = cfg.load_task(**overrides)
     missing = [s for s in ("train", "dev") if s not in task.splits]
     if missing:
-        raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing} that {type(cfg).method} trains and selects on")
+        raise DataError(f"task {cfg.task!r} lacks the split(s) {missing} that {type(cfg).method} trains and selects on")
     return task
 
 

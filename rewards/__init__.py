@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rlprompt.errors import ConfigError
 from rlprompt.rewards.classification import ClassificationReward, gap_reward, probability_gap, verbalizer_probs
 from rlprompt.rewards.protocol import RewardFn, completion_text, reward_name
 from rlprompt.rewards.semantic import cosine_similarity, load_embedder, minilm_embed, semantic_weights
@@ -43,6 +44,10 @@ STABILIZERS: dict[str, Callable[..., RewardFn]] = {
     "running": RunningNorm,
     "none": lambda reward: reward,
 }
+"""Every stabilizer by the name configs and :func:`make_stabilizer` use."""
+CONFIG_STABILIZERS = ("input_zscore", "batch_zscore", "running", "none")
+"""The stabilizers a config's ``stabilizer`` may name (:func:`check_stabilizer`): linear and clip take settings
+(scale and shift, the bounds) that no config field carries."""
 
 
 def make_reward(name: str, **kw: Any) -> RewardFn:
@@ -52,18 +57,28 @@ def make_reward(name: str, **kw: Any) -> RewardFn:
     ``task`` (and optionally ``split``).
     """
     if name not in REWARDS:
-        raise ValueError(f"unknown reward {name!r}; valid names: {sorted(REWARDS)}")
+        raise ConfigError(f"unknown reward {name!r}; valid names: {sorted(REWARDS)}")
     return REWARDS[name](**kw)
+
+
+def check_stabilizer(name: str, *, stateless: bool = False) -> None:
+    """Raise a :class:`~rlprompt.errors.ConfigError` unless a config may name the stabilizer ``name``: one of
+    :data:`CONFIG_STABILIZERS`, and with ``stateless`` one that keeps no statistics across steps (not running), for
+    a method whose checkpoints do not hold them."""
+    allowed = [n for n in CONFIG_STABILIZERS if not (stateless and hasattr(STABILIZERS[n], "state_dict"))]
+    if name not in allowed:
+        raise ConfigError(f"stabilizer must be one of {allowed}, got {name!r}")
 
 
 def make_stabilizer(name: str, reward: RewardFn, **kw: Any) -> RewardFn:
     """Wrap ``reward`` in the stabilizer called ``name`` in configs (see ``STABILIZERS``); ``"none"`` returns it."""
     if name not in STABILIZERS:
-        raise ValueError(f"unknown stabilizer {name!r}; valid names: {sorted(STABILIZERS)}")
+        raise ConfigError(f"unknown stabilizer {name!r}; valid names: {sorted(STABILIZERS)}")
     return STABILIZERS[name](reward, **kw)
 
 
 __all__ = [
+    "CONFIG_STABILIZERS",
     "REWARDS",
     "STABILIZERS",
     "BatchZScore",
@@ -72,6 +87,7 @@ __all__ = [
     "RewardFn",
     "RunningNorm",
     "Stabilizer",
+    "check_stabilizer",
     "completion_text",
     "cosine_similarity",
     "gap_reward",

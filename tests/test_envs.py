@@ -102,7 +102,7 @@ def test_registered_envs_pass_both_checkers_without_warnings(env_id, fake):
 def test_multiprompter_passes_pettingzoo_api_test(fake):
     from pettingzoo.test import api_test
 
-    env = MultiPrompterEnv(task=TASK, target=fake, num_agents=3, segment_length=2, vocab=VOCAB, batch_size=4)
+    env = MultiPrompterEnv(task=TASK, target=fake, n_agents=3, segment_length=2, vocab=VOCAB, batch_size=4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         api_test(env, num_cycles=20)

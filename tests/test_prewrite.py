@@ -328,7 +328,7 @@ def test_bench_seed_config_follows_the_shared_protocol(prewrite_bench):
 def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatch):
     bench, run, tmp, make_target = prewrite_bench
     out, part = tmp / "out" / "prewrite.json", tmp / "runs" / "parts" / "sst-2-16-100.json"
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=1") == 0
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=1") == 0
     result = json.loads(out.read_text())
     entry = result["tasks"]["sst-2"]
     assert len(entry["test_labels"]) == 20 and len(entry["test_indices"]) == 20  # a seeded sample of the 136
@@ -364,14 +364,14 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
         raise AssertionError("a complete part was trained again")
 
     monkeypatch.setattr(bench, "train_prewrite", no_training)
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=1") == 0  # the complete part is skipped
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=1") == 0  # the complete part is skipped
     part.unlink()  # killed after training, before the part was written: the finished run is scored, not retrained
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=1") == 0
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=1") == 0
     assert json.loads(part.read_text())["steps"] == 1
     monkeypatch.undo()
 
     run_dir = tmp / "runs" / "sst-2" / "16-100"
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=2") == 0  # more steps: resumes from checkpoint-1
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=2") == 0  # more steps: resumes from checkpoint-1
     resumed = json.loads(part.read_text())
     assert resumed["steps"] == 2 and resumed["resumed_from_step"] == 1
     metrics = RunDir(run_dir, resume=True).read_metrics()
@@ -382,7 +382,7 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
     shutil.rmtree(run_dir / "checkpoints")  # killed before its first checkpoint: it starts again
     (run_dir / "summary.json").unlink()
     part.unlink()
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=2") == 0
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=2") == 0
     assert json.loads(part.read_text())["resumed_from_step"] == 0
     assert [r["step"] for r in RunDir(run_dir, resume=True).read_metrics() if "losses/loss" in r] == [1, 2]
 
@@ -392,13 +392,13 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
     again = json.loads(out.read_text())
     assert again["tasks"]["sst-2"]["seeds"][0]["steps"] == 2
     assert out.with_suffix(".md").read_text() == bench.markdown(again)
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=2", "--service-requests", "2", "--clients", "1",
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=2", "--service-requests", "2", "--clients", "1",
                "2") == 0  # the service load test (off by default) serves the last run's enhancer
     service = json.loads(out.read_text())["service"]
     assert [(lv["clients"], lv["ok"]) for lv in service["levels"]] == [(1, 2), (2, 2)]
     assert "| 2 | 2 | 0 |" in out.with_suffix(".md").read_text()
     with pytest.raises(ValueError, match="other test examples"):
-        run("--seeds", "16-100", "--test-limit", "10", "steps=2")
+        run("--task-seeds", "16-100", "--test-limit", "10", "steps=2")
 
 
 @pytest.mark.parametrize("rewrite_wins", [False, True])

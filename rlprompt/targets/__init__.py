@@ -2,6 +2,7 @@
 
 import os
 
+from rlprompt.errors import ConfigError
 from rlprompt.targets.base import BudgetExceeded, QueryStats, Target, TargetError, check_template, fill
 from rlprompt.targets.cache import CachedTarget
 from rlprompt.targets.openai import OpenAITarget
@@ -42,15 +43,15 @@ def make_target(spec: str, *, dtype: str | None = None, device: str | None = Non
         spec, _, query = spec.partition("?")
         base_url, sep, model = spec[len("openai:"):].rpartition(":")
         if not sep or not model or not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"target spec {spec!r} must look like openai:<base_url>:<model>[?key=value&...]")
+            raise ConfigError(f"target spec {spec!r} must look like openai:<base_url>:<model>[?key=value&...]")
         for pair in filter(None, query.split("&")):
             key, eq, value = pair.partition("=")
             if key not in _SPEC_OPTIONS or not eq:
-                raise ValueError(f"target spec option {pair!r}: expected key=value with key one of {sorted(_SPEC_OPTIONS)}")
+                raise ConfigError(f"target spec option {pair!r}: expected key=value with key one of {sorted(_SPEC_OPTIONS)}")
             try:
                 kwargs[key] = _SPEC_OPTIONS[key](value)
             except (ValueError, KeyError):
-                raise ValueError(f"target spec option {key}={value!r} is not a valid {key}") from None
+                raise ConfigError(f"target spec option {key}={value!r} is not a valid {key}") from None
         target: Target = OpenAITarget(base_url, model, **kwargs)
     else:
         from rlprompt.targets.hf import HFTarget
