@@ -23,60 +23,18 @@ from rlprompt.policies.dpo import (
     preference_pairs,
     train_dpo,
 )
-from rlprompt.targets.base import Target, fill
 from rlprompt.tasks import load_task
+from tests.conftest import FakeTarget, gold_share
 
 TEMPLATE = "{prompt}\n\nInput: {sentence}\nAnswer:"
 QUALITY = {"great rewrite": 1.0, "good rewrite": 0.7, "ok rewrite": 0.5, "poor rewrite": 0.45, "bad rewrite": 0.0}
 
 
-class ScriptedTarget(Target):
-    """Fake target: the gold verbalizer's probability is ``0.05 + 0.9 * QUALITY[instruction]`` on every input."""
-
-    name = "scripted"
-
-    def __init__(self, labels_by_text: dict[str, int]) -> None:
-        super().__init__()
-        self.labels_by_text = labels_by_text
-
-    def _classify(self, template, prompts, inputs, verbalizers):
-        k = len(verbalizers)
-        out = np.empty((len(prompts), len(inputs), k))
-        for p, prompt in enumerate(prompts):
-            q = 0.05 + 0.9 * QUALITY.get(prompt, 0.5)
-            for n, text in enumerate(inputs):
-                assert fill(template, prompt, text)
-                probs = np.full(k, (1 - q) / (k - 1))
-                probs[self.labels_by_text[text]] = q
-                out[p, n] = np.log(probs)
-        return out
-
-    def _generate(self, *args):
-        raise NotImplementedError
-
-    def _loglikelihood(self, *args):
-        raise NotImplementedError
-
-
-class ScriptedRewriter(Target):
+def scripted_rewriter() -> FakeTarget:
     """Fake rewriter: returns the QUALITY keys in a fixed order (with chat noise to clean)."""
-
-    name = "scripted-rewriter"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[list[str], bool]] = []
-
-    def _generate(self, texts, max_new_tokens, temperature, top_p, num_samples, seed, chat):
-        self.calls.append((texts, chat))
-        keys = list(QUALITY)
-        return [f"Instruction: {keys[i % len(keys)]}\n\nextra" for _ in texts for i in range(num_samples)]
-
-    def _classify(self, *args):
-        raise NotImplementedError
-
-    def _loglikelihood(self, *args):
-        raise NotImplementedError
+    keys = list(QUALITY)
+    return FakeTarget(generate=lambda text, i, seed: f"Instruction: {keys[i % len(keys)]}\n\nextra",
+                      name="scripted-rewriter")
 
 
 def fake_embedder(texts: list[str]) -> np.ndarray:
@@ -92,7 +50,8 @@ def _target(task):
     train = task.split("train")
     labels = {t: int(y) for split in task.splits.values() for t, y in zip(split.texts, split.labels)}
     assert len(train.texts) > 0
-    return ScriptedTarget(labels)
+    # the gold verbalizer's probability is 0.05 + 0.9 * QUALITY[instruction] on every input
+    return FakeTarget(gold_share(labels, lambda prompt: QUALITY.get(prompt, 0.5)), name="scripted")
 
 
 def _cfg(tmp_path, cls=DPOMethodConfig, **kw):
@@ -142,14 +101,14 @@ def test_preference_pairs_respect_the_margin():
 def test_build_preferences_with_a_scripted_target(tmp_path, margin):
     task = _task()
     cfg = _cfg(tmp_path, margin=margin)
-    rewriter = ScriptedRewriter()
+    rewriter = scripted_rewriter()
     path = build_preferences(cfg, target=_target(task), rewriter=rewriter, task=task)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows and all(r["chosen_reward"] - r["rejected_reward"] >= max(margin, 1e-12) for r in rows)
     assert all(r["chosen"][0]["content"] in QUALITY and r["rejected"][0]["content"] in QUALITY for r in rows)
     assert {r["original"] for r in rows} == set(cfg.originals)
     assert rows[0]["prompt"][0]["role"] == "user" and cfg.originals[0] in rows[0]["prompt"][0]["content"]
-    assert all(chat for _, chat in rewriter.calls)
+    assert rewriter.generated and all(settings["chat"] for settings in rewriter.generate_settings)
     best = max(rows, key=lambda r: r["chosen_reward"] - r["rejected_reward"])
     assert (best["chosen"][0]["content"], best["rejected"][0]["content"]) == ("great rewrite", "bad rewrite")
     if margin:  # gap rewards span [-180*0.9, 200*0.9]: 50 removes close pairs such as ok vs poor
@@ -178,7 +137,7 @@ def prefs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prefs")
     task = _task()
     cfg = _cfg(tmp)
-    return build_preferences(cfg, target=_target(task), rewriter=ScriptedRewriter(), task=task), tmp
+    return build_preferences(cfg, target=_target(task), rewriter=scripted_rewriter(), task=task), tmp
 
 
 def _semdpo_trainer(tmp_path, dataset, cfg):
@@ -476,7 +435,7 @@ def test_build_preferences_writes_a_file_with_the_umask_mode(tmp_path):
     task = _task()
     old = os.umask(0o022)
     try:
-        path = build_preferences(_cfg(tmp_path), target=_target(task), rewriter=ScriptedRewriter(), task=task)
+        path = build_preferences(_cfg(tmp_path), target=_target(task), rewriter=scripted_rewriter(), task=task)
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.read_text().count("\n") > 0

@@ -24,36 +24,24 @@ from rlprompt.envs import (
 from rlprompt.envs.prompt_edit import split_phrases
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.models import load_tokenizer
-from rlprompt.targets.base import Target, TargetError
+from rlprompt.targets.base import TargetError
 from rlprompt.tasks import ClassificationTask, Split
+from tests.conftest import FakeTarget
 
 VOCAB = list(range(300, 340))
 
 
-class FakeTarget(Target):
-    """Scripted target: log-probs are a fixed function of (prompt, input); counts classify calls."""
+def hashed_scores(prompt: str, text: str, k: int, position: int) -> np.ndarray:
+    """Log-probabilities that are a fixed function of (prompt, input), summing to log 0.5."""
+    rng = np.random.default_rng(zlib.crc32(f"{prompt}|{text}".encode()))
+    return np.log(rng.dirichlet(np.ones(k)) * 0.5)
 
-    name = "fake"
 
-    def __init__(self, tokenizer, nan: bool = False) -> None:
-        super().__init__()
-        self.tokenizer, self.nan, self.classify_calls, self.prompts_seen = tokenizer, nan, 0, []
-
-    def _classify(self, template, prompts, inputs, verbalizers):
-        self.classify_calls += 1
-        self.prompts_seen.append(list(prompts))
-        out = np.empty((len(prompts), len(inputs), len(verbalizers)))
-        for p, prompt in enumerate(prompts):
-            for n, text in enumerate(inputs):
-                rng = np.random.default_rng(zlib.crc32(f"{prompt}|{text}".encode()))
-                out[p, n] = np.log(rng.dirichlet(np.ones(len(verbalizers))) * 0.5)
-        return np.full_like(out, np.nan) if self.nan else out
-
-    def _generate(self, texts, max_new_tokens, temperature, top_p, num_samples, seed, chat):
-        return [f"said again {zlib.crc32(t.encode()) % 7}" for t in texts for _ in range(num_samples)]
-
-    def _loglikelihood(self, contexts, continuations):
-        return np.full(len(contexts), -1.0)
+def fake_target(tokenizer, nan: bool = False) -> FakeTarget:
+    """Scripted target with :func:`hashed_scores` (all NaN with ``nan``) that repeats texts as paraphrases."""
+    return FakeTarget((lambda prompt, text, k, position: np.full(k, np.nan)) if nan else hashed_scores,
+                      generate=lambda text, i, seed: f"said again {zlib.crc32(text.encode()) % 7}",
+                      loglikelihood=lambda context, continuation: -1.0, tokenizer=tokenizer)
 
 
 def fake_embed(texts: list[str]) -> np.ndarray:
@@ -77,7 +65,7 @@ def tokenizer():
 
 @pytest.fixture
 def fake(tokenizer):
-    return FakeTarget(tokenizer)
+    return fake_target(tokenizer)
 
 
 def env_kwargs(env_id: str, target) -> dict:
@@ -128,7 +116,7 @@ def test_prompt_tokens_contract(fake, tokenizer):
         assert obs[-1] == t + 1 and obs[t] == VOCAB[action] and not truncated
     assert terminated and info["prompt"] == decode_prompt(tokenizer, [305, 306, 307])
     assert set(info) >= {"prompt", "accuracy", "raw_reward"} and reward == info["raw_reward"]
-    assert fake.prompts_seen[-1] == [info["prompt"]]
+    assert fake.classify_calls[-1][0] == [info["prompt"]]
     with pytest.raises(RuntimeError, match="reset"):
         env.step(0)
 
@@ -147,7 +135,7 @@ def test_full_vocabulary_excludes_special_tokens(fake, tokenizer):
 
 def test_same_seed_same_rollout(fake, tokenizer):
     def rollout(seed):
-        vec = make_prompt_tokens_vec_env(3, seed=seed, task=TASK, target=FakeTarget(tokenizer), prompt_length=2,
+        vec = make_prompt_tokens_vec_env(3, seed=seed, task=TASK, target=fake_target(tokenizer), prompt_length=2,
                                          vocab=VOCAB, batch_size=4, stabilizer="input_zscore")
         vec.action_space.seed(seed)
         obs, out = vec.reset(), []
@@ -164,40 +152,40 @@ def test_vec_env_scores_finishing_envs_in_one_call(fake):
     vec = make_prompt_tokens_vec_env(4, seed=0, task=TASK, target=fake, prompt_length=3, vocab=VOCAB, batch_size=4)
     vec.reset()
     for step in range(6):
-        before = fake.classify_calls
+        before = len(fake.classify_calls)
         obs, rewards, dones, infos = vec.step(np.array([step, 1, 2, 3]))
         finishing = (step + 1) % 3 == 0
-        assert fake.classify_calls - before == (1 if finishing else 0)
+        assert len(fake.classify_calls) - before == (1 if finishing else 0)
         assert dones.all() == finishing and (rewards != 0).all() == finishing
         if finishing:
-            assert len(fake.prompts_seen[-1]) == len({i["prompt"] for i in infos})
+            assert len(fake.classify_calls[-1][0]) == len({i["prompt"] for i in infos})
             assert all("terminal_observation" in i and i["terminal_observation"][-1] == 3 for i in infos)
             assert (obs == 0).all()  # auto-reset
     unbatched = make_prompt_tokens_vec_env(4, task=TASK, target=fake, prompt_length=1, vocab=VOCAB, batch_size=4,
                                            batched=False)
     unbatched.reset()
-    before = fake.classify_calls
+    before = len(fake.classify_calls)
     unbatched.step(np.array([0, 1, 2, 3]))
-    assert fake.classify_calls - before == 4
+    assert len(fake.classify_calls) - before == 4
 
 
 def test_input_zscore_over_the_batch_of_candidates(fake):
     scorer = PromptScorer(fake, TASK, stabilizer="input_zscore", batch_size=4)
     rewards, infos = scorer.score(["a", "b", "c"])
-    assert fake.classify_calls == 1 and abs(rewards.sum()) < 1e-9
+    assert len(fake.classify_calls) == 1 and abs(rewards.sum()) < 1e-9
     assert all(set(i) == {"raw_reward", "accuracy"} for i in infos)
 
 
 def test_evaluate_is_cached(fake):
     scorer = PromptScorer(fake, TASK, batch_size=4)
     first = scorer.evaluate("It was")
-    calls = fake.classify_calls
-    assert scorer.evaluate("It was") == first and fake.classify_calls == calls
-    assert 0.0 <= scorer.evaluate("It was", split="test") <= 1.0 and fake.classify_calls == calls + 1
+    calls = len(fake.classify_calls)
+    assert scorer.evaluate("It was") == first and len(fake.classify_calls) == calls
+    assert 0.0 <= scorer.evaluate("It was", split="test") <= 1.0 and len(fake.classify_calls) == calls + 1
 
 
 def test_nan_target_raises(tokenizer):
-    env = PromptTokensEnv(task=TASK, target=FakeTarget(tokenizer, nan=True), prompt_length=1, vocab=VOCAB, batch_size=4)
+    env = PromptTokensEnv(task=TASK, target=fake_target(tokenizer, nan=True), prompt_length=1, vocab=VOCAB, batch_size=4)
     env.reset(seed=0)
     with pytest.raises(TargetError, match="NaN"):
         env.step(0)

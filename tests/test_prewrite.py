@@ -30,53 +30,21 @@ from rlprompt.policies.prewrite import (
     train_prewrite,
 )
 from rlprompt.runs import RunDir
-from rlprompt.targets.base import Target, fill
+from tests.conftest import FakeTarget, gold_share
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class ScriptedTarget(Target):
-    """A fake target whose accuracy depends only on the instruction: ``quality(instruction)`` in [0, 1] is the
-    gold verbalizer's probability share, so a scripted score decides which rewrite is best."""
-
-    name = "scripted"
-
-    def __init__(self, labels_by_text: dict[str, int], quality) -> None:
-        super().__init__()
-        self.labels_by_text, self.quality = labels_by_text, quality
-        self.seen_prompts: list[str] = []
-        self.last_inputs: list[str] = []
-
-    def _classify(self, template, prompts, inputs, verbalizers):
-        k = len(verbalizers)
-        self.last_inputs = list(inputs)
-        out = np.full((len(prompts), len(inputs), k), np.log(0.1))
-        for p, prompt in enumerate(prompts):
-            self.seen_prompts.append(prompt)
-            q = 0.05 + 0.9 * self.quality(prompt)
-            for n, text in enumerate(inputs):
-                assert fill(template, prompt, text)  # the template is usable
-                probs = np.full(k, (1 - q) / (k - 1))
-                probs[self.labels_by_text[text]] = q
-                out[p, n] = np.log(probs)
-        self.stats.sequences += len(prompts) * len(inputs)
-        return out
-
-    def _generate(self, *args):
-        raise NotImplementedError
-
-    def _loglikelihood(self, *args):
-        raise NotImplementedError
 
 
 def hash_quality(prompt: str) -> float:
     return (zlib.crc32(prompt.encode()) % 1000) / 999
 
 
-def _fake_target(cfg: PRewriteConfig, quality=hash_quality) -> ScriptedTarget:
+def _fake_target(cfg: PRewriteConfig, quality=hash_quality) -> FakeTarget:
+    """A fake target whose accuracy depends only on the instruction: ``quality(instruction)`` in [0, 1] is the gold
+    verbalizer's probability share, so a scripted score decides which rewrite is best."""
     task = build_task(cfg)
     labels = {t: l for split in task.splits.values() for t, l in zip(split.texts, split.labels)}
-    return ScriptedTarget(labels, quality)
+    return FakeTarget(gold_share(labels, quality), name="scripted")
 
 
 def _tiny_cfg(**kw) -> PRewriteConfig:
@@ -123,7 +91,7 @@ def test_reward_scores_cleaned_completions_on_one_shared_minibatch():
     reward = RewriteReward(target, build_task(cfg), kind="accuracy", stabilizer="none", batch_size=4)
     completions = [[{"role": "assistant", "content": "Instruction: the best one"}], [{"role": "assistant", "content": "bad"}]]
     assert reward(None, completions) == [1.0, 0.0]
-    assert target.seen_prompts == ["the best one", "bad"]  # cleaned, scored together in one classify call
+    assert [prompts for prompts, _ in target.classify_calls] == [["the best one", "bad"]]  # cleaned, scored together
     assert [h[1:] for h in reward.history] == [("the best one", 1.0), ("bad", 0.0)]
 
 
@@ -131,9 +99,8 @@ def test_grpo_steps_change_lora_params_and_write_the_run(tmp_path, monkeypatch):
     import trl.trainer.grpo_trainer as grpo
 
     cfg = _tiny_cfg()
-    target = _fake_target(cfg)
     calls = []
-    target.quality = lambda prompt: calls.append(prompt) or hash_quality(prompt)
+    target = _fake_target(cfg, quality=lambda prompt: calls.append(prompt) or hash_quality(prompt))
     initial: dict[str, tuple[torch.nn.Parameter, torch.Tensor]] = {}
     original = grpo.get_peft_model
 
@@ -267,7 +234,7 @@ def prewrite_bench(tmp_path):
             "num_samples=2", "lora_r=4", "lora_target_modules=[q_proj]", "learning_rate=0.05"]
 
     def make_target():
-        return ScriptedTarget(labels, hash_quality)
+        return FakeTarget(gold_share(labels, hash_quality), name="scripted")
 
     def run(*argv):
         return bench.main(["--tasks", "sst-2", "--data", str(data), "--runs-dir", str(tmp_path / "runs"),
@@ -321,7 +288,7 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
     monkeypatch.setattr(candidates, "make_target", lambda *args, **kwargs: target)
     assert candidates.main([seed["run_dir"], "--test-limit", "20", "--out", str(tmp / "candidates")]) == 0
     test = load_task(str(tmp / "data" / "sst-2"), seed="16-100").split("test")
-    assert target.last_inputs == [test.texts[i] for i in entry["test_indices"]]
+    assert target.classify_calls[-1][1] == [test.texts[i] for i in entry["test_indices"]]
 
     def no_training(*args, **kwargs):
         raise AssertionError("a complete part was trained again")
