@@ -16,10 +16,20 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_config_loads_into_its_method_config(path):
+    import os
+
+    from rlprompt.config import dump_config
+    from rlprompt.tasks import BUILTIN_TASKS
+
     method = config_method(path)
     config_cls, _ = method_entry(method)
     cfg = load_config(path, config_cls)
     assert type(cfg) is config_cls
+    loaded = dump_config(cfg)  # every key of the file arrives with the file's value, none is dropped or renamed
+    for key, value in yaml.safe_load(path.read_text()).items():
+        if key in config_cls.path_fields and value not in BUILTIN_TASKS:  # relative to the file's folder
+            value = os.path.normpath(path.resolve().parent / value)
+        assert loaded[key] == value, f"{key}: the file says {value!r}, the config holds {loaded[key]!r}"
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -134,6 +144,11 @@ def test_config_command_prints_a_config_that_trains_as_is(method, tmp_path, caps
     path.write_text(capsys.readouterr().out)
     config_cls, _ = method_entry(method)
     assert config_method(path) == method and type(load_config(path, config_cls)) is config_cls
+    from rlprompt.config import config_from_dict, dump_config
+
+    # it prints the defaults (its relative paths resolve against the file's folder, here the current one)
+    defaults = config_from_dict(dump_config(config_cls()), config_cls)
+    assert dump_config(load_config(path, config_cls)) == dump_config(defaults)
 
 
 def test_resume_reads_the_run_and_only_length_budget_and_cadence_may_change(tmp_path, capsys):

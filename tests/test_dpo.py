@@ -65,12 +65,12 @@ def _cfg(tmp_path, cls=DPOMethodConfig, **kw):
 
 
 # -- config ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("bad, match", [
-    ({"alpha": -1.0}, "alpha"), ({"margin": -0.1}, "margin"), ({"beta": 0.0}, "beta"),
-    ({"samples_per_original": 1}, "samples_per_original"), ({"steps": 0}, "steps"),
-    ({"reward": "f1"}, "reward"), ({"meta_prompt": "no placeholder"}, "instruction"),
-    ({"lora_dropout": 1.0}, "lora_dropout"), ({"originals": []}, "originals"),
-    ({"normalize_weights": "yes"}, "normalize_weights"),
+@pytest.mark.parametrize("bad, match", [  # the message names the field and its bad value
+    ({"alpha": -1.0}, r"alpha=-1\.0"), ({"margin": -0.1}, r"margin=-0\.1"), ({"beta": 0.0}, r"beta.* got 0\.0,"),
+    ({"samples_per_original": 1}, r"samples_per_original must be >= 2.*got 1$"), ({"steps": 0}, r"'steps': 0\b"),
+    ({"reward": "f1"}, r"reward must be .*got 'f1'"), ({"meta_prompt": "no placeholder"}, r"\{instruction\}.*'no placeholder'"),
+    ({"lora_dropout": 1.0}, r"lora_dropout .*got 1\.0"), ({"originals": []}, "originals must hold at least one"),
+    ({"normalize_weights": "yes"}, r"normalize_weights .*got 'yes'"),
 ])
 def test_bad_config_values_error_clearly(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -290,7 +290,11 @@ def test_shipped_configs_load(name, method):
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "configs" / f"{name}.yaml"
     cfg = load_method_config(path, ["steps=3"])
-    assert type(cfg).method == method and cfg.steps == 3 and cfg.eval_originals
+    assert type(cfg).method == method and cfg.steps == 3  # the override wins over the file's steps: 20
+    assert cfg.eval_originals == ["Classify the review as negative or positive.",
+                                  "How does the reviewer feel about the movie?", "Is the sentiment of this text good or bad?"]
+    assert cfg.preferences == str(path.parents[2] / "runs" / "preferences" / "sentiment.jsonl")  # relative to the file
+    assert (cfg.batch_size, cfg.margin, cfg.samples_per_original) == (4 if method == "dpo" else 8, 10.0, 6)
 
 
 # -- the DPO vs Sem-DPO benchmark (experiments/semdpo_bench.py) ---------------------------------

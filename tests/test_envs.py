@@ -277,11 +277,24 @@ def test_ppo_trains_on_batched_vec_env():
 def test_maskable_ppo_on_prompt_edit(fake):
     from sb3_contrib import MaskablePPO
 
+    from stable_baselines3.common.callbacks import BaseCallback
+
     env = PromptEditEnv(task=TASK, target=fake, embedder=fake_embed, max_phrases=4, budget=2)
     model = MaskablePPO("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0)
     model.set_logger(Logger(folder=None, output_formats=[]))
-    model.learn(32)
-    assert model.num_timesteps >= 32
+    before = [p.clone() for p in model.policy.parameters()]
+    infos: list[dict] = []
+
+    class Record(BaseCallback):
+        def _on_step(self) -> bool:
+            infos.extend(self.locals["infos"])
+            return True
+
+    model.learn(32, callback=Record())
+    # the policy reads env.action_masks(): none of its 32 edits is one that does not apply (a masked no-op),
+    # where about 4 in 10 actions of an unmasked policy are
+    assert len(infos) == model.num_timesteps == 32 and not any(info["masked"] for info in infos)
+    assert any(not (a == b).all() for a, b in zip(before, model.policy.parameters()))
 
 
 @pytest.mark.slow
