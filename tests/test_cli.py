@@ -61,6 +61,7 @@ def test_non_utf8_config_file_is_named(tmp_path, capsys):
     assert "c.yaml is not UTF-8 text: byte 0xe9 at offset 28" in err and "Traceback" not in err
 
 
+@pytest.mark.model
 def test_resume_from_a_hand_edited_state_is_one_line(tmp_path, capsys):
     import hashlib
     import json
@@ -151,6 +152,7 @@ def test_config_command_prints_a_config_that_trains_as_is(method, tmp_path, caps
     assert dump_config(load_config(path, config_cls)) == dump_config(defaults)
 
 
+@pytest.mark.model
 def test_resume_reads_the_run_and_only_length_budget_and_cadence_may_change(tmp_path, capsys):
     config, run = tmp_path / "tiny.yaml", tmp_path / "run"
     config.write_text(TINY)
@@ -173,6 +175,7 @@ def test_resume_reads_the_run_and_only_length_budget_and_cadence_may_change(tmp_
     assert _summary(capsys)["steps"] == 4
 
 
+@pytest.mark.model
 def test_max_target_queries_is_honoured_or_refused_by_name(tmp_path, capsys):
     config = tmp_path / "p.yaml"
     config.write_text("method: prewrite\ntask: sentiment\n")
@@ -199,6 +202,7 @@ def test_a_failed_start_leaves_no_run_directory(tmp_path, capsys):
     assert "only applies" not in err and not (tmp_path / "run").exists()
 
 
+@pytest.mark.model
 def test_a_csv_with_its_own_column_names_trains_from_a_config(tmp_path, capsys, monkeypatch):
     rows = [("a fine film", "great"), ("dull and long", "terrible")] * 3
     (tmp_path / "data").mkdir()
@@ -235,6 +239,7 @@ def test_python_train_dispatches_on_the_method(method, tmp_path, monkeypatch):
     assert rlprompt.train(cfg, tmp_path / "run2", seed=5) == {"steps": 2} and calls[1][0].seed == 5
 
 
+@pytest.mark.model
 def test_eval_limit_is_a_stratified_sample_and_json_shows_gold_per_class(tmp_path, capsys):
     import json
 

@@ -156,6 +156,7 @@ def _batch(trainer, n):
     return trainer._prepare_inputs(trainer.data_collator(rows))
 
 
+@pytest.mark.model
 def test_weight_column_survives_the_collator_and_unit_weights_give_trls_loss(prefs, tmp_path):
     from trl import DPOTrainer
 
@@ -177,6 +178,7 @@ def test_weight_column_survives_the_collator_and_unit_weights_give_trls_loss(pre
     torch.testing.assert_close(ours, trls, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.model
 def test_weighted_loss_is_the_mean_of_weight_times_trls_per_pair_loss(prefs, tmp_path):
     """mean(W * l) (Mohamed et al. 2025), not sum(W * l) / sum(W), which would undo the down-weighting."""
     from trl import DPOTrainer
@@ -201,6 +203,7 @@ def test_weighted_loss_is_the_mean_of_weight_times_trls_per_pair_loss(prefs, tmp
 
 
 @pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.model
 def test_normalize_weights_divides_by_the_dataset_mean_weight(prefs, tmp_path, normalize):
     path, _ = prefs
     n = len(load_preferences(path))
@@ -218,6 +221,7 @@ def test_normalize_weights_divides_by_the_dataset_mean_weight(prefs, tmp_path, n
 
 
 @pytest.mark.parametrize("cls", [DPOMethodConfig, SemDPOConfig])
+@pytest.mark.model
 def test_training_steps_change_lora_params_and_write_the_run(prefs, tmp_path, monkeypatch, cls):
     import peft
 
@@ -262,6 +266,7 @@ def test_training_steps_change_lora_params_and_write_the_run(prefs, tmp_path, mo
         assert any("semdpo_weight" in line for line in (run / "metrics.jsonl").read_text().splitlines())
 
 
+@pytest.mark.model
 def test_resume_continues_from_the_last_checkpoint(prefs, tmp_path):
     path, _ = prefs
     cfg = _cfg(tmp_path, cls=SemDPOConfig, preferences=str(path), lora_target_modules=["q_proj"])
@@ -401,6 +406,7 @@ def test_bench_config_has_the_wanted_budget():
 
 @pytest.mark.parametrize("cls, rewrite, identity", [(DPOMethodConfig, "great rewrite", False),
                                                     (SemDPOConfig, "bad rewrite", True)])
+@pytest.mark.model
 def test_dpo_and_semdpo_write_an_enhancer_that_keeps_the_original_unless_rewrites_win(
         prefs, tmp_path, monkeypatch, capsys, cls, rewrite, identity):
     """Issue 18: DPO / Sem-DPO runs write ``enhancer/`` with the dev accuracy of the held-out originals beside

@@ -28,6 +28,8 @@ from rlprompt.targets.base import TargetError
 from rlprompt.tasks import ClassificationTask, Split
 from tests.conftest import FakeTarget
 
+pytestmark = pytest.mark.model  # every test here builds the tiny random Llama or its tokenizer
+
 VOCAB = list(range(300, 340))
 
 

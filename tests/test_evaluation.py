@@ -59,6 +59,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rlprompt.cli", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.model
+@pytest.mark.subprocess
 def test_cli_eval_json_on_tiny_target():
     out = _cli("eval", "--task", "sentiment", "--target", "tiny-random", "--limit", "8", "--json")
     assert out.returncode == 0, out.stderr
@@ -69,7 +71,7 @@ def test_cli_eval_json_on_tiny_target():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--verbalizers", " bad", " goodd"], "' goodd' is not a single token"),
+        pytest.param(["--verbalizers", " bad", " goodd"], "' goodd' is not a single token", marks=pytest.mark.model),
         (["--template", "{sentence} It was"], "must contain {prompt}"),
         (["--target", "no-such-model"], "unknown model 'no-such-model'"),
         (["--split", "holdout"], "no 'holdout' split"),

@@ -44,6 +44,7 @@ def test_faulty_endpoint_rejects_bad_settings():
         FaultyEndpoint(TOKENS, faults=["500", "teapot"])
 
 
+@pytest.mark.model
 def test_run_survives_every_kind_of_transient_fault(tmp_path, clean_rewards):
     with FaultyEndpoint(TOKENS, fault_rate=0.3, slow_seconds=2.5, seed=1) as endpoint:
         cfg = tiny_config(endpoint)
@@ -58,6 +59,7 @@ def test_run_survives_every_kind_of_transient_fault(tmp_path, clean_rewards):
     assert len(values) == 2 * cfg.steps and values == pytest.approx(clean_rewards, rel=1e-9)  # no fault changed a reward
 
 
+@pytest.mark.model
 def test_outage_stops_cleanly_and_resume_finishes_the_run(tmp_path, clean_rewards):
     # Each update sends 16 scoring requests (4 prompts x 4 inputs): the outage starts during update 5 or so.
     with FaultyEndpoint(TOKENS, outage_after=75) as endpoint:

@@ -32,6 +32,7 @@ def tiny_config(**overrides) -> MultiPrompterConfig:
 
 
 # -- turns and segments ---------------------------------------------------------------------------
+@pytest.mark.model
 def test_rollout_follows_the_env_turn_order_and_each_agent_writes_only_its_segment():
     cfg = tiny_config()
     env, policy, _ = make_multiprompter(cfg, vowel_target())
@@ -57,6 +58,7 @@ def test_rollout_follows_the_env_turn_order_and_each_agent_writes_only_its_segme
     assert set(batch["tokens"].ravel()) <= set(VOCAB)
 
 
+@pytest.mark.model
 def test_centralized_critic_sees_the_joint_prompt_every_segment_the_agent_and_the_position():
     cfg = tiny_config()  # K = 3 agents x S = 2 tokens
     _, policy, _ = make_multiprompter(cfg, vowel_target())
@@ -92,6 +94,7 @@ def test_centralized_critic_sees_the_joint_prompt_every_segment_the_agent_and_th
 
 
 @pytest.mark.parametrize("shared_head", [False, True])
+@pytest.mark.model
 def test_the_critic_reads_who_wrote_what_and_the_actors_read_only_the_prompt_so_far(shared_head):
     """CTDE: given the same frozen features h of the prompt so far, an actor's logits do not depend on the
     critic-only inputs (each agent's segment apart, the position), while the centralized value does."""
@@ -126,6 +129,7 @@ def test_gae_with_a_terminal_reward_matches_hand_computation():
 
 # -- PPO ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("shared_head", [False, True])
+@pytest.mark.model
 def test_updates_change_every_agents_params_and_never_the_frozen_lm(shared_head):
     cfg = tiny_config(shared_head=shared_head)
     env, policy, optimizer = make_multiprompter(cfg, vowel_target())
@@ -153,6 +157,7 @@ def test_updates_change_every_agents_params_and_never_the_frozen_lm(shared_head)
 
 
 # -- training, determinism and resume -------------------------------------------------------------
+@pytest.mark.model
 def test_same_seed_same_run(tmp_path):
     runs = [train_multiprompter(tiny_config(seed=s, steps=2), tmp_path / f"r{i}", target=vowel_target())
             for i, s in enumerate((5, 5, 6))]
@@ -164,6 +169,7 @@ def test_same_seed_same_run(tmp_path):
     assert not all(torch.equal(params[0][k], params[2][k]) for k in params[0])
 
 
+@pytest.mark.model
 def test_train_writes_the_run_and_resume_continues(tmp_path):
     full = train_multiprompter(tiny_config(), tmp_path / "full", target=vowel_target())
     assert full["steps"] == 4 and full["stop_reason"] == "steps"
@@ -192,6 +198,7 @@ def test_train_writes_the_run_and_resume_continues(tmp_path):
         train_multiprompter(tiny_config(n_agents=2), tmp_path / "full", resume=True, target=vowel_target())
 
 
+@pytest.mark.model
 def test_target_query_budget_stops_training(tmp_path):
     summary = train_multiprompter(tiny_config(steps=50, max_target_queries=150), tmp_path / "run",
                                   target=vowel_target())
@@ -215,6 +222,7 @@ def test_config_validation_names_bad_values():
     assert {f.name for f in fields(MultiPrompterConfig)} == set(field_docs(MultiPrompterConfig))
 
 
+@pytest.mark.model
 def test_env_is_a_valid_pettingzoo_env():
     from pettingzoo.test import api_test
 
@@ -223,6 +231,7 @@ def test_env_is_a_valid_pettingzoo_env():
 
 
 # -- K = 1 through the same loop ------------------------------------------------------------------
+@pytest.mark.model
 def test_one_agent_trains_through_the_same_loop(tmp_path):
     cfg = tiny_config(n_agents=1, segment_length=6)
     summary = train_multiprompter(cfg, tmp_path / "k1", target=vowel_target())
@@ -277,6 +286,7 @@ def dump_yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
+@pytest.mark.model
 def test_bench_policy_seed_differs_per_data_seed_across_separate_calls(bench_setup):
     bench, run, tmp = bench_setup
     for seed in ("16-100", "16-13"):  # one data seed per call, as when seeds run in parallel processes
@@ -289,6 +299,7 @@ def test_bench_policy_seed_differs_per_data_seed_across_separate_calls(bench_set
         bench.policy_seed("16-7")
 
 
+@pytest.mark.model
 def test_bench_runs_every_arm_through_one_loop_writes_parts_resumes_and_reports(bench_setup, monkeypatch):
     import json
 

@@ -66,6 +66,7 @@ def test_config_validation():
         PRewriteConfig(lora_r=0)
 
 
+@pytest.mark.model
 def test_chat_template_and_clean_rewrite():
     from rlprompt.models import load_tokenizer
 
@@ -85,6 +86,7 @@ def test_balanced_subset_spreads_over_label_sorted_files():
     assert sorted(balanced_subset([2, 2, 0, 1], 3)) == [0, 2, 3]
 
 
+@pytest.mark.model
 def test_reward_scores_cleaned_completions_on_one_shared_minibatch():
     cfg = _tiny_cfg()
     target = _fake_target(cfg, quality=lambda p: 1.0 if "best" in p else 0.0)
@@ -95,6 +97,7 @@ def test_reward_scores_cleaned_completions_on_one_shared_minibatch():
     assert [h[1:] for h in reward.history] == [("the best one", 1.0), ("bad", 0.0)]
 
 
+@pytest.mark.model
 def test_grpo_steps_change_lora_params_and_write_the_run(tmp_path, monkeypatch):
     import trl.trainer.grpo_trainer as grpo
 
@@ -125,6 +128,7 @@ def test_grpo_steps_change_lora_params_and_write_the_run(tmp_path, monkeypatch):
     assert any("perf/seconds_per_step" in r for r in records)
 
 
+@pytest.mark.model
 def test_resume_continues_from_last_checkpoint(tmp_path):
     cfg = _tiny_cfg(steps=1)
     target = _fake_target(cfg)
@@ -163,6 +167,7 @@ class SamplingEnhancer:
         return [self.candidates[:k] for _ in prompts]
 
 
+@pytest.mark.model
 def test_prewrite_s_picks_the_best_of_k_on_dev_by_scripted_scores():
     cfg = _tiny_cfg()
     scores = {"alpha": 0.2, "beta": 0.9, "gamma": 0.5}
@@ -174,6 +179,7 @@ def test_prewrite_s_picks_the_best_of_k_on_dev_by_scripted_scores():
     assert table["beta"] == 1.0 and table["alpha"] == 0.0  # gold share 0.86 vs 0.23: all right / all wrong
 
 
+@pytest.mark.model
 def test_prewrite_s_with_a_real_tiny_enhancer():
     from rlprompt.enhancer import PromptEnhancer
 
@@ -255,6 +261,7 @@ def test_bench_seed_config_follows_the_shared_protocol(prewrite_bench):
         bench.seed_config("sst-2", "16-7", tmp / "data", [])
 
 
+@pytest.mark.model
 def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatch):
     bench, run, tmp, make_target = prewrite_bench
     out, part = tmp / "out" / "prewrite.json", tmp / "runs" / "parts" / "sst-2-16-100.json"
@@ -332,6 +339,7 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
 
 
 @pytest.mark.parametrize("rewrite_wins", [False, True])
+@pytest.mark.model
 def test_the_enhancer_keeps_the_original_unless_its_rewrite_beats_it_on_dev(tmp_path, monkeypatch, capsys,
                                                                              rewrite_wins):
     """Never worse than none (issue 18): the initial instruction is scored beside PRewrite-I/S on dev; when the

