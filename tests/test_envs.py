@@ -304,9 +304,14 @@ def test_default_prompt_tokens_env_on_the_real_model():
     env = gymnasium.make("rlprompt/PromptTokens-v0")
     obs, _ = env.reset(seed=0)
     assert obs.shape == (6,) and env.action_space.n > 49000
-    for _ in range(5):
-        obs, reward, terminated, _, info = env.step(env.action_space.sample())
-    assert terminated and np.isfinite(reward) and isinstance(info["prompt"], str) and 0 <= info["accuracy"] <= 1
+    actions = np.random.default_rng(0).integers(env.action_space.n, size=5).tolist()
+    for action in actions:
+        obs, reward, terminated, _, info = env.step(action)
+    inner = env.unwrapped
+    assert terminated and info["prompt"] == decode_prompt(inner.tokenizer, inner.action_token_ids[actions].tolist())
+    assert reward == info["raw_reward"]  # no stabilizer by default: the reward is the gap reward itself
+    env.reset(seed=0)  # the same seed replays the same minibatch, which the real target scores the same
+    assert [env.step(action)[1] for action in actions][-1] == pytest.approx(reward, abs=1e-9)
 
 
 @pytest.mark.slow
@@ -314,6 +319,12 @@ def test_default_prompt_tokens_env_on_the_real_model():
 def test_other_ids_make_without_arguments_on_the_real_model(env_id):
     env = gymnasium.make(env_id)
     env.reset(seed=0)
-    action = "Overall, the movie was" if env_id.endswith("PromptRewrite-v0") else env.action_space.sample()
-    _, reward, _, _, info = env.step(action)
-    assert np.isfinite(reward) and isinstance(info["instruction"], str)
+    inner = env.unwrapped
+    if env_id.endswith("PromptRewrite-v0"):
+        _, reward, _, _, info = env.step("Overall, the movie was")
+        assert info["rewritten"] == "Overall, the movie was" and reward == info["raw_reward"]  # scored as written
+        return
+    start, phrase = inner.instruction, next(p for p in inner.phrase_bank if p not in inner.phrases)
+    _, reward, _, _, info = env.step(inner.edits.index(("add", inner.phrase_bank.index(phrase))))
+    assert info["instruction"] == f"{start} {phrase}" and not info["masked"]
+    assert reward == pytest.approx(info["score"] - inner.score(start))  # the change of the dev accuracy
