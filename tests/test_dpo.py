@@ -68,7 +68,8 @@ def _cfg(tmp_path, cls=DPOMethodConfig, **kw):
 @pytest.mark.parametrize("bad, match", [  # the message names the field and its bad value
     ({"alpha": -1.0}, r"alpha=-1\.0"), ({"margin": -0.1}, r"margin=-0\.1"), ({"beta": 0.0}, r"beta.* got 0\.0,"),
     ({"samples_per_original": 1}, r"samples_per_original must be >= 2.*got 1$"), ({"steps": 0}, r"'steps': 0\b"),
-    ({"reward": "f1"}, r"reward must be .*got 'f1'"), ({"meta_prompt": "no placeholder"}, r"\{instruction\}.*'no placeholder'"),
+    ({"reward": "f1"}, r"reward must be .*got 'f1'"),
+    ({"meta_prompt": "no placeholder"}, r"\{instruction\}.*'no placeholder'"),
     ({"lora_dropout": 1.0}, r"lora_dropout .*got 1\.0"), ({"originals": []}, "originals must hold at least one"),
     ({"normalize_weights": "yes"}, r"normalize_weights .*got 'yes'"),
 ])

@@ -187,7 +187,8 @@ def test_evaluate_is_cached(fake):
 
 
 def test_nan_target_raises(tokenizer):
-    env = PromptTokensEnv(task=TASK, target=fake_target(tokenizer, nan=True), prompt_length=1, vocab=VOCAB, batch_size=4)
+    env = PromptTokensEnv(task=TASK, target=fake_target(tokenizer, nan=True), prompt_length=1, vocab=VOCAB,
+                          batch_size=4)
     env.reset(seed=0)
     with pytest.raises(TargetError, match="NaN"):
         env.step(0)

@@ -56,7 +56,7 @@ def test_run_survives_every_kind_of_transient_fault(tmp_path, clean_rewards):
     # every fault was retried, none swallowed (a reply that is merely slow under CI load may add a retry)
     assert target.retries >= sum(injected.values())
     values = rewards(RunDir(tmp_path / "run", resume=True))
-    assert len(values) == 2 * cfg.steps and values == pytest.approx(clean_rewards, rel=1e-9)  # no fault changed a reward
+    assert values == pytest.approx(clean_rewards, rel=1e-9)  # every update logged, and no fault changed a reward
 
 
 @pytest.mark.model

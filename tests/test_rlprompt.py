@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import pytest
 import torch
 
