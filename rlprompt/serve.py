@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -482,13 +483,14 @@ def serve(enhancer_dir: str | Path, config: ServeConfig | None = None, *, host: 
     proxy sends upstream (a key never goes on a command line). Bad settings fail before the model loads."""
     import uvicorn
 
-    from rlprompt.enhancer import PromptEnhancer
+    from rlprompt.enhancer import PromptEnhancer, describe_evaluation
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"port must lie in 0..65535, got {port}")
     config = dataclasses.replace(config or ServeConfig(), api_key=_secret(api_key_env, "the API key"),
                                  upstream_api_key=_secret(upstream_api_key_env, "the upstream API key"))
     enhancer = PromptEnhancer.from_pretrained(enhancer_dir, dtype=dtype)
+    print(f"rlprompt serve: {describe_evaluation(enhancer.evaluation)}", file=sys.stderr, flush=True)
     app = create_app(enhancer, config)
     # uvicorn's own cap counts connections too (idle or sending headers): a backstop behind the app's limit
     uvicorn.run(app, host=host, port=port, log_level="info", limit_concurrency=2 * config.max_concurrent)

@@ -296,6 +296,12 @@ def test_identity_enhancer_loads_no_model_and_returns_prompts_unchanged(enhancer
     assert out.err.strip().splitlines() == [
         "rlprompt enhance: dev_accuracy on 32 examples: original 0.875, prewrite_i 0.750, prewrite_s 0.950; the "
         "rewrite (prewrite_i) does not beat the original: the enhancer keeps the original (identity)"]
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
+    assert main(["serve", "--enhancer", str(path)]) == 0 and len(served) == 1  # the operator is told at start-up
+    assert capsys.readouterr().err.strip().splitlines()[-1] == out.err.strip().replace("enhance:", "serve:", 1)
 
 
 @pytest.mark.model
