@@ -97,8 +97,8 @@ def run_method(method: str, device: str, workdir: Path, timeout: int) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"`{shlex.join(command[2:])}` exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    keep = ("steps", "iterations", "target_queries", "best_prompt", "best_dev_accuracy", "stop_reason")
-    return {"command": shlex.join(["rlprompt", *command[3:]]), **{k: summary[k] for k in keep if k in summary}}
+    keep = ("steps", "target_queries", "best_prompt", "dev_accuracy", "stop_reason")
+    return {"command": shlex.join(["rlprompt", *command[3:]]), **{k: summary[k] for k in keep}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,7 @@ class ScriptedTarget(Target):
                 probs = np.full(k, (1 - q) / (k - 1))
                 probs[self.labels_by_text[text]] = q
                 out[p, n] = np.log(probs)
+        self.stats.sequences += len(prompts) * len(inputs)
         return out
 
     def _generate(self, *args):
@@ -251,8 +252,8 @@ def test_normalize_weights_divides_by_the_dataset_mean_weight(prefs, tmp_path, n
     summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder,
                         target=_target(task), task=task)
     raw = np.array(json.loads((tmp_path / "run" / "pair_weights.json").read_text()))
-    assert raw.std() > 0.01 and summary["mean_weight"] == pytest.approx(raw.mean())
-    assert summary["weight_scale"] == pytest.approx(1 / raw.mean() if normalize else 1.0)
+    assert raw.std() > 0.01 and summary["details"]["mean_weight"] == pytest.approx(raw.mean())
+    assert summary["details"]["weight_scale"] == pytest.approx(1 / raw.mean() if normalize else 1.0)
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     weight = next(m["charts/semdpo_weight"] for m in logged if "charts/semdpo_weight" in m)
     assert weight == pytest.approx(1.0 if normalize else raw.mean(), rel=1e-5)
@@ -285,11 +286,12 @@ def test_training_steps_change_lora_params_and_write_the_run(prefs, tmp_path, mo
                         target=_target(task), task=task)
     assert summary["steps"] == 2 and summary["method"] == cls.method
     # one figure per held-out original, in order, and means that agree with them
-    assert [len(summary[k]) for k in ("eval_rewards", "eval_similarities", "eval_rewrites")] == [3, 3, 3]
-    assert summary["eval_reward"] == pytest.approx(np.mean(summary["eval_rewards"]))
-    expected_sims = [math.cos((len(r) - len(o)) / 10) for o, r in zip(held_out, summary["eval_rewrites"])]
-    np.testing.assert_allclose(summary["eval_similarities"], expected_sims, rtol=1e-9)
-    assert summary["eval_similarity"] == pytest.approx(np.mean(expected_sims))
+    details = summary["details"]
+    assert [len(details[k]) for k in ("eval_rewards", "eval_similarities", "eval_rewrites")] == [3, 3, 3]
+    assert details["eval_reward"] == pytest.approx(np.mean(details["eval_rewards"]))
+    expected_sims = [math.cos((len(r) - len(o)) / 10) for o, r in zip(held_out, details["eval_rewrites"])]
+    np.testing.assert_allclose(details["eval_similarities"], expected_sims, rtol=1e-9)
+    assert details["eval_similarity"] == pytest.approx(np.mean(expected_sims))
     model = captured.pop("model")
     after = dict(model.named_parameters())
     lora_b = [n for n in captured if "lora_B" in n]
@@ -454,8 +456,12 @@ def test_dpo_and_semdpo_write_an_enhancer_that_keeps_the_original_unless_rewrite
     task = _task()
     summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder,
                         target=_target(task), task=task)
-    assert summary["enhancer_identity"] is identity and summary["eval_rewrites"] == [rewrite] * 3
-    assert summary["eval_fallbacks"] == [None] * 3 and summary["eval_original_accuracies"] == [0.0] * 3
+    details = summary["details"]
+    assert details["enhancer_identity"] is identity and details["eval_rewrites"] == [rewrite] * 3
+    assert details["eval_fallbacks"] == [None] * 3 and details["eval_original_accuracies"] == [0.0] * 3
+    # best_prompt is what the saved enhancer deploys: the rewrite when it wins on dev, else an original
+    assert summary["best_prompt"] == (held_out[0] if identity else rewrite) == (tmp_path / "run" / "prompt.txt").read_text()
+    assert summary["dev_accuracy"] == (0.0 if identity else 1.0)
     path = tmp_path / "run" / "enhancer"
     evaluation = json.loads((path / "enhancer.json").read_text())["evaluation"]
     assert evaluation["original"] == {"texts": held_out, "scores": [0.0] * 3, "score": 0.0}

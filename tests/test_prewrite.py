@@ -144,7 +144,7 @@ def test_grpo_steps_change_lora_params_and_write_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(grpo, "get_peft_model", spy)
     summary = train_prewrite(cfg, tmp_path / "run", target=target, rewriter=load_model("tiny-random"))
-    assert summary["steps"] == 2 and summary["seconds_per_step"] > 0
+    assert summary["steps"] == 2 and summary["details"]["seconds_per_step"] > 0
     assert len(calls) >= cfg.num_generations  # the reward scored the sampled completions
     assert initial and all("lora_" in n for n in initial)
     unchanged = [n for n, (param, before) in initial.items() if torch.equal(param.detach(), before)]
@@ -183,7 +183,8 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert again["steps"] == 2 and [r["step"] for r in records if "losses/loss" in r] == [1, 2]
     assert sum(any(k.startswith("eval/") for k in r) for r in records) == 1
-    assert (again["prewrite_i"], again["prewrite_s"]) == (summary["prewrite_i"], summary["prewrite_s"])
+    assert (again["details"]["prewrite_i"], again["details"]["prewrite_s"]) == \
+        (summary["details"]["prewrite_i"], summary["details"]["prewrite_s"])
 
 
 class SamplingEnhancer:
@@ -383,7 +384,7 @@ def test_the_enhancer_keeps_the_original_unless_its_rewrite_beats_it_on_dev(tmp_
     target = _fake_target(cfg, quality=lambda p: 1.0 if p == winner else 0.0)
     summary = train_prewrite(cfg, tmp_path / "run", target=target, rewriter=load_model("tiny-random"))
     line = [l for l in capsys.readouterr().err.splitlines() if l.startswith("prewrite: ")]
-    assert summary["prewrite_i"] == better and summary["enhancer_identity"] is not rewrite_wins
+    assert summary["details"]["prewrite_i"] == better and summary["details"]["enhancer_identity"] is not rewrite_wins
     assert summary["best_prompt"] == winner == (tmp_path / "run" / "prompt.txt").read_text()
     evaluation = json.loads((tmp_path / "run" / "enhancer" / "enhancer.json").read_text())["evaluation"]
     assert evaluation["original"]["texts"] == [initial] and evaluation["deployed"] == "prewrite_i"
