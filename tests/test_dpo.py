@@ -325,6 +325,31 @@ def test_resume_continues_from_the_last_checkpoint(prefs, tmp_path):
     assert again["steps"] == 3 and trained == [1, 2, 3] and not any("charts/train_runtime" in r for r in records)
 
 
+def test_max_target_queries_bounds_the_pairs_and_counts_every_target_query(tmp_path, monkeypatch):
+    """Issue 14: training steps query no target, so the budget bounds the preference pairs (each original costs at
+    most 5 rewrites x 4 inputs = 20 sequences) after reserving the final evaluation (2 originals and their 2
+    rewrites x 32 dev inputs = 128); the summary counts both, not 0."""
+    from rlprompt.targets.hf import HFTarget
+
+    monkeypatch.setattr(HFTarget, "from_loaded", staticmethod(lambda *loaded: ScriptedRewriter()))
+    task = _task()
+    target = _target(task)
+    cfg = _cfg(tmp_path, preferences=str(tmp_path / "budget.jsonl"), lora_target_modules=["q_proj"], steps=1,
+               max_target_queries=128 + 20 + 10)  # pays for one of the two originals
+    summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), target=target, task=task)
+    assert summary["stop_reason"] == "max_target_queries" and summary["details"]["skipped_originals"] == 1
+    # the pairs' 20 and at least the originals' 64 of the evaluation (a rewrite equal to its original is scored once)
+    assert 20 + 64 <= summary["target_queries"] == target.stats.sequences <= 158
+    rows = [json.loads(line) for line in (tmp_path / "budget.jsonl").read_text().splitlines()]
+    assert rows and {r["original"] for r in rows} == {"Say the sentiment."}
+    assert json.loads((tmp_path / "run" / "preference_stats.json").read_text())["originals"] == 1
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["target_queries"] == 20 for r in logged if "losses/loss" in r)  # the pairs' queries, from step 1
+    with pytest.raises(ValueError, match="max_target_queries=147 cannot pay for one original"):
+        train_dpo(_cfg(tmp_path, preferences=str(tmp_path / "none.jsonl"), max_target_queries=147), tmp_path / "small",
+                  rewriter=load_model("tiny-random"), target=target, task=task)
+
+
 @pytest.mark.parametrize("name, method", [("dpo_sentiment", "dpo"), ("semdpo_sentiment", "sem-dpo")])
 def test_shipped_configs_load(name, method):
     from pathlib import Path

@@ -187,6 +187,28 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
         (summary["details"]["prewrite_i"], summary["details"]["prewrite_s"])
 
 
+def test_max_target_queries_stops_training_early_and_keeps_room_for_the_final_selection(tmp_path):
+    """Issue 14: a step scores <= 4 rewrites x 4 inputs = 16 sequences, the final selection <= (3 samples + the
+    initial instruction + PRewrite-I) x 8 dev inputs = 40: a budget of 72 pays for two of five steps."""
+    cfg = _tiny_cfg(steps=5, max_target_queries=72)
+    target = _fake_target(cfg)
+    target.stats.sequences = 500  # a target shared with earlier runs: only this run's sequences count
+    summary = train_prewrite(cfg, tmp_path / "run", target=target, rewriter=load_model("tiny-random"))
+    assert summary["stop_reason"] == "max_target_queries" and summary["steps"] == 2
+    assert 0 < summary["target_queries"] == target.stats.sequences - 500 <= 72
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2" / "manifest.json").is_file()  # resumable there
+    assert target.max_sequences is None  # the run's guard on the target is lifted when it ends
+    # resumed with the same budget: no further step, the same stop; with none, on to the end
+    again = train_prewrite(cfg, tmp_path / "run", resume=True, target=target, rewriter=load_model("tiny-random"))
+    assert (again["steps"], again["stop_reason"]) == (2, "max_target_queries") and again["target_queries"] <= 72
+    done = train_prewrite(_tiny_cfg(steps=3), tmp_path / "run", resume=True, target=target,
+                          rewriter=load_model("tiny-random"))
+    assert (done["steps"], done["stop_reason"]) == (3, "steps")
+    with pytest.raises(ValueError, match="max_target_queries=39 cannot pay for PRewrite's final selection"):
+        train_prewrite(_tiny_cfg(max_target_queries=39), tmp_path / "small", target=target,
+                       rewriter=load_model("tiny-random"))
+
+
 class SamplingEnhancer:
     """Stands in for PromptEnhancer.sample: returns fixed candidates."""
 
