@@ -5,12 +5,18 @@ summary.json keys, and ``rlprompt report`` draws one curve per run and compares 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 import rlprompt
 from rlprompt.cli import main
+from rlprompt.config import load_config
+from rlprompt.models import BUNDLED
 from rlprompt.runs import STOP_REASONS, SUMMARY_KEYS
+from rlprompt.training import METHODS, method_entry
+
+DEMOS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
 TINY = {"task": "sentiment", "target": "tiny-random", "target_dtype": "float32"}
 TOKENS = {"policy_model": "tiny-random", "policy_dtype": "float32", "vocab": [300, 301, 302, 303], "mlp_hidden": 8,
@@ -84,3 +90,11 @@ def test_report_draws_a_curve_per_run_and_compares_all_five_methods(runs, tmp_pa
         png = out / record["curve"]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, method
         assert f"![{method}]({method}.png)" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_has_a_demo_config_on_the_bundled_target(method):
+    """``experiments/configs/<method>_sentiment_demo.yaml`` (a few minutes on a CPU core, `rlprompt train` runs it)."""
+    config_cls, _ = method_entry(method)
+    cfg = load_config(DEMOS / f"{method.replace('-', '')}_sentiment_demo.yaml", config_cls)
+    assert type(cfg).method == method and cfg.task == "sentiment" and cfg.target == BUNDLED
