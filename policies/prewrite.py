@@ -35,7 +35,7 @@ from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward, make_stabilizer
 from rlprompt.rewards.protocol import checked, completion_texts
 from rlprompt.runs import (QueryBudget, RunClock, RunDir, RunResult, resume_trainer_checkpoint, seed_everything,
-                           train_or_finish, trainer_budget_stop, trainer_checkpoint_sealer, trainer_checkpoint_step,
+                           train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step,
                            trainer_logger)
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask
@@ -326,9 +326,10 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     ``resume=True`` continues from the latest trl checkpoint. ``target`` and ``rewriter`` (model, tokenizer)
     override the config's models (tests pass a scripted fake target and a tiny random rewriter). The target
     queries logged and summarized are this run's own (not those a shared target served before), counted on
-    across resumes. With ``max_target_queries`` training stops before a step that could pass it, keeping room for
-    the final dev selection (a budget too small for that selection alone is an error before anything runs); the
-    run then ends with ``stop_reason`` max_target_queries, its last step checkpointed.
+    across resumes. With ``max_target_queries`` training stops before a step that could pass it, each step costing
+    at most ``num_generations * input_batch_size`` sequences, and keeps room for the final dev selection (a budget
+    too small for that selection alone is an error before anything runs); the run then ends with ``stop_reason``
+    max_target_queries, its last step checkpointed.
     """
     from datasets import Dataset
     from peft import LoraConfig
@@ -378,12 +379,14 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
                             desc="prewrite steps")
     trainer = _grpo_trainer_class()(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
                                     processing_class=tokenizer, peft_config=peft_config,
-                                    callbacks=[logger, trainer_budget_stop(budget, step_cost, final_cost),
-                                               _reward_state_saver(reward), trainer_checkpoint_sealer()])
+                                    callbacks=[logger, _reward_state_saver(reward), trainer_checkpoint_sealer()])
+    last = cfg.steps
+    if cfg.max_target_queries is not None:  # the steps the budget pays for, decided once: the same in every process
+        done = trainer_checkpoint_step(checkpoint) if checkpoint is not None else 0
+        last = min(last, done + (cfg.max_target_queries - budget.spent() - final_cost) // step_cost)
     start = time.perf_counter()
-    affordable = budget.affords(step_cost + final_cost)
     with budget:
-        train_or_finish(trainer, checkpoint, cfg.steps, affordable=affordable)
+        train_or_finish(trainer, checkpoint, last)
     train_seconds = time.perf_counter() - start
     if not trainer.accelerator.is_main_process:
         return {}

@@ -668,14 +668,23 @@ def trainer_checkpoint_step(checkpoint: str | Path) -> int:
     return int(match.group(1))
 
 
-def train_or_finish(trainer: Any, checkpoint: Path | None, steps: int, *, affordable: bool = True) -> None:
-    """``trainer.train()``, resumed from ``checkpoint`` when given, unless that checkpoint already holds the last of
-    ``steps`` or the run's query budget cannot pay for another step (``affordable`` False): then the checkpoint's LoRA
-    adapter weights are loaded (when there is one) and training is not entered (transformers' Trainer, resumed at
-    ``max_steps`` in the middle of an epoch, takes one more step before it checks ``max_steps``)."""
-    if affordable and (checkpoint is None or trainer_checkpoint_step(checkpoint) < steps):
+def train_or_finish(trainer: Any, checkpoint: Path | None, steps: int) -> None:
+    """``trainer.train()`` up to step ``steps``, resumed from ``checkpoint`` when given. ``steps`` below the trainer's
+    ``max_steps`` (a query budget that pays for fewer) ends training after that step, checkpointed there so that a
+    resume with a larger budget continues from it. When the checkpoint already holds step ``steps``, its LoRA adapter
+    weights are loaded and training is not entered (transformers' Trainer, resumed at ``max_steps`` in the middle of
+    an epoch, takes one more step before it checks ``max_steps``); with no checkpoint and ``steps`` 0, nothing is."""
+    start = trainer_checkpoint_step(checkpoint) if checkpoint is not None else 0
+    if start < steps:
+        from transformers import TrainerCallback
         from transformers.trainer_callback import PrinterCallback
 
+        class StopAt(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if steps <= state.global_step < state.max_steps:
+                    control.should_training_stop = control.should_save = True
+
+        trainer.add_callback(StopAt())
         trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout: trainer_logger's bar shows them instead
         with warnings.catch_warnings():  # trl calls a transformers method transformers deprecates, at every step
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -686,7 +695,7 @@ def train_or_finish(trainer: Any, checkpoint: Path | None, steps: int, *, afford
     from peft import set_peft_model_state_dict
 
     set_peft_model_state_dict(trainer.model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
-    trainer.state.global_step = trainer_checkpoint_step(checkpoint)
+    trainer.state.global_step = start
 
 
 def trainer_logger(run: RunDir, queries: Callable[[], int] = lambda: 0,
@@ -740,21 +749,6 @@ def trainer_logger(run: RunDir, queries: Callable[[], int] = lambda: 0,
                 self.bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
 
     return TrainerRunLogger()
-
-
-def trainer_budget_stop(budget: QueryBudget, step_cost: int, reserve: int = 0) -> Any:
-    """A transformers ``TrainerCallback`` that ends training after a step when the next one could take the run past
-    its budget: ``step_cost`` target sequences per step (an upper bound) plus ``reserve`` for what the run does after
-    training (its final evaluation). That step is checkpointed, so ``--resume`` with a larger budget continues from
-    it; the trainer's ``state.global_step`` then stays below ``max_steps``."""
-    from transformers import TrainerCallback
-
-    class BudgetStop(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step < state.max_steps and not budget.affords(step_cost + reserve):
-                control.should_training_stop = control.should_save = True
-
-    return BudgetStop()
 
 
 def resume_trainer_checkpoint(output_dir: str | Path) -> Path | None:

@@ -382,7 +382,7 @@ def _fake_summary(arm: str, seed: int) -> dict:
     rewards = [(49.0 if arm == "sem-dpo" else 50.0) + 0.5 * (i - 1) + 0.1 * seed for i in range(len(HELD_OUT))]
     return {"eval_reward": float(np.mean(rewards)), "eval_similarity": float(np.mean(sims)), "eval_rewards": rewards,
             "eval_similarities": sims, "eval_rewrites": [f"{arm} rewrite {i}" for i in range(len(HELD_OUT))],
-            "train_seconds": 10.0, "steps": 2, "mean_weight": 0.3, "weight_scale": 1 / 0.3}
+            "train_seconds": 10.0, "mean_weight": 0.3, "weight_scale": 1 / 0.3}
 
 
 @pytest.fixture
@@ -395,7 +395,7 @@ def bench(prefs, tmp_path, monkeypatch):
 
     def fake_train(cfg, run_dir, **kwargs):
         trained.append((type(cfg).method, cfg.seed))
-        return _fake_summary(type(cfg).method, cfg.seed)
+        return {"steps": 2, "details": _fake_summary(type(cfg).method, cfg.seed)}  # train_dpo's figures are details
 
     monkeypatch.setattr(module, "train_dpo", fake_train)
     monkeypatch.setattr(module, "evaluate_rewriter", lambda *a, **k: _fake_summary("base", 0))
