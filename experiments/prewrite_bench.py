@@ -83,7 +83,8 @@ def finished_summary(cfg: PRewriteConfig, run_dir: Path) -> dict[str, Any] | Non
     if dump_config(config_from_dict(saved, PRewriteConfig)) != dump_config(cfg):  # old key names and paths read as now
         return None
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    # a summary written before the common schema (no details) is redone: resumed at its last step, only the selection runs
+    # a summary written before the common schema (no details) is redone: resumed at its last step, only the
+    # selection runs again
     return summary if summary["steps"] == cfg.steps and "details" in summary else None
 
 

@@ -35,8 +35,7 @@ from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward, make_stabilizer
 from rlprompt.rewards.protocol import checked, completion_texts
 from rlprompt.runs import (QueryBudget, RunClock, RunDir, RunResult, resume_trainer_checkpoint, seed_everything,
-                           train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step,
-                           trainer_logger)
+                           train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step, trainer_logger)
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask
 

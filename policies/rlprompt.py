@@ -314,8 +314,8 @@ def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
 
 def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bool = False, *,
                    target: Target | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train an RLPrompt policy with PPO (Deng et al. 2022) and return the run's summary (:class:`~rlprompt.runs.RunResult`;
-    ``details``: the last greedy prompt).
+    """Train an RLPrompt policy with PPO (Deng et al. 2022) and return the run's summary
+    (:class:`~rlprompt.runs.RunResult`; ``details``: the last greedy prompt).
 
     ``run_dir`` receives config.yaml, metrics.jsonl, TensorBoard events, prompt.txt and checkpoints
     (:class:`~rlprompt.runs.RunDir`). ``resume=True`` continues from the latest valid checkpoint:

@@ -82,7 +82,9 @@ def load_run(path: str | Path) -> RunSummary:
         except json.JSONDecodeError:
             continue  # a torn last line from a crash
     prompt = (path / "prompt.txt").read_text(encoding="utf-8") if (path / "prompt.txt").is_file() else None
-    summary = json.loads((path / "summary.json").read_text(encoding="utf-8")) if (path / "summary.json").is_file() else None
+    summary = None
+    if (path / "summary.json").is_file():
+        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
     return RunSummary(path, config or {}, metrics, prompt, summary)
 
 
@@ -100,8 +102,8 @@ def markdown_cell(text: str) -> str:
 def markdown_table(runs: Sequence[RunSummary], names: Sequence[str] | None = None) -> str:
     """One row per run (named by ``names``, default the folder names): method, task, steps, target queries, why it
     stopped, dev and test accuracy, wall time, config hash and best prompt."""
-    lines = ["| run | method | task | steps | target queries | stop | dev acc | test acc | wall s | config | best prompt |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | method | task | steps | target queries | stop | dev acc | test acc | wall s | config | "
+             "best prompt |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, run in zip(names or [r.name for r in runs], runs):
         row = run.row()
         task = str(run.config.get("task", "-"))

@@ -673,7 +673,8 @@ def train_or_finish(trainer: Any, checkpoint: Path | None, steps: int) -> None:
     ``max_steps`` (a query budget that pays for fewer) ends training after that step, checkpointed there so that a
     resume with a larger budget continues from it. When the checkpoint already holds step ``steps``, its LoRA adapter
     weights are loaded and training is not entered (transformers' Trainer, resumed at ``max_steps`` in the middle of
-    an epoch, takes one more step before it checks ``max_steps``); with no checkpoint and ``steps`` 0, nothing is."""
+    an epoch, takes one more step before it checks ``max_steps``); with no checkpoint and ``steps`` 0 it stays
+    untrained."""
     start = trainer_checkpoint_step(checkpoint) if checkpoint is not None else 0
     if start < steps:
         from transformers import TrainerCallback

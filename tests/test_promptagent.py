@@ -324,7 +324,8 @@ def test_train_writes_outputs_and_resume_continues_the_same_search(tmp_path):
     for name in ("prompt.txt", "tree.json", "reward_by_depth.png", "metrics.jsonl", "config.yaml", "summary.json"):
         assert (tmp_path / "full" / name).is_file(), name
     tree = json.loads((tmp_path / "full" / "tree.json").read_text())
-    assert (tmp_path / "full" / "prompt.txt").read_text() == summary["best_prompt"] == tree["nodes"][tree["final"]]["prompt"]
+    final = tree["nodes"][tree["final"]]["prompt"]
+    assert (tmp_path / "full" / "prompt.txt").read_text() == summary["best_prompt"] == final
     assert summary["test_accuracy"] == pytest.approx(hashed(summary["best_prompt"]))
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 4] and "eval/test_accuracy" in records[-1]
