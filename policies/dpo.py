@@ -53,8 +53,9 @@ from tqdm.auto import tqdm
 
 from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
 from rlprompt.devices import resolve_device
+from rlprompt.errors import ConfigError, DataError
 from rlprompt.enhancer import PromptEnhancer, clean_rewrite, describe_evaluation, rewriter_evaluation
-from rlprompt.models import BUNDLED, load_model, load_tokenizer
+from rlprompt.models import BUNDLED, load_model
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, cosine_similarity, semantic_weights
 from rlprompt.runs import (QueryBudget, RunClock, RunDir, RunResult, resume_trainer_checkpoint, seed_everything,
@@ -63,7 +64,7 @@ from rlprompt.runs import (QueryBudget, RunClock, RunDir, RunResult, resume_trai
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask
 
-from rlprompt.policies.prewrite import META_PROMPT, chat_template  # PRewrite owns the rewrite prompt
+from rlprompt.policies.prewrite import META_PROMPT, chat_template, template_tokenizer  # PRewrite owns these
 
 DEFAULT_ORIGINALS: dict[str, list[str]] = {
     "sentiment": [
@@ -219,26 +220,28 @@ def method_config(method: str) -> type[DPOMethodConfig]:
     """The config class of ``method`` (``dpo`` or ``sem-dpo``)."""
     classes = {"dpo": DPOMethodConfig, "sem-dpo": SemDPOConfig}
     if method not in classes:
-        raise ValueError(f"method must be one of {sorted(classes)}, got {method!r}")
+        raise ConfigError(f"method must be one of {sorted(classes)}, got {method!r}")
     return classes[method]
 
 
 # -- preference data ------------------------------------------------------------------------------
-def build_task(cfg: DPOMethodConfig) -> ClassificationTask:
-    """The config's classification task with its template and verbalizers (train split required)."""
+def build_task(cfg: DPOMethodConfig, target: Target | None = None) -> ClassificationTask:
+    """The config's classification task with its template and verbalizers (train split required); without
+    ``cfg.template``, PRewrite's chat template in the chat format of ``target`` (default: of the config's target
+    model; :func:`rlprompt.policies.prewrite.template_tokenizer`)."""
     base = cfg.load_task()
-    if not isinstance(base, ClassificationTask) or "train" not in base.splits:
-        raise ValueError(f"DPO needs a classification task with a train split; {cfg.task!r} is not one")
+    if "train" not in base.splits:
+        raise DataError(f"DPO needs a task with a train split; {cfg.task!r} has {list(base.splits)}")
     template = cfg.template
     if template is None:
-        template = chat_template(load_tokenizer(BUNDLED))
+        template = chat_template(template_tokenizer(cfg, target))
     verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
     return cfg.load_task(template=template, verbalizers=verbalizers)
 
 
 def config_target(cfg: DPOMethodConfig) -> Target:
-    """The config's frozen target (``target_dtype`` applies to local models only)."""
-    return make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
+    """The config's frozen target (``target_dtype`` applies to local models only; :meth:`TaskTargetConfig.build_target`)."""
+    return cfg.build_target()
 
 
 def originals_for(cfg: DPOMethodConfig) -> list[str]:
@@ -246,7 +249,7 @@ def originals_for(cfg: DPOMethodConfig) -> list[str]:
     if cfg.originals is not None:
         return list(cfg.originals)
     if cfg.task not in DEFAULT_ORIGINALS:
-        raise ValueError(f"no default originals for task {cfg.task!r}: set originals in the config")
+        raise ConfigError(f"no default originals for task {cfg.task!r}: set originals in the config")
     return list(DEFAULT_ORIGINALS[cfg.task])
 
 
@@ -275,8 +278,8 @@ def build_preferences(cfg: DPOMethodConfig, *, target: Target | None = None, rew
     assistant message each), ``original``, ``chosen_reward`` and ``rejected_reward``. ``target``,
     ``rewriter`` (any :class:`Target`; it generates with ``chat=True``) and ``task`` override the config's.
     """
-    task = task or build_task(cfg)
-    target = target or config_target(cfg)
+    target = cfg.build_target(target)
+    task = task or build_task(cfg, target)
     rewriter = rewriter or make_target(cfg.rewriter_model, dtype="float32", device=cfg.device)
     reward = ClassificationReward.from_task(target, task, "train", batch_size=min(cfg.input_batch_size,
                                             len(task.split("train"))), kind=cfg.reward, seed=cfg.seed)
@@ -305,8 +308,8 @@ def load_preferences(path: str | Path):
     from datasets import load_dataset
 
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
-        raise ValueError(f"{str(path)!r} holds no preference pairs: build them first (rlprompt prefs CONFIG), "
-                         "or lower margin / raise samples_per_original")
+        raise DataError(f"{str(path)!r} holds no preference pairs: build them first (rlprompt prefs CONFIG), "
+                        "or lower margin / raise samples_per_original")
     return load_dataset("json", data_files=str(path), split="train")
 
 
@@ -467,13 +470,13 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     output_dir = run.path / "checkpoints"
     checkpoint = resume_trainer_checkpoint(output_dir) if resume else None
     if resume and checkpoint is None and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
     if checkpoint is not None:
         run.truncate_to(trainer_checkpoint_step(checkpoint), training_only=True)
     seed_everything(cfg.seed)
     clock = RunClock(run)
-    task = task or build_task(cfg)
-    target = target or config_target(cfg)  # one target scores the pairs and the final evaluation
+    target = cfg.build_target(target)  # built once: it scores the preference pairs and the trained rewriter
+    task = task or build_task(cfg, target)
     stats_file = run.file("preference_stats.json")
     built = json.loads(stats_file.read_text(encoding="utf-8")) if resume and stats_file.is_file() else {}
     budget = QueryBudget(target, cfg.max_target_queries, built.get("target_queries", 0))
@@ -486,8 +489,8 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
                                      rewriter=HFTarget.from_loaded(*rewriter) if rewriter is not None else None)
         run.write_json("preference_stats.json", built)
     elif not budget.affords(final_cost):
-        raise ValueError(f"max_target_queries={cfg.max_target_queries} cannot pay for the final evaluation of "
-                         f"{type(cfg).method} ({final_cost} sequences): raise it, or evaluate fewer originals")
+        raise ConfigError(f"max_target_queries={cfg.max_target_queries} cannot pay for the final evaluation of "
+                          f"{type(cfg).method} ({final_cost} sequences): raise it, or evaluate fewer originals")
     dataset = load_preferences(cfg.preferences)
     weights, scale = None, 1.0
     if semantic:
@@ -495,7 +498,7 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
         weights = (np.asarray(json.loads(stored.read_text(encoding="utf-8"))) if resume and stored.is_file()
                    else pair_weights(dataset, cfg.alpha, embedder))
         if len(weights) != len(dataset):
-            raise ValueError(f"pair_weights.json holds {len(weights)} weights for {len(dataset)} pairs")
+            raise DataError(f"pair_weights.json holds {len(weights)} weights for {len(dataset)} pairs")
         run.write_json("pair_weights.json", weights.tolist())
         scale = 1.0 / float(np.mean(weights)) if cfg.normalize_weights else 1.0
         dataset = dataset.add_column("weight", (weights * scale).tolist())
@@ -561,8 +564,8 @@ def _build_within_budget(cfg: DPOMethodConfig, budget: QueryBudget, reserve: int
     if budget.limit is not None:
         used = min(used, (budget.limit - budget.spent() - reserve) // per_original)
     if used < 1:
-        raise ValueError(f"max_target_queries={budget.limit} cannot pay for one original's preference pairs "
-                         f"({per_original} sequences) and the final evaluation ({reserve}): raise it")
+        raise ConfigError(f"max_target_queries={budget.limit} cannot pay for one original's preference pairs "
+                          f"({per_original} sequences) and the final evaluation ({reserve}): raise it")
     if used < len(originals):
         print(f"{type(cfg).method}: max_target_queries={budget.limit} pays for the pairs of {used} of "
               f"{len(originals)} originals", file=sys.stderr, flush=True)
@@ -584,8 +587,8 @@ def evaluate_rewriter(model: Any, tokenizer: Any, cfg: DPOMethodConfig, original
     order (what a paired comparison needs): ``eval_rewards``, ``eval_similarities``, ``eval_rewrites``,
     ``eval_fallbacks`` (why the original was kept, or None), ``eval_accuracies``, ``eval_original_rewards``,
     ``eval_original_accuracies``; and ``eval_split``, ``eval_examples`` (the inputs scored)."""
-    task = task or build_task(cfg)
-    target = target or config_target(cfg)
+    target = cfg.build_target(target)
+    task = task or build_task(cfg, target)
     results = rewriter_enhancer(model, tokenizer, cfg).enhance_with_reasons(list(originals))
     rewrites = [r.text for r in results]
     split = "dev" if "dev" in task.splits else "train"

@@ -31,12 +31,13 @@ import torch
 from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
 from rlprompt.devices import resolve_device
 from rlprompt.enhancer import clean_rewrite, describe_evaluation, rewriter_evaluation
+from rlprompt.errors import ConfigError, DataError
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
-from rlprompt.rewards import ClassificationReward, make_stabilizer
+from rlprompt.rewards import ClassificationReward, check_stabilizer, make_stabilizer
 from rlprompt.rewards.protocol import checked, completion_texts
 from rlprompt.runs import (QueryBudget, RunClock, RunDir, RunResult, resume_trainer_checkpoint, seed_everything,
                            train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step, trainer_logger)
-from rlprompt.targets import Target, make_target
+from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
 META_PROMPT = (
@@ -54,7 +55,6 @@ INITIAL_INSTRUCTIONS = {
     "agnews": "Classify the news article into World, Sports, Business, or Tech.",
     "yesno": "Answer the question with yes or no.",
 }
-STABILIZERS = ("input_zscore", "batch_zscore", "none")
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -89,7 +89,8 @@ class PRewriteConfig(TaskTargetConfig):
     reward: str = "gap"
     """Per-input reward: gap (RLPrompt's probability-gap reward) or accuracy."""
     stabilizer: str = "input_zscore"
-    """Stabilizer over the completions of a step: input_zscore (RLPrompt), batch_zscore or none."""
+    """Stabilizer over the completions of a step: input_zscore (RLPrompt), batch_zscore or none (one without
+    state: a checkpoint does not hold a stabilizer's statistics)."""
     input_batch_size: int = 16
     """Train inputs each step's completions are all scored on (one shared minibatch per step)."""
     num_generations: int = 8
@@ -130,8 +131,7 @@ class PRewriteConfig(TaskTargetConfig):
             raise ValueError(f"num_generations must be >= 2 (GRPO compares rewrites in a group), got {self.num_generations}")
         if self.reward not in ("gap", "accuracy"):
             raise ValueError(f"reward must be 'gap' or 'accuracy', got {self.reward!r}")
-        if self.stabilizer not in STABILIZERS:
-            raise ValueError(f"stabilizer must be one of {list(STABILIZERS)}, got {self.stabilizer!r}")
+        check_stabilizer(self.stabilizer, stateless=True)
         if self.meta_prompt.count("{instruction}") != 1:
             raise ValueError(f"meta_prompt must contain {{instruction}} exactly once, got {self.meta_prompt!r}")
         if not 0 <= self.lora_dropout < 1 or self.beta < 0 or self.learning_rate <= 0:
@@ -149,27 +149,44 @@ class PRewriteConfig(TaskTargetConfig):
 
 # -- task, template, reward -----------------------------------------------------------------------
 def chat_template(tokenizer: Any, answer_prefix: str = ANSWER_PREFIX) -> str:
-    """A classification template in the target's own chat format: one user message holding the
-    instruction (``{prompt}``) and the input (``{sentence}``), then the assistant turn opened with
-    ``answer_prefix``; the verbalizer is scored as the next token. A plain string, so
+    """A classification template in the chat format of ``tokenizer`` (the target's own: :func:`template_tokenizer`):
+    one user message holding the instruction (``{prompt}``) and the input (``{sentence}``), then the assistant turn
+    opened with ``answer_prefix``; the verbalizer is scored as the next token. A plain string, so
     ``rlprompt eval --template`` reproduces it."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no chat template: set "
+                         f"template: in the config (a string with {{prompt}} and {{sentence}})")
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": "\x00P\x00\n\nInput: \x00S\x00"}],
                                              add_generation_prompt=True, tokenize=False)
     return rendered.replace("\x00P\x00", "{prompt}").replace("\x00S\x00", "{sentence}") + answer_prefix
 
 
-def build_task(cfg: PRewriteConfig, tokenizer: Any | None = None) -> ClassificationTask:
+def template_tokenizer(cfg: TaskTargetConfig, target: Target | None = None) -> Any:
+    """The tokenizer whose chat format the classification template is rendered in (PRewrite, DPO): the target's own
+    (an ``HFTarget``'s, also behind a response cache; a remote target's when it knows its model's, as for SmolLM2),
+    else the tokenizer of the config's target when that is a local model (tests' scripted targets have none). A
+    remote target of a model whose tokenizer is unknown has no chat format to render: a ``ValueError`` says to set
+    ``template:`` in the config."""
+    own = getattr(target, "tokenizer", None)
+    if own is not None:
+        return own
+    if not cfg.target.startswith("openai:"):
+        return load_tokenizer(cfg.target)
+    name = getattr(target, "name", cfg.target)
+    raise ConfigError(f"target {name!r} has no tokenizer to render its chat template with: set template: in the config "
+                     f"(a string with {{prompt}} and {{sentence}} in the served model's chat format)")
+
+
+def build_task(cfg: PRewriteConfig, target: Target | None = None) -> ClassificationTask:
     """The config's task with its PRewrite template and verbalizers; it needs train and dev splits.
 
-    ``tokenizer`` renders the chat template (default: the bundled model's, whose chat format the
-    bundled target and a vLLM server of the same model share)."""
+    Without ``cfg.template`` the template is :func:`chat_template` in the chat format of ``target`` (default: of the
+    config's target model; :func:`template_tokenizer`)."""
     base = cfg.load_task()
-    if not isinstance(base, ClassificationTask):
-        raise ValueError(f"PRewrite needs a classification task; {cfg.task!r} is {type(base).__name__}")
     missing = [s for s in ("train", "dev") if s not in base.splits]
     if missing:
-        raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing} that PRewrite trains and selects on")
-    template = cfg.template or chat_template(tokenizer or load_tokenizer(BUNDLED), cfg.answer_prefix)
+        raise DataError(f"task {cfg.task!r} lacks the split(s) {missing} that PRewrite trains and selects on")
+    template = cfg.template or chat_template(template_tokenizer(cfg, target), cfg.answer_prefix)
     verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
     return cfg.load_task(template=template, verbalizers=verbalizers, prompt=initial_instruction(cfg, base))
 
@@ -342,15 +359,14 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     model, tokenizer = rewriter if rewriter is not None else load_model(cfg.rewriter_model, dtype="float32")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    task = build_task(cfg)
-    if target is None:
-        target = make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
+    target = cfg.build_target(target)
+    task = build_task(cfg, target)
     reward = RewriteReward(target, task, kind=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
                            seed=cfg.seed)
     output_dir = run.path / "checkpoints"
     checkpoint = resume_trainer_checkpoint(output_dir) if resume else None
     if resume and checkpoint is None and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
     queries_before = 0  # target sequences this run had spent before this process (a resumed run goes on counting)
     if checkpoint is not None:
         state_file = checkpoint / "prewrite_state.json"
@@ -364,9 +380,9 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     dev_examples = len(balanced_subset(task.split("dev").labels, cfg.dev_limit))
     final_cost = (cfg.num_samples + 2) * dev_examples  # PRewrite-S's candidates, the initial one and PRewrite-I
     if not budget.affords(final_cost):
-        raise ValueError(f"max_target_queries={cfg.max_target_queries} cannot pay for PRewrite's final selection on "
-                         f"dev ({final_cost} sequences, {budget.spent()} spent already): raise it, or lower "
-                         f"num_samples or dev_limit")
+        raise ConfigError(f"max_target_queries={cfg.max_target_queries} cannot pay for PRewrite's final selection on "
+                          f"dev ({final_cost} sequences, {budget.spent()} spent already): raise it, or lower "
+                          f"num_samples or dev_limit")
 
     messages = [{"role": "user", "content": cfg.meta_prompt.replace("{instruction}", task.prompt)}]
     dataset = Dataset.from_dict({"prompt": [messages] * (cfg.steps * cfg.num_generations)})

@@ -37,11 +37,11 @@ from rlprompt.config import check_resume_config, dump_config
 from rlprompt.devices import resolve_device
 from rlprompt.envs import make_prompt_tokens_vec_env
 from rlprompt.envs.prompt_tokens import decode_prompt
-from rlprompt.models import load_model
+from rlprompt.errors import ConfigError, DataError
 from rlprompt.runs import RunDir, RunResult, rng_state, seed_everything, set_rng_state
 from rlprompt.policies.token_ppo import (POLICY_HEADS, TOP_K_SOURCES, PrefixFeatures, TokenPPOConfig, actor_mlp, build_task,
-                                         context_ids, head_logits, mlp)
-from rlprompt.targets import Target, make_target
+                                         context_ids, frozen_policy_lm, head_logits, mlp)
+from rlprompt.targets import Target
 
 
 @dataclass
@@ -108,7 +108,7 @@ class RLPromptPolicy(ActorCriticPolicy):
         self.mlp_hidden, self.value_hidden, self.top_k = mlp_hidden, value_hidden, top_k
         self.hidden_size = int(lm.config.hidden_size)
         if int(self.action_token_ids.max()) >= lm.get_output_embeddings().weight.shape[0]:
-            raise ValueError("action token ids exceed the policy LM's vocabulary: policy and target tokenizers differ")
+            raise ConfigError("action token ids exceed the policy LM's vocabulary: policy and target tokenizers differ")
         if action_space.n != len(self.action_token_ids):
             raise ValueError(f"action space has {action_space.n} actions but {len(self.action_token_ids)} token ids")
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
@@ -283,18 +283,15 @@ def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
     ``make_prompt_tokens_vec_env`` (one shared scorer, batched scoring). The env is ``model.env``."""
     seed_everything(cfg.seed)
     task = build_task(cfg)
-    if target is None:
-        target = make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
+    target = cfg.build_target(target)
     env = make_prompt_tokens_vec_env(
         cfg.n_envs, seed=cfg.seed, task=task, target=target, prompt_length=cfg.prompt_length, vocab=cfg.vocab,
         reward=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size, split="train",
         correct_coef=cfg.correct_coef, incorrect_coef=cfg.incorrect_coef,
     )
     first = env.envs[0]
-    # the frozen policy LM is the target's own model when they name the same model and dtype
-    shared = getattr(target, "name", None) == f"hf:{cfg.policy_model}:{cfg.policy_dtype}"
     device = resolve_device(cfg.device)
-    lm = target.model if shared else load_model(cfg.policy_model, dtype=cfg.policy_dtype, device=device)[0]
+    lm = frozen_policy_lm(cfg, target, device)
     model = PPO(
         RLPromptPolicy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
         batch_size=cfg.ppo_minibatch_size or cfg.n_envs * cfg.n_steps, n_epochs=cfg.n_epochs, gamma=cfg.gamma,
@@ -325,7 +322,7 @@ def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bo
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, resume=resume)
     checkpoint = run.load_checkpoint() if resume and run.latest_checkpoint() is not None else None
     if resume and checkpoint is None and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
     if checkpoint is not None:
         check_resume_config(run.read_config(), cfg)
     run.write_config(dump_config(cfg))

@@ -18,6 +18,10 @@ import torch
 from torch import nn
 
 from rlprompt.config import TaskTargetConfig, check_dtypes
+from rlprompt.models import load_model
+from rlprompt.targets import CachedTarget, Target
+from rlprompt.errors import ConfigError, DataError
+from rlprompt.rewards import check_stabilizer
 from rlprompt.tasks import ClassificationTask
 
 MASKED_LOGIT = -1e9  # logit of masked tokens (finite, so entropies stay finite)
@@ -124,6 +128,7 @@ class TokenPPOConfig(TaskTargetConfig):
             raise ValueError(f"policy_head={self.policy_head!r} is not one of {POLICY_HEADS}")
         if self.top_k_from not in TOP_K_SOURCES:
             raise ValueError(f"top_k_from={self.top_k_from!r} is not one of {TOP_K_SOURCES}")
+        check_stabilizer(self.stabilizer)
         if self.policy_start == "":
             raise ValueError("policy_start must be a token's text (e.g. '<|endoftext|>') or null for the BOS token")
         if self.max_target_queries is not None and self.max_target_queries < 1:
@@ -131,6 +136,15 @@ class TokenPPOConfig(TaskTargetConfig):
 
 
 # -- frozen LM features ---------------------------------------------------------------------------
+def frozen_policy_lm(cfg: TokenPPOConfig, target: Target, device: torch.device) -> nn.Module:
+    """The frozen policy LM: the target's own model when the target (behind a response cache or not) is
+    ``policy_model`` in ``policy_dtype``, so one copy serves both; else ``policy_model`` loaded on ``device``."""
+    inner = target.inner if isinstance(target, CachedTarget) else target
+    if getattr(inner, "name", None) == f"hf:{cfg.policy_model}:{cfg.policy_dtype}":
+        return inner.model
+    return load_model(cfg.policy_model, dtype=cfg.policy_dtype, device=device)[0]
+
+
 def context_ids(tokenizer: Any, context: str, start: str | None = None) -> list[int]:
     """The start token (``start``'s id, or the tokenizer's BOS/EOS when None) plus ``context``'s tokens:
     what the frozen LM reads before the prompt."""
@@ -139,7 +153,7 @@ def context_ids(tokenizer: Any, context: str, start: str | None = None) -> list[
     else:
         ids = tokenizer(start, add_special_tokens=False).input_ids
         if len(ids) != 1:
-            raise ValueError(f"policy_start={start!r} is {len(ids)} tokens for this tokenizer; it must be exactly one")
+            raise ConfigError(f"policy_start={start!r} is {len(ids)} tokens for this tokenizer; it must be exactly one")
         first = ids[0]
     return [int(first)] + (list(tokenizer(context, add_special_tokens=False).input_ids) if context else [])
 
@@ -226,11 +240,9 @@ def build_task(cfg: TokenPPOConfig) -> ClassificationTask:
     if cfg.verbalizers is not None:
         overrides["verbalizers"] = tuple(cfg.verbalizers)
     task = cfg.load_task(**overrides)
-    if not isinstance(task, ClassificationTask):
-        raise ValueError(f"{type(cfg).method} needs a classification task; {cfg.task!r} is {type(task).__name__}")
     missing = [s for s in ("train", "dev") if s not in task.splits]
     if missing:
-        raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing} that {type(cfg).method} trains and selects on")
+        raise DataError(f"task {cfg.task!r} lacks the split(s) {missing} that {type(cfg).method} trains and selects on")
     return task
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from rlprompt.errors import DataError, MissingFileError
 from rlprompt.runs import SUMMARY_KEYS, write_atomic
 
 CURVE_KEYS = (
@@ -73,7 +74,7 @@ def load_run(path: str | Path) -> RunSummary:
     """Read ``config.yaml``, ``metrics.jsonl``, ``prompt.txt`` and ``summary.json`` of a run directory."""
     path = Path(path).resolve()
     if not (path / "metrics.jsonl").is_file():
-        raise FileNotFoundError(f"{str(path)!r} is not a run directory (no metrics.jsonl)")
+        raise MissingFileError(f"{str(path)!r} is not a run directory (no metrics.jsonl)")
     config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) if (path / "config.yaml").is_file() else {}
     metrics = []
     for line in (path / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
@@ -84,7 +85,12 @@ def load_run(path: str | Path) -> RunSummary:
     prompt = (path / "prompt.txt").read_text(encoding="utf-8") if (path / "prompt.txt").is_file() else None
     summary = None
     if (path / "summary.json").is_file():
-        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+        try:
+            summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{str(path / 'summary.json')!r} is not valid JSON ({err})") from None
+        if not isinstance(summary, dict):
+            raise DataError(f"{str(path / 'summary.json')!r} must hold a JSON object, got {type(summary).__name__}")
     return RunSummary(path, config or {}, metrics, prompt, summary)
 
 

@@ -41,8 +41,24 @@ def test_old_length_names_load_with_one_warning(method, old, tmp_path):
 
 
 def test_shipped_configs_use_the_new_names():
+    from rlprompt.config import RENAMED_FIELDS
+
     for path in CONFIGS:
-        assert not set(yaml.safe_load(path.read_text())) & {"total_updates", "iterations"}, path.name
+        assert not set(yaml.safe_load(path.read_text())) & set(RENAMED_FIELDS), path.name
+
+
+def test_promptagent_optimizer_lm_has_a_name_no_torch_optimizer_shares(tmp_path):
+    from rlprompt.policies.promptagent import PromptAgentConfig
+
+    path = tmp_path / "old.yaml"
+    path.write_text("method: promptagent\noptimizer: tiny-random\noptimizer_dtype: float32\n")
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load_config(path, PromptAgentConfig)
+    assert cfg.optimizer_model == "tiny-random" and cfg.optimizer_model_dtype == "float32"
+    assert sorted(str(w.message).split("'")[1] for w in caught) == ["optimizer", "optimizer_dtype"]
+    assert "optimizer" not in dump_config(cfg) and "optimizer_dtype" not in dump_config(cfg)
+    with pytest.raises(ValueError, match="bad"):
+        load_config({"optimizer_model_dtype": "bad"}, PromptAgentConfig)
 
 
 # -- paths resolve against the config file -------------------------------------------------------------
@@ -63,6 +79,37 @@ def test_relative_task_path_resolves_against_the_config_file(tmp_path, monkeypat
     (elsewhere / "mine.csv").write_text("text,label\nok,1\n")
     assert load_config(config, RLPromptConfig, ["task=mine.csv"]).task == str(elsewhere / "mine.csv")
     assert load_config(config, RLPromptConfig, ["task=sentiment"]).task == "sentiment"  # a name, not a path
+
+
+def test_target_cache_is_a_path_next_to_the_config_file_and_fronts_the_target(tmp_path, monkeypatch):
+    from rlprompt.config import TaskTargetConfig
+    from rlprompt.policies.rlprompt import RLPromptConfig
+    from rlprompt.targets import CachedTarget
+    from rlprompt.targets.base import Target
+
+    config = tmp_path / "configs" / "c.yaml"
+    config.parent.mkdir()
+    config.write_text("method: rlprompt\ntarget_cache: ../cache/target.sqlite\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(config, RLPromptConfig)
+    assert cfg.target_cache == str(tmp_path / "cache" / "target.sqlite")
+    assert TaskTargetConfig().target_cache is None
+    with pytest.raises(ValueError, match="target_cache must be a file path or null, got ' '"):
+        TaskTargetConfig(target_cache=" ")
+
+    class Fake(Target):
+        name = "fake"
+
+        def _classify(self, template, prompts, inputs, verbalizers):
+            raise AssertionError("not queried")
+
+        _generate = _loglikelihood = _classify
+
+    fake = Fake()
+    assert TaskTargetConfig().build_target(fake) is fake  # no cache: the target itself
+    cached = cfg.build_target(fake)
+    assert isinstance(cached, CachedTarget) and cached.inner is fake and cached.path == Path(cfg.target_cache)
+    assert cfg.build_target(cached) is cached  # never behind two caches
 
 
 def test_a_missing_task_path_names_the_config_file(tmp_path):
@@ -117,3 +164,21 @@ def test_default_yaml_is_complete_commented_and_loads_back(method, tmp_path, mon
     path.write_text(text)
     assert dump_config(load_config(path, config_cls)) == dump_config(config_from_dict(dump_config(config_cls()),
                                                                                       config_cls))
+
+
+# -- one meaning per name (issue 14) ---------------------------------------------------------------------
+@pytest.mark.parametrize("method, name, ok", [("rlprompt", "running", True), ("multiprompter", "batch_zscore", True),
+                                              ("rlprompt", "clip", False), ("rlprompt", "linear", False),
+                                              ("prewrite", "input_zscore", True), ("prewrite", "running", False),
+                                              ("rlprompt", "whiten", False)])
+def test_stabilizer_names_come_from_the_one_registry(method, name, ok):
+    from rlprompt.errors import ConfigError
+    from rlprompt.rewards import CONFIG_STABILIZERS, STABILIZERS
+
+    assert set(CONFIG_STABILIZERS) <= set(STABILIZERS)
+    config_cls, _ = method_entry(method)
+    if ok:
+        assert load_config({"stabilizer": name}, config_cls).stabilizer == name
+    else:  # clip needs bounds no field carries (it failed at the first step before); PRewrite keeps no running state
+        with pytest.raises(ConfigError, match=f"stabilizer must be one of .*got '{name}'"):
+            load_config({"stabilizer": name}, config_cls)

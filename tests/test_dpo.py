@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from rlprompt.errors import ConfigError
 from rlprompt.models import load_model
 from rlprompt.policies.dpo import (
     DPOMethodConfig,
@@ -345,7 +346,7 @@ def test_max_target_queries_bounds_the_pairs_and_counts_every_target_query(tmp_p
     assert json.loads((tmp_path / "run" / "preference_stats.json").read_text())["originals"] == 1
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["target_queries"] == 20 for r in logged if "losses/loss" in r)  # the pairs' queries, from step 1
-    with pytest.raises(ValueError, match="max_target_queries=147 cannot pay for one original"):
+    with pytest.raises(ConfigError, match="max_target_queries=147 cannot pay for one original"):
         train_dpo(_cfg(tmp_path, preferences=str(tmp_path / "none.jsonl"), max_target_queries=147), tmp_path / "small",
                   rewriter=load_model("tiny-random"), target=target, task=task)
 

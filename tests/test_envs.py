@@ -102,7 +102,7 @@ def test_registered_envs_pass_both_checkers_without_warnings(env_id, fake):
 def test_multiprompter_passes_pettingzoo_api_test(fake):
     from pettingzoo.test import api_test
 
-    env = MultiPrompterEnv(task=TASK, target=fake, num_agents=3, segment_length=2, vocab=VOCAB, batch_size=4)
+    env = MultiPrompterEnv(task=TASK, target=fake, n_agents=3, segment_length=2, vocab=VOCAB, batch_size=4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         api_test(env, num_cycles=20)
@@ -194,6 +194,22 @@ def test_evaluate_is_cached(fake):
     calls = fake.classify_calls
     assert scorer.evaluate("It was") == first and fake.classify_calls == calls
     assert 0.0 <= scorer.evaluate("It was", split="test") <= 1.0 and fake.classify_calls == calls + 1
+
+
+def test_scorers_built_from_specs_get_their_own_target_in_the_dtype_asked_for():
+    import torch
+
+    from rlprompt.envs.scoring import resolve_target
+
+    full = PromptScorer("tiny-random", TASK, batch_size=4, target_dtype="float32")
+    half = PromptScorer("tiny-random", TASK, batch_size=4, target_dtype="bfloat16")
+    assert full.target.model.dtype == torch.float32 and half.target.model.dtype == torch.bfloat16
+    again = PromptScorer("tiny-random", TASK, batch_size=4, target_dtype="float32")
+    assert again.target is not full.target and again.target.model is not full.target.model  # no hidden sharing
+    full.score(["x"])
+    assert full.target.stats.sequences == 4 and again.target.stats.sequences == 0
+    assert resolve_target("tiny-random").model.dtype == torch.bfloat16  # the configs' default dtype
+    assert resolve_target(full.target) is full.target
 
 
 def test_nan_target_raises(tokenizer):

@@ -217,8 +217,16 @@ def test_config_validation_names_bad_values():
 def test_env_is_a_valid_pettingzoo_env():
     from pettingzoo.test import api_test
 
-    env = MultiPrompterEnv("sentiment", FakeTarget(), num_agents=2, segment_length=2, vocab=VOCAB, batch_size=4)
+    env = MultiPrompterEnv("sentiment", FakeTarget(), n_agents=2, segment_length=2, vocab=VOCAB, batch_size=4)
     api_test(env, num_cycles=3)
+
+
+def test_env_calls_k_n_agents_as_the_config_does_and_reads_the_old_name_with_a_warning():
+    with pytest.warns(FutureWarning, match=r"num_agents=\) is deprecated: pass n_agents="):
+        old = MultiPrompterEnv("sentiment", FakeTarget(), num_agents=3, segment_length=2, vocab=VOCAB, batch_size=4)
+    new = MultiPrompterEnv("sentiment", FakeTarget(), n_agents=3, segment_length=2, vocab=VOCAB, batch_size=4)
+    assert old.possible_agents == new.possible_agents == ["prompter_0", "prompter_1", "prompter_2"]
+    assert old.prompt_length == new.prompt_length == 6
 
 
 # -- K = 1 through the same loop ------------------------------------------------------------------
@@ -279,7 +287,7 @@ def dump_yaml(data: dict) -> str:
 def test_bench_policy_seed_differs_per_data_seed_across_separate_calls(bench_setup):
     bench, run, tmp = bench_setup
     for seed in ("16-100", "16-13"):  # one data seed per call, as when seeds run in parallel processes
-        assert run("--seeds", seed, "--arms", "k2", "--updates", "1", "--test-limit", "8") == 0
+        assert run("--task-seeds", seed, "--arms", "k2", "--updates", "1", "--test-limit", "8") == 0
     seeds = {s: RunDir(tmp / "runs" / "k2" / s, resume=True).read_config()["seed"] for s in ("16-100", "16-13")}
     assert seeds == {"16-100": 0, "16-13": 1}
     base = MultiPrompterConfig()
@@ -292,7 +300,7 @@ def test_bench_runs_every_arm_through_one_loop_writes_parts_resumes_and_reports(
     import json
 
     bench, run, tmp = bench_setup
-    assert run("--seeds", "16-100", "--updates", "1", "--test-limit", "20") == 0
+    assert run("--task-seeds", "16-100", "--updates", "1", "--test-limit", "20") == 0
     out = tmp / "out" / "mp.json"
     result = json.loads(out.read_text())
     assert list(result["arms"]) == ["k1", "k2", "k3"] and len(result["test_labels"]) == 20
@@ -320,10 +328,10 @@ def test_bench_runs_every_arm_through_one_loop_writes_parts_resumes_and_reports(
         raise AssertionError("a finished part was trained again")
 
     monkeypatch.setattr(bench, "train_multiprompter", no_training)
-    assert run("--seeds", "16-100", "--updates", "1", "--test-limit", "20") == 0  # finished parts are skipped
+    assert run("--task-seeds", "16-100", "--updates", "1", "--test-limit", "20") == 0  # finished parts are skipped
     monkeypatch.undo()
     first = RunDir(tmp / "runs" / "k1" / "16-100", resume=True).read_metrics()
-    assert run("--seeds", "16-100", "--arms", "k1", "--updates", "2", "--test-limit", "20") == 0
+    assert run("--task-seeds", "16-100", "--arms", "k1", "--updates", "2", "--test-limit", "20") == 0
     resumed = RunDir(tmp / "runs" / "k1" / "16-100", resume=True).read_metrics()
     assert [m["step"] for m in resumed] == [1, 2] and resumed[0] == first[0]  # continued from the checkpoint
     assert json.loads(out.read_text())["arms"]["k1"]["runs"][0]["updates"] == 2
@@ -332,7 +340,7 @@ def test_bench_runs_every_arm_through_one_loop_writes_parts_resumes_and_reports(
     for checkpoint in RunDir(killed, resume=True).checkpoint_dirs():
         shutil.rmtree(checkpoint)
     (tmp / "runs" / "parts" / "k3-16-100.json").unlink()
-    assert run("--seeds", "16-100", "--arms", "k3", "--updates", "1", "--test-limit", "20") == 0
+    assert run("--task-seeds", "16-100", "--arms", "k3", "--updates", "1", "--test-limit", "20") == 0
     assert [m["step"] for m in RunDir(killed, resume=True).read_metrics()] == [1]
     out.unlink()
     out.with_suffix(".md").unlink()
@@ -341,4 +349,4 @@ def test_bench_runs_every_arm_through_one_loop_writes_parts_resumes_and_reports(
     assert again["arms"]["k1"]["runs"][0]["updates"] == 2
     assert out.with_suffix(".md").read_text() == bench.markdown(again)
     with pytest.raises(ValueError, match="other test examples"):
-        run("--seeds", "16-100", "--arms", "k1", "--updates", "2", "--test-limit", "10")
+        run("--task-seeds", "16-100", "--arms", "k1", "--updates", "2", "--test-limit", "10")

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from rlprompt.errors import ConfigError
 from rlprompt.models import load_model
 from rlprompt.policies.prewrite import (
     PRewriteConfig,
@@ -108,6 +109,43 @@ def test_chat_template_and_clean_rewrite():
         "Decide if the review is positive."
     task = build_task(_tiny_cfg())
     assert task.verbalizers == (" negative", " positive") and task.prompt.startswith("Classify the sentiment")
+
+
+class ChatFormat:
+    """A tokenizer stand-in with a chat format of its own (not SmolLM2's)."""
+
+    chat_template = "<role>content</role>"
+
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+        assert add_generation_prompt and not tokenize
+        return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<assistant>"
+
+
+def test_the_template_is_rendered_in_the_targets_own_chat_format(tiny_target, tmp_path):
+    from rlprompt.models import BUNDLED, load_tokenizer
+    from rlprompt.policies.dpo import DPOMethodConfig
+    from rlprompt.policies.dpo import build_task as dpo_task
+    from rlprompt.targets import CachedTarget, make_target
+
+    own = _fake_target(_tiny_cfg())
+    own.tokenizer = ChatFormat()
+    expected = "<user>{prompt}\n\nInput: {sentence}</user><assistant>Answer:"
+    assert build_task(_tiny_cfg(), own).template == expected
+    assert dpo_task(DPOMethodConfig(), own).template == expected
+    # SmolLM2 (local, behind a response cache, or served with its known tokenizer) keeps the template it always had
+    smollm2 = chat_template(load_tokenizer(BUNDLED))
+    assert build_task(_tiny_cfg()).template == smollm2 == dpo_task(DPOMethodConfig()).template
+    assert build_task(_tiny_cfg(), CachedTarget(tiny_target, tmp_path / "c.sqlite")).template == smollm2
+    served = f"openai:http://127.0.0.1:9/v1:{BUNDLED}"
+    assert build_task(_tiny_cfg(target=served), make_target(served)).template == smollm2
+    # a remote model whose tokenizer is unknown has no chat format to render: the error names the fix
+    unknown = "openai:http://127.0.0.1:9/v1:some-llama"
+    for target in (None, make_target(unknown)):
+        with pytest.raises(ValueError, match="has no tokenizer to render its chat template with: set template:"):
+            build_task(_tiny_cfg(target=unknown), target)
+    assert build_task(_tiny_cfg(target=unknown, template="{prompt} {sentence}")).template == "{prompt} {sentence}"
+    with pytest.raises(ValueError, match="has no chat template: set template:"):
+        chat_template(type("Plain", (), {"chat_template": None})())
 
 
 def test_balanced_subset_spreads_over_label_sorted_files():
@@ -204,7 +242,7 @@ def test_max_target_queries_stops_training_early_and_keeps_room_for_the_final_se
     done = train_prewrite(_tiny_cfg(steps=3), tmp_path / "run", resume=True, target=target,
                           rewriter=load_model("tiny-random"))
     assert (done["steps"], done["stop_reason"]) == (3, "steps")
-    with pytest.raises(ValueError, match="max_target_queries=39 cannot pay for PRewrite's final selection"):
+    with pytest.raises(ConfigError, match="max_target_queries=39 cannot pay for PRewrite's final selection"):
         train_prewrite(_tiny_cfg(max_target_queries=39), tmp_path / "small", target=target,
                        rewriter=load_model("tiny-random"))
 
@@ -314,7 +352,7 @@ def test_bench_seed_config_follows_the_shared_protocol(prewrite_bench):
 def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatch):
     bench, run, tmp, make_target = prewrite_bench
     out, part = tmp / "out" / "prewrite.json", tmp / "runs" / "parts" / "sst-2-16-100.json"
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=1") == 0
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=1") == 0
     result = json.loads(out.read_text())
     entry = result["tasks"]["sst-2"]
     assert len(entry["test_labels"]) == 20 and len(entry["test_indices"]) == 20  # a seeded sample of the 136
@@ -350,14 +388,14 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
         raise AssertionError("a complete part was trained again")
 
     monkeypatch.setattr(bench, "train_prewrite", no_training)
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=1") == 0  # the complete part is skipped
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=1") == 0  # the complete part is skipped
     part.unlink()  # killed after training, before the part was written: the finished run is scored, not retrained
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=1") == 0
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=1") == 0
     assert json.loads(part.read_text())["steps"] == 1
     monkeypatch.undo()
 
     run_dir = tmp / "runs" / "sst-2" / "16-100"
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=2") == 0  # more steps: resumes from checkpoint-1
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=2") == 0  # more steps: resumes from checkpoint-1
     resumed = json.loads(part.read_text())
     assert resumed["steps"] == 2 and resumed["resumed_from_step"] == 1
     metrics = RunDir(run_dir, resume=True).read_metrics()
@@ -368,7 +406,7 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
     shutil.rmtree(run_dir / "checkpoints")  # killed before its first checkpoint: it starts again
     (run_dir / "summary.json").unlink()
     part.unlink()
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=2") == 0
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=2") == 0
     assert json.loads(part.read_text())["resumed_from_step"] == 0
     assert [r["step"] for r in RunDir(run_dir, resume=True).read_metrics() if "losses/loss" in r] == [1, 2]
 
@@ -378,13 +416,13 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
     again = json.loads(out.read_text())
     assert again["tasks"]["sst-2"]["seeds"][0]["steps"] == 2
     assert out.with_suffix(".md").read_text() == bench.markdown(again)
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=2", "--service-requests", "2", "--clients", "1",
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=2", "--service-requests", "2", "--clients", "1",
                "2") == 0  # the service load test (off by default) serves the last run's enhancer
     service = json.loads(out.read_text())["service"]
     assert [(lv["clients"], lv["ok"]) for lv in service["levels"]] == [(1, 2), (2, 2)]
     assert "| 2 | 2 | 0 |" in out.with_suffix(".md").read_text()
     with pytest.raises(ValueError, match="other test examples"):
-        run("--seeds", "16-100", "--test-limit", "10", "steps=2")
+        run("--task-seeds", "16-100", "--test-limit", "10", "steps=2")
 
 
 @pytest.mark.parametrize("rewrite_wins", [False, True])

@@ -350,6 +350,17 @@ def test_train_writes_outputs_and_resume_continues_the_same_search(tmp_path):
     assert again["stop_reason"] != "max_target_queries" and again["target_queries"] == summary["target_queries"]
 
 
+def test_a_target_cache_answers_a_repeated_search_without_querying_the_target(tmp_path):
+    cfg = PromptAgentConfig(steps=3, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1,
+                            target_cache=str(tmp_path / "cache.sqlite"))
+    first, second = FakeTarget(), FakeTarget()
+    a = train_promptagent(cfg, tmp_path / "a", target=first, optimizer=ScriptedOptimizer(seeded=True), task=TASK)
+    b = train_promptagent(cfg, tmp_path / "b", target=second, optimizer=ScriptedOptimizer(seeded=True), task=TASK)
+    assert 0 < a["target_queries"] <= first.stats.sequences  # the summary leaves the final test evaluation out
+    assert b["target_queries"] == second.stats.sequences == 0 and second.dev_prompts == []  # all from the cache
+    assert second.stats.cache_hits >= first.stats.sequences and b["best_prompt"] == a["best_prompt"]
+
+
 def test_a_search_saved_before_the_rename_resumes(tmp_path):
     """search_state.json written when the length was called iterations (and configs had no task_columns)."""
     def run(steps, resume=False):

@@ -29,9 +29,10 @@ CONFIGS = {
                       "n_episodes": 2},
     "prewrite": {**TINY, **REWRITER, "method": "prewrite", "num_generations": 2, "max_completion_length": 4,
                  "input_batch_size": 2, "num_samples": 2, "dev_limit": 4},
-    "promptagent": {**TINY, "method": "promptagent", "optimizer": "tiny-random", "optimizer_dtype": "float32",
-                    "steps": 2, "max_evaluations": 10, "expand_width": 2, "depth_limit": 2, "error_batch_size": 4,
-                    "gradient_tokens": 4, "revision_tokens": 4, "prefill": True, "parse_fallback": True},
+    "promptagent": {**TINY, "method": "promptagent", "optimizer_model": "tiny-random",
+                    "optimizer_model_dtype": "float32", "steps": 2, "max_evaluations": 10, "expand_width": 2,
+                    "depth_limit": 2, "error_batch_size": 4, "gradient_tokens": 4, "revision_tokens": 4,
+                    "prefill": True, "parse_fallback": True},
     "sem-dpo": {**TINY, **REWRITER, "method": "sem-dpo", "originals": ["Say the sentiment.", "Is it good?"],
                 "samples_per_original": 3, "max_new_tokens": 6, "input_batch_size": 2, "batch_size": 2,
                 "max_length": 96},
@@ -98,3 +99,18 @@ def test_every_method_has_a_demo_config_on_the_bundled_target(method):
     config_cls, _ = method_entry(method)
     cfg = load_config(DEMOS / f"{method.replace('-', '')}_sentiment_demo.yaml", config_cls)
     assert type(cfg).method == method and cfg.task == "sentiment" and cfg.target == BUNDLED
+
+
+def test_report_on_a_non_run_dir_or_a_broken_summary_is_one_line(tmp_path, capsys):
+    """A folder that is no run, or a run whose summary.json is not a JSON object, is a user's error: exit 2 and
+    one line naming the folder or file, no traceback."""
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"rlprompt report: error: {str(tmp_path.resolve())!r} is not a run directory "
+                                       f"(no metrics.jsonl)\n")
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "target_queries": 0}\n')
+    for text, reason in (("{torn", "is not valid JSON"), ("[1, 2]", "must hold a JSON object, got list")):
+        (tmp_path / "summary.json").write_text(text)
+        assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"rlprompt report: error: {str(tmp_path.resolve() / 'summary.json')!r} {reason}")
+        assert err.count("\n") == 1

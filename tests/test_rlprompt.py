@@ -101,6 +101,18 @@ def test_ppo_updates_every_trainable_parameter_and_never_the_frozen_lm():
         assert torch.equal(value, lm_before[name]), f"frozen LM parameter {name} changed"
 
 
+def test_the_frozen_policy_lm_is_the_targets_model_also_behind_a_response_cache(tiny_target, tmp_path):
+    from rlprompt.policies.token_ppo import frozen_policy_lm
+    from rlprompt.targets import CachedTarget
+
+    cpu = torch.device("cpu")
+    same = RLPromptConfig(policy_model="tiny-random", policy_dtype="float32")
+    assert frozen_policy_lm(same, tiny_target, cpu) is tiny_target.model
+    assert frozen_policy_lm(same, CachedTarget(tiny_target, tmp_path / "c.sqlite"), cpu) is tiny_target.model
+    other = RLPromptConfig(policy_model="tiny-random", policy_dtype="bfloat16")
+    assert frozen_policy_lm(other, tiny_target, cpu) is not tiny_target.model
+
+
 def test_untrained_policy_is_the_frozen_lm_and_top_k_masks():
     model = make_ppo(tiny_config(top_k=3), FakeTarget())
     policy: RLPromptPolicy = model.policy

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rlprompt.config import config_method, dump_config, load_config, parse_overrides
+from rlprompt.errors import ConfigError
 from rlprompt.runs import (SUMMARY_KEYS, QueryBudget, RunClock, RunDir, RunResult, config_hash, rng_state,
                            seed_everything, set_rng_state)
 
@@ -111,7 +112,7 @@ def test_run_result_writes_the_common_summary(tmp_path):
     assert summary["config_hash"] == config_hash({"seed": 0, "steps": 3, "method": "prewrite"}) != config_hash(
         {"method": "prewrite", "steps": 4, "seed": 0})
     assert len(summary["config_hash"]) == 12
-    with pytest.raises(ValueError, match="'out_of_time'"):
+    with pytest.raises(ConfigError, match="'out_of_time'"):
         RunResult(method="x", best_prompt=None, dev_accuracy=None, target_queries=0, steps=0,
                   stop_reason="out_of_time", wall_seconds=0.0)
 
