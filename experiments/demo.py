@@ -32,7 +32,7 @@ def main() -> None:
     print(f"\nrun directory: {summary['run_dir']}  ({summary['steps']} PPO updates, {summary['target_queries']} target "
           f"queries, {summary['wall_seconds']:.0f} s)")
     print("\n| prompt | dev acc | test acc (raw) |\n|---|---|---|")
-    rows = [("manual", task.prompt, None), ("learned (best on dev)", summary["best_prompt"], summary["best_dev_accuracy"])]
+    rows = [("manual", task.prompt, None), ("learned (best on dev)", summary["best_prompt"], summary["dev_accuracy"])]
     for name, prompt, dev in rows:
         result = evaluate(target, template=task.template, prompt=prompt, verbalizers=task.verbalizers,
                           texts=test.texts, labels=test.labels, chunk_size=16, progress=True)

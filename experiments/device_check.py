@@ -45,11 +45,10 @@ SST2 = ROOT.parent.parent / "shared" / "data" / "rlprompt-16shot" / "sst-2"
 CONFIGS = ROOT / "configs"
 METHODS: dict[str, list[str]] = {
     "rlprompt": ["rlprompt_sentiment_demo.yaml", "steps=2", "eval_every=1", "checkpoint_every=2"],
-    "multiprompter": ["multiprompter_sst2.yaml", "task=sentiment", "task_seed=null", "steps=2", "eval_every=1",
-                      "checkpoint_every=2"],
+    "multiprompter": ["multiprompter_sentiment_demo.yaml", "steps=2", "eval_every=1", "checkpoint_every=2"],
     "prewrite": ["prewrite_sentiment_demo.yaml", "steps=2", "checkpoint_every=2", "num_samples=2"],
-    "sem-dpo": ["semdpo_sentiment.yaml", "steps=2", "checkpoint_every=2", "samples_per_original=3"],
-    "promptagent": ["promptagent_sentiment.yaml", "steps=1", "max_evaluations=4"],
+    "sem-dpo": ["semdpo_sentiment_demo.yaml", "steps=2", "checkpoint_every=2", "samples_per_original=3"],
+    "promptagent": ["promptagent_sentiment_demo.yaml", "steps=1", "max_evaluations=4"],
 }
 """Each method's demo config and the overrides that cut it to a few steps."""
 
@@ -97,8 +96,8 @@ def run_method(method: str, device: str, workdir: Path, timeout: int) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"`{shlex.join(command[2:])}` exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    keep = ("steps", "iterations", "target_queries", "best_prompt", "best_dev_accuracy", "stop_reason")
-    return {"command": shlex.join(["rlprompt", *command[3:]]), **{k: summary[k] for k in keep if k in summary}}
+    keep = ("steps", "target_queries", "best_prompt", "dev_accuracy", "stop_reason")
+    return {"command": shlex.join(["rlprompt", *command[3:]]), **{k: summary[k] for k in keep}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,7 +84,9 @@ def finished_summary(cfg: PRewriteConfig, run_dir: Path) -> dict[str, Any] | Non
     if dump_config(config_from_dict(saved, PRewriteConfig)) != dump_config(cfg):  # old key names and paths read as now
         return None
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    return summary if summary["steps"] == cfg.steps else None
+    # a summary written before the common schema (no details) is redone: resumed at its last step, only the
+    # selection runs again
+    return summary if summary["steps"] == cfg.steps and "details" in summary else None
 
 
 def run_part(cfg: PRewriteConfig, target: Target, run_dir: Path, test_idx: np.ndarray) -> dict[str, Any]:
@@ -103,12 +105,13 @@ def run_part(cfg: PRewriteConfig, target: Target, run_dir: Path, test_idx: np.nd
     task = build_task(cfg, target)
     test, train, dev = task.split("test"), task.split("train"), task.split("dev")
     texts, labels = [test.texts[i] for i in test_idx], [test.labels[i] for i in test_idx]
-    instructions = dict(zip(ARMS, (summary["initial_instruction"], summary["prewrite_i"], summary["prewrite_s"])))
+    details = summary["details"]
+    instructions = dict(zip(ARMS, (details["initial_instruction"], details["prewrite_i"], details["prewrite_s"])))
     scored = {}
     for instruction in dict.fromkeys(instructions.values()):  # PRewrite-I may repeat another arm's instruction
         scored[instruction] = evaluate(target, template=task.template, prompt=instruction,
                                        verbalizers=task.verbalizers, texts=texts, labels=labels)
-    arms = {arm: {"instruction": instruction, "dev_accuracy": summary[f"{arm}_dev_accuracy"],
+    arms = {arm: {"instruction": instruction, "dev_accuracy": details[f"{arm}_dev_accuracy"],
                   "test_accuracy": scored[instruction].accuracy,
                   "test_predictions": digits(scored[instruction].predictions),
                   "predictions_per_class": scored[instruction].predictions_per_class}

@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     accuracy = (scores.argmax(-1) == labels).mean(-1)
     rows = [{"instruction": p, "test_accuracy": float(a), "dev_accuracy": candidates.get(p)} for p, a in zip(prompts, accuracy)]
     initial, ranked = rows[0], sorted(rows[1:], key=lambda r: -r["test_accuracy"])
-    chosen = json.loads((run / "summary.json").read_text(encoding="utf-8"))["prewrite_s"]  # the run's own pick
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    chosen = summary["details"]["prewrite_s"]  # the run's own pick
     picked = next(r for r in rows[1:] if r["instruction"] == chosen)
     result = {"run": str(run), "test_examples": len(texts), "test_sample": "seeded", "initial": initial, "picked_on_dev": picked,
               "best_on_test": ranked[0], "beat_initial": sum(r["test_accuracy"] > initial["test_accuracy"] for r in ranked),

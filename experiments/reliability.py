@@ -236,6 +236,13 @@ def final_tensors(run_dir: Path) -> dict[str, Path]:
     return {p.name: p for p in found[max(found)].glob("*.safetensors")} if found else {}
 
 
+def flat_summary(summary: dict) -> dict:
+    """A run's summary.json with its ``details`` lifted to the top level as ``details.<key>`` (so VOLATILE and
+    the comparison see every key)."""
+    return {**{k: v for k, v in summary.items() if k != "details"},
+            **{f"details.{k}": v for k, v in summary.get("details", {}).items()}}
+
+
 def compare_runs(reference: Path, run: Path) -> dict:
     """How the interrupted ``run`` ended against the uninterrupted ``reference`` of the same seed: summary.json,
     prompt.txt, tree.json (PromptAgent), every logged metric of every record and the final checkpoint's tensors,
@@ -248,7 +255,7 @@ def compare_runs(reference: Path, run: Path) -> dict:
     for name in ("summary.json", "prompt.txt", "tree.json"):
         texts = [(d / name).read_text(encoding="utf-8") if (d / name).is_file() else None for d in (reference, run)]
         if name == "summary.json" and None not in texts:
-            a, b = ({k: v for k, v in json.loads(t).items() if not VOLATILE.search(k)} for t in texts)
+            a, b = ({k: v for k, v in flat_summary(json.loads(t)).items() if not VOLATILE.search(k)} for t in texts)
             differences += [f"summary.json {k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
                             if a.get(k) != b.get(k)]
         elif texts[0] != texts[1]:

@@ -95,7 +95,7 @@ def run_part(base: RLPromptConfig, arm: str, seed: str, target, args) -> dict:
     summary = train_rlprompt(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), target=target)
     prompt = summary["best_prompt"] or ""
     record = {"arm": arm, "seed": seed, "policy_seed": cfg.seed, "learned_prompt": prompt,
-              "greedy_prompt": summary["greedy_prompt"], "dev_accuracy": summary["best_dev_accuracy"],
+              "greedy_prompt": summary["details"]["greedy_prompt"], "dev_accuracy": summary["dev_accuracy"],
               **score_test(target, task, prompt, idx), "target_queries": summary["target_queries"],
               "wall_seconds": round(summary["wall_seconds"], 1), "updates": summary["steps"],
               "run_dir": summary["run_dir"], "overrides": ARMS[arm]}

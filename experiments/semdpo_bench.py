@@ -103,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = Path(args.runs) / f"{stamp}-{arm}-s{seed}"
             summary = train_dpo(cfg, run_dir, rewriter=load_model(cfg.rewriter_model, dtype="float32"),
                                 target=target, task=task)
-            record[arm] = {**figures(summary), "train_seconds": summary["train_seconds"], "steps": summary["steps"],
-                           "mean_weight": summary["mean_weight"], "weight_scale": summary["weight_scale"],
+            details = summary["details"]
+            record[arm] = {**figures(details), "train_seconds": details["train_seconds"], "steps": summary["steps"],
+                           "mean_weight": details["mean_weight"], "weight_scale": details["weight_scale"],
                            "run_dir": str(run_dir)}
-            print(json.dumps({"arm": arm, "seed": seed, "reward": summary["eval_reward"],
-                              "similarity": summary["eval_similarity"]}), flush=True)
+            print(json.dumps({"arm": arm, "seed": seed, "reward": details["eval_reward"],
+                              "similarity": details["eval_similarity"]}), flush=True)
         result["seeds"] = sorted([*result["seeds"], record], key=lambda r: r["seed"])
         write_results(result, stem)  # after every seed: an interrupted benchmark resumes from here
     print(stem.with_suffix(".md").read_text(encoding="utf-8"))

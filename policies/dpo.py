@@ -36,6 +36,7 @@ overriding exactly three methods, nothing else:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -57,8 +58,9 @@ from rlprompt.enhancer import PromptEnhancer, clean_rewrite, describe_evaluation
 from rlprompt.models import BUNDLED, load_model
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, cosine_similarity, semantic_weights
-from rlprompt.runs import (RunDir, resume_trainer_checkpoint, seed_everything, train_or_finish, trainer_checkpoint_sealer,
-                           trainer_checkpoint_step, trainer_logger, write_atomic)
+from rlprompt.runs import (QueryBudget, RunClock, RunDir, RunResult, resume_trainer_checkpoint, seed_everything,
+                           train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step, trainer_logger,
+                           write_atomic)
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask
 
@@ -171,6 +173,8 @@ class DPOMethodConfig(TaskTargetConfig):
     """Save a trl checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
     """Checkpoints kept on disk."""
+    max_target_queries: int | None = None
+    """Build pairs only for the originals this many target sequences pay for, the final evaluation included."""
     seed: int = 0
     """Seeds python, numpy, torch, trl, the rewriter's sampling and the reward's minibatch sampler."""
 
@@ -200,6 +204,8 @@ class DPOMethodConfig(TaskTargetConfig):
             raise ValueError("originals must hold at least one instruction (or be null for the task's defaults)")
         if not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module")
+        if self.max_target_queries is not None and self.max_target_queries < 1:
+            raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
 
 
 @dataclass
@@ -433,17 +439,25 @@ def rewriter_enhancer(model: Any, tokenizer: Any, cfg: DPOMethodConfig, **settin
 def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *,
               rewriter: tuple[Any, Any] | None = None, embedder: Embedder | None = None, target: Target | None = None,
               task: ClassificationTask | None = None) -> dict[str, Any]:
-    """Train the rewriter's LoRA adapter with DPO or Sem-DPO (by ``type(cfg).method``) and return a summary.
+    """Train the rewriter's LoRA adapter with DPO or Sem-DPO (by ``type(cfg).method``) and return the run's summary
+    (:class:`~rlprompt.runs.RunResult`).
 
     ``run_dir`` receives config.yaml, metrics.jsonl, ``pair_weights.json`` (Sem-DPO's raw W; the loss weighs a
     pair by ``W * weight_scale``, the summary's ``weight_scale`` being 1 / mean W under ``normalize_weights``),
-    trl checkpoints under ``checkpoints/checkpoint-<step>/`` (adapter safetensors, optimizer, trainer state) and
-    summary.json; ``resume=True`` continues from the latest one. When ``cfg.eval_originals`` is set, the trained
-    rewriter rewrites them greedily and the summary holds :func:`evaluate_rewriter`'s figures (means, and one
-    per held-out original). ``enhancer/`` is the trained rewriter as a PromptEnhancer, storing the dev accuracy
-    of ``eval_originals`` (else ``originals``) beside their greedy rewrites': the identity unless the rewrites
-    beat them on average (one line on stderr says which; ``enhancer_identity`` in the summary). ``rewriter``
-    (model, tokenizer), ``embedder``, ``target`` and ``task`` override the config's (tests).
+    trl checkpoints under ``checkpoints/checkpoint-<step>/`` (adapter safetensors, optimizer, trainer state),
+    ``prompt.txt`` and summary.json; ``resume=True`` continues from the latest one. When ``cfg.eval_originals`` is
+    set, the trained rewriter rewrites them greedily and the summary's ``details`` hold :func:`evaluate_rewriter`'s
+    figures (means, and one per held-out original). ``enhancer/`` is the trained rewriter as a PromptEnhancer,
+    storing the dev accuracy of ``eval_originals`` (else ``originals``) beside their greedy rewrites': the identity
+    unless the rewrites beat them on average (one line on stderr says which; ``enhancer_identity`` in the details).
+    The summary's ``best_prompt`` (also ``prompt.txt``) is the best of those instructions on dev as the enhancer
+    deploys them. ``rewriter`` (model, tokenizer), ``embedder``, ``target`` and ``task`` override the config's (tests).
+
+    The run's target queries are those of the preference pairs, when this run builds them
+    (``preference_stats.json``), and of the final evaluation. Training steps query no target, so
+    ``max_target_queries`` bounds the pairs: they are built for as many originals as the budget pays for after
+    the final evaluation (``stop_reason`` max_target_queries when that leaves some out); a budget too small for
+    the evaluation and one original is an error before anything runs.
     """
     from peft import LoraConfig
     from trl import DPOTrainer
@@ -453,13 +467,30 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     if resume and (run.path / "config.yaml").is_file():
         check_resume_config(run.read_config(), cfg)
     run.write_config(dump_config(cfg))
+    output_dir = run.path / "checkpoints"
+    checkpoint = resume_trainer_checkpoint(output_dir) if resume else None
+    if resume and checkpoint is None and run.read_metrics():
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
+    if checkpoint is not None:
+        run.truncate_to(trainer_checkpoint_step(checkpoint), training_only=True)
     seed_everything(cfg.seed)
+    clock = RunClock(run)
     target = cfg.build_target(target)  # built once: it scores the preference pairs and the trained rewriter
+    task = task or build_task(cfg, target)
+    stats_file = run.file("preference_stats.json")
+    built = json.loads(stats_file.read_text(encoding="utf-8")) if resume and stats_file.is_file() else {}
+    budget = QueryBudget(target, cfg.max_target_queries, built.get("target_queries", 0))
+    originals = list(cfg.eval_originals or originals_for(cfg))
+    final_cost = 2 * len(originals) * len(task.split("dev" if "dev" in task.splits else "train"))
     if not Path(cfg.preferences).is_file():
         from rlprompt.targets.hf import HFTarget
 
-        build_preferences(cfg, target=target, task=task,
-                          rewriter=HFTarget.from_loaded(*rewriter) if rewriter is not None else None)
+        built = _build_within_budget(cfg, budget, final_cost, task=task, target=target,
+                                     rewriter=HFTarget.from_loaded(*rewriter) if rewriter is not None else None)
+        run.write_json("preference_stats.json", built)
+    elif not budget.affords(final_cost):
+        raise ConfigError(f"max_target_queries={cfg.max_target_queries} cannot pay for the final evaluation of "
+                          f"{type(cfg).method} ({final_cost} sequences): raise it, or evaluate fewer originals")
     dataset = load_preferences(cfg.preferences)
     weights, scale = None, 1.0
     if semantic:
@@ -474,35 +505,29 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     model, tokenizer = rewriter if rewriter is not None else load_model(cfg.rewriter_model, dtype="float32")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    output_dir = run.path / "checkpoints"
-    checkpoint = resume_trainer_checkpoint(output_dir) if resume else None
-    if resume and checkpoint is None and run.read_metrics():
-        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
-    if checkpoint is not None:
-        run.truncate_to(trainer_checkpoint_step(checkpoint), training_only=True)
     peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                              target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
     trainer_cls = _trainer_class() if semantic else DPOTrainer
+    logger = trainer_logger(run, budget.spent, lambda: {"perf/wall_seconds": clock()}, desc=f"{type(cfg).method} steps")
     trainer = trainer_cls(model=model, args=_trl_config(cfg, output_dir), train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config,
-                          callbacks=[trainer_logger(run, desc=f"{type(cfg).method} steps"), trainer_checkpoint_sealer()])
+                          callbacks=[logger, trainer_checkpoint_sealer()])
     start = time.perf_counter()
     train_or_finish(trainer, checkpoint, cfg.steps)
-    summary: dict[str, Any] = {
-        "run_dir": str(run.path), "method": type(cfg).method, "steps": trainer.state.global_step,
-        "pairs": len(dataset), "train_seconds": time.perf_counter() - start,
-        "mean_weight": float(np.mean(weights)) if weights is not None else 1.0, "weight_scale": scale,
-    }
+    train_seconds = time.perf_counter() - start
     # never worse than none: the originals are scored beside their greedy rewrites on dev, and the saved
     # enhancer is the identity unless the rewrites beat them
-    task = task or build_task(cfg, target)
     model = trainer.accelerator.unwrap_model(trainer.model)
-    originals = list(cfg.eval_originals or originals_for(cfg))
-    figures = evaluate_rewriter(model, tokenizer, cfg, originals, target=target, task=task, embedder=embedder)
+    with budget:
+        figures = evaluate_rewriter(model, tokenizer, cfg, originals, target=target, task=task, embedder=embedder)
+    details: dict[str, Any] = {"pairs": len(dataset), "train_seconds": train_seconds,
+                               "mean_weight": float(np.mean(weights)) if weights is not None else 1.0,
+                               "weight_scale": scale, "skipped_originals": built.get("skipped_originals", 0)}
     if cfg.eval_originals:
-        summary.update(figures)
-        run.log(trainer.state.global_step, {"eval/reward": summary["eval_reward"],
-                                            "eval/similarity": summary["eval_similarity"]}, target_queries=0)
+        details.update(figures)
+        run.log(trainer.state.global_step, {"eval/reward": figures["eval_reward"],
+                                            "eval/similarity": figures["eval_similarity"]},
+                target_queries=budget.spent())
     evaluation = rewriter_evaluation(originals, figures["eval_original_accuracies"],
                                      {"greedy": (figures["eval_rewrites"], figures["eval_accuracies"])},
                                      deployed="greedy", metric=f"{figures['eval_split']}_accuracy",
@@ -512,10 +537,42 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
         "verbalizers": list(task.verbalizers)})
     enhancer.save_pretrained(run.path / "enhancer")
     print(f"{type(cfg).method}: {describe_evaluation(evaluation)}", file=sys.stderr, flush=True)
-    summary["enhancer_identity"] = enhancer.identity
-    run.write_json("summary.json", summary)
+    details["enhancer_identity"] = enhancer.identity
+    # the instructions as the enhancer deploys them: the originals when it is the identity, else their rewrites
+    deployed, accuracies = ((originals, figures["eval_original_accuracies"]) if enhancer.identity
+                            else (figures["eval_rewrites"], figures["eval_accuracies"]))
+    best = int(np.argmax(accuracies))
+    run.write_prompt(deployed[best])
+    summary = RunResult(
+        method=type(cfg).method, best_prompt=deployed[best],
+        dev_accuracy=accuracies[best] if figures["eval_split"] == "dev" else None, target_queries=budget.spent(),
+        steps=trainer.state.global_step, wall_seconds=clock(), details=details,
+        stop_reason="max_target_queries" if built.get("skipped_originals") else "steps",
+    ).write(run)
     run.close()
     return summary
+
+
+def _build_within_budget(cfg: DPOMethodConfig, budget: QueryBudget, reserve: int, *, task: ClassificationTask,
+                         target: Target, rewriter: Target | None) -> dict[str, int]:
+    """:func:`build_preferences` for the first originals whose scoring ``budget`` pays for after ``reserve`` target
+    sequences (the final evaluation), each original costing at most ``samples_per_original`` rewrites times the
+    minibatch; returns how many originals were used and skipped, and the run's target queries after building."""
+    originals = originals_for(cfg)
+    per_original = cfg.samples_per_original * min(cfg.input_batch_size, len(task.split("train")))
+    used = len(originals)
+    if budget.limit is not None:
+        used = min(used, (budget.limit - budget.spent() - reserve) // per_original)
+    if used < 1:
+        raise ConfigError(f"max_target_queries={budget.limit} cannot pay for one original's preference pairs "
+                          f"({per_original} sequences) and the final evaluation ({reserve}): raise it")
+    if used < len(originals):
+        print(f"{type(cfg).method}: max_target_queries={budget.limit} pays for the pairs of {used} of "
+              f"{len(originals)} originals", file=sys.stderr, flush=True)
+    with budget:
+        build_preferences(cfg if used == len(originals) else dataclasses.replace(cfg, originals=originals[:used]),
+                          target=target, task=task, rewriter=rewriter)
+    return {"originals": used, "skipped_originals": len(originals) - used, "target_queries": budget.spent()}
 
 
 def evaluate_rewriter(model: Any, tokenizer: Any, cfg: DPOMethodConfig, originals: Sequence[str], *,

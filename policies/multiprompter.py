@@ -45,7 +45,7 @@ from rlprompt.devices import resolve_device
 from rlprompt.errors import ConfigError, DataError
 from rlprompt.policies.token_ppo import (PrefixFeatures, TokenPPOConfig, actor_mlp, build_task, context_ids,
                                         frozen_policy_lm, head_logits, mlp)
-from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
+from rlprompt.runs import RunDir, RunResult, rng_state, seed_everything, set_rng_state
 from rlprompt.targets import Target
 
 
@@ -261,7 +261,8 @@ def make_multiprompter(cfg: MultiPrompterConfig, target: Target | None = None
 
 def train_multiprompter(cfg: MultiPrompterConfig, run_dir: str | Path | RunDir, resume: bool = False, *,
                         target: Target | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train MultiPrompter (Kim et al. 2023) and return a summary of the run.
+    """Train MultiPrompter (Kim et al. 2023) and return the run's summary (:class:`~rlprompt.runs.RunResult`;
+    ``details``: the last greedy joint prompt).
 
     ``run_dir`` receives config.yaml, metrics.jsonl (``charts/*``, ``losses/*``, ``eval/*``, ``perf/*``),
     TensorBoard events, prompt.txt (best prompt on dev) and checkpoints. ``resume=True`` continues from the
@@ -347,12 +348,12 @@ def train_multiprompter(cfg: MultiPrompterConfig, run_dir: str | Path | RunDir, 
                 break
     finally:
         run.close()
-    summary = {"run_dir": str(run.path), "steps": state["step"], "stop_reason": stop_reason,
-               "target_queries": queries(), "best_prompt": state["best_prompt"],
-               "best_dev_accuracy": state["best_accuracy"], "greedy_prompt": state["greedy_prompt"],
-               "wall_seconds": state.get("wall_seconds", state["wall_offset"])}
-    run.write_json("summary.json", summary)
-    return summary
+    return RunResult(
+        method=cfg.method, best_prompt=state["best_prompt"],
+        dev_accuracy=state["best_accuracy"] if state["best_prompt"] is not None else None,
+        target_queries=queries(), steps=state["step"], stop_reason=stop_reason,
+        wall_seconds=state.get("wall_seconds", state["wall_offset"]), details={"greedy_prompt": state["greedy_prompt"]},
+    ).write(run)
 
 
 def _evaluate(cfg: MultiPrompterConfig, run: RunDir, policy: MultiPrompterPolicy, env: MultiPrompterEnv,

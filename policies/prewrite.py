@@ -35,8 +35,8 @@ from rlprompt.errors import ConfigError, DataError
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.rewards import ClassificationReward, check_stabilizer, make_stabilizer
 from rlprompt.rewards.protocol import checked, completion_texts
-from rlprompt.runs import (RunDir, resume_trainer_checkpoint, seed_everything, train_or_finish, trainer_checkpoint_sealer,
-                           trainer_checkpoint_step, trainer_logger)
+from rlprompt.runs import (QueryBudget, RunClock, RunDir, RunResult, resume_trainer_checkpoint, seed_everything,
+                           train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step, trainer_logger)
 from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
@@ -115,6 +115,8 @@ class PRewriteConfig(TaskTargetConfig):
     """Sampling temperature of PRewrite-S."""
     dev_limit: int | None = None
     """Score PRewrite-I/S candidates on N dev examples balanced over labels (None: the whole split)."""
+    max_target_queries: int | None = None
+    """Stop before a GRPO step that could pass this many target sequences, the final dev selection included."""
     seed: int = 0
     """Seeds python, numpy, torch, trl and the reward's minibatch sampler."""
 
@@ -139,6 +141,8 @@ class PRewriteConfig(TaskTargetConfig):
             raise ValueError(f"temperatures must be > 0, got {self.temperature} and {self.sample_temperature}")
         if self.dev_limit is not None and self.dev_limit < 1:
             raise ValueError(f"dev_limit must be >= 1 or None, got {self.dev_limit}")
+        if self.max_target_queries is not None and self.max_target_queries < 1:
+            raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
         if not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module")
 
@@ -326,7 +330,9 @@ def prewrite_s(enhancer: Any, instruction: str, score: Callable[[list[str]], lis
 # -- training -------------------------------------------------------------------------------------
 def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = False, *, target: Target | None = None,
                    rewriter: tuple[Any, Any] | None = None) -> dict[str, Any]:
-    """Train a PRewrite rewriter with GRPO and return a summary of the run (Kong et al. 2024).
+    """Train a PRewrite rewriter with GRPO (Kong et al. 2024) and return the run's summary
+    (:class:`~rlprompt.runs.RunResult`; ``details``: PRewrite-I and PRewrite-S with their dev accuracies, the
+    initial instruction's, the template, whether the enhancer is the identity, training seconds).
 
     ``run_dir`` receives config.yaml, metrics.jsonl (RunDir), ``checkpoints/checkpoint-<step>/`` (trl's
     checkpoints: adapter safetensors, optimizer, trainer state, reward sampler state), ``prompt.txt`` (the
@@ -336,7 +342,10 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     ``resume=True`` continues from the latest trl checkpoint. ``target`` and ``rewriter`` (model, tokenizer)
     override the config's models (tests pass a scripted fake target and a tiny random rewriter). The target
     queries logged and summarized are this run's own (not those a shared target served before), counted on
-    across resumes.
+    across resumes. With ``max_target_queries`` training stops before a step that could pass it, each step costing
+    at most ``num_generations * input_batch_size`` sequences, and keeps room for the final dev selection (a budget
+    too small for that selection alone is an error before anything runs); the run then ends with ``stop_reason``
+    max_target_queries, its last step checkpointed.
     """
     from datasets import Dataset
     from peft import LoraConfig
@@ -365,10 +374,15 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
             reward.load_state_dict(json.loads(state_file.read_text(encoding="utf-8")))
         run.truncate_to(trainer_checkpoint_step(checkpoint), training_only=True)
         queries_before = max((r["target_queries"] for r in run.read_metrics()), default=0)
-    start_queries = target.stats.sequences  # the target may have served others before (a benchmark shares one)
-
-    def queries() -> int:
-        return queries_before + target.stats.sequences - start_queries
+    # the target may have served others before (a benchmark shares one): the budget counts this run's sequences
+    budget, clock = QueryBudget(target, cfg.max_target_queries, queries_before), RunClock(run)
+    step_cost = cfg.num_generations * reward.base.batch_size  # one group of rewrites, each on one minibatch
+    dev_examples = len(balanced_subset(task.split("dev").labels, cfg.dev_limit))
+    final_cost = (cfg.num_samples + 2) * dev_examples  # PRewrite-S's candidates, the initial one and PRewrite-I
+    if not budget.affords(final_cost):
+        raise ConfigError(f"max_target_queries={cfg.max_target_queries} cannot pay for PRewrite's final selection on "
+                          f"dev ({final_cost} sequences, {budget.spent()} spent already): raise it, or lower "
+                          f"num_samples or dev_limit")
 
     messages = [{"role": "user", "content": cfg.meta_prompt.replace("{instruction}", task.prompt)}]
     dataset = Dataset.from_dict({"prompt": [messages] * (cfg.steps * cfg.num_generations)})
@@ -376,12 +390,18 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     args = _grpo_config(cfg, output_dir, on_cpu)
     peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                              target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
-    logger = trainer_logger(run, queries, lambda: reward.last, desc="prewrite steps")
+    logger = trainer_logger(run, budget.spent, lambda: {**reward.last, "perf/wall_seconds": clock()},
+                            desc="prewrite steps")
     trainer = _grpo_trainer_class()(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
                                     processing_class=tokenizer, peft_config=peft_config,
                                     callbacks=[logger, _reward_state_saver(reward), trainer_checkpoint_sealer()])
+    last = cfg.steps
+    if cfg.max_target_queries is not None:  # the steps the budget pays for, decided once: the same in every process
+        done = trainer_checkpoint_step(checkpoint) if checkpoint is not None else 0
+        last = min(last, done + (cfg.max_target_queries - budget.spent() - final_cost) // step_cost)
     start = time.perf_counter()
-    train_or_finish(trainer, checkpoint, cfg.steps)
+    with budget:
+        train_or_finish(trainer, checkpoint, last)
     train_seconds = time.perf_counter() - start
     if not trainer.accelerator.is_main_process:
         return {}
@@ -394,9 +414,10 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
                                     "verbalizers": list(task.verbalizers)})
     score = dev_scorer(target, task, cfg.dev_limit)
     rewrite_i = prewrite_i(enhancer, task.prompt)
-    rewrite_s, sampled = prewrite_s(enhancer, task.prompt, score, k=cfg.num_samples,
-                                    temperature=cfg.sample_temperature, seed=cfg.seed)
-    initial_acc, acc_i = score([task.prompt, rewrite_i])
+    with budget:
+        rewrite_s, sampled = prewrite_s(enhancer, task.prompt, score, k=cfg.num_samples,
+                                        temperature=cfg.sample_temperature, seed=cfg.seed)
+        initial_acc, acc_i = score([task.prompt, rewrite_i])
     # never worse than none: the original competes, and wins ties; the enhancer is the identity unless its
     # own (greedy, PRewrite-I) rewrite beats the original on dev
     scored = {task.prompt: initial_acc, rewrite_i: acc_i, rewrite_s: sampled[rewrite_s]}
@@ -410,20 +431,20 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     run.write_prompt(best)
     enhancer.save_pretrained(run.path / "enhancer")
     seconds = logger.step_seconds
-    summary = {
-        "run_dir": str(run.path), "steps": trainer.state.global_step, "train_seconds": train_seconds,
-        "seconds_per_step": float(np.mean(seconds)) if seconds else None,
-        "target_queries": queries(), "initial_instruction": task.prompt,
-        "initial_dev_accuracy": initial_acc, "prewrite_i": rewrite_i, "prewrite_i_dev_accuracy": acc_i,
-        "prewrite_s": rewrite_s, "prewrite_s_dev_accuracy": sampled[rewrite_s], "best_prompt": best,
-        "enhancer_identity": enhancer.identity,
-        "template": task.template, "verbalizers": list(task.verbalizers),
-    }
     run.log(trainer.state.global_step, {"eval/initial_accuracy": initial_acc, "eval/prewrite_i_accuracy": acc_i,
                                         "eval/prewrite_s_accuracy": sampled[rewrite_s]},
-            target_queries=queries())
+            target_queries=budget.spent())
     run.write_json("rewrites.json", {"prewrite_s_candidates": sampled, "history": reward.history})
-    run.write_json("summary.json", summary)
+    summary = RunResult(
+        method=cfg.method, best_prompt=best, dev_accuracy=scored[best], target_queries=budget.spent(),
+        steps=trainer.state.global_step, wall_seconds=clock(),
+        stop_reason="max_target_queries" if trainer.state.global_step < cfg.steps else "steps",
+        details={"train_seconds": train_seconds, "seconds_per_step": float(np.mean(seconds)) if seconds else None,
+                 "initial_instruction": task.prompt, "initial_dev_accuracy": initial_acc, "prewrite_i": rewrite_i,
+                 "prewrite_i_dev_accuracy": acc_i, "prewrite_s": rewrite_s,
+                 "prewrite_s_dev_accuracy": sampled[rewrite_s], "enhancer_identity": enhancer.identity,
+                 "template": task.template, "verbalizers": list(task.verbalizers)},
+    ).write(run)
     run.close()
     return summary
 

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,7 +37,7 @@ from rlprompt.policies.promptagent_search import (
     simulation_best,
     uct,
 )
-from rlprompt.runs import RunDir, seed_everything
+from rlprompt.runs import RunClock, RunDir, RunResult, seed_everything
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask
 
@@ -201,7 +200,10 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
                       target: Target | None = None, optimizer: Target | None = None,
                       task: ClassificationTask | None = None) -> dict[str, Any]:
     """Run PromptAgent's search (Wang et al. 2023) and write ``config.yaml``, ``metrics.jsonl``, ``prompt.txt``,
-    ``tree.json``, ``reward_by_depth.png``, ``search_state.json`` (for ``resume=True``) and ``summary.json``."""
+    ``tree.json``, ``reward_by_depth.png``, ``search_state.json`` (for ``resume=True``) and ``summary.json``; return
+    the summary (:class:`~rlprompt.runs.RunResult`: ``dev_accuracy`` is the final prompt's reward when
+    ``reward_split`` is dev; ``details``: the search, its reward split, the final and best rewards, evaluations,
+    dropped proposals and optimizer counts)."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, resume=resume)
     agent = make_agent(cfg, target, optimizer, task)
     saved = run.file("search_state.json")
@@ -213,7 +215,7 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
     elif resume and run.read_metrics():
         raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no search_state.json")
     run.write_config(dump_config(cfg))
-    wall0 = time.monotonic()
+    clock = RunClock(run)
 
     def log(agent: PromptAgent) -> None:
         rewards = [n.reward for n in agent.nodes]
@@ -224,7 +226,7 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
             "charts/step_best_reward": max(new) if new else math.nan, "charts/evaluations": agent.evaluations,
             "charts/nodes": len(agent.nodes), "charts/max_depth": max(n.depth for n in agent.nodes),
             "charts/dropped_proposals": sum(v for k, v in agent.drops.items() if k != "no_errors"),
-            "perf/wall_seconds": time.monotonic() - wall0,
+            "perf/wall_seconds": clock(),
         }, target_queries=agent.target_queries)
         run.write_prompt(best.prompt)
         run.write_json("tree.json", agent.tree())
@@ -241,25 +243,26 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
     try:
         agent.root()
         final = agent.run(log_and_show)
-        summary: dict[str, Any] = {"run_dir": str(run.path), "search": cfg.search, "prompt": final.prompt,
-                                   "reward": final.reward, "best_reward": max(n.reward for n in agent.nodes),
-                                   "evaluations": agent.evaluations, "steps": agent.iteration,
-                                   "target_queries": agent.target_queries,
-                                   "stop_reason": agent.stop_reason, "drops": dict(agent.drops),
-                                   "counts": dict(agent.counts)}
+        test_accuracy = None
         if cfg.eval_test and "test" in agent.task.splits:
-            summary["test_accuracy"] = agent.scorer.evaluate(final.prompt, "test")
-            run.log(agent.iteration, {"eval/test_accuracy": summary["test_accuracy"],
-                                      "eval/final_reward": final.reward},
+            test_accuracy = agent.scorer.evaluate(final.prompt, "test")
+            run.log(agent.iteration, {"eval/test_accuracy": test_accuracy, "eval/final_reward": final.reward},
                     target_queries=agent.target_queries)
         run.write_prompt(final.prompt)
         run.write_json("tree.json", agent.tree())
         plot_tree(agent, run.file("reward_by_depth.png"))
-        run.write_json("summary.json", summary)
+        return RunResult(
+            method=cfg.method, best_prompt=final.prompt,
+            dev_accuracy=final.reward if cfg.reward_split == "dev" else None, test_accuracy=test_accuracy,
+            target_queries=agent.target_queries, steps=agent.iteration, stop_reason=agent.stop_reason,
+            wall_seconds=clock(),
+            details={"search": cfg.search, "reward_split": cfg.reward_split, "reward": final.reward,
+                     "best_reward": max(n.reward for n in agent.nodes), "evaluations": agent.evaluations,
+                     "drops": dict(agent.drops), "counts": dict(agent.counts)},
+        ).write(run)
     finally:
         bar.close()
         run.close()
-    return summary
 
 
 __all__ = ["SEARCHES", "Node", "PromptAgent", "PromptAgentConfig", "backpropagate", "build_task", "make_agent",

@@ -38,7 +38,7 @@ from rlprompt.devices import resolve_device
 from rlprompt.envs import make_prompt_tokens_vec_env
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.errors import ConfigError, DataError
-from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
+from rlprompt.runs import RunDir, RunResult, rng_state, seed_everything, set_rng_state
 from rlprompt.policies.token_ppo import (POLICY_HEADS, TOP_K_SOURCES, PrefixFeatures, TokenPPOConfig, actor_mlp, build_task,
                                          context_ids, frozen_policy_lm, head_logits, mlp)
 from rlprompt.targets import Target
@@ -311,7 +311,8 @@ def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
 
 def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bool = False, *,
                    target: Target | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train an RLPrompt policy with PPO (Deng et al. 2022) and return a summary of the run.
+    """Train an RLPrompt policy with PPO (Deng et al. 2022) and return the run's summary
+    (:class:`~rlprompt.runs.RunResult`; ``details``: the last greedy prompt).
 
     ``run_dir`` receives config.yaml, metrics.jsonl, TensorBoard events, prompt.txt and checkpoints
     (:class:`~rlprompt.runs.RunDir`). ``resume=True`` continues from the latest valid checkpoint:
@@ -358,14 +359,12 @@ def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bo
     finally:
         callback.bar.close()
         run.close()
-    summary = {
-        "run_dir": str(run.path), "steps": state["step"], "stop_reason": callback.stop_reason or "steps",
-        "target_queries": callback.target_queries(), "best_prompt": state["best_prompt"],
-        "best_dev_accuracy": state["best_accuracy"], "greedy_prompt": state["greedy_prompt"],
-        "wall_seconds": state.get("wall_seconds", state["wall_offset"]),
-    }
-    run.write_json("summary.json", summary)
-    return summary
+    return RunResult(
+        method=cfg.method, best_prompt=state["best_prompt"],
+        dev_accuracy=state["best_accuracy"] if state["best_prompt"] is not None else None,
+        target_queries=callback.target_queries(), steps=state["step"], stop_reason=callback.stop_reason or "steps",
+        wall_seconds=state.get("wall_seconds", state["wall_offset"]), details={"greedy_prompt": state["greedy_prompt"]},
+    ).write(run)
 
 
 __all__ = ["RLPromptCallback", "RLPromptConfig", "RLPromptPolicy", "build_task", "make_ppo", "train_rlprompt"]

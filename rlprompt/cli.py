@@ -192,7 +192,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="plots (reward, dev accuracy vs target queries) and a markdown table of runs")
+    p = sub.add_parser("report", help="a curve PNG per run (reward or loss vs target queries or steps) and a table "
+                                      "comparing the runs of any methods (markdown and JSON)")
     p.add_argument("run_dirs", nargs="+", help="run directories written by `rlprompt train`")
     p.add_argument("--out", default="report", help="output directory (default: ./report)")
     p.set_defaults(func=_cmd_report)

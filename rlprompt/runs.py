@@ -6,6 +6,7 @@ Layout of a run directory::
     metrics.jsonl                   one JSON object per log call: step, target_queries, namespaced keys
     events.out.tfevents.*           the same scalars for TensorBoard
     prompt.txt                      the best prompt found so far (on the dev split)
+    summary.json                    how the run ended, the same keys for every method (RunResult)
     checkpoints/step_<n>/           model.safetensors (trainable tensors only), optimizer.safetensors,
                                     state.json (step, rng states, counters, ...), manifest.json (sha256)
 
@@ -40,7 +41,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,6 +51,9 @@ from safetensors.torch import load_file, save_file
 
 from rlprompt.errors import ConfigError, DataError, RLPromptError
 from rlprompt.tasks import read_json
+
+if TYPE_CHECKING:
+    from rlprompt.targets.base import Target
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -271,6 +275,115 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]
     state: dict[str, Any]
     optimizer: dict[str, Any] | None = field(default=None, repr=False)
+
+
+# -- how a run ends: one summary for every method ----------------------------------------------------
+SUMMARY_KEYS = ("method", "run_dir", "best_prompt", "dev_accuracy", "test_accuracy", "target_queries", "steps",
+                "stop_reason", "wall_seconds", "config_hash", "details")
+"""The top-level keys of every run's ``summary.json``, in order (:class:`RunResult`)."""
+STOP_REASONS = ("steps", "max_target_queries", "max_evaluations", "tree_exhausted")
+"""Why a run ended: its ``steps`` done, its target-query budget, PromptAgent's evaluation budget, or its whole tree
+expanded."""
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A short sha256 (12 hex digits) of a run's config as its canonical JSON (keys sorted): two runs with the same
+    hash ran the same settings."""
+    text = json.dumps(dict(config), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass
+class RunResult:
+    """How a run ended, the same for every method (issue 14): what ``summary.json`` holds and a train function returns.
+
+    ``best_prompt`` is the prompt the run recommends filling into the task's template, the one ``prompt.txt`` holds,
+    and ``dev_accuracy`` its accuracy on the dev split (None when the run never scored one there). For the prompt
+    search methods (RLPrompt, MultiPrompter, PromptAgent) it is the best prompt found. The rewriter methods learn a
+    rewriter, saved as ``enhancer/``, and report the best instruction their final selection on dev scored: PRewrite
+    the best of the initial instruction, PRewrite-I and PRewrite-S (the initial one when neither rewrite beats it);
+    DPO / Sem-DPO the best of the evaluated instructions as the saved enhancer deploys them (their greedy rewrites,
+    or the originals themselves when the enhancer is the identity). ``test_accuracy`` is None unless the run scored
+    its prompt on the test split. ``target_queries`` counts the target sequences this run used, across resumes;
+    ``wall_seconds`` its wall-clock time, across resumes. ``details`` holds the method's own figures.
+    """
+
+    method: str
+    best_prompt: str | None
+    dev_accuracy: float | None
+    target_queries: int
+    steps: int
+    stop_reason: str
+    wall_seconds: float
+    test_accuracy: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.stop_reason not in STOP_REASONS:
+            raise ConfigError(f"stop_reason must be one of {list(STOP_REASONS)}, got {self.stop_reason!r}")
+        if self.target_queries < 0 or self.steps < 0:
+            raise ConfigError(f"target_queries and steps must be >= 0, got {self.target_queries} and {self.steps}")
+
+    def write(self, run: RunDir) -> dict[str, Any]:
+        """Write ``summary.json`` into ``run`` (atomically; ``run_dir`` and ``config_hash`` of its ``config.yaml``
+        added) and return the same dict, keys in :data:`SUMMARY_KEYS` order."""
+        values = {**{k: getattr(self, k) for k in ("method", "best_prompt", "dev_accuracy", "test_accuracy",
+                                                   "target_queries", "steps", "stop_reason", "wall_seconds")},
+                  "run_dir": str(run.path), "config_hash": config_hash(run.read_config()),
+                  "details": dict(self.details)}
+        summary = json.loads(json.dumps({k: values[k] for k in SUMMARY_KEYS}, default=_jsonable))
+        run.write_json("summary.json", summary)
+        return summary
+
+
+class QueryBudget:
+    """A run's count of target sequences and its budget (``max_target_queries``), counted from the run's start.
+
+    :meth:`spent` is ``before`` (what the run had used before this process, read back from its checkpoint or
+    metrics) plus what ``target`` has scored since the budget was made, so a target shared with other runs counts
+    only this run's sequences. :meth:`affords` says whether ``cost`` more sequences stay within ``limit`` (always,
+    when it is None). Inside ``with budget:`` the target itself refuses a query past the budget
+    (``Target.max_sequences``, :class:`~rlprompt.targets.base.BudgetExceeded`), so a cost bound that was wrong stops
+    the run with an error instead of overspending; the target's own limit comes back on exit.
+    """
+
+    def __init__(self, target: Target, limit: int | None, before: int = 0) -> None:
+        self.target, self.limit, self.before = target, limit, int(before)
+        self.start = target.stats.sequences
+        self._saved: list[int | None] = []
+
+    def spent(self) -> int:
+        """Target sequences this run has used so far, across resumes."""
+        return self.before + self.target.stats.sequences - self.start
+
+    def affords(self, cost: int) -> bool:
+        """True when ``cost`` more target sequences keep the run within its budget."""
+        return self.limit is None or self.spent() + cost <= self.limit
+
+    def __enter__(self) -> QueryBudget:
+        saved = self.target.max_sequences
+        self._saved.append(saved)
+        if self.limit is not None:
+            cap = self.target.stats.sequences + self.limit - self.spent()
+            self.target.max_sequences = cap if saved is None else min(cap, saved)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.target.max_sequences = self._saved.pop()
+
+
+class RunClock:
+    """Wall-clock seconds of a run across resumes: the last ``perf/wall_seconds`` its metrics hold (what the
+    processes before this one spent; make the clock after :meth:`RunDir.truncate_to`) plus the seconds since the
+    clock was made."""
+
+    def __init__(self, run: RunDir) -> None:
+        logged = [r["perf/wall_seconds"] for r in run.read_metrics() if r.get("perf/wall_seconds") is not None]
+        self.before = float(logged[-1]) if logged else 0.0
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return self.before + time.perf_counter() - self.start
 
 
 class RunDir:
@@ -509,9 +622,15 @@ class RunDir:
 
 __all__ = [
     "Checkpoint",
+    "QueryBudget",
+    "RunClock",
+    "RunResult",
     "RunWriteError",
     "NAMESPACES",
+    "STOP_REASONS",
+    "SUMMARY_KEYS",
     "RunDir",
+    "config_hash",
     "flatten_optimizer_state",
     "rng_state",
     "seed_everything",
@@ -553,21 +672,34 @@ def trainer_checkpoint_step(checkpoint: str | Path) -> int:
 
 
 def train_or_finish(trainer: Any, checkpoint: Path | None, steps: int) -> None:
-    """``trainer.train()``, resumed from ``checkpoint`` when given, unless that checkpoint already holds the last of
-    ``steps``: then its LoRA adapter weights are loaded and training is not entered (transformers' Trainer, resumed
-    at ``max_steps`` in the middle of an epoch, takes one more step before it checks ``max_steps``)."""
-    if checkpoint is None or trainer_checkpoint_step(checkpoint) < steps:
+    """``trainer.train()`` up to step ``steps``, resumed from ``checkpoint`` when given. ``steps`` below the trainer's
+    ``max_steps`` (a query budget that pays for fewer) ends training after that step, checkpointed there so that a
+    resume with a larger budget continues from it. When the checkpoint already holds step ``steps``, its LoRA adapter
+    weights are loaded and training is not entered (transformers' Trainer, resumed at ``max_steps`` in the middle of
+    an epoch, takes one more step before it checks ``max_steps``); with no checkpoint and ``steps`` 0 it stays
+    untrained."""
+    start = trainer_checkpoint_step(checkpoint) if checkpoint is not None else 0
+    if start < steps:
+        from transformers import TrainerCallback
         from transformers.trainer_callback import PrinterCallback
 
+        class StopAt(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if steps <= state.global_step < state.max_steps:
+                    control.should_training_stop = control.should_save = True
+
+        trainer.add_callback(StopAt())
         trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout: trainer_logger's bar shows them instead
         with warnings.catch_warnings():  # trl calls a transformers method transformers deprecates, at every step
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
         return
+    if checkpoint is None:
+        return
     from peft import set_peft_model_state_dict
 
     set_peft_model_state_dict(trainer.model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
-    trainer.state.global_step = trainer_checkpoint_step(checkpoint)
+    trainer.state.global_step = start
 
 
 def trainer_logger(run: RunDir, queries: Callable[[], int] = lambda: 0,

@@ -82,9 +82,6 @@ def resolve_config(config: str | Path | Mapping[str, Any] | Any | None, run_dir:
     else:
         method = config_method(config)
     config_cls, train_fn = method_entry(method)
-    if "max_target_queries" in overrides and "max_target_queries" not in {f.name for f in dataclasses.fields(config_cls)}:
-        raise ConfigError(f"method {method!r} cannot stop at a target-query budget yet (max_target_queries): bound its "
-                          f"run with steps= instead")
     cfg = load_config(config, config_cls, overrides)
     if resume and (Path(run_dir).expanduser() / CONFIG_FILE).is_file():
         check_resume_config(run_config(run_dir), cfg)
@@ -94,7 +91,8 @@ def resolve_config(config: str | Path | Mapping[str, Any] | Any | None, run_dir:
 def train(config: str | Path | Mapping[str, Any] | Any | None, run_dir: str | Path, resume: bool = False,
           **overrides: Any) -> dict[str, Any]:
     """Train the method ``config`` names (a YAML path, a dict or a method's config object) into ``run_dir`` and
-    return the run's summary (``steps``, ``target_queries``, the best prompt, ...; see each method's train function).
+    return the run's summary, the same keys for every method (:class:`rlprompt.runs.RunResult`: the best prompt,
+    its dev accuracy, ``steps``, ``target_queries``, ``stop_reason``, ...; the method's own figures under ``details``).
 
     ``overrides`` set config fields (``steps=100``). ``resume=True`` continues the run in ``run_dir`` from its newest
     checkpoint; ``config`` may then be None (the run's own ``config.yaml`` is used), and only

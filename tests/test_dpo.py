@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from rlprompt.errors import ConfigError
 from rlprompt.models import load_model
 from rlprompt.policies.dpo import (
     DPOMethodConfig,
@@ -214,8 +215,8 @@ def test_normalize_weights_divides_by_the_dataset_mean_weight(prefs, tmp_path, n
     summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder,
                         target=_target(task), task=task)
     raw = np.array(json.loads((tmp_path / "run" / "pair_weights.json").read_text()))
-    assert raw.std() > 0.01 and summary["mean_weight"] == pytest.approx(raw.mean())
-    assert summary["weight_scale"] == pytest.approx(1 / raw.mean() if normalize else 1.0)
+    assert raw.std() > 0.01 and summary["details"]["mean_weight"] == pytest.approx(raw.mean())
+    assert summary["details"]["weight_scale"] == pytest.approx(1 / raw.mean() if normalize else 1.0)
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     weight = next(m["charts/semdpo_weight"] for m in logged if "charts/semdpo_weight" in m)
     assert weight == pytest.approx(1.0 if normalize else raw.mean(), rel=1e-5)
@@ -249,11 +250,12 @@ def test_training_steps_change_lora_params_and_write_the_run(prefs, tmp_path, mo
                         target=_target(task), task=task)
     assert summary["steps"] == 2 and summary["method"] == cls.method
     # one figure per held-out original, in order, and means that agree with them
-    assert [len(summary[k]) for k in ("eval_rewards", "eval_similarities", "eval_rewrites")] == [3, 3, 3]
-    assert summary["eval_reward"] == pytest.approx(np.mean(summary["eval_rewards"]))
-    expected_sims = [math.cos((len(r) - len(o)) / 10) for o, r in zip(held_out, summary["eval_rewrites"])]
-    np.testing.assert_allclose(summary["eval_similarities"], expected_sims, rtol=1e-9)
-    assert summary["eval_similarity"] == pytest.approx(np.mean(expected_sims))
+    details = summary["details"]
+    assert [len(details[k]) for k in ("eval_rewards", "eval_similarities", "eval_rewrites")] == [3, 3, 3]
+    assert details["eval_reward"] == pytest.approx(np.mean(details["eval_rewards"]))
+    expected_sims = [math.cos((len(r) - len(o)) / 10) for o, r in zip(held_out, details["eval_rewrites"])]
+    np.testing.assert_allclose(details["eval_similarities"], expected_sims, rtol=1e-9)
+    assert details["eval_similarity"] == pytest.approx(np.mean(expected_sims))
     model = captured.pop("model")
     after = dict(model.named_parameters())
     lora_b = [n for n in captured if "lora_B" in n]
@@ -286,6 +288,31 @@ def test_resume_continues_from_the_last_checkpoint(prefs, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     trained = [r["step"] for r in records if "losses/loss" in r]
     assert again["steps"] == 3 and trained == [1, 2, 3] and not any("charts/train_runtime" in r for r in records)
+
+
+def test_max_target_queries_bounds_the_pairs_and_counts_every_target_query(tmp_path, monkeypatch):
+    """Issue 14: training steps query no target, so the budget bounds the preference pairs (each original costs at
+    most 5 rewrites x 4 inputs = 20 sequences) after reserving the final evaluation (2 originals and their 2
+    rewrites x 32 dev inputs = 128); the summary counts both, not 0."""
+    from rlprompt.targets.hf import HFTarget
+
+    monkeypatch.setattr(HFTarget, "from_loaded", staticmethod(lambda *loaded: scripted_rewriter()))
+    task = _task()
+    target = _target(task)
+    cfg = _cfg(tmp_path, preferences=str(tmp_path / "budget.jsonl"), lora_target_modules=["q_proj"], steps=1,
+               max_target_queries=128 + 20 + 10)  # pays for one of the two originals
+    summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), target=target, task=task)
+    assert summary["stop_reason"] == "max_target_queries" and summary["details"]["skipped_originals"] == 1
+    # the pairs' 20 and at least the originals' 64 of the evaluation (a rewrite equal to its original is scored once)
+    assert 20 + 64 <= summary["target_queries"] == target.stats.sequences <= 158
+    rows = [json.loads(line) for line in (tmp_path / "budget.jsonl").read_text().splitlines()]
+    assert rows and {r["original"] for r in rows} == {"Say the sentiment."}
+    assert json.loads((tmp_path / "run" / "preference_stats.json").read_text())["originals"] == 1
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["target_queries"] == 20 for r in logged if "losses/loss" in r)  # the pairs' queries, from step 1
+    with pytest.raises(ConfigError, match="max_target_queries=147 cannot pay for one original"):
+        train_dpo(_cfg(tmp_path, preferences=str(tmp_path / "none.jsonl"), max_target_queries=147), tmp_path / "small",
+                  rewriter=load_model("tiny-random"), target=target, task=task)
 
 
 @pytest.mark.parametrize("name, method", [("dpo_sentiment", "dpo"), ("semdpo_sentiment", "sem-dpo")])
@@ -324,7 +351,7 @@ def _fake_summary(arm: str, seed: int) -> dict:
     rewards = [(49.0 if arm == "sem-dpo" else 50.0) + 0.5 * (i - 1) + 0.1 * seed for i in range(len(HELD_OUT))]
     return {"eval_reward": float(np.mean(rewards)), "eval_similarity": float(np.mean(sims)), "eval_rewards": rewards,
             "eval_similarities": sims, "eval_rewrites": [f"{arm} rewrite {i}" for i in range(len(HELD_OUT))],
-            "train_seconds": 10.0, "steps": 2, "mean_weight": 0.3, "weight_scale": 1 / 0.3}
+            "train_seconds": 10.0, "mean_weight": 0.3, "weight_scale": 1 / 0.3}
 
 
 @pytest.fixture
@@ -337,7 +364,7 @@ def bench(prefs, tmp_path, monkeypatch):
 
     def fake_train(cfg, run_dir, **kwargs):
         trained.append((type(cfg).method, cfg.seed))
-        return _fake_summary(type(cfg).method, cfg.seed)
+        return {"steps": 2, "details": _fake_summary(type(cfg).method, cfg.seed)}  # train_dpo's figures are details
 
     monkeypatch.setattr(module, "train_dpo", fake_train)
     monkeypatch.setattr(module, "evaluate_rewriter", lambda *a, **k: _fake_summary("base", 0))
@@ -424,8 +451,13 @@ def test_dpo_and_semdpo_write_an_enhancer_that_keeps_the_original_unless_rewrite
     task = _task()
     summary = train_dpo(cfg, tmp_path / "run", rewriter=load_model("tiny-random"), embedder=fake_embedder,
                         target=_target(task), task=task)
-    assert summary["enhancer_identity"] is identity and summary["eval_rewrites"] == [rewrite] * 3
-    assert summary["eval_fallbacks"] == [None] * 3 and summary["eval_original_accuracies"] == [0.0] * 3
+    details = summary["details"]
+    assert details["enhancer_identity"] is identity and details["eval_rewrites"] == [rewrite] * 3
+    assert details["eval_fallbacks"] == [None] * 3 and details["eval_original_accuracies"] == [0.0] * 3
+    # best_prompt is what the saved enhancer deploys: the rewrite when it wins on dev, else an original
+    assert summary["best_prompt"] == (held_out[0] if identity else rewrite)
+    assert summary["best_prompt"] == (tmp_path / "run" / "prompt.txt").read_text()
+    assert summary["dev_accuracy"] == (0.0 if identity else 1.0)
     path = tmp_path / "run" / "enhancer"
     evaluation = json.loads((path / "enhancer.json").read_text())["evaluation"]
     assert evaluation["original"] == {"texts": held_out, "scores": [0.0] * 3, "score": 0.0}

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from rlprompt.errors import ConfigError
 from rlprompt.models import load_model
 from rlprompt.policies.prewrite import (
     PRewriteConfig,
@@ -151,7 +152,7 @@ def test_grpo_steps_change_lora_params_and_write_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(grpo, "get_peft_model", spy)
     summary = train_prewrite(cfg, tmp_path / "run", target=target, rewriter=load_model("tiny-random"))
-    assert summary["steps"] == 2 and summary["seconds_per_step"] > 0
+    assert summary["steps"] == 2 and summary["details"]["seconds_per_step"] > 0
     assert len(calls) >= cfg.num_generations  # the reward scored the sampled completions
     assert initial and all("lora_" in n for n in initial)
     unchanged = [n for n, (param, before) in initial.items() if torch.equal(param.detach(), before)]
@@ -191,7 +192,30 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert again["steps"] == 2 and [r["step"] for r in records if "losses/loss" in r] == [1, 2]
     assert sum(any(k.startswith("eval/") for k in r) for r in records) == 1
-    assert (again["prewrite_i"], again["prewrite_s"]) == (summary["prewrite_i"], summary["prewrite_s"])
+    assert (again["details"]["prewrite_i"], again["details"]["prewrite_s"]) == \
+        (summary["details"]["prewrite_i"], summary["details"]["prewrite_s"])
+
+
+def test_max_target_queries_stops_training_early_and_keeps_room_for_the_final_selection(tmp_path):
+    """Issue 14: a step scores <= 4 rewrites x 4 inputs = 16 sequences, the final selection <= (3 samples + the
+    initial instruction + PRewrite-I) x 8 dev inputs = 40: a budget of 72 pays for two of five steps."""
+    cfg = _tiny_cfg(steps=5, max_target_queries=72)
+    target = _fake_target(cfg)
+    target.stats.sequences = 500  # a target shared with earlier runs: only this run's sequences count
+    summary = train_prewrite(cfg, tmp_path / "run", target=target, rewriter=load_model("tiny-random"))
+    assert summary["stop_reason"] == "max_target_queries" and summary["steps"] == 2
+    assert 0 < summary["target_queries"] == target.stats.sequences - 500 <= 72
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2" / "manifest.json").is_file()  # resumable there
+    assert target.max_sequences is None  # the run's guard on the target is lifted when it ends
+    # resumed with the same budget: no further step, the same stop; with none, on to the end
+    again = train_prewrite(cfg, tmp_path / "run", resume=True, target=target, rewriter=load_model("tiny-random"))
+    assert (again["steps"], again["stop_reason"]) == (2, "max_target_queries") and again["target_queries"] <= 72
+    done = train_prewrite(_tiny_cfg(steps=3), tmp_path / "run", resume=True, target=target,
+                          rewriter=load_model("tiny-random"))
+    assert (done["steps"], done["stop_reason"]) == (3, "steps")
+    with pytest.raises(ConfigError, match="max_target_queries=39 cannot pay for PRewrite's final selection"):
+        train_prewrite(_tiny_cfg(max_target_queries=39), tmp_path / "small", target=target,
+                       rewriter=load_model("tiny-random"))
 
 
 class SamplingEnhancer:
@@ -395,7 +419,7 @@ def test_the_enhancer_keeps_the_original_unless_its_rewrite_beats_it_on_dev(tmp_
     target = _fake_target(cfg, quality=lambda p: 1.0 if p == winner else 0.0)
     summary = train_prewrite(cfg, tmp_path / "run", target=target, rewriter=load_model("tiny-random"))
     line = [l for l in capsys.readouterr().err.splitlines() if l.startswith("prewrite: ")]
-    assert summary["prewrite_i"] == better and summary["enhancer_identity"] is not rewrite_wins
+    assert summary["details"]["prewrite_i"] == better and summary["details"]["enhancer_identity"] is not rewrite_wins
     assert summary["best_prompt"] == winner == (tmp_path / "run" / "prompt.txt").read_text()
     evaluation = json.loads((tmp_path / "run" / "enhancer" / "enhancer.json").read_text())["evaluation"]
     assert evaluation["original"]["texts"] == [initial] and evaluation["deployed"] == "prewrite_i"

@@ -305,8 +305,9 @@ def test_train_writes_outputs_and_resume_continues_the_same_search(tmp_path):
     for name in ("prompt.txt", "tree.json", "reward_by_depth.png", "metrics.jsonl", "config.yaml", "summary.json"):
         assert (tmp_path / "full" / name).is_file(), name
     tree = json.loads((tmp_path / "full" / "tree.json").read_text())
-    assert (tmp_path / "full" / "prompt.txt").read_text() == summary["prompt"] == tree["nodes"][tree["final"]]["prompt"]
-    assert summary["test_accuracy"] == pytest.approx(hashed(summary["prompt"]))
+    final = tree["nodes"][tree["final"]]["prompt"]
+    assert (tmp_path / "full" / "prompt.txt").read_text() == summary["best_prompt"] == final
+    assert summary["test_accuracy"] == pytest.approx(hashed(summary["best_prompt"]))
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 4] and "eval/test_accuracy" in records[-1]
 
@@ -315,7 +316,7 @@ def test_train_writes_outputs_and_resume_continues_the_same_search(tmp_path):
         run(tmp_path / "resumed", 4)
     resumed = run(tmp_path / "resumed", 4, resume=True)
     assert json.loads((tmp_path / "resumed" / "tree.json").read_text()) == tree
-    assert resumed["prompt"] == summary["prompt"]
+    assert resumed["best_prompt"] == summary["best_prompt"]
     # the query count carries over the resume (a fresh target starts at 0) and ignores a shared target's earlier use
     assert resumed["target_queries"] == summary["target_queries"] > 0
     resumed_records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
@@ -338,7 +339,7 @@ def test_a_target_cache_answers_a_repeated_search_without_querying_the_target(tm
     b = train_promptagent(cfg, tmp_path / "b", target=second, optimizer=scripted_optimizer(seeded=True), task=TASK)
     assert 0 < a["target_queries"] <= first.stats.sequences  # the summary leaves the final test evaluation out
     assert b["target_queries"] == second.stats.sequences == 0 and dev_prompts(second) == []  # all from the cache
-    assert second.stats.cache_hits >= first.stats.sequences and b["prompt"] == a["prompt"]
+    assert second.stats.cache_hits >= first.stats.sequences and b["best_prompt"] == a["best_prompt"]
 
 
 def test_a_search_saved_before_the_rename_resumes(tmp_path):

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from rlprompt.config import config_method, dump_config, load_config, parse_overrides
-from rlprompt.runs import RunDir, rng_state, seed_everything, set_rng_state
+from rlprompt.errors import ConfigError
+from rlprompt.runs import (SUMMARY_KEYS, QueryBudget, RunClock, RunDir, RunResult, config_hash, rng_state,
+                           seed_everything, set_rng_state)
 
 
 @dataclass
@@ -94,6 +96,58 @@ def test_run_dir_files_and_metrics(tmp_path):
     assert list(run.path.glob("events.out.tfevents.*"))
     with pytest.raises(ValueError, match="already holds a run"):
         RunDir(tmp_path / "run")
+
+
+def test_run_result_writes_the_common_summary(tmp_path):
+    """Issue 14: every method's summary.json has the same top-level keys, in order, and a config hash that
+    follows config.yaml (its key order aside)."""
+    run = RunDir(tmp_path / "run", tensorboard=False)
+    run.write_config({"method": "prewrite", "steps": 3, "seed": 0})
+    result = RunResult(method="prewrite", best_prompt="Classify it.", dev_accuracy=np.float64(0.75), target_queries=12,
+                       steps=3, stop_reason="max_target_queries", wall_seconds=1.5, details={"pairs": np.int64(4)})
+    summary = result.write(run)
+    assert tuple(summary) == SUMMARY_KEYS and json.loads((run.path / "summary.json").read_text()) == summary
+    assert summary["run_dir"] == str(run.path) and summary["test_accuracy"] is None
+    assert summary["details"] == {"pairs": 4} and summary["dev_accuracy"] == 0.75
+    assert summary["config_hash"] == config_hash({"seed": 0, "steps": 3, "method": "prewrite"}) != config_hash(
+        {"method": "prewrite", "steps": 4, "seed": 0})
+    assert len(summary["config_hash"]) == 12
+    with pytest.raises(ConfigError, match="'out_of_time'"):
+        RunResult(method="x", best_prompt=None, dev_accuracy=None, target_queries=0, steps=0,
+                  stop_reason="out_of_time", wall_seconds=0.0)
+
+
+class _CountingTarget:
+    """Stands in for a Target: what QueryBudget reads and sets."""
+
+    def __init__(self, sequences: int = 0) -> None:
+        self.stats = type("Stats", (), {"sequences": sequences})()
+        self.max_sequences: int | None = None
+
+
+def test_query_budget_counts_this_runs_sequences_and_guards_the_target():
+    target = _CountingTarget(sequences=1000)  # a shared target: 1000 sequences were other runs'
+    budget = QueryBudget(target, limit=100, before=30)  # 30 spent before a resume
+    target.stats.sequences += 50
+    assert budget.spent() == 80 and budget.affords(20) and not budget.affords(21)
+    with budget:
+        assert target.max_sequences == 1050 + 20  # the target refuses what would pass the budget
+    assert target.max_sequences is None
+    target.max_sequences = 1060  # a tighter limit of the target's own is kept
+    with budget:
+        assert target.max_sequences == 1060
+    assert target.max_sequences == 1060
+    unlimited = QueryBudget(target, limit=None)
+    with unlimited:
+        assert unlimited.affords(10**9) and target.max_sequences == 1060
+
+
+def test_run_clock_goes_on_from_the_last_logged_wall_seconds(tmp_path):
+    run = RunDir(tmp_path / "run", tensorboard=False)
+    assert RunClock(run)() < 1.0
+    run.log(1, {"perf/wall_seconds": 40.0}, target_queries=1)
+    run.log(2, {"charts/reward": 1.0}, target_queries=2)
+    assert 40.0 <= RunClock(run)() < 41.0
 
 
 def test_paths_cannot_escape_the_run_dir(tmp_path):
