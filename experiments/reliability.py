@@ -182,7 +182,8 @@ def outage(work: Path, seed: int, updates: int = 10) -> dict:
 def write_preferences(folder: Path) -> Path:
     """A small synthetic preferences JSONL in trl's conversational format (as build_preferences writes it): one
     pair per default sentiment original, the chosen rewrite naming the labels, the rejected one vague."""
-    from rlprompt.policies.dpo import DEFAULT_ORIGINALS, SemDPOConfig, meta_messages
+    from rlprompt.policies.dpo import SemDPOConfig
+    from rlprompt.policies.preferences import DEFAULT_ORIGINALS, meta_messages
 
     cfg = SemDPOConfig()
     rows = [{"prompt": meta_messages(cfg, original),

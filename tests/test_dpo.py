@@ -12,17 +12,8 @@ import pytest
 import torch
 
 from rlprompt.models import load_model
-from rlprompt.policies.dpo import (
-    DPOMethodConfig,
-    SemDPOConfig,
-    _trl_config,
-    build_preferences,
-    load_preferences,
-    method_config,
-    pair_weights,
-    preference_pairs,
-    train_dpo,
-)
+from rlprompt.policies.dpo import DPOMethodConfig, SemDPOConfig, _trl_config, method_config, train_dpo
+from rlprompt.policies.preferences import build_preferences, load_preferences, pair_weights, preference_pairs
 from rlprompt.targets.base import Target, fill
 from rlprompt.tasks import load_task
 
