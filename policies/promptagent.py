@@ -49,10 +49,6 @@ class PromptAgentConfig(TaskTargetConfig):
 
     method: ClassVar[str] = "promptagent"
 
-    template: str | None = None
-    """Template with {sentence} and {prompt}; None keeps the task's."""
-    verbalizers: list[str] | None = None
-    """One single-token verbalizer per label; None keeps the task's."""
     optimizer: str = BUNDLED
     """Optimizer LM writing gradients and revisions: a model name, or openai:<base_url>:<model>."""
     optimizer_dtype: str = "bfloat16"
@@ -165,19 +161,8 @@ def plot_tree(agent: PromptAgent, path: Path) -> Path:
 
 
 def build_task(cfg: PromptAgentConfig) -> ClassificationTask:
-    """The config's classification task with its template/verbalizer overrides and the needed splits."""
-    overrides: dict[str, Any] = {}
-    if cfg.template is not None:
-        overrides["template"] = cfg.template
-    if cfg.verbalizers is not None:
-        overrides["verbalizers"] = tuple(cfg.verbalizers)
-    task = cfg.load_task(**overrides)
-    if not isinstance(task, ClassificationTask):
-        raise ValueError(f"PromptAgent needs a classification task; {cfg.task!r} is {type(task).__name__}")
-    missing = [s for s in (cfg.error_split, cfg.reward_split) if s not in task.splits]
-    if missing:
-        raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing}; it has {list(task.splits)}")
-    return task
+    """The config's classification task with its template/verbalizer overrides and the error and reward splits."""
+    return cfg.classification_task((cfg.error_split, cfg.reward_split))
 
 
 def make_agent(cfg: PromptAgentConfig, target: Target | None = None, optimizer: Target | None = None,

@@ -31,10 +31,6 @@ class TokenPPOConfig(TaskTargetConfig):
     """Fields shared by the token-level PPO methods (RLPrompt and MultiPrompter): the task (train and dev
     splits), target, frozen policy LM, heads, PPO, reward and run settings. Subclasses add their own fields."""
 
-    template: str | None = None
-    """Template with {sentence} and {prompt}; None keeps the task's."""
-    verbalizers: list[str] | None = None
-    """One single-token verbalizer per label; None keeps the task's."""
     policy_model: str = "smollm2-135m-instruct"
     """Frozen causal LM under the trainable heads (rlprompt.models.load_model name); shares the target when equal."""
     policy_dtype: str = "bfloat16"
@@ -219,19 +215,8 @@ class PrefixFeatures:
 
 
 def build_task(cfg: TokenPPOConfig) -> ClassificationTask:
-    """The config's task with its template/verbalizer overrides; it must have train and dev splits."""
-    overrides: dict[str, Any] = {}
-    if cfg.template is not None:
-        overrides["template"] = cfg.template
-    if cfg.verbalizers is not None:
-        overrides["verbalizers"] = tuple(cfg.verbalizers)
-    task = cfg.load_task(**overrides)
-    if not isinstance(task, ClassificationTask):
-        raise ValueError(f"{type(cfg).method} needs a classification task; {cfg.task!r} is {type(task).__name__}")
-    missing = [s for s in ("train", "dev") if s not in task.splits]
-    if missing:
-        raise ValueError(f"task {cfg.task!r} lacks the split(s) {missing} that {type(cfg).method} trains and selects on")
-    return task
+    """The config's classification task with its template/verbalizer overrides; it must have train and dev splits."""
+    return cfg.classification_task(("train", "dev"))
 
 
 __all__ = ["MASKED_LOGIT", "POLICY_HEADS", "TOP_K_SOURCES", "PrefixFeatures", "TokenPPOConfig", "actor_mlp", "build_task",

@@ -37,7 +37,7 @@ import yaml
 
 from rlprompt.devices import check_device
 from rlprompt.model_names import BUNDLED, DTYPE_NAMES
-from rlprompt.tasks import BUILTIN_TASKS, COLUMN_KEYS, Task, load_task, looks_like_path, read_text
+from rlprompt.tasks import BUILTIN_TASKS, COLUMN_KEYS, ClassificationTask, Task, load_task, looks_like_path, read_text
 
 T = TypeVar("T")
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -265,7 +265,8 @@ def dump_config(cfg: Any) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class TaskTargetConfig:
-    """The fields every method's config starts with: the task and the frozen target that scores prompts on it.
+    """The fields every method's config starts with: the task, the frozen target that scores prompts on it, and the
+    template and verbalizers it scores them through.
     Subclasses add their own fields and call ``super().__post_init__()`` from theirs."""
 
     path_fields: ClassVar[dict[str, bool]] = {"task": True}
@@ -285,6 +286,11 @@ class TaskTargetConfig:
     """dtype of a local target model (bfloat16, float32 or float16); remote targets ignore it."""
     device: str = "cpu"
     """Torch device of the local target and every trainable part: cpu, cuda, cuda:N or auto (CUDA when available)."""
+    template: str | None = None
+    """Template with {sentence} and {prompt} the target reads; None: the task's own (PRewrite and DPO: the target's
+    chat format, rlprompt.policies.rewriter.chat_template)."""
+    verbalizers: list[str] | None = None
+    """One single-token verbalizer per label; None: the task's own (PRewrite and DPO: " <label name>")."""
 
     def __post_init__(self) -> None:
         check_dtypes(self, "target_dtype")
@@ -299,6 +305,23 @@ class TaskTargetConfig:
         ``overrides`` (template, prompt, verbalizers, ...)."""
         columns = {f"{key}_column": name for key, name in (self.task_columns or {}).items()}
         return load_task(self.task, seed=self.task_seed, **columns, **overrides)
+
+    def classification_task(self, splits: Sequence[str], **overrides: Any) -> ClassificationTask:
+        """The config's task with its ``template`` and ``verbalizers`` where set, then ``overrides``; a
+        ``ValueError`` naming the method unless it is a classification task holding every split of ``splits``."""
+        if self.template is not None:
+            overrides = {"template": self.template, **overrides}
+        if self.verbalizers is not None:
+            overrides = {"verbalizers": tuple(self.verbalizers), **overrides}
+        task = self.load_task(**overrides)
+        method = getattr(type(self), "method", type(self).__name__)
+        if not isinstance(task, ClassificationTask):
+            raise ValueError(f"{method} needs a classification task; {self.task!r} is {type(task).__name__}")
+        missing = [s for s in splits if s not in task.splits]
+        if missing:
+            raise ValueError(f"task {self.task!r} lacks the split(s) {missing} that {method} needs; it has "
+                             f"{list(task.splits)}")
+        return task
 
 
 def check_dtypes(cfg: Any, *names: str) -> None:

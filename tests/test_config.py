@@ -117,3 +117,19 @@ def test_default_yaml_is_complete_commented_and_loads_back(method, tmp_path, mon
     path.write_text(text)
     assert dump_config(load_config(path, config_cls)) == dump_config(config_from_dict(dump_config(config_cls()),
                                                                                       config_cls))
+
+
+# -- the task every method loads through its config ------------------------------------------------------
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_loads_its_classification_task_through_one_check(method, tmp_path):
+    """Every method's config applies its template and verbalizers the same way, and refuses a task without the
+    splits the method needs with one error naming the method and the splits."""
+    config_cls, _ = method_entry(method)
+    cfg = config_cls(template="Q: {sentence} {prompt}", verbalizers=[" bad", " good"])
+    task = cfg.classification_task(("train",))
+    assert (task.template, task.verbalizers) == ("Q: {sentence} {prompt}", (" bad", " good"))
+    only_test = tmp_path / "reviews.csv"
+    only_test.write_text("text,label\ngood,1\nbad,0\n")  # no split column: every row is the test split
+    with pytest.raises(ValueError, match=rf"lacks the split\(s\) \['train'\] that {config_cls.method} needs; it has "
+                                         r"\['test'\]"):
+        config_cls(task=str(only_test)).classification_task(("train",))
