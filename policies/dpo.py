@@ -39,7 +39,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,42 +47,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
 from rlprompt.devices import resolve_device
 from rlprompt.enhancer import PromptEnhancer, describe_evaluation, rewriter_evaluation
-from rlprompt.models import BUNDLED, load_model
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, cosine_similarity
-from rlprompt.runs import (RunDir, resume_trainer_checkpoint, seed_everything, train_or_finish, trainer_checkpoint_sealer,
-                           trainer_checkpoint_step, trainer_logger)
+from rlprompt.runs import train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step, trainer_logger
 from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
 from rlprompt.policies.preferences import (build_preferences, build_task, config_target, load_preferences,
                                            originals_for, pair_weights)
-from rlprompt.policies.prewrite import META_PROMPT  # PRewrite owns the rewrite prompt
+from rlprompt.policies.rewriter import RewriterConfig, load_rewriter, lora_config, open_trainer_run
 
 
 # -- config ---------------------------------------------------------------------------------------
 @dataclass
-class DPOMethodConfig(TaskTargetConfig):
+class DPOMethodConfig(RewriterConfig):
     """A DPO run on rewriter preference pairs (Rafailov et al. 2023; the reward uses the task's train split);
     YAML files may only set these fields.
 
     Named to avoid trl's ``DPOConfig``, which :func:`train_dpo` builds from it."""
 
     method: ClassVar[str] = "dpo"
-    path_fields: ClassVar[dict[str, bool]] = {**TaskTargetConfig.path_fields, "preferences": False}
+    path_fields: ClassVar[dict[str, bool]] = {**RewriterConfig.path_fields, "preferences": False}
     """Fields that may hold a path, each with whether it must exist (the preferences file may be built first)."""
 
-    rewriter_model: str = BUNDLED
-    """Rewriter base model (rlprompt.models.load_model name or a local checkpoint directory)."""
-    meta_prompt: str = META_PROMPT
-    """Rewriter meta-prompt holding {instruction} once; sent as one user chat message."""
-    template: str | None = None
-    """Target template with {prompt} and {sentence}; None uses PRewrite's chat template of the bundled tokenizer."""
-    verbalizers: list[str] | None = None
-    """One single-token verbalizer per label; None uses " <label name>"."""
     originals: list[str] | None = None
     """Instructions to rewrite when building pairs; None uses DEFAULT_ORIGINALS[task]."""
     eval_originals: list[str] | None = None
@@ -96,10 +85,6 @@ class DPOMethodConfig(TaskTargetConfig):
     """Sampling temperature of the rewriter when building pairs."""
     max_new_tokens: int = 40
     """Maximum tokens of one rewrite."""
-    reward: str = "gap"
-    """Reward of a rewrite on its minibatch: gap (RLPrompt's probability-gap reward) or accuracy."""
-    input_batch_size: int = 16
-    """Train inputs that all rewrites of one original are scored on (one shared minibatch per original)."""
     margin: float = 0.0
     """Keep a pair only when reward(chosen) - reward(rejected) >= margin (and strictly > 0)."""
     max_pairs_per_original: int = 4
@@ -121,36 +106,18 @@ class DPOMethodConfig(TaskTargetConfig):
     """Optimisation steps."""
     batch_size: int = 8
     """Pairs per step. Sem-DPO's weights act at any size (the loss is mean(W * loss)); smaller only adds noise."""
-    lora_r: int = 8
-    """LoRA rank of the rewriter's adapter (peft)."""
-    lora_alpha: int = 16
-    """LoRA scaling alpha."""
-    lora_dropout: float = 0.0
-    """LoRA dropout."""
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """Linear modules that get LoRA adapters."""
     max_length: int = 256
     """Maximum tokens of prompt + completion (trl truncates past it)."""
-    checkpoint_every: int = 10
-    """Save a trl checkpoint every this many steps (and at the end)."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept on disk."""
-    seed: int = 0
-    """Seeds python, numpy, torch, trl, the rewriter's sampling and the reward's minibatch sampler."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive = ("samples_per_original", "max_new_tokens", "input_batch_size", "max_pairs_per_original", "steps",
-                    "batch_size", "lora_r", "lora_alpha", "max_length", "checkpoint_every", "keep_checkpoints")
+        positive = ("samples_per_original", "max_new_tokens", "max_pairs_per_original", "steps", "batch_size",
+                    "max_length")
         bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
         if bad:
             raise ValueError(f"these {type(self).__name__} fields must be >= 1: {bad}")
         if self.samples_per_original < 2:
             raise ValueError(f"samples_per_original must be >= 2 to form pairs, got {self.samples_per_original}")
-        if self.reward not in ("gap", "accuracy"):
-            raise ValueError(f"reward must be 'gap' or 'accuracy', got {self.reward!r}")
-        if self.meta_prompt.count("{instruction}") != 1:
-            raise ValueError(f"meta_prompt must contain {{instruction}} exactly once, got {self.meta_prompt!r}")
         if not isinstance(self.normalize_weights, bool):
             raise ValueError(f"normalize_weights must be true or false, got {self.normalize_weights!r}")
         if self.margin < 0 or self.alpha < 0:
@@ -158,12 +125,8 @@ class DPOMethodConfig(TaskTargetConfig):
         if self.beta <= 0 or self.learning_rate <= 0 or self.sample_temperature <= 0:
             raise ValueError(f"beta, learning_rate and sample_temperature must be > 0, got {self.beta}, "
                              f"{self.learning_rate}, {self.sample_temperature}")
-        if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}")
         if self.originals is not None and len(self.originals) < 1:
             raise ValueError("originals must hold at least one instruction (or be null for the task's defaults)")
-        if not self.lora_target_modules:
-            raise ValueError("lora_target_modules must name at least one module")
 
 
 @dataclass
@@ -314,15 +277,10 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     beat them on average (one line on stderr says which; ``enhancer_identity`` in the summary). ``rewriter``
     (model, tokenizer), ``embedder``, ``target`` and ``task`` override the config's (tests).
     """
-    from peft import LoraConfig
     from trl import DPOTrainer
 
     semantic = type(cfg).method == "sem-dpo"
-    run = RunDir(run_dir, resume=resume)
-    if resume and (run.path / "config.yaml").is_file():
-        check_resume_config(run.read_config(), cfg)
-    run.write_config(dump_config(cfg))
-    seed_everything(cfg.seed)
+    run, checkpoint = open_trainer_run(cfg, run_dir, resume)
     if not Path(cfg.preferences).is_file():
         from rlprompt.targets.hf import HFTarget
 
@@ -339,20 +297,12 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
         run.write_json("pair_weights.json", weights.tolist())
         scale = 1.0 / float(np.mean(weights)) if cfg.normalize_weights else 1.0
         dataset = dataset.add_column("weight", (weights * scale).tolist())
-    model, tokenizer = rewriter if rewriter is not None else load_model(cfg.rewriter_model, dtype="float32")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    output_dir = run.path / "checkpoints"
-    checkpoint = resume_trainer_checkpoint(output_dir) if resume else None
-    if resume and checkpoint is None and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
+    model, tokenizer = load_rewriter(cfg, rewriter)
     if checkpoint is not None:
         run.truncate_to(trainer_checkpoint_step(checkpoint), training_only=True)
-    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                             target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
     trainer_cls = _trainer_class() if semantic else DPOTrainer
-    trainer = trainer_cls(model=model, args=_trl_config(cfg, output_dir), train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config,
+    trainer = trainer_cls(model=model, args=_trl_config(cfg, run.path / "checkpoints"), train_dataset=dataset,
+                          processing_class=tokenizer, peft_config=lora_config(cfg),
                           callbacks=[trainer_logger(run, desc=f"{type(cfg).method} steps"), trainer_checkpoint_sealer()])
     start = time.perf_counter()
     train_or_finish(trainer, checkpoint, cfg.steps)

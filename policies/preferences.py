@@ -19,14 +19,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rlprompt.enhancer import clean_rewrite
-from rlprompt.models import BUNDLED, load_tokenizer
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, semantic_weights
 from rlprompt.runs import write_atomic
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask
 
-from rlprompt.policies.prewrite import chat_template
+from rlprompt.policies.rewriter import rewriter_task
 
 if TYPE_CHECKING:
     from rlprompt.policies.dpo import DPOMethodConfig
@@ -69,15 +68,9 @@ DEFAULT_ORIGINALS["agnews"] = DEFAULT_ORIGINALS["topic"]
 
 
 def build_task(cfg: DPOMethodConfig) -> ClassificationTask:
-    """The config's classification task with its template and verbalizers (train split required)."""
-    base = cfg.load_task()
-    if not isinstance(base, ClassificationTask) or "train" not in base.splits:
-        raise ValueError(f"DPO needs a classification task with a train split; {cfg.task!r} is not one")
-    template = cfg.template
-    if template is None:
-        template = chat_template(load_tokenizer(BUNDLED))
-    verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
-    return cfg.load_task(template=template, verbalizers=verbalizers)
+    """The config's classification task with its rewriter template and verbalizers (:func:`rewriter_task`; the
+    chat template of the bundled tokenizer by default); it needs a train split."""
+    return rewriter_task(cfg, ("train",))
 
 
 def config_target(cfg: DPOMethodConfig) -> Target:
