@@ -3,8 +3,8 @@
 Optimization"), plus greedy, beam and APE (Zhou et al. 2023) baselines over the same budget.
 
 This module holds the typed config and the run entry point (:func:`train_promptagent`, ``method:
-promptagent``); the tree, its math and the searches are in :mod:`rlprompt.policies.promptagent_search`
-(re-exported here). MCTS follows the official code (XinyuanWangCS/PromptAgent): UCT with ``ln(N_parent + 1)``,
+promptagent``); the searches are in :mod:`rlprompt.policies.promptagent_search`, the tree and its math in
+:mod:`rlprompt.policies.promptagent_tree` (both re-exported here). MCTS follows the official code (XinyuanWangCS/PromptAgent): UCT with ``ln(N_parent + 1)``,
 back-propagation of the sum of future rewards along the path, min-threshold pruning, and an early stop of a
 simulation only on a strictly better reward than every node simulations have reached.
 """
@@ -26,17 +26,8 @@ from tqdm.auto import tqdm
 from rlprompt.config import TaskTargetConfig, check_dtypes, check_resume_config, dump_config
 from rlprompt.envs.scoring import PromptScorer, shared_target
 from rlprompt.models import BUNDLED
-from rlprompt.policies.promptagent_search import (
-    SEARCHES,
-    Node,
-    PromptAgent,
-    backpropagate,
-    parse_proposals,
-    pruned,
-    select_final,
-    simulation_best,
-    uct,
-)
+from rlprompt.policies.promptagent_search import SEARCHES, PromptAgent, parse_proposals
+from rlprompt.policies.promptagent_tree import Node, backpropagate, pruned, select_final, simulation_best, uct
 from rlprompt.runs import RunDir, seed_everything
 from rlprompt.targets.base import Target
 from rlprompt.tasks import ClassificationTask
