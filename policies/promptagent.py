@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from tqdm.auto import tqdm
 
 from rlprompt.config import TaskTargetConfig, check_dtypes, check_resume_config, dump_config
 from rlprompt.envs.scoring import PromptScorer, shared_target
+from rlprompt.figures import save_figure
 from rlprompt.models import BUNDLED
 from rlprompt.policies.promptagent_search import SEARCHES, PromptAgent, parse_proposals
 from rlprompt.policies.promptagent_tree import Node, backpropagate, pruned, select_final, simulation_best, uct
@@ -139,16 +138,7 @@ def plot_tree(agent: PromptAgent, path: Path) -> Path:
     right.set(xlabel="iteration / evaluation index", ylabel="reward", title="reward by iteration")
     right.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def build_task(cfg: PromptAgentConfig) -> ClassificationTask:
