@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rlprompt.config import check_positive
 from rlprompt.devices import resolve_device
 from rlprompt.enhancer import PromptEnhancer, describe_evaluation, rewriter_evaluation
 from rlprompt.rewards import ClassificationReward
@@ -111,11 +112,8 @@ class DPOMethodConfig(RewriterConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive = ("samples_per_original", "max_new_tokens", "max_pairs_per_original", "steps", "batch_size",
-                    "max_length")
-        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these {type(self).__name__} fields must be >= 1: {bad}")
+        check_positive(self, "samples_per_original", "max_new_tokens", "max_pairs_per_original", "steps", "batch_size",
+                       "max_length")
         if self.samples_per_original < 2:
             raise ValueError(f"samples_per_original must be >= 2 to form pairs, got {self.samples_per_original}")
         if not isinstance(self.normalize_weights, bool):

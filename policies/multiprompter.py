@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlprompt.config import check_positive
 from rlprompt.envs.multiprompter import MultiPrompterEnv, acting_agent, observation
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.devices import resolve_device
@@ -66,9 +67,7 @@ class MultiPrompterConfig(TokenPPOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        bad = {k: getattr(self, k) for k in ("n_agents", "segment_length", "n_episodes") if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these fields must be >= 1: {bad}")
+        check_positive(self, "n_agents", "segment_length", "n_episodes")
         if self.n_episodes < 2 and self.stabilizer in ("input_zscore", "batch_zscore"):
             raise ValueError(f"stabilizer={self.stabilizer!r} z-scores across prompts: needs n_episodes >= 2, "
                              f"got {self.n_episodes}")

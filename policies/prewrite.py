@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from rlprompt.config import check_positive
 from rlprompt.devices import resolve_device
 from rlprompt.enhancer import clean_rewrite, describe_evaluation, rewriter_evaluation
 from rlprompt.rewards import ClassificationReward, make_stabilizer
@@ -85,10 +86,7 @@ class PRewriteConfig(RewriterConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive = ("num_generations", "max_completion_length", "steps", "num_samples")
-        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these PRewriteConfig fields must be >= 1: {bad}")
+        check_positive(self, "num_generations", "max_completion_length", "steps", "num_samples")
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 (GRPO compares rewrites in a group), got {self.num_generations}")
         if self.stabilizer not in STABILIZERS:

@@ -4,9 +4,10 @@ Optimization"), plus greedy, beam and APE (Zhou et al. 2023) baselines over the 
 
 This module holds the typed config and the run entry point (:func:`train_promptagent`, ``method:
 promptagent``); the searches are in :mod:`rlprompt.policies.promptagent_search`, the tree and its math in
-:mod:`rlprompt.policies.promptagent_tree` (both re-exported here). MCTS follows the official code (XinyuanWangCS/PromptAgent): UCT with ``ln(N_parent + 1)``,
-back-propagation of the sum of future rewards along the path, min-threshold pruning, and an early stop of a
-simulation only on a strictly better reward than every node simulations have reached.
+:mod:`rlprompt.policies.promptagent_tree` (both re-exported here). MCTS follows the official code
+(XinyuanWangCS/PromptAgent): UCT with ``ln(N_parent + 1)``, back-propagation of the sum of future rewards along the
+path, min-threshold pruning, and an early stop of a simulation only on a strictly better reward than every node
+simulations have reached.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from rlprompt.config import TaskTargetConfig, check_dtypes, check_resume_config, dump_config
+from rlprompt.config import TaskTargetConfig, check_dtypes, check_positive, check_resume_config, dump_config
 from rlprompt.envs.scoring import PromptScorer, shared_target
 from rlprompt.figures import save_figure
 from rlprompt.models import BUNDLED
@@ -98,11 +99,9 @@ class PromptAgentConfig(TaskTargetConfig):
         super().__post_init__()
         if self.search not in SEARCHES:
             raise ValueError(f"search must be one of {list(SEARCHES)}, got {self.search!r}")
-        positive = ("steps", "max_evaluations", "expand_width", "depth_limit", "beam_width", "error_batch_size",
-                    "max_errors", "ape_demos", "gradient_tokens", "revision_tokens", "max_prompt_chars")
-        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these fields must be >= 1: {bad}")
+        check_positive(self, "steps", "max_evaluations", "expand_width", "depth_limit", "beam_width",
+                       "error_batch_size", "max_errors", "ape_demos", "gradient_tokens", "revision_tokens",
+                       "max_prompt_chars")
         if not 0 <= self.min_depth <= self.depth_limit:
             raise ValueError(f"min_depth must lie in [0, depth_limit={self.depth_limit}], got {self.min_depth}")
         if self.exploration < 0:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
+from rlprompt.config import TaskTargetConfig, check_positive, check_resume_config, dump_config
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.runs import RunDir, resume_trainer_checkpoint, seed_everything
 from rlprompt.tasks import ClassificationTask
@@ -62,10 +62,7 @@ class RewriterConfig(TaskTargetConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive = ("input_batch_size", "lora_r", "lora_alpha", "checkpoint_every", "keep_checkpoints")
-        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these {type(self).__name__} fields must be >= 1: {bad}")
+        check_positive(self, "input_batch_size", "lora_r", "lora_alpha", "checkpoint_every", "keep_checkpoints")
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {list(REWARDS)}, got {self.reward!r}")
         if self.meta_prompt.count("{instruction}") != 1:

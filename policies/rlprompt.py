@@ -33,6 +33,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 from tqdm.auto import tqdm
 
+from rlprompt.config import check_positive
 from rlprompt.devices import resolve_device
 from rlprompt.envs import make_prompt_tokens_vec_env
 from rlprompt.envs.prompt_tokens import decode_prompt
@@ -63,9 +64,7 @@ class RLPromptConfig(TokenPPOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        bad = {k: getattr(self, k) for k in ("prompt_length", "n_envs", "episodes_per_update") if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these fields must be >= 1: {bad}")
+        check_positive(self, "prompt_length", "n_envs", "episodes_per_update")
         if self.n_envs < 2 and self.stabilizer in ("input_zscore", "batch_zscore"):
             raise ValueError(f"stabilizer={self.stabilizer!r} z-scores across prompts: needs n_envs >= 2, got {self.n_envs}")
         rollout = self.n_envs * self.episodes_per_update * self.prompt_length

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlprompt.config import TaskTargetConfig, check_dtypes, check_resume_config, dump_config
+from rlprompt.config import TaskTargetConfig, check_dtypes, check_positive, check_resume_config, dump_config
 from rlprompt.envs.scoring import PromptScorer
 from rlprompt.runs import Checkpoint, RunDir, rng_state, set_rng_state
 from rlprompt.tasks import ClassificationTask
@@ -104,11 +104,8 @@ class TokenPPOConfig(TaskTargetConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_dtypes(self, "policy_dtype")
-        positive = ("mlp_hidden", "value_hidden", "steps", "n_epochs", "input_batch_size", "eval_every",
-                    "eval_top_k", "checkpoint_every", "keep_checkpoints", "hidden_cache_size")
-        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these fields must be >= 1: {bad}")
+        check_positive(self, "mlp_hidden", "value_hidden", "steps", "n_epochs", "input_batch_size", "eval_every",
+                       "eval_top_k", "checkpoint_every", "keep_checkpoints", "hidden_cache_size")
         for name in ("learning_rate", "clip_range", "correct_coef", "incorrect_coef"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -290,5 +287,6 @@ def evaluate_prompts(cfg: TokenPPOConfig, run: RunDir, scorer: PromptScorer, sta
             "eval/best_accuracy": state["best_accuracy"]}
 
 
-__all__ = ["MASKED_LOGIT", "POLICY_HEADS", "TOP_K_SOURCES", "PrefixFeatures", "TokenPPOConfig", "actor_mlp", "build_task",
-           "checkpoint_state", "context_ids", "evaluate_prompts", "head_logits", "loop_state", "mlp", "open_run"]
+__all__ = ["MASKED_LOGIT", "POLICY_HEADS", "TOP_K_SOURCES", "PrefixFeatures", "TokenPPOConfig", "actor_mlp",
+           "build_task", "checkpoint_state", "context_ids", "evaluate_prompts", "head_logits", "loop_state", "mlp",
+           "open_run"]

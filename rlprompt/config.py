@@ -331,6 +331,13 @@ def check_dtypes(cfg: Any, *names: str) -> None:
             raise ValueError(f"{name} must be one of {list(DTYPE_NAMES)}, got {getattr(cfg, name)!r}")
 
 
+def check_positive(cfg: Any, *names: str) -> None:
+    """Raise ``ValueError`` naming every field of ``names`` (counts and sizes) that is below 1, with its value."""
+    bad = {name: getattr(cfg, name) for name in names if getattr(cfg, name) < 1}
+    if bad:
+        raise ValueError(f"these {type(cfg).__name__} fields must be >= 1: {bad}")
+
+
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring under each field of a config dataclass and its dataclass bases, its first paragraph as one
     line (for ``--help``, :func:`default_yaml` and docs)."""
@@ -379,6 +386,7 @@ def default_yaml(cls: type) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["METHOD_KEY", "RENAMED_FIELDS", "RESUME_CHANGEABLE", "TaskTargetConfig", "check_dtypes", "check_resume_config",
+__all__ = ["METHOD_KEY", "RENAMED_FIELDS", "RESUME_CHANGEABLE", "TaskTargetConfig", "check_dtypes", "check_positive",
+           "check_resume_config",
            "config_from_dict", "config_method", "default_yaml", "dump_config", "field_docs", "load_config",
            "parse_overrides"]

@@ -133,3 +133,24 @@ def test_every_method_loads_its_classification_task_through_one_check(method, tm
     with pytest.raises(ValueError, match=rf"lacks the split\(s\) \['train'\] that {config_cls.method} needs; it has "
                                          r"\['test'\]"):
         config_cls(task=str(only_test)).classification_task(("train",))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_names_a_count_below_one_with_its_class_and_value(method):
+    config_cls, _ = method_entry(method)
+    with pytest.raises(ValueError, match=rf"these {config_cls.__name__} fields must be >= 1: \{{'steps': -2\}}"):
+        config_cls(steps=-2)
+
+
+def test_check_positive_names_every_field_below_one():
+    from rlprompt.config import check_positive
+
+    @dataclasses.dataclass
+    class Sizes:
+        a: int = 1
+        b: int = 0
+        c: int = -3
+
+    check_positive(Sizes(b=1, c=1), "a", "b", "c")
+    with pytest.raises(ValueError, match=r"these Sizes fields must be >= 1: \{'b': 0, 'c': -3\}"):
+        check_positive(Sizes(), "a", "b", "c")
