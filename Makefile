@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-fast clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ $(VENV)/.test-installed: $(VENV)/.installed
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# the hermetic tier: no model files (so no GGUF conversion), no real server, no child training run, no llama.cpp build
+FAST_MARKERS := not slow and not model and not subprocess and not heavy
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -18,7 +18,7 @@ import gymnasium
 from rlprompt.envs.prompt_edit import PromptEditEnv
 from rlprompt.envs.prompt_rewrite import PromptRewriteEnv
 from rlprompt.envs.prompt_tokens import BatchedPromptVecEnv, PromptTokensEnv, make_prompt_tokens_vec_env
-from rlprompt.envs.scoring import PromptScorer, shared_target
+from rlprompt.envs.scoring import PromptScorer
 
 ENV_IDS: tuple[str, ...] = ("rlprompt/PromptTokens-v0", "rlprompt/PromptRewrite-v0", "rlprompt/PromptEdit-v0")
 
@@ -47,5 +47,4 @@ __all__ = [
     "PromptScorer",
     "PromptTokensEnv",
     "make_prompt_tokens_vec_env",
-    "shared_target",
 ]

@@ -16,6 +16,7 @@ plain functions, so the batched trainer of :mod:`rlprompt.policies.multiprompter
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from pettingzoo import AECEnv
 
 from rlprompt.envs.prompt_tokens import action_vocabulary, decode_prompt, resolve_tokenizer
 from rlprompt.envs.scoring import PromptScorer
+from rlprompt.errors import ConfigError
 from rlprompt.models import BUNDLED
 from rlprompt.targets.base import Target
 from rlprompt.tasks import ClassificationTask
@@ -46,8 +48,10 @@ def observation(tokens: np.ndarray, t: int, agent: int) -> np.ndarray:
 class MultiPrompterEnv(AECEnv):
     """K cooperative prompters writing one prompt segment by segment (MultiPrompter, Kim et al. 2023).
 
-    Arguments as :class:`~rlprompt.envs.PromptTokensEnv`, plus ``num_agents`` (K) and ``segment_length``
-    (S, tokens per agent). ``reset(seed=s)`` reseeds the scorer's minibatch sampler.
+    Arguments as :class:`~rlprompt.envs.PromptTokensEnv`, plus ``n_agents`` (K, as MultiPrompterConfig's field) and
+    ``segment_length`` (S, tokens per agent). ``num_agents=`` is the old name of ``n_agents``, still read with a
+    warning (PettingZoo's ``env.num_agents`` is the number of agents still acting, 0 before ``reset``).
+    ``reset(seed=s)`` reseeds the scorer's minibatch sampler.
     """
 
     metadata = {"name": "multiprompter_v0", "render_modes": [], "is_parallelizable": False}
@@ -56,7 +60,7 @@ class MultiPrompterEnv(AECEnv):
         self,
         task: str | ClassificationTask = "sentiment",
         target: str | Target = BUNDLED,
-        num_agents: int = 2,
+        n_agents: int = 2,
         segment_length: int = 3,
         vocab: Sequence[int] | None = None,
         reward: str = "gap",
@@ -65,21 +69,25 @@ class MultiPrompterEnv(AECEnv):
         split: str = "train",
         *,
         tokenizer: Any = None,
+        num_agents: int | None = None,
         **reward_kwargs: Any,
     ) -> None:
         super().__init__()
-        if num_agents < 1 or segment_length < 1:
-            raise ValueError(f"num_agents and segment_length must be >= 1, got {num_agents} and {segment_length}")
+        if num_agents is not None:
+            warnings.warn("MultiPrompterEnv(num_agents=) is deprecated: pass n_agents=", FutureWarning, stacklevel=2)
+            n_agents = num_agents
+        if n_agents < 1 or segment_length < 1:
+            raise ValueError(f"n_agents and segment_length must be >= 1, got {n_agents} and {segment_length}")
         self.scorer = PromptScorer(target, task, reward=reward, stabilizer=stabilizer, split=split,
                                    batch_size=batch_size, **reward_kwargs)
         self.tokenizer = resolve_tokenizer(self.scorer.target, tokenizer)
         self.action_token_ids = action_vocabulary(self.tokenizer, vocab)
         self.segment_length = int(segment_length)
-        self.prompt_length = int(num_agents) * self.segment_length
-        self.possible_agents = [f"prompter_{k}" for k in range(num_agents)]
+        self.prompt_length = int(n_agents) * self.segment_length
+        self.possible_agents = [f"prompter_{k}" for k in range(n_agents)]
         high = len(self.tokenizer) - 1
-        if self.prompt_length > high or num_agents > high:
-            raise ValueError(f"prompt length {self.prompt_length} must stay below the vocabulary size {high + 1}")
+        if self.prompt_length > high or n_agents > high:
+            raise ConfigError(f"prompt length {self.prompt_length} must stay below the vocabulary size {high + 1}")
         self.observation_spaces = {a: spaces.Box(0, high, shape=(self.prompt_length + 2,), dtype=np.int64)
                                    for a in self.possible_agents}
         self.action_spaces = {a: spaces.Discrete(len(self.action_token_ids)) for a in self.possible_agents}

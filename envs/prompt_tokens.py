@@ -29,6 +29,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from rlprompt.envs.scoring import PromptScorer
+from rlprompt.errors import ConfigError
 from rlprompt.models import BUNDLED, load_tokenizer
 from rlprompt.targets.base import Target
 from rlprompt.tasks import ClassificationTask
@@ -48,12 +49,12 @@ def action_vocabulary(tokenizer: Any, vocab: Sequence[int] | None) -> np.ndarray
     else:
         ids = np.asarray(list(vocab), dtype=np.int64)
         if ids.size == 0:
-            raise ValueError("vocab is empty: give at least one allowed token id (or None for the full vocabulary)")
+            raise ConfigError("vocab is empty: give at least one allowed token id (or None for the full vocabulary)")
         bad = ids[(ids < 0) | (ids >= size)]
         if bad.size:
-            raise ValueError(f"token id {int(bad[0])} in vocab is outside the tokenizer's vocabulary [0, {size})")
+            raise ConfigError(f"token id {int(bad[0])} in vocab is outside the tokenizer's vocabulary [0, {size})")
         if len(np.unique(ids)) != len(ids):
-            raise ValueError(f"vocab holds duplicate token ids: {sorted(ids.tolist())[:20]}")
+            raise ConfigError(f"vocab holds duplicate token ids: {sorted(ids.tolist())[:20]}")
     return ids
 
 
@@ -66,10 +67,10 @@ def decode_prompt(tokenizer: Any, token_ids: Sequence[int]) -> str:
 class PromptTokensEnv(gym.Env):
     """Compose a ``prompt_length``-token prompt for a frozen target (RLPrompt, Deng et al. 2022).
 
-    ``task``: task name/path (:func:`rlprompt.tasks.load_task`) or a task object; ``target``: model name
-    (one shared instance per process) or a :class:`~rlprompt.targets.Target`; ``vocab``: allowed token
-    ids (``None``: all non-special tokens); ``reward``/``stabilizer``/``batch_size``/``split`` and extra
-    ``reward_kwargs`` build the :class:`PromptScorer` unless ``scorer`` is given (then they must be left
+    ``task``: task name/path (:func:`rlprompt.tasks.load_task`) or a task object; ``target``: a model name (built
+    for this env's scorer) or a :class:`~rlprompt.targets.Target` (pass one to several envs to share its model);
+    ``vocab``: allowed token ids (``None``: all non-special tokens); ``reward``/``stabilizer``/``batch_size``/``split``
+    and extra ``reward_kwargs`` build the :class:`PromptScorer` unless ``scorer`` is given (then they must be left
     at their defaults). ``reset(seed=s)`` reseeds the scorer's minibatch sampler when this env owns it.
     """
 
@@ -106,7 +107,7 @@ class PromptTokensEnv(gym.Env):
         self.action_token_ids = action_vocabulary(self.tokenizer, vocab)
         self.vocab_size = len(self.tokenizer)
         if self.prompt_length > self.vocab_size - 1:
-            raise ValueError(f"prompt_length={prompt_length} must stay below the vocabulary size {self.vocab_size}")
+            raise ConfigError(f"prompt_length={prompt_length} must stay below the vocabulary size {self.vocab_size}")
         self.observation_space = spaces.Box(0, self.vocab_size - 1, shape=(self.prompt_length + 1,), dtype=np.int64)
         self.action_space = spaces.Discrete(len(self.action_token_ids))
         self._tokens = np.zeros(self.prompt_length, dtype=np.int64)

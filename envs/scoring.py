@@ -8,7 +8,6 @@ input-specific z-score (:class:`rlprompt.rewards.InputZScore`) needs.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,35 +15,21 @@ from typing import Any
 import numpy as np
 
 from rlprompt.evaluation import evaluate
-from rlprompt.models import BUNDLED
+from rlprompt.errors import ConfigError
+from rlprompt.model_names import DEFAULT_DTYPE
 from rlprompt.rewards import ClassificationReward, RewardFn, make_reward, make_stabilizer, reward_name
 from rlprompt.targets.base import Target
 from rlprompt.tasks import ClassificationTask, load_task
 
 
-@functools.cache
-def _shared_target(spec: str, options: tuple[tuple[str, Any], ...]) -> Target:
-    from rlprompt.targets import make_target  # lazy: keeps ``import rlprompt.envs`` light
-
-    return make_target(spec, **dict(options))
-
-
-def shared_target(spec: str = BUNDLED, **kwargs: Any) -> Target:
-    """The process-wide target for ``spec`` (any string ``rlprompt.targets.make_target`` reads; keyword
-    options must be hashable), built on first use and returned again afterwards, so that several
-    environments in one process load the model once (NOTES: one target model per process). ``dtype``
-    and ``device`` do not apply to a remote ``openai:`` spec (make_target ignores them), so they are not part of
-    that key."""
-    if spec.startswith("openai:"):
-        kwargs.pop("dtype", None)
-        kwargs.pop("device", None)
-    return _shared_target(spec, tuple(sorted(kwargs.items())))
-
-
-def resolve_target(target: str | Target) -> Target:
-    """A :class:`Target` instance as is; a string through :func:`shared_target` (bf16 for local models)."""
+def resolve_target(target: str | Target, *, dtype: str = DEFAULT_DTYPE) -> Target:
+    """A :class:`Target` instance as is; a string (any spec :func:`rlprompt.targets.make_target` reads) built anew,
+    a local model in ``dtype``. Nothing is shared behind the caller's back: to score several environments with one
+    model, build the target once and pass it to each."""
     if isinstance(target, str):
-        return shared_target(target, dtype="bfloat16")
+        from rlprompt.targets import make_target  # lazy: keeps ``import rlprompt.envs`` light
+
+        return make_target(target, dtype=dtype)
     if not callable(getattr(target, "classify", None)):
         raise TypeError(f"target must be a model name or a Target with classify(), got {target!r}")
     return target
@@ -65,7 +50,8 @@ class PromptScorer:
     built on ``split`` with ``batch_size`` inputs per call, minibatches drawn with ``seed``) or a ready
     :class:`~rlprompt.rewards.ClassificationReward`. ``stabilizer`` is a name for
     :func:`rlprompt.rewards.make_stabilizer` (``"none"``, ``"input_zscore"``, ``"batch_zscore"``,
-    ``"running"``, ...) or a callable ``reward -> reward``. ``reward_kwargs`` go to the reward.
+    ``"running"``, ...) or a callable ``reward -> reward``. ``reward_kwargs`` go to the reward. A ``target`` given
+    as a string is built here (:func:`resolve_target`) in ``target_dtype``.
     """
 
     def __init__(
@@ -80,9 +66,10 @@ class PromptScorer:
         seed: int = 0,
         template: str | None = None,
         stabilizer_kwargs: dict[str, Any] | None = None,
+        target_dtype: str = DEFAULT_DTYPE,
         **reward_kwargs: Any,
     ) -> None:
-        self.target = resolve_target(target)
+        self.target = resolve_target(target, dtype=target_dtype)
         self.task = resolve_task(task)
         self.template = template or self.task.template
         self.verbalizers = list(self.task.verbalizers)
@@ -90,7 +77,7 @@ class PromptScorer:
         data = self.task.split(split)
         if isinstance(reward, str):
             if batch_size is not None and batch_size > len(data):
-                raise ValueError(f"batch_size={batch_size} exceeds the {len(data)} examples of split {split!r}")
+                raise ConfigError(f"batch_size={batch_size} exceeds the {len(data)} examples of split {split!r}")
             reward = make_reward(
                 reward, target=self.target, template=self.template, verbalizers=self.verbalizers,
                 texts=data.texts, labels=data.labels, batch_size=batch_size, seed=seed, **reward_kwargs,
@@ -147,4 +134,4 @@ class PromptScorer:
         return f"PromptScorer(target={getattr(self.target, 'name', self.target)!r}, reward={self.reward!r})"
 
 
-__all__ = ["PromptScorer", "resolve_target", "resolve_task", "shared_target"]
+__all__ = ["PromptScorer", "resolve_target", "resolve_task"]

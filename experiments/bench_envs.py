@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlprompt.envs import make_prompt_tokens_vec_env, shared_target
+from rlprompt.envs import make_prompt_tokens_vec_env
 from rlprompt.runs import write_atomic
+from rlprompt.targets import Target, make_target
 
 
 @dataclass
@@ -57,8 +58,7 @@ def parse() -> Args:
     return Args(**vars(parser.parse_args()))
 
 
-def run(args: Args, n: int, batched: bool) -> dict:
-    target = shared_target(args.target, dtype="bfloat16")
+def run(args: Args, target: Target, n: int, batched: bool) -> dict:
     vec = make_prompt_tokens_vec_env(n, seed=args.seed, task=args.task, target=target, batched=batched,
                                      prompt_length=args.prompt_length, batch_size=args.batch_size)
     vec.action_space.seed(args.seed)
@@ -111,10 +111,10 @@ def markdown(result: dict) -> str:
 def main() -> None:
     args = parse()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    rows = []
+    rows, target = [], make_target(args.target, dtype="bfloat16")  # one model for every row
     for n in args.n_envs:
         for batched in (True, False):
-            rows.append(run(args, n, batched))
+            rows.append(run(args, target, n, batched))
             print(rows[-1], flush=True)
     for row in rows:
         base = next(r for r in rows if r["n_envs"] == row["n_envs"] and not r["batched"])

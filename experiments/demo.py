@@ -14,7 +14,6 @@ from pathlib import Path
 
 from rlprompt.config import load_config
 from rlprompt.evaluation import evaluate
-from rlprompt.envs.scoring import shared_target
 from rlprompt.policies.rlprompt import RLPromptConfig, build_task, train_rlprompt
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "rlprompt_sentiment_demo.yaml"
@@ -27,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = load_config(CONFIG, RLPromptConfig, args.overrides)
-    task, target = build_task(cfg), shared_target(cfg.target, dtype=cfg.target_dtype)
+    task, target = build_task(cfg), cfg.build_target()
     summary = train_rlprompt(cfg, args.run_dir, target=target)
     test = task.split("test")
     print(f"\nrun directory: {summary['run_dir']}  ({summary['steps']} PPO updates, {summary['target_queries']} target "

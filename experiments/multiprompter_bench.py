@@ -13,7 +13,7 @@ each run's measured count).
 Each arm trains on ``<data>/<seed>/train.tsv``, selects its prompt on ``dev.tsv`` and scores it on the test set
 (raw accuracy, a fixed seeded sample of ``--test-limit`` examples, the same for every run). The policy seed of a
 data seed is its position in RLPrompt's seed list (:func:`policy_seed`), the same for every arm (paired arms) and
-distinct across data seeds, also when each ``--seeds`` runs in its own call.
+distinct across data seeds, also when each ``--task-seeds`` runs in its own call.
 
 Every (arm, seed) result lands in ``<runs-dir>/parts/<arm>-<seed>.json`` (with its per-example test predictions as
 a digit string, and the command and commit that made it) and the results file is rebuilt after each one; the gold
@@ -22,7 +22,7 @@ checkpoints; several processes (say, one per seed) may share a runs dir. ``--rep
 markdown and plot from the parts; :func:`markdown` rebuilds the markdown from the JSON alone.
 
     python experiments/multiprompter_bench.py --runs-dir runs/multiprompter_bench            # K=1,2,3 x 3 seeds
-    python experiments/multiprompter_bench.py --seeds 16-42 --updates 2 --test-limit 64 \\
+    python experiments/multiprompter_bench.py --task-seeds 16-42 --updates 2 --test-limit 64 \\
         --runs-dir /tmp/mpb --out /tmp/mpb/multiprompter.json                                 # a quick check
 """
 
@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from rlprompt.benchmarking import BENCHMARK_SEEDS, RLPROMPT_SEEDS, code_commit, policy_seed, sample_indices
+from rlprompt.cli import add_renamed_option
 from rlprompt.config import dump_config, load_config
 from rlprompt.evaluation import evaluate
 from rlprompt.policies.multiprompter import MultiPrompterConfig, train_multiprompter
@@ -225,7 +226,9 @@ def main(argv: list[str] | None = None, *, target: Target | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the MultiPrompter config")
     parser.add_argument("--config", default=str(ROOT / "configs" / "multiprompter_sst2.yaml"))
-    parser.add_argument("--seeds", nargs="+", default=list(BENCHMARK_SEEDS), help="dataset seed directories (RLPrompt's)")
+    parser.add_argument("--task-seeds", nargs="+", default=list(BENCHMARK_SEEDS),
+                        help="dataset seed directories (RLPrompt's; a config's task_seed)")
+    add_renamed_option(parser, "--seeds", "--task-seeds", nargs="+")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--length", type=int, default=6, help="total prompt tokens (divisible by every arm's K)")
     parser.add_argument("--updates", type=int, default=120, help="PPO updates of every run (the equal budget)")
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None, *, target: Target | None = None) -> int:
 
     base = load_config(args.config, MultiPrompterConfig, args.overrides)
     configs = {(arm, seed): arm_config(base, arm, seed, args.length, args.updates)
-               for seed in args.seeds for arm in args.arms}  # bad seeds or lengths fail before any training
+               for seed in args.task_seeds for arm in args.arms}  # bad seeds or lengths fail before any training
     command = " ".join(shlex.quote(a) for a in ["python", "experiments/multiprompter_bench.py",
                                                 *(sys.argv[1:] if argv is None else argv)])
     target = make_target(base.target, dtype=base.target_dtype) if target is None else target

@@ -29,7 +29,7 @@ examples, compared prediction by prediction).
     python experiments/prewrite_bench.py --tasks agnews --runs-dir runs/prewrite_bench    # AG News, 3 data seeds
     python experiments/prewrite_bench.py --tasks sst-2 --runs-dir runs/prewrite_bench     # SST-2 (same runs dir)
     python experiments/prewrite_bench.py --report-only --runs-dir runs/prewrite_bench
-    OMP_NUM_THREADS=1 python experiments/prewrite_bench.py --tasks sst-2 --seeds 16-100 --test-limit 64 \\
+    OMP_NUM_THREADS=1 python experiments/prewrite_bench.py --tasks sst-2 --task-seeds 16-100 --test-limit 64 \\
         --runs-dir /tmp/pwb --out /tmp/pwb/prewrite.json steps=2                            # a quick check
 """
 
@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from rlprompt.benchmarking import BENCHMARK_SEEDS, RLPROMPT_SEEDS, code_commit, policy_seed, sample_indices
+from rlprompt.cli import add_renamed_option
 from rlprompt.config import config_from_dict, dump_config, load_config
 from rlprompt.evaluation import evaluate
 from rlprompt.policies.prewrite import PRewriteConfig, balanced_subset, build_task, train_prewrite
@@ -99,7 +100,7 @@ def run_part(cfg: PRewriteConfig, target: Target, run_dir: Path, test_idx: np.nd
             shutil.rmtree(run_dir)
         resumed_from = 0 if checkpoint is None else int(checkpoint.name.rsplit("-", 1)[1])
         summary = train_prewrite(cfg, run_dir, resume=checkpoint is not None, target=target)
-    task = build_task(cfg)
+    task = build_task(cfg, target)
     test, train, dev = task.split("test"), task.split("train"), task.split("dev")
     texts, labels = [test.texts[i] for i in test_idx], [test.labels[i] for i in test_idx]
     instructions = dict(zip(ARMS, (summary["initial_instruction"], summary["prewrite_i"], summary["prewrite_s"])))
@@ -294,7 +295,9 @@ def main(argv: list[str] | None = None, *, target: Target | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides of every task's PRewrite config")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--seeds", nargs="+", default=list(BENCHMARK_SEEDS), help="RLPrompt dataset seed directories")
+    parser.add_argument("--task-seeds", nargs="+", default=list(BENCHMARK_SEEDS),
+                        help="RLPrompt dataset seed directories (a config's task_seed)")
+    add_renamed_option(parser, "--seeds", "--task-seeds", nargs="+")
     parser.add_argument("--data", default=str(DATA), help="RLPrompt 16-shot data root (holds sst-2/ and agnews/)")
     parser.add_argument("--test-limit", type=int, default=None,
                         help="score a fixed seeded sample of N test examples of every task (default: all of SST-2, "
@@ -318,12 +321,12 @@ def main(argv: list[str] | None = None, *, target: Target | None = None) -> int:
         return 0
 
     configs = {(name, seed): seed_config(name, seed, Path(args.data), args.overrides)
-               for name in args.tasks for seed in args.seeds}  # bad seeds or overrides fail before any training
+               for name in args.tasks for seed in args.task_seeds}  # bad seeds or overrides fail before any training
     command = shlex.join(["python", "experiments/prewrite_bench.py", *(sys.argv[1:] if argv is None else argv)])
     first = next(iter(configs.values()))
     target = target or make_target(first.target, dtype=first.target_dtype, device=first.device)
     for name in args.tasks:
-        test = build_task(configs[name, args.seeds[0]]).split("test")
+        test = build_task(configs[name, args.task_seeds[0]], target).split("test")
         limit = args.test_limit if args.test_limit is not None else TEST_LIMITS[name]
         test_idx = sample_indices(len(test.texts), limit)
         meta = {"test_examples": len(test_idx),
@@ -333,7 +336,7 @@ def main(argv: list[str] | None = None, *, target: Target | None = None) -> int:
         if meta_path.is_file() and json.loads(meta_path.read_text(encoding="utf-8")) != meta:
             raise ValueError(f"{runs_dir} holds {name} parts scored on other test examples; use another --runs-dir")
         write_atomic(meta_path, json.dumps(meta))
-        for seed in args.seeds:
+        for seed in args.task_seeds:
             cfg, part = configs[name, seed], runs_dir / "parts" / f"{name}-{seed}.json"
             if part.is_file() and json.loads(part.read_text(encoding="utf-8"))["config"] == dump_config(cfg):
                 continue
@@ -346,7 +349,7 @@ def main(argv: list[str] | None = None, *, target: Target | None = None) -> int:
         sys.path.insert(0, str(ROOT))
         from load_enhancer import measure_in_process
 
-        enhancer = runs_dir / args.tasks[-1] / args.seeds[-1] / "enhancer"
+        enhancer = runs_dir / args.tasks[-1] / args.task_seeds[-1] / "enhancer"
         write_atomic(runs_dir / "parts" / "service.json",
                      json.dumps(measure_in_process(enhancer, args.service_requests, clients=args.clients)))
     write_results(assemble(runs_dir, out), out)

@@ -36,12 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     run = Path(args.run)
     cfg = load_config(run / "config.yaml", PRewriteConfig)
     candidates = json.loads((run / "rewrites.json").read_text(encoding="utf-8"))["prewrite_s_candidates"]
-    task = build_task(cfg)
+    target = make_target(cfg.target, dtype=cfg.target_dtype)
+    task = build_task(cfg, target)
     test = task.split("test")
     idx = sample_indices(len(test.texts), args.test_limit)
     texts, labels = [test.texts[i] for i in idx], np.asarray([test.labels[i] for i in idx])
     prompts = [task.prompt, *candidates]
-    target = make_target(cfg.target, dtype=cfg.target_dtype)
     scores = target.classify(task.template, prompts, texts, list(task.verbalizers))  # [prompt, input, label]
     accuracy = (scores.argmax(-1) == labels).mean(-1)
     rows = [{"instruction": p, "test_accuracy": float(a), "dev_accuracy": candidates.get(p)} for p, a in zip(prompts, accuracy)]

@@ -34,13 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from rlprompt.envs.scoring import shared_target
 from rlprompt.benchmarking import sample_indices
 from rlprompt.evaluation import evaluate
 from rlprompt.policies.promptagent import SEARCHES, PromptAgentConfig, make_agent
 from rlprompt.runs import write_atomic
 from rlprompt.stats import Interval, correctness, digits, mean_interval, paired_bootstrap
-from rlprompt.targets.base import Target
+from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask, Split, load_task
 
 POOL = "train"
@@ -83,8 +82,8 @@ def run_seed(task: ClassificationTask, arm: str, seed: int, settings: dict[str, 
              optimizer: Target) -> dict[str, Any]:
     """One search of ``arm`` on ``task`` with ``seed``; its record (final prompt, reward, test predictions, cost)."""
     cfg = PromptAgentConfig(
-        task=task.name, target=settings["model"], optimizer=settings["model"], target_dtype=settings["dtype"],
-        optimizer_dtype=settings["dtype"], search=arm, seed=seed, steps=settings["iterations"],
+        task=task.name, target=settings["model"], optimizer_model=settings["model"], target_dtype=settings["dtype"],
+        optimizer_model_dtype=settings["dtype"], search=arm, seed=seed, steps=settings["iterations"],
         max_evaluations=settings["max_evaluations"], expand_width=settings["expand_width"],
         depth_limit=settings["depth_limit"], min_depth=settings["min_depth"], beam_width=settings["beam_width"],
         gradient_tokens=settings["gradient_tokens"], revision_tokens=settings["revision_tokens"],
@@ -274,13 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         settings = settings_of(args)
         command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
-        target = shared_target(args.model, dtype=args.dtype)
+        target = make_target(args.model, dtype=args.dtype)
         tasks = []
         for spec in args.tasks:
-            task = load_task(spec)
-            if not isinstance(task, ClassificationTask):
-                raise ValueError(f"{spec!r} is not a classification task")
-            tasks.append(pool(task, args.test_limit, args.pool_size))
+            tasks.append(pool(load_task(spec), args.test_limit, args.pool_size))
         results = bench(tasks, settings, command, out, target, target)
     write(results, out)
     print(markdown(results))

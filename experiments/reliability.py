@@ -32,7 +32,7 @@ and reliability.md; with --scenarios, only those scenarios run and their rows re
 
     python experiments/reliability.py                                # about 25 minutes on 2 CPU cores
     python experiments/reliability.py --scenarios hostile_serve     # about a minute
-    python experiments/reliability.py --scenarios full_disk --seeds 5
+    python experiments/reliability.py --scenarios full_disk --runs 5
     python experiments/reliability.py --scenarios kill_sem_dpo kill_promptagent
 """
 
@@ -59,6 +59,7 @@ from pathlib import Path
 
 import httpx
 
+from rlprompt.cli import add_renamed_option
 from rlprompt.runs import RunDir, write_atomic
 from rlprompt.serve import create_app, running_in_background
 from rlprompt.targets.faulty import FAULTS, FaultyEndpoint
@@ -79,7 +80,7 @@ SEM_DPO = ("method: sem-dpo\ntask: sentiment\nrewriter_model: tiny-random\ntarge
            "max_length: 160\nmax_new_tokens: 6\nlearning_rate: 0.01\ncheckpoint_every: 1\n"
            "eval_originals: ['Is the review positive?']\n")
 PROMPTAGENT = ("method: promptagent\ntask: sentiment\ntarget: tiny-random\ntarget_dtype: float32\n"
-               "optimizer: tiny-random\noptimizer_dtype: float32\nmax_evaluations: 200\nexpand_width: 3\n"
+               "optimizer_model: tiny-random\noptimizer_model_dtype: float32\nmax_evaluations: 200\nexpand_width: 3\n"
                "depth_limit: 6\nerror_batch_size: 4\nmax_errors: 2\ngradient_tokens: 8\nrevision_tokens: 8\n"
                "prefill: true\nparse_fallback: true\neval_test: false\n")
 ENV = {**os.environ, "TQDM_DISABLE": "1"}
@@ -842,7 +843,8 @@ SCENARIOS: dict[str, Callable[[Path, int, argparse.Namespace], dict]] = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, help="runs per scenario")
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (run i uses seed i)")
+    add_renamed_option(parser, "--seeds", "--runs", type=int)
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per kill -9 run")
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS), metavar="NAME",
                         help=f"scenarios to run, of {', '.join(SCENARIOS)} (default all); their rows replace the "
@@ -852,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(shlex.quote(a) for a in ["python", "experiments/reliability.py", *sys.argv[1:]])
     scenarios = []
     with tempfile.TemporaryDirectory(prefix="rlprompt-reliability-") as tmp:
-        for seed in range(args.seeds):
+        for seed in range(args.runs):
             for name in args.scenarios:
                 scenarios.append({"scenario": name, **SCENARIOS[name](Path(tmp), seed, args), "command": command})
                 print(json.dumps(scenarios[-1]), file=sys.stderr)

@@ -22,7 +22,7 @@ seed) can share a runs dir. ``--report-only`` rebuilds the JSON and markdown fro
     python experiments/rlprompt_bench.py --runs-dir runs/bench_sst2                                 # SST-2
     python experiments/rlprompt_bench.py --config experiments/configs/rlprompt_agnews.yaml \\
         --out experiments/results/rlprompt_agnews.json --test-limit 1000 --runs-dir runs/bench_ag     # AG News
-    python experiments/rlprompt_bench.py --seeds 16-42 --arms residual --test-limit 64 \\
+    python experiments/rlprompt_bench.py --task-seeds 16-42 --arms residual --test-limit 64 \\
         --runs-dir /tmp/rlb --out /tmp/rlb/r.json steps=2                                          # a quick check
 """
 
@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from rlprompt.benchmarking import BENCHMARK_SEEDS, RLPROMPT_SEEDS, code_commit, policy_seed, sample_indices
+from rlprompt.cli import add_renamed_option
 from rlprompt.config import dump_config, load_config
 from rlprompt.envs.prompt_tokens import action_vocabulary, decode_prompt
 from rlprompt.evaluation import evaluate
@@ -137,14 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     parser.add_argument("--config", default=str(ROOT / "configs" / "rlprompt_sst2.yaml"))
-    parser.add_argument("--seeds", nargs="+", default=list(BENCHMARK_SEEDS), help="dataset seed directories")
+    parser.add_argument("--task-seeds", nargs="+", default=list(BENCHMARK_SEEDS),
+                        help="dataset seed directories (a config's task_seed)")
+    add_renamed_option(parser, "--seeds", "--task-seeds", nargs="+")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--test-limit", type=int, default=None, help="score a fixed seeded sample of N test examples")
     parser.add_argument("--runs-dir", default="runs/rlprompt_bench", help="run directories, random-search state, parts")
     parser.add_argument("--out", default=str(ROOT / "results" / "rlprompt_sst2.json"))
     parser.add_argument("--report-only", action="store_true", help="rebuild the results from the parts, train nothing")
     args = parser.parse_args(argv)
-    for seed in args.seeds:
+    for seed in args.task_seeds:
         policy_seed(seed)  # a bad seed fails before any training
 
     base = load_config(args.config, RLPromptConfig, args.overrides)
@@ -154,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         target = make_target(base.target, dtype=base.target_dtype)
         base_path = runs_dir / "parts" / "baselines.json"
         if not base_path.is_file():
-            write_atomic(base_path, json.dumps(baselines(base, target, args.seeds[0], args.test_limit)))
+            write_atomic(base_path, json.dumps(baselines(base, target, args.task_seeds[0], args.test_limit)))
         for arm in args.arms:
-            for seed in args.seeds:
+            for seed in args.task_seeds:
                 part = runs_dir / "parts" / f"{arm}-{seed}.json"
                 if part.is_file() and json.loads(part.read_text())["updates"] >= base.steps:
                     continue

@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     base_cfg = load_config(args.config, DPOMethodConfig, {"preferences": args.preferences} if args.preferences else {})
     held_out = held_out_originals(base_cfg)
     command = " ".join(["python", *map(shlex.quote, [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])])
-    task = build_task(base_cfg)
-    target = config_target(base_cfg)
+    target = config_target(base_cfg)  # built once: it renders the chat template, scores the pairs and the runs
+    task = build_task(base_cfg, target)
     t0 = time.perf_counter()
     if args.rebuild or not Path(base_cfg.preferences).is_file():
         build_preferences(base_cfg, target=target, task=task)

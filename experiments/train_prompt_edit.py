@@ -23,10 +23,11 @@ from sb3_contrib import MaskablePPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
-from rlprompt.envs import PromptEditEnv, shared_target
+from rlprompt.envs import PromptEditEnv
 from rlprompt.envs.prompt_edit import PHRASE_BANK
 from rlprompt.evaluation import evaluate
 from rlprompt.runs import write_atomic
+from rlprompt.targets import make_target
 from rlprompt.tasks import load_task
 
 
@@ -82,7 +83,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     task = load_task(args.data)
-    target = shared_target("smollm2-135m-instruct", dtype="bfloat16")
+    target = make_target("smollm2-135m-instruct", dtype="bfloat16")
     env = PromptEditEnv(task=task, target=target, instructions=[args.instruction], budget=args.budget,
                         max_phrases=args.max_phrases, eval_split="dev")
     env.reset(seed=args.seed)

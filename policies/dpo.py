@@ -50,14 +50,14 @@ import torch.nn.functional as F
 from rlprompt.config import check_positive
 from rlprompt.devices import resolve_device
 from rlprompt.enhancer import PromptEnhancer, describe_evaluation, rewriter_evaluation
+from rlprompt.errors import ConfigError, DataError
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, cosine_similarity
 from rlprompt.runs import train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step, trainer_logger
 from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
-from rlprompt.policies.preferences import (build_preferences, build_task, config_target, load_preferences,
-                                           originals_for, pair_weights)
+from rlprompt.policies.preferences import build_preferences, build_task, load_preferences, originals_for, pair_weights
 from rlprompt.policies.rewriter import RewriterConfig, load_rewriter, lora_config, open_trainer_run
 
 
@@ -139,7 +139,7 @@ def method_config(method: str) -> type[DPOMethodConfig]:
     """The config class of ``method`` (``dpo`` or ``sem-dpo``)."""
     classes = {"dpo": DPOMethodConfig, "sem-dpo": SemDPOConfig}
     if method not in classes:
-        raise ValueError(f"method must be one of {sorted(classes)}, got {method!r}")
+        raise ConfigError(f"method must be one of {sorted(classes)}, got {method!r}")
     return classes[method]
 
 
@@ -279,6 +279,7 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
 
     semantic = type(cfg).method == "sem-dpo"
     run, checkpoint = open_trainer_run(cfg, run_dir, resume)
+    target = cfg.build_target(target)  # built once: it scores the preference pairs and the trained rewriter
     if not Path(cfg.preferences).is_file():
         from rlprompt.targets.hf import HFTarget
 
@@ -291,7 +292,7 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
         weights = (np.asarray(json.loads(stored.read_text(encoding="utf-8"))) if resume and stored.is_file()
                    else pair_weights(dataset, cfg.alpha, embedder))
         if len(weights) != len(dataset):
-            raise ValueError(f"pair_weights.json holds {len(weights)} weights for {len(dataset)} pairs")
+            raise DataError(f"pair_weights.json holds {len(weights)} weights for {len(dataset)} pairs")
         run.write_json("pair_weights.json", weights.tolist())
         scale = 1.0 / float(np.mean(weights)) if cfg.normalize_weights else 1.0
         dataset = dataset.add_column("weight", (weights * scale).tolist())
@@ -311,7 +312,7 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     }
     # never worse than none: the originals are scored beside their greedy rewrites on dev, and the saved
     # enhancer is the identity unless the rewrites beat them
-    task = task or build_task(cfg)
+    task = task or build_task(cfg, target)
     model = trainer.accelerator.unwrap_model(trainer.model)
     originals = list(cfg.eval_originals or originals_for(cfg))
     figures = evaluate_rewriter(model, tokenizer, cfg, originals, target=target, task=task, embedder=embedder)
@@ -346,8 +347,8 @@ def evaluate_rewriter(model: Any, tokenizer: Any, cfg: DPOMethodConfig, original
     order (what a paired comparison needs): ``eval_rewards``, ``eval_similarities``, ``eval_rewrites``,
     ``eval_fallbacks`` (why the original was kept, or None), ``eval_accuracies``, ``eval_original_rewards``,
     ``eval_original_accuracies``; and ``eval_split``, ``eval_examples`` (the inputs scored)."""
-    task = task or build_task(cfg)
-    target = target or config_target(cfg)
+    target = cfg.build_target(target)
+    task = task or build_task(cfg, target)
     results = rewriter_enhancer(model, tokenizer, cfg).enhance_with_reasons(list(originals))
     rewrites = [r.text for r in results]
     split = "dev" if "dev" in task.splits else "train"

@@ -42,11 +42,12 @@ from rlprompt.config import check_positive
 from rlprompt.envs.multiprompter import MultiPrompterEnv, acting_agent, observation
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.devices import resolve_device
-from rlprompt.models import load_model
+from rlprompt.errors import ConfigError
 from rlprompt.policies.token_ppo import (PrefixFeatures, TokenPPOConfig, actor_mlp, build_task, checkpoint_state,
-                                        context_ids, evaluate_prompts, head_logits, loop_state, mlp, open_run)
+                                        context_ids, evaluate_prompts, frozen_policy_lm, head_logits, loop_state, mlp,
+                                        open_run)
 from rlprompt.runs import RunDir, seed_everything
-from rlprompt.targets import Target, make_target
+from rlprompt.targets import Target
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -101,7 +102,7 @@ class MultiPrompterPolicy(nn.Module):
         object.__setattr__(self, "lm", lm)  # not a submodule: never optimised, never saved
         self.action_token_ids = torch.as_tensor(np.asarray(action_token_ids), dtype=torch.long)
         if int(self.action_token_ids.max()) >= lm.get_output_embeddings().weight.shape[0]:
-            raise ValueError("action token ids exceed the policy LM's vocabulary: policy and target tokenizers differ")
+            raise ConfigError("action token ids exceed the policy LM's vocabulary: policy and target tokenizers differ")
         self.features = PrefixFeatures(lm, context_ids, cache_size)
         self.n_agents, self.prompt_length, self.shared_head, self.top_k = n_agents, prompt_length, shared_head, top_k
         self.segment_length = prompt_length // n_agents
@@ -241,15 +242,13 @@ def make_multiprompter(cfg: MultiPrompterConfig, target: Target | None = None
     """Seed everything from ``cfg.seed``; build the env (scorer, tokenizer, action ids), policy and optimizer."""
     seed_everything(cfg.seed)
     task = build_task(cfg)
-    if target is None:
-        target = make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
-    env = MultiPrompterEnv(task, target, num_agents=cfg.n_agents, segment_length=cfg.segment_length, vocab=cfg.vocab,
+    target = cfg.build_target(target)
+    env = MultiPrompterEnv(task, target, n_agents=cfg.n_agents, segment_length=cfg.segment_length, vocab=cfg.vocab,
                            reward=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
                            correct_coef=cfg.correct_coef, incorrect_coef=cfg.incorrect_coef)
     env.reset(seed=cfg.seed)
-    shared = getattr(target, "name", None) == f"hf:{cfg.policy_model}:{cfg.policy_dtype}"
     device = resolve_device(cfg.device)
-    lm = target.model if shared else load_model(cfg.policy_model, dtype=cfg.policy_dtype, device=device)[0]
+    lm = frozen_policy_lm(cfg, target, device)
     policy = MultiPrompterPolicy(lm, env.action_token_ids,
                                  context_ids(env.tokenizer, cfg.policy_context, cfg.policy_start),
                                  cfg.n_agents, cfg.prompt_length, shared_head=cfg.shared_head,

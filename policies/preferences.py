@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rlprompt.enhancer import clean_rewrite
+from rlprompt.errors import ConfigError, DataError
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, semantic_weights
 from rlprompt.runs import write_atomic
@@ -65,17 +66,17 @@ DEFAULT_ORIGINALS["sst-2"] = DEFAULT_ORIGINALS["sentiment"]
 DEFAULT_ORIGINALS["agnews"] = DEFAULT_ORIGINALS["topic"]
 
 
-
-
-def build_task(cfg: DPOMethodConfig) -> ClassificationTask:
-    """The config's classification task with its rewriter template and verbalizers (:func:`rewriter_task`; the
-    chat template of the bundled tokenizer by default); it needs a train split."""
-    return rewriter_task(cfg, ("train",))
+def build_task(cfg: DPOMethodConfig, target: Target | None = None) -> ClassificationTask:
+    """The config's classification task with its rewriter template and verbalizers (:func:`rewriter_task`; by
+    default the chat template in the chat format of ``target``, :func:`rlprompt.policies.rewriter.template_tokenizer`);
+    it needs a train split."""
+    return rewriter_task(cfg, ("train",), target=target)
 
 
 def config_target(cfg: DPOMethodConfig) -> Target:
-    """The config's frozen target (``target_dtype`` applies to local models only)."""
-    return make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
+    """The config's frozen target (``target_dtype`` applies to local models only;
+    :meth:`~rlprompt.config.TaskTargetConfig.build_target`)."""
+    return cfg.build_target()
 
 
 def originals_for(cfg: DPOMethodConfig) -> list[str]:
@@ -83,7 +84,7 @@ def originals_for(cfg: DPOMethodConfig) -> list[str]:
     if cfg.originals is not None:
         return list(cfg.originals)
     if cfg.task not in DEFAULT_ORIGINALS:
-        raise ValueError(f"no default originals for task {cfg.task!r}: set originals in the config")
+        raise ConfigError(f"no default originals for task {cfg.task!r}: set originals in the config")
     return list(DEFAULT_ORIGINALS[cfg.task])
 
 
@@ -112,8 +113,8 @@ def build_preferences(cfg: DPOMethodConfig, *, target: Target | None = None, rew
     assistant message each), ``original``, ``chosen_reward`` and ``rejected_reward``. ``target``,
     ``rewriter`` (any :class:`Target`; it generates with ``chat=True``) and ``task`` override the config's.
     """
-    task = task or build_task(cfg)
-    target = target or config_target(cfg)
+    target = cfg.build_target(target)
+    task = task or build_task(cfg, target)
     rewriter = rewriter or make_target(cfg.rewriter_model, dtype="float32", device=cfg.device)
     reward = ClassificationReward.from_task(target, task, "train", batch_size=min(cfg.input_batch_size,
                                             len(task.split("train"))), kind=cfg.reward, seed=cfg.seed)
@@ -138,12 +139,13 @@ def build_preferences(cfg: DPOMethodConfig, *, target: Target | None = None, rew
 
 
 def load_preferences(path: str | Path):
-    """The pairs of a preferences JSONL as a ``datasets.Dataset`` (a ``ValueError`` if it holds none)."""
+    """The pairs of a preferences JSONL as a ``datasets.Dataset`` (a :class:`~rlprompt.errors.DataError` if it
+    holds none)."""
     from datasets import load_dataset
 
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
-        raise ValueError(f"{str(path)!r} holds no preference pairs: build them first (rlprompt prefs CONFIG), "
-                         "or lower margin / raise samples_per_original")
+        raise DataError(f"{str(path)!r} holds no preference pairs: build them first (rlprompt prefs CONFIG), "
+                        "or lower margin / raise samples_per_original")
     return load_dataset("json", data_files=str(path), split="train")
 
 

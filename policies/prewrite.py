@@ -32,10 +32,10 @@ import torch
 from rlprompt.config import check_positive
 from rlprompt.devices import resolve_device
 from rlprompt.enhancer import clean_rewrite, describe_evaluation, rewriter_evaluation
-from rlprompt.rewards import ClassificationReward, make_stabilizer
+from rlprompt.rewards import ClassificationReward, check_stabilizer, make_stabilizer
 from rlprompt.rewards.protocol import checked, completion_texts
 from rlprompt.runs import train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step, trainer_logger
-from rlprompt.targets import Target, make_target
+from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
 from rlprompt.policies.rewriter import (ANSWER_PREFIX, RewriterConfig, load_rewriter, lora_config, open_trainer_run,
@@ -48,7 +48,6 @@ INITIAL_INSTRUCTIONS = {
     "agnews": "Classify the news article into World, Sports, Business, or Tech.",
     "yesno": "Answer the question with yes or no.",
 }
-STABILIZERS = ("input_zscore", "batch_zscore", "none")
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -64,7 +63,8 @@ class PRewriteConfig(RewriterConfig):
     answer_prefix: str = ANSWER_PREFIX
     """Text the assistant turn starts with before the verbalizer is scored (used when template is None)."""
     stabilizer: str = "input_zscore"
-    """Stabilizer over the completions of a step: input_zscore (RLPrompt), batch_zscore or none."""
+    """Stabilizer over the completions of a step: input_zscore (RLPrompt), batch_zscore or none (one without
+    state: a checkpoint does not hold a stabilizer's statistics)."""
     num_generations: int = 8
     """Rewrites sampled per step (the GRPO group)."""
     max_completion_length: int = 40
@@ -89,8 +89,7 @@ class PRewriteConfig(RewriterConfig):
         check_positive(self, "num_generations", "max_completion_length", "steps", "num_samples")
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 (GRPO compares rewrites in a group), got {self.num_generations}")
-        if self.stabilizer not in STABILIZERS:
-            raise ValueError(f"stabilizer must be one of {list(STABILIZERS)}, got {self.stabilizer!r}")
+        check_stabilizer(self.stabilizer, stateless=True)
         if self.beta < 0 or self.learning_rate <= 0:
             raise ValueError(f"need beta >= 0 and learning_rate > 0; got {self.beta}, {self.learning_rate}")
         if self.temperature <= 0 or self.sample_temperature <= 0:
@@ -100,10 +99,11 @@ class PRewriteConfig(RewriterConfig):
 
 
 # -- task, template, reward -----------------------------------------------------------------------
-def build_task(cfg: PRewriteConfig, tokenizer: Any | None = None) -> ClassificationTask:
-    """The config's task with its PRewrite template and verbalizers (:func:`rewriter_task`; ``tokenizer`` renders
-    the chat template) and the initial instruction as its prompt; it needs train and dev splits."""
-    task = rewriter_task(cfg, ("train", "dev"), tokenizer=tokenizer, answer_prefix=cfg.answer_prefix)
+def build_task(cfg: PRewriteConfig, target: Target | None = None) -> ClassificationTask:
+    """The config's task with its PRewrite template and verbalizers (:func:`rewriter_task`: without
+    ``cfg.template``, the chat template in the chat format of ``target``, default: of the config's target model)
+    and the initial instruction as its prompt; it needs train and dev splits."""
+    task = rewriter_task(cfg, ("train", "dev"), target=target, answer_prefix=cfg.answer_prefix)
     return replace(task, prompt=initial_instruction(cfg, task))
 
 
@@ -263,9 +263,8 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
 
     run, checkpoint = open_trainer_run(cfg, run_dir, resume)
     model, tokenizer = load_rewriter(cfg, rewriter)
-    task = build_task(cfg)
-    if target is None:
-        target = make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
+    target = cfg.build_target(target)
+    task = build_task(cfg, target)
     reward = RewriteReward(target, task, kind=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
                            seed=cfg.seed)
     queries_before = 0  # target sequences this run had spent before this process (a resumed run goes on counting)

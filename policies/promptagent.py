@@ -23,13 +23,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rlprompt.config import TaskTargetConfig, check_dtypes, check_positive, check_resume_config, dump_config
-from rlprompt.envs.scoring import PromptScorer, shared_target
+from rlprompt.envs.scoring import PromptScorer
+from rlprompt.errors import DataError
 from rlprompt.figures import save_figure
 from rlprompt.models import BUNDLED
 from rlprompt.policies.promptagent_search import SEARCHES, PromptAgent, parse_proposals
 from rlprompt.policies.promptagent_tree import Node, backpropagate, pruned, select_final, simulation_best, uct
 from rlprompt.runs import RunDir, seed_everything
-from rlprompt.targets.base import Target
+from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask
 
 
@@ -40,10 +41,12 @@ class PromptAgentConfig(TaskTargetConfig):
 
     method: ClassVar[str] = "promptagent"
 
-    optimizer: str = BUNDLED
-    """Optimizer LM writing gradients and revisions: a model name, or openai:<base_url>:<model>."""
-    optimizer_dtype: str = "bfloat16"
-    """dtype of a local optimizer model (the target's model is reused when name and dtype match)."""
+    optimizer_model: str = BUNDLED
+    """Optimizer LM writing gradients and revisions: a model name, or openai:<base_url>:<model> (formerly
+    optimizer)."""
+    optimizer_model_dtype: str = "bfloat16"
+    """dtype of a local optimizer LM (the target's model is reused when name and dtype match; formerly
+    optimizer_dtype)."""
     init_prompt: str | None = None
     """Root prompt of the search; None uses the task's default prompt."""
     search: str = "mcts"
@@ -109,7 +112,7 @@ class PromptAgentConfig(TaskTargetConfig):
         if self.optimizer_temperature < 0 or not 0 < self.optimizer_top_p <= 1:
             raise ValueError(f"need optimizer_temperature >= 0 and 0 < optimizer_top_p <= 1, got "
                              f"{self.optimizer_temperature}, {self.optimizer_top_p}")
-        check_dtypes(self, "optimizer_dtype")
+        check_dtypes(self, "optimizer_model_dtype")
         if self.reward_split == "test":
             raise ValueError("reward_split='test' would select prompts on the test split; use dev (held out)")
         if self.max_target_queries is not None and self.max_target_queries < 1:
@@ -148,12 +151,15 @@ def build_task(cfg: PromptAgentConfig) -> ClassificationTask:
 def make_agent(cfg: PromptAgentConfig, target: Target | None = None, optimizer: Target | None = None,
                task: ClassificationTask | None = None) -> PromptAgent:
     """Build the scorer (reward split, whole split, cached) and the agent; ``target``/``optimizer``/``task``
-    override the config's (tests pass scripted fakes). The optimizer reuses the target's model when equal."""
+    override the config's (tests pass scripted fakes). The target is built here, once (behind ``target_cache`` when
+    set); an optimizer naming the target's model and dtype is that same target object, else it is built apart."""
     seed_everything(cfg.seed)
-    target = target or shared_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
+    target = cfg.build_target(target)
     if optimizer is None:
-        same = cfg.optimizer == cfg.target and (cfg.optimizer_dtype == cfg.target_dtype or cfg.target.startswith("openai:"))
-        optimizer = target if same else shared_target(cfg.optimizer, dtype=cfg.optimizer_dtype, device=cfg.device)
+        same = cfg.optimizer_model == cfg.target and (cfg.optimizer_model_dtype == cfg.target_dtype
+                                                      or cfg.target.startswith("openai:"))
+        optimizer = target if same else make_target(cfg.optimizer_model, dtype=cfg.optimizer_model_dtype,
+                                                    device=cfg.device)
     scorer = PromptScorer(target, task or build_task(cfg), split=cfg.reward_split, batch_size=None, reward="accuracy")
     return PromptAgent(cfg, scorer, optimizer)
 
@@ -172,7 +178,7 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
         agent.load_state_dict(state["agent"])
         run.truncate_to(agent.iteration)
     elif resume and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no search_state.json")
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no search_state.json")
     run.write_config(dump_config(cfg))
     wall0 = time.monotonic()
 

@@ -3,7 +3,8 @@
 scored by a frozen target in its own chat format.
 
 :class:`RewriterConfig` holds the fields both methods share (rewriter model, meta-prompt, LoRA adapter, reward,
-checkpoints, seed); :func:`chat_template` renders the target's chat format as a task template;
+checkpoints, seed); :func:`chat_template` renders the target's chat format (from :func:`template_tokenizer`) as a
+task template;
 :func:`rewriter_task` loads the task the rewrites are scored on; :func:`open_trainer_run` opens a trl run directory
 and finds the checkpoint it resumes from; :func:`load_rewriter` and :func:`lora_config` give the model and adapter.
 """
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from rlprompt.config import TaskTargetConfig, check_positive, check_resume_config, dump_config
+from rlprompt.errors import ConfigError, DataError
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.runs import RunDir, resume_trainer_checkpoint, seed_everything
+from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
 META_PROMPT = (
@@ -74,23 +77,43 @@ class RewriterConfig(TaskTargetConfig):
 
 
 def chat_template(tokenizer: Any, answer_prefix: str = ANSWER_PREFIX) -> str:
-    """A classification template in the target's own chat format: one user message holding the
-    instruction (``{prompt}``) and the input (``{sentence}``), then the assistant turn opened with
-    ``answer_prefix``; the verbalizer is scored as the next token. A plain string, so
-    ``rlprompt eval --template`` reproduces it."""
+    """A classification template in the chat format of ``tokenizer`` (the target's own: :func:`template_tokenizer`):
+    one user message holding the instruction (``{prompt}``) and the input (``{sentence}``), then the assistant turn
+    opened with ``answer_prefix``; the verbalizer is scored as the next token. A plain string, so
+    ``rlprompt eval --template`` reproduces it. A tokenizer without a chat template is a
+    :class:`~rlprompt.errors.ConfigError` saying to set ``template:``."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no chat template: set "
+                          f"template: in the config (a string with {{prompt}} and {{sentence}})")
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": "\x00P\x00\n\nInput: \x00S\x00"}],
                                              add_generation_prompt=True, tokenize=False)
     return rendered.replace("\x00P\x00", "{prompt}").replace("\x00S\x00", "{sentence}") + answer_prefix
 
 
-def rewriter_task(cfg: RewriterConfig, splits: Sequence[str], *, tokenizer: Any | None = None,
+def template_tokenizer(cfg: TaskTargetConfig, target: Target | None = None) -> Any:
+    """The tokenizer whose chat format the classification template is rendered in (PRewrite, DPO): the target's own
+    (an ``HFTarget``'s, also behind a response cache; a remote target's when it knows its model's, as for SmolLM2),
+    else the tokenizer of the config's target when that is a local model (tests' scripted targets have none). A
+    remote target of a model whose tokenizer is unknown has no chat format to render: a
+    :class:`~rlprompt.errors.ConfigError` says to set ``template:`` in the config."""
+    own = getattr(target, "tokenizer", None)
+    if own is not None:
+        return own
+    if not cfg.target.startswith("openai:"):
+        return load_tokenizer(cfg.target)
+    name = getattr(target, "name", cfg.target)
+    raise ConfigError(f"target {name!r} has no tokenizer to render its chat template with: set template: in the config "
+                      f"(a string with {{prompt}} and {{sentence}} in the served model's chat format)")
+
+
+def rewriter_task(cfg: RewriterConfig, splits: Sequence[str], *, target: Target | None = None,
                   answer_prefix: str = ANSWER_PREFIX) -> ClassificationTask:
-    """The config's classification task as the target scores rewrites on it: ``cfg.template``, else the
-    :func:`chat_template` of ``tokenizer`` (default: the bundled model's, whose chat format the bundled target and
-    a vLLM server of the same model share); ``cfg.verbalizers``, else ``" <label name>"``. It needs ``splits``."""
+    """The config's classification task as ``target`` scores rewrites on it: ``cfg.template``, else the
+    :func:`chat_template` in the target's own chat format (:func:`template_tokenizer`; default: the config's target
+    model's); ``cfg.verbalizers``, else ``" <label name>"``. It needs ``splits``."""
     task = cfg.classification_task(splits)
     if cfg.template is None:
-        task = replace(task, template=chat_template(tokenizer or load_tokenizer(BUNDLED), answer_prefix))
+        task = replace(task, template=chat_template(template_tokenizer(cfg, target), answer_prefix))
     if cfg.verbalizers is None:
         task = replace(task, verbalizers=tuple(" " + name for name in task.label_names))
     return task
@@ -99,8 +122,8 @@ def rewriter_task(cfg: RewriterConfig, splits: Sequence[str], *, tokenizer: Any 
 def open_trainer_run(cfg: RewriterConfig, run_dir: str | Path, resume: bool) -> tuple[RunDir, Path | None]:
     """The run directory of a trl-trained rewriter, its ``config.yaml`` written (on ``resume``, first checked
     against the one it holds) and every generator seeded, plus the newest intact trl checkpoint under
-    ``<run>/checkpoints`` to resume from (None for a fresh run); a ``ValueError`` for a run to resume that has
-    metrics but no such checkpoint."""
+    ``<run>/checkpoints`` to resume from (None for a fresh run); a :class:`~rlprompt.errors.DataError` for a run to
+    resume that has metrics but no such checkpoint."""
     run = RunDir(run_dir, resume=resume)
     if resume and (run.path / "config.yaml").is_file():
         check_resume_config(run.read_config(), cfg)
@@ -108,7 +131,7 @@ def open_trainer_run(cfg: RewriterConfig, run_dir: str | Path, resume: bool) -> 
     seed_everything(cfg.seed)
     checkpoint = resume_trainer_checkpoint(run.path / "checkpoints") if resume else None
     if resume and checkpoint is None and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
     return run, checkpoint
 
 
@@ -130,4 +153,4 @@ def lora_config(cfg: RewriterConfig) -> Any:
 
 
 __all__ = ["ANSWER_PREFIX", "META_PROMPT", "REWARDS", "RewriterConfig", "chat_template", "load_rewriter", "lora_config",
-           "open_trainer_run", "rewriter_task"]
+           "open_trainer_run", "rewriter_task", "template_tokenizer"]

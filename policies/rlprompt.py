@@ -37,12 +37,12 @@ from rlprompt.config import check_positive
 from rlprompt.devices import resolve_device
 from rlprompt.envs import make_prompt_tokens_vec_env
 from rlprompt.envs.prompt_tokens import decode_prompt
-from rlprompt.models import load_model
+from rlprompt.errors import ConfigError
 from rlprompt.runs import RunDir, seed_everything
 from rlprompt.policies.token_ppo import (POLICY_HEADS, TOP_K_SOURCES, PrefixFeatures, TokenPPOConfig, actor_mlp, build_task,
-                                         checkpoint_state, context_ids, evaluate_prompts, head_logits, loop_state, mlp,
-                                         open_run)
-from rlprompt.targets import Target, make_target
+                                         checkpoint_state, context_ids, evaluate_prompts, frozen_policy_lm, head_logits,
+                                         loop_state, mlp, open_run)
+from rlprompt.targets import Target
 
 
 @dataclass
@@ -107,7 +107,7 @@ class RLPromptPolicy(ActorCriticPolicy):
         self.mlp_hidden, self.value_hidden, self.top_k = mlp_hidden, value_hidden, top_k
         self.hidden_size = int(lm.config.hidden_size)
         if int(self.action_token_ids.max()) >= lm.get_output_embeddings().weight.shape[0]:
-            raise ValueError("action token ids exceed the policy LM's vocabulary: policy and target tokenizers differ")
+            raise ConfigError("action token ids exceed the policy LM's vocabulary: policy and target tokenizers differ")
         if action_space.n != len(self.action_token_ids):
             raise ValueError(f"action space has {action_space.n} actions but {len(self.action_token_ids)} token ids")
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
@@ -265,18 +265,15 @@ def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
     ``make_prompt_tokens_vec_env`` (one shared scorer, batched scoring). The env is ``model.env``."""
     seed_everything(cfg.seed)
     task = build_task(cfg)
-    if target is None:
-        target = make_target(cfg.target, dtype=cfg.target_dtype, device=cfg.device)
+    target = cfg.build_target(target)
     env = make_prompt_tokens_vec_env(
         cfg.n_envs, seed=cfg.seed, task=task, target=target, prompt_length=cfg.prompt_length, vocab=cfg.vocab,
         reward=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size, split="train",
         correct_coef=cfg.correct_coef, incorrect_coef=cfg.incorrect_coef,
     )
     first = env.envs[0]
-    # the frozen policy LM is the target's own model when they name the same model and dtype
-    shared = getattr(target, "name", None) == f"hf:{cfg.policy_model}:{cfg.policy_dtype}"
     device = resolve_device(cfg.device)
-    lm = target.model if shared else load_model(cfg.policy_model, dtype=cfg.policy_dtype, device=device)[0]
+    lm = frozen_policy_lm(cfg, target, device)
     model = PPO(
         RLPromptPolicy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
         batch_size=cfg.ppo_minibatch_size or cfg.n_envs * cfg.n_steps, n_epochs=cfg.n_epochs, gamma=cfg.gamma,

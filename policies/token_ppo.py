@@ -21,7 +21,11 @@ from torch import nn
 
 from rlprompt.config import TaskTargetConfig, check_dtypes, check_positive, check_resume_config, dump_config
 from rlprompt.envs.scoring import PromptScorer
+from rlprompt.errors import ConfigError, DataError
+from rlprompt.models import load_model
+from rlprompt.rewards import check_stabilizer
 from rlprompt.runs import Checkpoint, RunDir, rng_state, set_rng_state
+from rlprompt.targets import CachedTarget, Target
 from rlprompt.tasks import ClassificationTask
 
 MASKED_LOGIT = -1e9  # logit of masked tokens (finite, so entropies stay finite)
@@ -121,6 +125,7 @@ class TokenPPOConfig(TaskTargetConfig):
             raise ValueError(f"policy_head={self.policy_head!r} is not one of {POLICY_HEADS}")
         if self.top_k_from not in TOP_K_SOURCES:
             raise ValueError(f"top_k_from={self.top_k_from!r} is not one of {TOP_K_SOURCES}")
+        check_stabilizer(self.stabilizer)
         if self.policy_start == "":
             raise ValueError("policy_start must be a token's text (e.g. '<|endoftext|>') or null for the BOS token")
         if self.max_target_queries is not None and self.max_target_queries < 1:
@@ -128,6 +133,15 @@ class TokenPPOConfig(TaskTargetConfig):
 
 
 # -- frozen LM features ---------------------------------------------------------------------------
+def frozen_policy_lm(cfg: TokenPPOConfig, target: Target, device: torch.device) -> nn.Module:
+    """The frozen policy LM: the target's own model when the target (behind a response cache or not) is
+    ``policy_model`` in ``policy_dtype``, so one copy serves both; else ``policy_model`` loaded on ``device``."""
+    inner = target.inner if isinstance(target, CachedTarget) else target
+    if getattr(inner, "name", None) == f"hf:{cfg.policy_model}:{cfg.policy_dtype}":
+        return inner.model
+    return load_model(cfg.policy_model, dtype=cfg.policy_dtype, device=device)[0]
+
+
 def context_ids(tokenizer: Any, context: str, start: str | None = None) -> list[int]:
     """The start token (``start``'s id, or the tokenizer's BOS/EOS when None) plus ``context``'s tokens:
     what the frozen LM reads before the prompt."""
@@ -136,7 +150,7 @@ def context_ids(tokenizer: Any, context: str, start: str | None = None) -> list[
     else:
         ids = tokenizer(start, add_special_tokens=False).input_ids
         if len(ids) != 1:
-            raise ValueError(f"policy_start={start!r} is {len(ids)} tokens for this tokenizer; it must be exactly one")
+            raise ConfigError(f"policy_start={start!r} is {len(ids)} tokens for this tokenizer; it must be exactly one")
         first = ids[0]
     return [int(first)] + (list(tokenizer(context, add_special_tokens=False).input_ids) if context else [])
 
@@ -224,11 +238,11 @@ def build_task(cfg: TokenPPOConfig) -> ClassificationTask:
 def open_run(cfg: TokenPPOConfig, run_dir: str | Path | RunDir, resume: bool) -> tuple[RunDir, Checkpoint | None]:
     """The run directory with ``config.yaml`` written, and on ``resume`` its newest valid checkpoint (None when
     there is none or ``resume`` is False). A resumed config must match the saved one (:func:`check_resume_config`);
-    a run to resume that has metrics but no valid checkpoint is a ``ValueError``."""
+    a run to resume that has metrics but no valid checkpoint is a :class:`~rlprompt.errors.DataError`."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, resume=resume)
     checkpoint = run.load_checkpoint() if resume and run.latest_checkpoint() is not None else None
     if resume and checkpoint is None and run.read_metrics():
-        raise ValueError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
     if checkpoint is not None:
         check_resume_config(run.read_config(), cfg)
     run.write_config(dump_config(cfg))

@@ -2,10 +2,8 @@
 and stabilizers that wrap them.
 
 * :mod:`.classification`: RLPrompt's probability-gap reward, accuracy and gold log-probability (Deng et al. 2022).
-* :mod:`.text`: exact match, token F1 and the target's likelihood of a reference.
 * :mod:`.semantic`: MiniLM cosine similarity and Sem-DPO pair weights (Mohamed et al. 2025).
-* :mod:`.composite`: weighted sums of rewards.
-* :mod:`.stabilizers`: input-specific and batch z-scores, running normalisation, affine shaping, clipping.
+* :mod:`.stabilizers`: input-specific and batch z-scores, running normalisation.
 
 :func:`make_reward` and :func:`make_stabilizer` map the short names used in configs to these.
 """
@@ -15,18 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rlprompt.errors import ConfigError
 from rlprompt.rewards.classification import ClassificationReward, gap_reward, probability_gap, verbalizer_probs
-from rlprompt.rewards.composite import Weighted, weighted
 from rlprompt.rewards.protocol import RewardFn, completion_text, reward_name
-from rlprompt.rewards.semantic import (
-    SemanticSimilarity,
-    cosine_similarity,
-    load_embedder,
-    minilm_embed,
-    semantic_weights,
-)
-from rlprompt.rewards.stabilizers import BatchZScore, Clip, InputZScore, LinearShaping, RunningNorm, Stabilizer
-from rlprompt.rewards.text import ReferenceLikelihood, exact_match, normalize_answer, token_f1
+from rlprompt.rewards.semantic import cosine_similarity, load_embedder, minilm_embed, semantic_weights
+from rlprompt.rewards.stabilizers import BatchZScore, InputZScore, RunningNorm, Stabilizer
 
 
 def _classification(kind: str) -> Callable[..., ClassificationReward]:
@@ -41,33 +32,22 @@ def _classification(kind: str) -> Callable[..., ClassificationReward]:
     return build
 
 
-def _plain(fn: RewardFn) -> Callable[..., RewardFn]:
-    def build(**kw: Any) -> RewardFn:
-        if kw:
-            raise ValueError(f"reward {reward_name(fn)!r} takes no settings, got {sorted(kw)}")
-        return fn
-
-    return build
-
-
 REWARDS: dict[str, Callable[..., RewardFn]] = {
     "gap": _classification("gap"),
     "accuracy": _classification("accuracy"),
     "logprob": _classification("logprob"),
-    "exact_match": _plain(exact_match),
-    "f1": _plain(token_f1),
-    "likelihood": ReferenceLikelihood,
-    "similarity": SemanticSimilarity,
 }
 
 STABILIZERS: dict[str, Callable[..., RewardFn]] = {
     "input_zscore": InputZScore,
     "batch_zscore": BatchZScore,
     "running": RunningNorm,
-    "linear": LinearShaping,
-    "clip": Clip,
     "none": lambda reward: reward,
 }
+"""Every stabilizer by the name configs and :func:`make_stabilizer` use."""
+CONFIG_STABILIZERS = ("input_zscore", "batch_zscore", "running", "none")
+"""The stabilizers a config's ``stabilizer`` may name (:func:`check_stabilizer`): linear and clip take settings
+(scale and shift, the bounds) that no config field carries."""
 
 
 def make_reward(name: str, **kw: Any) -> RewardFn:
@@ -77,44 +57,46 @@ def make_reward(name: str, **kw: Any) -> RewardFn:
     ``task`` (and optionally ``split``).
     """
     if name not in REWARDS:
-        raise ValueError(f"unknown reward {name!r}; valid names: {sorted(REWARDS)}")
+        raise ConfigError(f"unknown reward {name!r}; valid names: {sorted(REWARDS)}")
     return REWARDS[name](**kw)
+
+
+def check_stabilizer(name: str, *, stateless: bool = False) -> None:
+    """Raise a :class:`~rlprompt.errors.ConfigError` unless a config may name the stabilizer ``name``: one of
+    :data:`CONFIG_STABILIZERS`, and with ``stateless`` one that keeps no statistics across steps (not running), for
+    a method whose checkpoints do not hold them."""
+    allowed = [n for n in CONFIG_STABILIZERS if not (stateless and hasattr(STABILIZERS[n], "state_dict"))]
+    if name not in allowed:
+        raise ConfigError(f"stabilizer must be one of {allowed}, got {name!r}")
 
 
 def make_stabilizer(name: str, reward: RewardFn, **kw: Any) -> RewardFn:
     """Wrap ``reward`` in the stabilizer called ``name`` in configs (see ``STABILIZERS``); ``"none"`` returns it."""
     if name not in STABILIZERS:
-        raise ValueError(f"unknown stabilizer {name!r}; valid names: {sorted(STABILIZERS)}")
+        raise ConfigError(f"unknown stabilizer {name!r}; valid names: {sorted(STABILIZERS)}")
     return STABILIZERS[name](reward, **kw)
 
 
 __all__ = [
+    "CONFIG_STABILIZERS",
     "REWARDS",
     "STABILIZERS",
     "BatchZScore",
     "ClassificationReward",
-    "Clip",
     "InputZScore",
-    "LinearShaping",
-    "ReferenceLikelihood",
     "RewardFn",
     "RunningNorm",
-    "SemanticSimilarity",
     "Stabilizer",
-    "Weighted",
+    "check_stabilizer",
     "completion_text",
     "cosine_similarity",
-    "exact_match",
     "gap_reward",
     "load_embedder",
     "make_reward",
     "make_stabilizer",
     "minilm_embed",
-    "normalize_answer",
     "probability_gap",
     "reward_name",
     "semantic_weights",
-    "token_f1",
     "verbalizer_probs",
-    "weighted",
 ]

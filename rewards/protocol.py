@@ -64,14 +64,3 @@ def checked(name: str, completions: Sequence[Completion], values: Sequence[float
             raise ValueError(f"reward {name!r} returned NaN for completion {completion_text(completion)!r}")
         out.append(value)
     return out
-
-
-def column(name: str, reward: str, columns: dict[str, Any], n: int) -> list[Any]:
-    """Dataset column ``name`` from a reward call's keyword arguments, checked to hold ``n`` entries."""
-    if name not in columns:
-        given = sorted(k for k in columns if k not in ("completion_ids", "trainer_state", "log_extra", "log_metric"))
-        raise ValueError(f"reward {reward!r} needs the dataset column {name!r}; the call passed columns {given}")
-    values = list(columns[name])
-    if len(values) != n:
-        raise ValueError(f"column {name!r} has {len(values)} entries for {n} completions (reward {reward!r})")
-    return values

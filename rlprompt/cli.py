@@ -3,6 +3,11 @@
 Each subcommand is one ``_cmd_*`` function and one ``_add_*`` parser builder; everything they do is
 callable from Python directly. Torch and the methods are imported only by the command that runs, so
 ``rlprompt --help`` answers at once.
+
+Errors: a project error (:class:`rlprompt.errors.RLPromptError`: a bad setting, a missing or malformed file, a
+target or disk that failed) and an ``OSError`` are one line on stderr and exit 2 (bad input) or 1 (the target,
+the disk or the OS failed); ``--debug`` prints their traceback too. Any other exception is a bug in rlprompt
+and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,14 +15,39 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
+import warnings
 
+from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.model_names import BUNDLED
+
+
+def add_renamed_option(parser: argparse.ArgumentParser, old: str, new: str, **kwargs: object) -> None:
+    """Keep reading ``old``, the former name of ``parser``'s option ``new`` (hidden from ``--help``): it sets
+    ``new``'s value with a ``FutureWarning``. ``kwargs`` (``type``, ``nargs``) must match ``new``'s."""
+
+    class Renamed(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                     option_string: str | None = None) -> None:
+            warnings.warn(f"`{parser.prog} {old}` is deprecated: use {new}", FutureWarning, stacklevel=2)
+            setattr(namespace, self.dest, values)
+
+    parser.add_argument(old, dest=new.lstrip("-").replace("-", "_"), action=Renamed, help=argparse.SUPPRESS,
+                        **kwargs)
+
+
+def _debug_option(p: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a subcommand's parser leaves the top-level `rlprompt --debug` alone when not given after it
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="print the traceback of an error, not only its one-line message")
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="accuracy of a prompt on a classification task with a target model")
     p.add_argument("--task", default="sentiment", help="built-in task name, or a path to a data dir/file (default: sentiment)")
-    p.add_argument("--seed", default=None, help="dataset seed directory for RLPrompt 16-shot data (default 16-42)")
+    p.add_argument("--task-seed", default=None,
+                   help="dataset seed directory of RLPrompt 16-shot data (default 16-42), as a config's task_seed")
+    add_renamed_option(p, "--seed", "--task-seed")  # `enhance --seed` is an integer sampling seed
     p.add_argument("--split", default="test", help="split to evaluate (train, dev or validation, test; default test)")
     p.add_argument("--prompt", default=None, help="the prompt filled into {prompt} (default: the task's)")
     p.add_argument("--template", default=None, help="template with {sentence} and {prompt} (default: the task's)")
@@ -25,6 +55,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default=BUNDLED, help=f"model name/path, or openai:<base_url>:<model> (default {BUNDLED})")
     p.add_argument("--dtype", default="bfloat16", help="dtype of a local target (bfloat16 or float32)")
     p.add_argument("--device", default="cpu", help="device of a local target: cpu, cuda, cuda:N or auto")
+    p.add_argument("--target-cache", default=None, metavar="PATH",
+                   help="SQLite response cache in front of the target: answers asked before come from it (default: none)")
     p.add_argument("--limit", type=int, default=None,
                    help="evaluate a seeded sample of N examples holding each label in proportion (in file order)")
     p.add_argument("--limit-seed", type=int, default=0, help="seed of the --limit sample (default 0)")
@@ -43,21 +75,19 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from rlprompt.benchmarking import stratified_indices
     from rlprompt.evaluation import evaluate
-    from rlprompt.tasks import ClassificationTask, load_task
+    from rlprompt.tasks import load_task
     from rlprompt.targets import make_target
 
     overrides = {k: v for k, v in (("prompt", args.prompt), ("template", args.template)) if v is not None}
     if args.verbalizers is not None:
         overrides["verbalizers"] = tuple(args.verbalizers)
-    task = load_task(args.task, seed=args.seed, **overrides)
-    if not isinstance(task, ClassificationTask):
-        raise ValueError(f"task {args.task!r} is a generation task: `rlprompt eval` scores classification tasks")
+    task = load_task(args.task, seed=args.task_seed, **overrides)
     if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     split = task.split(args.split)
     keep = stratified_indices(split.labels, args.limit, seed=args.limit_seed)
     texts, labels = [split.texts[i] for i in keep], [split.labels[i] for i in keep]
-    target = make_target(args.target, dtype=args.dtype, device=args.device)
+    target = make_target(args.target, dtype=args.dtype, device=args.device, cache=args.target_cache)
     result = evaluate(
         target,
         template=task.template,
@@ -124,17 +154,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     again = argparse.ArgumentParser(prog="rlprompt train", add_help=False)
     _train_options(again)
+    _debug_option(again)
     tokens = list(args.overrides)
     if args.config is not None and "=" in args.config and not Path(args.config).is_file():
         args.config, tokens = None, [args.config, *tokens]  # `train --resume --run-dir D steps=9`: no config file
     args, rest = again.parse_known_args(tokens, namespace=args)
     bad = [token for token in rest if "=" not in token or token.startswith("-")]
     if bad:
-        raise ValueError(f"unrecognized arguments {bad}: expected options or key=value overrides")
+        raise ConfigError(f"unrecognized arguments {bad}: expected options or key=value overrides")
     if args.resume and args.run_dir is None:
-        raise ValueError("--resume needs --run-dir: the run to continue")
+        raise ConfigError("--resume needs --run-dir: the run to continue")
     if args.config is None and not args.resume:
-        raise ValueError("give a config file (experiments/configs/*.yaml), or --resume --run-dir DIR")
+        raise ConfigError("give a config file (experiments/configs/*.yaml), or --resume --run-dir DIR")
     overrides = parse_overrides(rest)
     if args.max_target_queries is not None:
         overrides["max_target_queries"] = args.max_target_queries
@@ -256,30 +287,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``rlprompt`` parser: one subparser per command, each with ``--debug`` (also accepted before the command)."""
     parser = argparse.ArgumentParser(prog="rlprompt", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error, not only its one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_eval(sub)
-    _add_train(sub)
-    _add_config(sub)
-    _add_report(sub)
-    _add_prefs(sub)
-    _add_enhance(sub)
-    _add_serve(sub)
+    for add in (_add_eval, _add_train, _add_config, _add_report, _add_prefs, _add_enhance, _add_serve):
+        add(sub)
+    for command in sub.choices.values():
+        _debug_option(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``rlprompt`` console script; errors in user input exit 2 with one line."""
+    """Entry point of the ``rlprompt`` console script.
+
+    A project error (:class:`~rlprompt.errors.RLPromptError`) is one line, ``rlprompt CMD: error: ...``, and its
+    ``exit_code`` (2 for bad input); a target or disk failure (exit code 1) and an ``OSError`` (exit 1) name their
+    type instead of ``error``. ``--debug`` prints the traceback above that line. Anything else propagates with
+    its traceback: it is a bug."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"rlprompt {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except (RuntimeError, OSError) as err:  # TargetError, RunWriteError, a full disk: the system failed, not the user
-        print(f"rlprompt {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+    except (RLPromptError, OSError) as err:
+        if args.debug:
+            traceback.print_exc()
+        code = err.exit_code if isinstance(err, RLPromptError) else 1
+        kind = "error" if code == 2 else type(err).__name__
+        print(f"rlprompt {args.command}: {kind}: {err}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Every method has one ``@dataclass`` config with a one-line docstring per field and checks in
 ``__post_init__`` (trl's convention). :func:`load_config` fills it from YAML plus ``key=value``
-overrides and rejects unknown keys and values of the wrong type with the offending key and value;
+overrides and rejects unknown keys and values of the wrong type with the offending key and value (a
+:class:`~rlprompt.errors.ConfigError`, as is a value the class's ``__post_init__`` refuses);
 :func:`dump_config` turns it back into the plain dict written as a run's ``config.yaml``, and
 :func:`default_yaml` writes a class's defaults as a commented YAML file.
 
@@ -15,8 +16,9 @@ resolves against the folder of the YAML file that holds it, and against the curr
 from a dict or a ``key=value`` override; the loaded config holds it as an absolute path, so a run's
 ``config.yaml`` means the same from any directory.
 
-Renamed keys: every method's training length is ``steps``; the old names (:data:`RENAMED_FIELDS`) are still
-read, with a warning, so configs and run directories written before the rename load and resume.
+Renamed keys: every method's training length is ``steps``, and PromptAgent's optimizer LM is ``optimizer_model``
+(a config name means one thing in every method); the old names (:data:`RENAMED_FIELDS`) are still read, with a
+warning, so configs and run directories written before the rename load and resume.
 A resumed run may change only :data:`RESUME_CHANGEABLE` (:func:`check_resume_config`).
 """
 
@@ -31,20 +33,26 @@ import typing
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import yaml
 
 from rlprompt.devices import check_device
-from rlprompt.model_names import BUNDLED, DTYPE_NAMES
-from rlprompt.tasks import BUILTIN_TASKS, COLUMN_KEYS, ClassificationTask, Task, load_task, looks_like_path, read_text
+from rlprompt.errors import ConfigError, DataError, MissingFileError, RLPromptError
+from rlprompt.model_names import BUNDLED, DEFAULT_DTYPE, DTYPE_NAMES
+from rlprompt.tasks import BUILTIN_TASKS, COLUMN_KEYS, ClassificationTask, load_task, looks_like_path, read_text
+
+if TYPE_CHECKING:
+    from rlprompt.targets.base import Target
 
 T = TypeVar("T")
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 METHOD_KEY = "method"
-RENAMED_FIELDS = {"total_updates": "steps", "iterations": "steps"}
-"""Old config keys read under their new name, with a warning (RLPrompt and MultiPrompter said total_updates,
-PromptAgent iterations)."""
+RENAMED_FIELDS = {"total_updates": "steps", "iterations": "steps", "optimizer": "optimizer_model",
+                  "optimizer_dtype": "optimizer_model_dtype"}
+"""Old config keys read under their new name, with a warning, by the configs that have the new name and not the
+old one (RLPrompt and MultiPrompter said total_updates, PromptAgent iterations; PromptAgent's optimizer LM was
+optimizer and optimizer_dtype, names that elsewhere mean a torch optimizer)."""
 RESUME_CHANGEABLE = ("steps", "max_target_queries", "max_evaluations", "checkpoint_every")
 """The fields a resumed run may change: its length, its budgets and its checkpoint cadence."""
 
@@ -54,15 +62,15 @@ def _read(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         return dict(source)
     path = Path(source)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        raise MissingFileError(f"config file {str(path)!r} does not exist")
     try:
         data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as err:
-        raise ValueError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"config file {str(path)!r} must hold a mapping of field: value, got {type(data).__name__}")
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of field: value, got {type(data).__name__}")
     return data
 
 
@@ -70,7 +78,7 @@ def config_method(source: str | Path | Mapping[str, Any], default: str = "rlprom
     """The ``method:`` key of a config file or dict (``default`` when absent)."""
     method = _read(source).get(METHOD_KEY, default)
     if not isinstance(method, str):
-        raise ValueError(f"config key {METHOD_KEY!r} must be a string, got {method!r}")
+        raise ConfigError(f"config key {METHOD_KEY!r} must be a string, got {method!r}")
     return method
 
 
@@ -81,11 +89,11 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ValueError(f"override {item!r} must look like key=value")
+            raise ConfigError(f"override {item!r} must look like key=value")
         try:
             out[key] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
-            raise ValueError(f"override {item!r}: cannot parse value {raw!r} ({err})") from None
+            raise ConfigError(f"override {item!r}: cannot parse value {raw!r} ({err})") from None
     return out
 
 
@@ -137,30 +145,36 @@ def _type_name(hint: Any) -> str:
 
 
 def config_from_dict(data: Mapping[str, Any], cls: type[T]) -> T:
-    """Build ``cls`` from ``data``, rejecting unknown keys and values of the wrong type (old key names are read
-    under their new ones, relative paths against the current directory: see the module docstring)."""
+    """Build ``cls`` from ``data``, rejecting unknown keys, values of the wrong type and values its ``__post_init__``
+    refuses with a :class:`~rlprompt.errors.ConfigError` (old key names are read under their new ones, relative
+    paths against the current directory: see the module docstring)."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     data = _resolved_paths(_renamed(data, cls, "the config"), cls)
     method = data.pop(METHOD_KEY, None)
     own = getattr(cls, "method", None)
     if method is not None and own is not None and method != own:
-        raise ValueError(f"config says method={method!r} but is being loaded as {cls.__name__} (method {own!r})")
+        raise ConfigError(f"config says method={method!r} but is being loaded as {cls.__name__} (method {own!r})")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}")
+        raise ConfigError(f"unknown config key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     values = {}
     for key, value in data.items():
         ok, converted = _matches(value, hints[key])
         if not ok:
-            raise ValueError(
+            raise ConfigError(
                 f"config field {key!r} of {cls.__name__} expects {_type_name(hints[key])}, got {value!r} "
                 f"({type(value).__name__})"
             )
         values[key] = converted
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as err:  # a check of the class's __post_init__: the config holds a bad value
+        if isinstance(err, RLPromptError):
+            raise
+        raise ConfigError(str(err)) from err
 
 
 def _renamed(data: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
@@ -172,7 +186,7 @@ def _renamed(data: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
         if old not in out or old in fields or new not in fields:
             continue
         if new in out:
-            raise ValueError(f"{where} sets both {old!r} (the old name) and {new!r}: keep only {new!r}")
+            raise ConfigError(f"{where} sets both {old!r} (the old name) and {new!r}: keep only {new!r}")
         warnings.warn(f"config key {old!r} is deprecated, read as {new!r} ({where}): rename it", FutureWarning,
                       stacklevel=4)
         out[new] = out.pop(old)
@@ -203,8 +217,8 @@ def _resolved_paths(data: Mapping[str, Any], cls: type, config_file: Path | None
                           stacklevel=4)
             out[name] = os.path.abspath(value)
         elif must_exist and config_file is not None and not os.path.isabs(value):
-            raise FileNotFoundError(f"{name} path {value!r} does not exist (resolved relative to {where}: "
-                                    f"{candidate})")
+            raise MissingFileError(f"{name} path {value!r} does not exist (resolved relative to {where}: "
+                                   f"{candidate})")
         else:  # made absolute; a missing one is reported by whatever reads it
             out[name] = candidate
     return out
@@ -228,18 +242,19 @@ def load_config(source: str | Path | Mapping[str, Any], cls: type[T],
 
 
 def check_resume_config(saved: Mapping[str, Any], cfg: Any, where: str = "the run's config.yaml") -> None:
-    """Raise ``ValueError`` unless ``cfg`` matches the config a run was started with (``saved``, as its
-    ``config.yaml`` holds it; old key names and relative paths are read as :func:`load_config` reads them) in
-    every field but :data:`RESUME_CHANGEABLE`; the error names each other field that differs, with both values."""
+    """Raise :class:`~rlprompt.errors.ConfigError` unless ``cfg`` matches the config a run was started with
+    (``saved``, as its ``config.yaml`` holds it; old key names and relative paths are read as :func:`load_config`
+    reads them) in every field but :data:`RESUME_CHANGEABLE`; the error names each other field that differs, with
+    both values."""
     cls = type(cfg)
     before = dump_config(config_from_dict(saved, cls))
     after = dump_config(config_from_dict(dump_config(cfg), cls))
     fixed = [k for k, v in after.items() if before.get(k) != v and k not in RESUME_CHANGEABLE]
     if fixed:
         changes = "; ".join(f"{k}: {before.get(k)!r} -> {after[k]!r}" for k in fixed)
-        raise ValueError(f"cannot resume with a config that differs from {where} in {fixed} ({changes}); a resumed "
-                         f"run may only change {list(RESUME_CHANGEABLE)} (`rlprompt train --resume --run-dir DIR` "
-                         f"alone reuses the run's own config)")
+        raise ConfigError(f"cannot resume with a config that differs from {where} in {fixed} ({changes}); a resumed "
+                          f"run may only change {list(RESUME_CHANGEABLE)} (`rlprompt train --resume --run-dir DIR` "
+                          f"alone reuses the run's own config)")
 
 
 def dump_config(cfg: Any) -> dict[str, Any]:
@@ -269,7 +284,7 @@ class TaskTargetConfig:
     template and verbalizers it scores them through.
     Subclasses add their own fields and call ``super().__post_init__()`` from theirs."""
 
-    path_fields: ClassVar[dict[str, bool]] = {"task": True}
+    path_fields: ClassVar[dict[str, bool]] = {"task": True, "target_cache": False}
     """Fields that may hold a path, each with whether it must exist (see the module docstring)."""
 
     task: str = "sentiment"
@@ -282,8 +297,11 @@ class TaskTargetConfig:
     reads a text, sentence or input column and a label column."""
     target: str = BUNDLED
     """Frozen target (rlprompt.targets.make_target spec: a model name, or openai:<base_url>:<model>[?options])."""
-    target_dtype: str = "bfloat16"
+    target_dtype: str = DEFAULT_DTYPE
     """dtype of a local target model (bfloat16, float32 or float16); remote targets ignore it."""
+    target_cache: str | None = None
+    """SQLite file of a response cache in front of the target (rlprompt.targets.CachedTarget), relative to the config
+    file: a query asked before, in this run or another, is answered from it; None: no cache."""
     device: str = "cpu"
     """Torch device of the local target and every trainable part: cpu, cuda, cuda:N or auto (CUDA when available)."""
     template: str | None = None
@@ -295,12 +313,14 @@ class TaskTargetConfig:
     def __post_init__(self) -> None:
         check_dtypes(self, "target_dtype")
         check_device(self.device)
+        if self.target_cache is not None and not self.target_cache.strip():
+            raise ValueError(f"target_cache must be a file path or null, got {self.target_cache!r}")
         columns = self.task_columns or {}
         bad = {k: v for k, v in columns.items() if k not in COLUMN_KEYS or not isinstance(v, str) or not v.strip()}
         if bad:
-            raise ValueError(f"task_columns may map {list(COLUMN_KEYS)} to column names, got {bad}")
+            raise ConfigError(f"task_columns may map {list(COLUMN_KEYS)} to column names, got {bad}")
 
-    def load_task(self, **overrides: Any) -> Task:
+    def load_task(self, **overrides: Any) -> ClassificationTask:
         """The config's task (:func:`rlprompt.tasks.load_task` with ``task_seed`` and ``task_columns``), with
         ``overrides`` (template, prompt, verbalizers, ...)."""
         columns = {f"{key}_column": name for key, name in (self.task_columns or {}).items()}
@@ -308,34 +328,47 @@ class TaskTargetConfig:
 
     def classification_task(self, splits: Sequence[str], **overrides: Any) -> ClassificationTask:
         """The config's task with its ``template`` and ``verbalizers`` where set, then ``overrides``; a
-        ``ValueError`` naming the method unless it is a classification task holding every split of ``splits``."""
+        :class:`~rlprompt.errors.DataError` naming the method unless the task holds every split of ``splits``."""
         if self.template is not None:
             overrides = {"template": self.template, **overrides}
         if self.verbalizers is not None:
             overrides = {"verbalizers": tuple(self.verbalizers), **overrides}
         task = self.load_task(**overrides)
         method = getattr(type(self), "method", type(self).__name__)
-        if not isinstance(task, ClassificationTask):
-            raise ValueError(f"{method} needs a classification task; {self.task!r} is {type(task).__name__}")
         missing = [s for s in splits if s not in task.splits]
         if missing:
-            raise ValueError(f"task {self.task!r} lacks the split(s) {missing} that {method} needs; it has "
-                             f"{list(task.splits)}")
+            raise DataError(f"task {self.task!r} lacks the split(s) {missing} that {method} needs; it has "
+                            f"{list(task.splits)}")
         return task
+
+    def build_target(self, target: Target | None = None) -> Target:
+        """The run's frozen target: ``target`` when given (tests pass scripted fakes), else one built from
+        ``target`` in ``target_dtype`` on ``device``; behind a :class:`~rlprompt.targets.CachedTarget` at
+        ``target_cache`` when that is set (a target already behind a response cache is returned as it is). Each
+        call without ``target`` builds a new one: an entry point builds it once and passes it down."""
+        from rlprompt.targets import CachedTarget, make_target
+
+        if target is None:
+            return make_target(self.target, dtype=self.target_dtype, device=self.device, cache=self.target_cache)
+        if self.target_cache is None or isinstance(target, CachedTarget):
+            return target
+        return CachedTarget(target, self.target_cache)
 
 
 def check_dtypes(cfg: Any, *names: str) -> None:
-    """Raise ``ValueError`` naming the first field of ``names`` that is not a dtype name models load in."""
+    """Raise :class:`~rlprompt.errors.ConfigError` naming the first field of ``names`` that is not a dtype name
+    models load in."""
     for name in names:
         if getattr(cfg, name) not in DTYPE_NAMES:
-            raise ValueError(f"{name} must be one of {list(DTYPE_NAMES)}, got {getattr(cfg, name)!r}")
+            raise ConfigError(f"{name} must be one of {list(DTYPE_NAMES)}, got {getattr(cfg, name)!r}")
 
 
 def check_positive(cfg: Any, *names: str) -> None:
-    """Raise ``ValueError`` naming every field of ``names`` (counts and sizes) that is below 1, with its value."""
+    """Raise :class:`~rlprompt.errors.ConfigError` naming every field of ``names`` (counts and sizes) that is below
+    1, with its value."""
     bad = {name: getattr(cfg, name) for name in names if getattr(cfg, name) < 1}
     if bad:
-        raise ValueError(f"these {type(cfg).__name__} fields must be >= 1: {bad}")
+        raise ConfigError(f"these {type(cfg).__name__} fields must be >= 1: {bad}")
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """One place that turns a device setting (``cpu``, ``cuda``, ``cuda:N``, ``auto``) into a torch device.
 
 Every config's ``device`` field and every ``--device`` option goes through :func:`resolve_device`, so a machine
-without CUDA gets one clear :class:`DeviceError` (a ``ValueError``) instead of a torch traceback deep inside a run.
+without CUDA gets one clear :class:`DeviceError` (a :class:`~rlprompt.errors.ConfigError`, so a ``ValueError``) instead of a torch traceback deep inside a run.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import os
 import re
 from typing import TYPE_CHECKING
 
+from rlprompt.errors import ConfigError
+
 if TYPE_CHECKING:  # torch is imported where a device is resolved, so configs validate without it
     import torch
 
@@ -17,7 +19,7 @@ DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 """Device settings accepted everywhere."""
 
 
-class DeviceError(ValueError):
+class DeviceError(ConfigError):
     """A device setting that is malformed or names hardware this machine does not have."""
 
 

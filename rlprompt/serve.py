@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn, Protocol
 
+from rlprompt.errors import ConfigError, DataError
 from rlprompt.proxy import ENHANCE_SCOPES, SWITCH_HEADER, HTTPError, Proxy, Upstream, error_body
 
 log = logging.getLogger("rlprompt.serve")
@@ -96,13 +97,13 @@ class ServeConfig:
             positive["max_prompt_tokens"] = self.max_prompt_tokens
         bad = {name: value for name, value in positive.items() if not value > 0}
         if bad:
-            raise ValueError(f"serve limits must be > 0, got {bad}")
+            raise ConfigError(f"serve limits must be > 0, got {bad}")
         if not self.batch_window_ms >= 0:
-            raise ValueError(f"batch_window_ms must be >= 0, got {self.batch_window_ms}")
+            raise ConfigError(f"batch_window_ms must be >= 0, got {self.batch_window_ms}")
         if self.enhance_scope not in ENHANCE_SCOPES:
-            raise ValueError(f"enhance_scope must be one of {', '.join(ENHANCE_SCOPES)}, got {self.enhance_scope!r}")
+            raise ConfigError(f"enhance_scope must be one of {', '.join(ENHANCE_SCOPES)}, got {self.enhance_scope!r}")
         if self.upstream is not None and not self.upstream.startswith(("http://", "https://")):
-            raise ValueError(f"upstream must be an http:// or https:// URL, got {self.upstream!r}")
+            raise ConfigError(f"upstream must be an http:// or https:// URL, got {self.upstream!r}")
 
 
 @dataclass
@@ -309,13 +310,13 @@ class PromptCheck:
         self.max_chars, self.max_tokens = config.max_prompt_chars, config.max_prompt_tokens
         model_limit = getattr(enhancer, "max_input_tokens", None) if self.count is not None else None
         if self.max_tokens is not None and self.count is None:
-            raise ValueError(f"max_prompt_tokens={self.max_tokens} needs an enhancer with count_tokens")
+            raise ConfigError(f"max_prompt_tokens={self.max_tokens} needs an enhancer with count_tokens")
         if model_limit is not None:
             if model_limit < 1:
-                raise ValueError(f"the enhancer's model takes no input: max_input_tokens={model_limit}")
+                raise DataError(f"the enhancer's model takes no input: max_input_tokens={model_limit}")
             if self.max_tokens is not None and self.max_tokens > model_limit:
-                raise ValueError(f"max_prompt_tokens={self.max_tokens} is over what the enhancer's model can take "
-                                 f"({model_limit}: its context minus the tokens it generates)")
+                raise ConfigError(f"max_prompt_tokens={self.max_tokens} is over what the enhancer's model can take "
+                                  f"({model_limit}: its context minus the tokens it generates)")
             self.max_tokens = self.max_tokens or model_limit
 
     def text(self, text: Any, where: str) -> str:
@@ -469,7 +470,7 @@ def _secret(env: str | None, what: str) -> str | None:
         return None
     value = os.environ.get(env)
     if not value:
-        raise ValueError(f"environment variable {env!r} ({what}) is not set or empty")
+        raise ConfigError(f"environment variable {env!r} ({what}) is not set or empty")
     return value
 
 
@@ -484,7 +485,7 @@ def serve(enhancer_dir: str | Path, config: ServeConfig | None = None, *, host: 
     from rlprompt.enhancer import PromptEnhancer
 
     if not 0 <= port <= 65535:
-        raise ValueError(f"port must lie in 0..65535, got {port}")
+        raise ConfigError(f"port must lie in 0..65535, got {port}")
     config = dataclasses.replace(config or ServeConfig(), api_key=_secret(api_key_env, "the API key"),
                                  upstream_api_key=_secret(upstream_api_key_env, "the upstream API key"))
     enhancer = PromptEnhancer.from_pretrained(enhancer_dir, dtype=dtype)

@@ -1,13 +1,12 @@
 """Tasks: labelled examples plus the template, default prompt and verbalizers a target is queried with.
 
-A :class:`ClassificationTask` follows RLPrompt (Deng et al., 2022): the target fills
-``template`` with an input and a prompt and is scored by the next-token probability of each
-label's verbalizer. A :class:`GenerationTask` holds input/reference pairs scored by exact match or
-token F1. :func:`load_task` reads the built-in tasks (``sentiment``, ``topic``, ``yesno``, shipped
-as JSONL under ``rlprompt/data/``), RLPrompt's 16-shot directories, TSV/CSV/JSONL files,
-BIG-bench ``task.json`` files and Hugging Face ``datasets`` data, on disk or in memory (a ``Dataset``,
-``DatasetDict``, pandas ``DataFrame`` or list of dicts), with any column names (``text_column=``,
-``label_column=``).
+A :class:`ClassificationTask` follows RLPrompt (Deng et al., 2022): the target fills ``template`` with an
+input and a prompt and is scored by the next-token probability of each label's verbalizer; every method
+learns prompts for such tasks. :func:`load_task` reads the built-in tasks (``sentiment``, ``topic``,
+``yesno``, shipped as JSONL under ``rlprompt/data/``), RLPrompt's 16-shot directories, TSV/CSV/JSONL files,
+multiple-choice BIG-bench ``task.json`` files and Hugging Face ``datasets`` data, on disk or in memory (a
+``Dataset``, ``DatasetDict``, pandas ``DataFrame`` or list of dicts), with any column names
+(``text_column=``, ``label_column=``).
 """
 
 from __future__ import annotations
@@ -25,16 +24,17 @@ from typing import Any
 
 import numpy as np
 
+from rlprompt.errors import ConfigError, DataError, MissingFileError
 from rlprompt.targets.base import check_template
 
 SPLIT_NAMES = ("train", "dev", "test")
-METRICS = ("exact_match", "f1")
 BUILTIN_TASKS: tuple[str, ...] = ("sentiment", "topic", "yesno")
 DEFAULT_RLPROMPT_SEED = "16-42"
 
 TEXT_COLUMNS = ("text", "sentence", "input")
 LABEL_COLUMNS = ("label",)
 REFERENCE_COLUMNS = ("target", "reference", "answer", "output")
+"""Columns of generation data (reference answers): named in the error that rejects such data."""
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl")
 _SPLIT_ALIASES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
 
@@ -50,14 +50,14 @@ _KNOWN = {"sentiment": _SENTIMENT, "sst2": _SENTIMENT, "topic": _TOPIC, "agnews"
 _KNOWN_NAMES = {"sst2": "sst-2", "agnews": "agnews"}
 COLUMN_KEYS = ("text", "label")
 """What a column mapping may name: ``load_task(text_column=..., label_column=...)``, a config's ``task_columns``."""
-_OVERRIDES = ("template", "prompt", "verbalizers", "label_names", "metric", "text_column", "label_column")
+_OVERRIDES = ("template", "prompt", "verbalizers", "label_names", "text_column", "label_column")
 
 
 # -- types --------------------------------------------------------------------------------------------
 def _check_texts(texts: tuple, what: str) -> None:
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"{what} {text!r} of example {i} is not a non-empty string")
+            raise DataError(f"{what} {text!r} of example {i} is not a non-empty string")
 
 
 @dataclass(frozen=True)
@@ -69,51 +69,32 @@ class Split:
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
-            raise ValueError(f"split has {len(self.texts)} texts but {len(self.labels)} labels")
+            raise DataError(f"split has {len(self.texts)} texts but {len(self.labels)} labels")
         if not self.texts:
-            raise ValueError("split is empty: it needs at least one example")
+            raise DataError("split is empty: it needs at least one example")
         _check_texts(self.texts, "text")
         for i, label in enumerate(self.labels):
             if not isinstance(label, (int, np.integer)) or isinstance(label, bool):
-                raise ValueError(f"label {label!r} of example {i} is not an int")
+                raise DataError(f"label {label!r} of example {i} is not an int")
 
     def __len__(self) -> int:
         return len(self.texts)
 
 
-@dataclass(frozen=True)
-class GenSplit:
-    """Generation examples: ``inputs[i]`` should be answered with ``references[i]``."""
-
-    inputs: tuple[str, ...]
-    references: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.inputs) != len(self.references):
-            raise ValueError(f"split has {len(self.inputs)} inputs but {len(self.references)} references")
-        if not self.inputs:
-            raise ValueError("split is empty: it needs at least one example")
-        _check_texts(self.inputs, "input")
-        _check_texts(self.references, "reference")
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-
-def _check_splits(splits: dict, kind: type) -> None:
+def _check_splits(splits: dict) -> None:
     if not splits:
-        raise ValueError("task has no splits: give at least one of 'train', 'dev', 'test'")
+        raise DataError("task has no splits: give at least one of 'train', 'dev', 'test'")
     for name, split in splits.items():
         if name not in SPLIT_NAMES:
-            raise ValueError(f"unknown split name {name!r}; expected one of {list(SPLIT_NAMES)}")
-        if not isinstance(split, kind):
-            raise TypeError(f"split {name!r} is a {type(split).__name__}, expected {kind.__name__}")
+            raise DataError(f"unknown split name {name!r}; expected one of {list(SPLIT_NAMES)}")
+        if not isinstance(split, Split):
+            raise TypeError(f"split {name!r} is a {type(split).__name__}, expected Split")
 
 
 def _get_split(task_name: str, splits: dict, name: str):
     name = _SPLIT_ALIASES.get(name.strip().lower(), name)  # validation, valid, val -> dev
     if name not in splits:
-        raise ValueError(f"task {task_name!r} has no {name!r} split; available splits: {list(splits)}")
+        raise DataError(f"task {task_name!r} has no {name!r} split; available splits: {list(splits)}")
     return splits[name]
 
 
@@ -134,20 +115,20 @@ class ClassificationTask:
     def __post_init__(self) -> None:
         check_template(self.template)
         if not self.label_names:
-            raise ValueError(f"task {self.name!r} has no label names")
+            raise DataError(f"task {self.name!r} has no label names")
         if len(set(self.label_names)) != len(self.label_names):
-            raise ValueError(f"task {self.name!r} has duplicate label names {list(self.label_names)}")
+            raise DataError(f"task {self.name!r} has duplicate label names {list(self.label_names)}")
         if len(self.verbalizers) != len(self.label_names):
-            raise ValueError(f"task {self.name!r} has {len(self.verbalizers)} verbalizers {list(self.verbalizers)} "
-                             f"for {len(self.label_names)} labels {list(self.label_names)}")
+            raise DataError(f"task {self.name!r} has {len(self.verbalizers)} verbalizers {list(self.verbalizers)} "
+                            f"for {len(self.label_names)} labels {list(self.label_names)}")
         if len(set(self.verbalizers)) != len(self.verbalizers):
-            raise ValueError(f"task {self.name!r} has duplicate verbalizers {list(self.verbalizers)}")
-        _check_splits(self.splits, Split)
+            raise DataError(f"task {self.name!r} has duplicate verbalizers {list(self.verbalizers)}")
+        _check_splits(self.splits)
         for split_name, split in self.splits.items():
             for i, label in enumerate(split.labels):
                 if not 0 <= label < len(self.label_names):
-                    raise ValueError(f"label {label} of example {i} in split {split_name!r} is outside "
-                                     f"range({len(self.label_names)}) for labels {list(self.label_names)}")
+                    raise DataError(f"label {label} of example {i} in split {split_name!r} is outside "
+                                    f"range({len(self.label_names)}) for labels {list(self.label_names)}")
 
     @property
     def num_labels(self) -> int:
@@ -159,31 +140,6 @@ class ClassificationTask:
         return _get_split(self.name, self.splits, name)
 
 
-@dataclass(frozen=True)
-class GenerationTask:
-    """Input/reference pairs for prompted generation, scored by ``metric`` ("exact_match" or "f1")."""
-
-    name: str
-    template: str
-    prompt: str
-    metric: str
-    splits: dict[str, GenSplit]
-
-    def __post_init__(self) -> None:
-        check_template(self.template)
-        if self.metric not in METRICS:
-            raise ValueError(f"unknown metric {self.metric!r}; expected one of {list(METRICS)}")
-        _check_splits(self.splits, GenSplit)
-
-    def split(self, name: str) -> GenSplit:
-        """The split called ``name`` (or a common alias: validation, valid, val); ``ValueError`` listing the
-        available splits if it is missing."""
-        return _get_split(self.name, self.splits, name)
-
-
-Task = ClassificationTask | GenerationTask
-
-
 # -- few-shot sampling --------------------------------------------------------------------------------
 def few_shot(split: Split, shots: int, seed: int) -> Split:
     """Sample ``shots`` examples of every label present in ``split`` with ``np.random.default_rng(seed)``.
@@ -191,14 +147,14 @@ def few_shot(split: Split, shots: int, seed: int) -> Split:
     Examples keep their original order. Raises ``ValueError`` if a label has fewer than ``shots``.
     """
     if shots < 1:
-        raise ValueError(f"shots must be at least 1, got {shots}")
+        raise ConfigError(f"shots must be at least 1, got {shots}")
     rng = np.random.default_rng(seed)
     labels = np.asarray(split.labels)
     chosen = []
     for label in sorted(set(split.labels)):
         idx = np.flatnonzero(labels == label)
         if len(idx) < shots:
-            raise ValueError(f"label {label} has only {len(idx)} examples, fewer than shots={shots}")
+            raise DataError(f"label {label} has only {len(idx)} examples, fewer than shots={shots}")
         chosen.extend(rng.choice(idx, size=shots, replace=False).tolist())
     chosen.sort()
     return Split(tuple(split.texts[i] for i in chosen), tuple(split.labels[i] for i in chosen))
@@ -214,15 +170,15 @@ def read_text(path: str | Path) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text: byte 0x{err.object[err.start]:02x} at offset {err.start} "
-                         f"({err.reason}); save it as UTF-8") from None
+        raise DataError(f"{path} is not UTF-8 text: byte 0x{err.object[err.start]:02x} at offset {err.start} "
+                        f"({err.reason}); save it as UTF-8") from None
 
 
 def _read_table(path: Path) -> Records:
     """Rows of a TSV (no quoting, as in RLPrompt's files), CSV or JSONL file, each with its ``path:line``."""
     text = read_text(path)
     if not text.strip():
-        raise ValueError(f"file {path} is empty")
+        raise DataError(f"file {path} is empty")
     rows: Records = []
     if path.suffix == ".jsonl":
         for n, line in enumerate(text.split("\n"), 1):
@@ -230,11 +186,11 @@ def _read_table(path: Path) -> Records:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{n}: invalid JSON ({err.msg})") from None
+                    raise DataError(f"{path}:{n}: invalid JSON ({err.msg})") from None
                 except RecursionError:
-                    raise ValueError(f"{path}:{n}: invalid JSON (nested too deeply)") from None
+                    raise DataError(f"{path}:{n}: invalid JSON (nested too deeply)") from None
                 if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+                    raise DataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
                 rows.append((f"{path}:{n}", row))
         return rows
     stream = io.StringIO(text, newline="")
@@ -242,14 +198,14 @@ def _read_table(path: Path) -> Records:
     try:
         lines = [(reader.line_num, row) for row in reader if row]
     except csv.Error as err:
-        raise ValueError(f"{path}:{reader.line_num}: {err}") from None
+        raise DataError(f"{path}:{reader.line_num}: {err}") from None
     header = [h.strip() for h in lines[0][1]]
     for n, row in lines[1:]:
         if len(row) != len(header):
-            raise ValueError(f"{path}:{n}: {len(row)} fields, header {header} has {len(header)}")
+            raise DataError(f"{path}:{n}: {len(row)} fields, header {header} has {len(header)}")
         rows.append((f"{path}:{n}", dict(zip(header, row))))
     if not rows:
-        raise ValueError(f"file {path} has a header but no examples")
+        raise DataError(f"file {path} has a header but no examples")
     return rows
 
 
@@ -257,20 +213,20 @@ def read_json(path: str | Path) -> Any:
     """The JSON value in a UTF-8 file; a ``ValueError`` naming the file when it is empty, not UTF-8 or not JSON."""
     text = read_text(path)
     if not text.strip():
-        raise ValueError(f"file {path} is empty")
+        raise DataError(f"file {path} is empty")
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+        raise DataError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
     except RecursionError:
-        raise ValueError(f"{path}: invalid JSON (nested too deeply)") from None
+        raise DataError(f"{path}: invalid JSON (nested too deeply)") from None
 
 
 def _records(items: Any, source: object) -> Records:
     """``(where, row)`` pairs for a list of JSON objects read from ``source`` (example ``i`` each)."""
     for i, item in enumerate(items):
         if not isinstance(item, dict):
-            raise ValueError(f"{source} example {i}: expected an object, got {type(item).__name__} {str(item)[:80]!r}")
+            raise DataError(f"{source} example {i}: expected an object, got {type(item).__name__} {str(item)[:80]!r}")
     return [(f"{source} example {i}", item) for i, item in enumerate(items)]
 
 
@@ -280,7 +236,7 @@ def _by_split(rows: Records, default: str = "test") -> dict[str, Records]:
     for where, row in rows:
         raw = str(row.get("split", default)).strip().lower()
         if raw not in _SPLIT_ALIASES:
-            raise ValueError(f"unknown split {raw!r} in {where}; expected one of {list(SPLIT_NAMES)}")
+            raise DataError(f"unknown split {raw!r} in {where}; expected one of {list(SPLIT_NAMES)}")
         out.setdefault(_SPLIT_ALIASES[raw], []).append((where, row))
     return out
 
@@ -301,39 +257,40 @@ def _label_index(value: Any, label_names: tuple[str, ...] | None) -> int | str:
 
 def _text(value: Any, column: str, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{where}: the {column!r} column must be a non-empty string, got {value!r}")
+        raise DataError(f"{where}: the {column!r} column must be a non-empty string, got {value!r}")
     return value
 
 
-def _target(value: Any, column: str, where: str) -> Any:
-    """A label (int or name) or a reference (text, number, or a list whose first item is used)."""
-    first = value[0] if column in REFERENCE_COLUMNS and isinstance(value, list) and value else value
-    if isinstance(first, bool) or not isinstance(first, (str, int, float)) or not str(first).strip():
-        raise ValueError(f"{where}: the {column!r} column must be a non-empty string or number, got {value!r}")
+def _label(value: Any, column: str, where: str) -> Any:
+    """A label: a non-empty string (its name) or a number (its index)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or not str(value).strip():
+        raise DataError(f"{where}: the {column!r} column must be a non-empty string or number, got {value!r}")
     return value
 
 
-def _pairs(splits: dict[str, Records], source: object) -> tuple[bool, dict[str, list[tuple[str, str, Any]]]]:
-    """(where, text, label-or-reference) per split, columns resolved per row; True if rows hold references.
-    Every text must be a non-empty string, every label or reference a non-empty string or number."""
-    generative, out = None, {}
+def _pairs(splits: dict[str, Records]) -> dict[str, list[tuple[str, str, Any]]]:
+    """(where, text, label) per split, columns resolved per row. Every text must be a non-empty string, every
+    label a non-empty string or number; a row holding a reference answer instead of a label (generation data)
+    is rejected by name, as every method learns prompts for classification tasks."""
+    out: dict[str, list[tuple[str, str, Any]]] = {}
     for split_name, rows in splits.items():
         out[split_name] = []
         for where, row in rows:
-            text_col = _column(row, TEXT_COLUMNS)
-            target_col = _column(row, LABEL_COLUMNS) or _column(row, REFERENCE_COLUMNS)
-            if text_col is None or target_col is None:
-                raise ValueError(
+            text_col, label_col = _column(row, TEXT_COLUMNS), _column(row, LABEL_COLUMNS)
+            reference = _column(row, REFERENCE_COLUMNS)
+            if text_col is not None and label_col is None and reference is not None:
+                raise DataError(
+                    f"{where} holds a reference answer (column {reference!r}), not a label: rlprompt learns prompts "
+                    f"for classification tasks only; if {reference!r} holds class labels, name it with "
+                    f"label_column= (task_columns in a config)")
+            if text_col is None or label_col is None:
+                raise DataError(
                     f"unknown column layout in {where}: found columns {list(row)}; expected a text column "
-                    f"({', '.join(TEXT_COLUMNS)}) and a label column ({', '.join(LABEL_COLUMNS)}) or a reference "
-                    f"column ({', '.join(REFERENCE_COLUMNS)})")
-            is_ref = target_col in REFERENCE_COLUMNS
-            if generative is not None and is_ref != generative:
-                raise ValueError(f"{source} mixes labelled and reference examples ({where})")
-            generative = is_ref
+                    f"({', '.join(TEXT_COLUMNS)}) and a label column ({', '.join(LABEL_COLUMNS)}), or name them with "
+                    f"text_column= and label_column=")
             out[split_name].append((where, _text(row[text_col], text_col, where),
-                                    _target(row[target_col], target_col, where)))
-    return bool(generative), out
+                                    _label(row[label_col], label_col, where)))
+    return out
 
 
 def _mapped(splits: dict[str, Records], text_column: str | None, label_column: str | None) -> dict[str, Records]:
@@ -351,8 +308,8 @@ def _mapped(splits: dict[str, Records], text_column: str | None, label_column: s
             row = dict(row)
             for new, (column, shadowed) in renames.items():
                 if column not in row:
-                    raise ValueError(f"{where} has no {new} column {column!r} (named by {new}_column or "
-                                     f"task_columns): found columns {list(row)}")
+                    raise DataError(f"{where} has no {new} column {column!r} (named by {new}_column or "
+                                    f"task_columns): found columns {list(row)}")
                 value = row[column]
                 for name in shadowed:
                     row.pop(name, None)
@@ -362,17 +319,11 @@ def _mapped(splits: dict[str, Records], text_column: str | None, label_column: s
 
 
 def _build(name: str, splits: dict[str, Records], source: object, known: dict | None,
-           overrides: dict[str, Any], feature_names: tuple[str, ...] | None = None) -> Task:
-    """Turn split rows into a task: classification if rows carry ``label``, generation if a reference."""
+           overrides: dict[str, Any], feature_names: tuple[str, ...] | None = None) -> ClassificationTask:
+    """Turn split rows of texts and labels into a classification task."""
     splits = _mapped(splits, overrides.get("text_column"), overrides.get("label_column"))
-    generative, pairs = _pairs(splits, source)
+    pairs = _pairs(splits)
     defaults = dict(known or {})
-    if generative:
-        return GenerationTask(
-            name=name, template=overrides.get("template", "{sentence} {prompt}"),
-            prompt=overrides.get("prompt", "Answer:"), metric=overrides.get("metric", "exact_match"),
-            splits={s: GenSplit(tuple(t for _, t, _ in ps), tuple(_reference(r) for _, _, r in ps))
-                    for s, ps in pairs.items()})
     names = overrides.get("label_names") or feature_names or defaults.get("label_names")
     names = tuple(names) if names else None
     raw = {s: [_label_index(v, names) for _, _, v in ps] for s, ps in pairs.items()}
@@ -383,14 +334,14 @@ def _build(name: str, splits: dict[str, Records], source: object, known: dict | 
         elif all(isinstance(v, str) for v in values):
             names = tuple(sorted(values))
         if names is None:
-            raise ValueError(f"labels in {source} mix numbers and names or are negative: {sorted(map(str, values))}")
+            raise DataError(f"labels in {source} mix numbers and names or are negative: {sorted(map(str, values))}")
     index = {n: i for i, n in enumerate(names)}
     split_objs = {}
     for s, labels in raw.items():
         for i, label in enumerate(labels):
             if isinstance(label, str) and label not in index:
-                raise ValueError(f"label {label!r} of example {i} in split {s!r} ({pairs[s][i][0]}) is not in the "
-                                 f"label set {list(names)}")
+                raise DataError(f"label {label!r} of example {i} in split {s!r} ({pairs[s][i][0]}) is not in the "
+                                f"label set {list(names)}")
         split_objs[s] = Split(tuple(t for _, t, _ in pairs[s]),
                               tuple(index[v] if isinstance(v, str) else v for v in labels))
     verbalizers = overrides.get("verbalizers")
@@ -404,10 +355,6 @@ def _build(name: str, splits: dict[str, Records], source: object, known: dict | 
         prompt=overrides.get("prompt", defaults.get("prompt", "Answer:")), splits=split_objs)
 
 
-def _reference(value: Any) -> str:
-    return str(value[0]) if isinstance(value, list) and value else str(value)
-
-
 def _known(path: Path) -> tuple[str, dict | None]:
     """The task name and defaults for a path, recognising datasets such as ``sst-2`` by directory name."""
     for part in (path.name if path.is_dir() else path.stem, path.parent.name, path.parent.parent.name):
@@ -419,46 +366,42 @@ def _known(path: Path) -> tuple[str, dict | None]:
 
 
 # -- format readers -----------------------------------------------------------------------------------
-def _load_bigbench(path: Path, data: Any, overrides: dict[str, Any]) -> Task:
-    """A BIG-bench ``task.json``: multiple choice (``target_scores``) or generative (``target``)."""
+def _load_bigbench(path: Path, data: Any, overrides: dict[str, Any]) -> ClassificationTask:
+    """A multiple-choice BIG-bench ``task.json`` (``target_scores``); a generative one (``target``) is rejected."""
     examples = data.get("examples") if isinstance(data, dict) else None
     if not examples or not isinstance(examples, list):
-        raise ValueError(f"BIG-bench file {path} has no examples (a list under 'examples')")
+        raise DataError(f"BIG-bench file {path} has no examples (a list under 'examples')")
     records = _records(examples, path)
     name = str(data.get("name") or path.parent.name)
     defaults = {"template": "{sentence} {prompt}", "prompt": "Answer:"}
     if "target_scores" not in examples[0]:
-        for where, e in records:
-            if "input" not in e or "target" not in e:
-                raise ValueError(f"BIG-bench {where} needs 'input' and 'target' (or 'target_scores'): "
-                                 f"found keys {sorted(e)}")
-        rows = [(where, {"input": e["input"], "target": e["target"]}) for where, e in records]
-        return _build(name, {"test": rows}, path, defaults, {**defaults, **overrides})
+        raise DataError(f"BIG-bench file {path} is not multiple choice: its examples have no 'target_scores' (found "
+                         f"keys {sorted(examples[0])}); rlprompt learns prompts for classification tasks only")
     choices: tuple[str, ...] = ()
     rows = []
     for where, e in records:
         if "input" not in e:
-            raise ValueError(f"BIG-bench {where} has no 'input': found keys {sorted(e)}")
+            raise DataError(f"BIG-bench {where} has no 'input': found keys {sorted(e)}")
         scores = e.get("target_scores")
         if not isinstance(scores, dict) or not scores or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values()):
-            raise ValueError(f"BIG-bench {where}: 'target_scores' must map each choice to a number, got {scores!r}")
+            raise DataError(f"BIG-bench {where}: 'target_scores' must map each choice to a number, got {scores!r}")
         choices = choices or tuple(_text(c, "target_scores", where) for c in scores)
         if set(scores) != set(choices):
-            raise ValueError(f"BIG-bench {where} has choices {sorted(scores)}, but example 0 has "
-                             f"{sorted(choices)}; all examples must share one choice set")
+            raise DataError(f"BIG-bench {where} has choices {sorted(scores)}, but example 0 has "
+                            f"{sorted(choices)}; all examples must share one choice set")
         rows.append((where, {"input": e["input"], "label": choices.index(max(scores, key=scores.get))}))
     verbalizers = tuple(" " + (c.split() or [c])[0] for c in choices)
     defaults.update(label_names=choices, verbalizers=verbalizers)
     return _build(name, {"test": rows}, path, defaults, overrides)
 
 
-def _load_rlprompt_dir(path: Path, seed: str, overrides: dict[str, Any]) -> Task:
+def _load_rlprompt_dir(path: Path, seed: str, overrides: dict[str, Any]) -> ClassificationTask:
     """RLPrompt's 16-shot layout: ``<dir>/<seed>/{train,dev}.tsv`` and ``<dir>/test.tsv``."""
     seed_dir = path / seed
     if not (seed_dir / "train.tsv").is_file():
         seeds = sorted(p.name for p in path.iterdir() if (p / "train.tsv").is_file())
-        raise ValueError(f"seed {seed!r} not found in {path}; available seeds: {seeds}")
+        raise DataError(f"seed {seed!r} not found in {path}; available seeds: {seeds}")
     files = {"train": seed_dir / "train.tsv", "dev": seed_dir / "dev.tsv", "test": path / "test.tsv"}
     name, known = _known(path)
     splits = {s: _read_table(f) for s, f in files.items() if f.is_file()}
@@ -471,12 +414,12 @@ def _split_files(path: Path) -> dict[str, Path]:
         split = _SPLIT_ALIASES.get(f.stem.lower())
         if f.is_file() and split and f.suffix in TABLE_SUFFIXES:
             if split in found:
-                raise ValueError(f"{path} holds two files for the {split!r} split: {found[split].name}, {f.name}")
+                raise DataError(f"{path} holds two files for the {split!r} split: {found[split].name}, {f.name}")
             found[split] = f
     return found
 
 
-def _load_hf(spec: str, local: bool, overrides: dict[str, Any]) -> Task:
+def _load_hf(spec: str, local: bool, overrides: dict[str, Any]) -> ClassificationTask:
     """Data read by Hugging Face ``datasets`` (local files/dirs, or a hub id when nothing local matches)."""
     import datasets
 
@@ -487,19 +430,19 @@ def _load_hf(spec: str, local: bool, overrides: dict[str, Any]) -> Task:
         elif local and Path(spec).is_file():
             builder = {".parquet": "parquet", ".arrow": "arrow", ".txt": "text"}.get(Path(spec).suffix)
             if builder is None:
-                raise ValueError(f"unsupported file type {Path(spec).suffix!r}")
+                raise DataError(f"unsupported file type {Path(spec).suffix!r}")
             data = datasets.load_dataset(builder, data_files=spec)
         else:
             data = datasets.load_dataset(spec)
     except Exception as err:  # datasets raises many types: report them all the same way
         where = "local data" if local else "a Hugging Face hub dataset (offline, or no such dataset?)"
-        raise ValueError(f"could not load {spec!r} as {where}: {type(err).__name__}: {err}. Built-in tasks: "
-                         f"{list(BUILTIN_TASKS)}") from err
+        raise DataError(f"could not load {spec!r} as {where}: {type(err).__name__}: {err}. Built-in tasks: "
+                        f"{list(BUILTIN_TASKS)}") from err
     name, known = _known(Path(spec)) if local else (spec.rsplit("/", 1)[-1], None)
     return _from_datasets(data, name, spec, known, overrides)
 
 
-def _from_datasets(data: Any, name: str, source: str, known: dict | None, overrides: dict[str, Any]) -> Task:
+def _from_datasets(data: Any, name: str, source: str, known: dict | None, overrides: dict[str, Any]) -> ClassificationTask:
     """A task from a loaded ``datasets.DatasetDict`` (its train/validation/test splits) or ``Dataset`` (the ``test``
     split); a ``ClassLabel`` label column names the labels."""
     import datasets
@@ -517,11 +460,11 @@ def _from_datasets(data: Any, name: str, source: str, known: dict | None, overri
         if isinstance(feature, datasets.ClassLabel):
             feature_names = tuple(feature.names)
     if not splits or not all(splits.values()):
-        raise ValueError(f"{source!r} has no non-empty train/validation/test split: found {list(data)}")
+        raise DataError(f"{source!r} has no non-empty train/validation/test split: found {list(data)}")
     return _build(name, splits, source, known, overrides, feature_names)
 
 
-def _in_memory(data: Any, overrides: dict[str, Any]) -> Task:
+def _in_memory(data: Any, overrides: dict[str, Any]) -> ClassificationTask:
     """A task from data in memory: a ``datasets`` ``Dataset`` or ``DatasetDict``, a pandas ``DataFrame`` or a list
     of dicts (as rows of a file: a ``split`` column picks each row's split, else all rows are ``test``)."""
     if isinstance(data, list):
@@ -543,18 +486,18 @@ def looks_like_path(spec: str) -> bool:
 
 # -- entry point --------------------------------------------------------------------------------------
 def load_task(spec: str | Path | Any, *, seed: str | None = None, shots: int | None = None, sample_seed: int = 0,
-              **overrides: Any) -> Task:
+              **overrides: Any) -> ClassificationTask:
     """Load a task from a built-in name (:data:`BUILTIN_TASKS`), a path or data in memory.
 
     Paths may be an RLPrompt 16-shot directory (``seed`` picks ``<dir>/<seed>/``, default ``16-42``);
     a TSV/CSV/JSONL file (all rows form the ``test`` split unless a ``split`` column says otherwise);
-    a directory of ``train``/``dev``/``test`` files; a BIG-bench ``task.json``; or data that Hugging
-    Face ``datasets`` reads. A name that is neither built in nor a local path is tried as a hub id.
+    a directory of ``train``/``dev``/``test`` files; a multiple-choice BIG-bench ``task.json``; or data that
+    Hugging Face ``datasets`` reads. A name that is neither built in nor a local path is tried as a hub id.
+    Data holding reference answers instead of labels (generation data) is rejected with a ``ValueError``.
     ``shots`` keeps ``shots`` examples per label of the train and dev splits (:func:`few_shot` with
     ``sample_seed``). In memory, ``spec`` may be a ``datasets`` ``Dataset``/``DatasetDict``, a pandas
     ``DataFrame`` or a list of dicts (rows as in a file). ``overrides`` may set ``template``, ``prompt``,
-    ``verbalizers``, ``label_names`` (and ``metric`` for generation tasks), and ``text_column`` /
-    ``label_column``: the columns holding the text and the label when they are not called text/sentence/input
+    ``verbalizers``, ``label_names``, and ``text_column`` / ``label_column``: the columns holding the text and the label when they are not called text/sentence/input
     and label (a CSV with ``utterance,category`` loads with ``text_column="utterance", label_column="category"``).
     """
     unknown = sorted(set(overrides) - set(_OVERRIDES))
@@ -562,7 +505,7 @@ def load_task(spec: str | Path | Any, *, seed: str | None = None, shots: int | N
         raise TypeError(f"unknown override(s) {unknown}; allowed: {list(_OVERRIDES)}")
     if not isinstance(spec, (str, Path)):
         if seed is not None:
-            raise ValueError(f"seed={seed!r} only applies to RLPrompt 16-shot directories, not to data in memory")
+            raise ConfigError(f"seed={seed!r} only applies to RLPrompt 16-shot directories, not to data in memory")
         task = _in_memory(spec, overrides)
         return _sample(task, shots, sample_seed) if shots is not None else task
     spec = str(spec)
@@ -572,9 +515,9 @@ def load_task(spec: str | Path | Any, *, seed: str | None = None, shots: int | N
     if seed is not None and not is_rlprompt:
         if spec not in BUILTIN_TASKS and not path.exists():
             where = "" if path.is_absolute() else f" (resolved relative to the current directory {str(Path.cwd())!r})"
-            raise FileNotFoundError(f"task path {spec!r} does not exist{where}; seed={seed!r} needs an RLPrompt "
-                                    f"16-shot directory")
-        raise ValueError(f"seed={seed!r} only applies to RLPrompt 16-shot directories, and {spec!r} is not one")
+            raise MissingFileError(f"task path {spec!r} does not exist{where}; seed={seed!r} needs an RLPrompt "
+                                   f"16-shot directory")
+        raise ConfigError(f"seed={seed!r} only applies to RLPrompt 16-shot directories, and {spec!r} is not one")
     if spec in BUILTIN_TASKS:
         with resources.as_file(resources.files("rlprompt").joinpath("data", f"{spec}.jsonl")) as builtin:
             task = _build(spec, _by_split(_read_table(builtin)), spec, _KNOWN[spec], overrides)
@@ -596,13 +539,13 @@ def load_task(spec: str | Path | Any, *, seed: str | None = None, shots: int | N
             name, known = _known(path)
             task = _build(name, _by_split(_records(data, path)), path, known, overrides)
         else:
-            raise ValueError(f"{path} is neither a BIG-bench task (object with 'examples') nor a list of examples")
+            raise DataError(f"{path} is neither a BIG-bench task (object with 'examples') nor a list of examples")
     elif path.exists():
         task = _load_hf(str(path), True, overrides)
     elif looks_like_path(spec):
-        raise FileNotFoundError(f"no such file or directory: {spec!r} (built-in tasks: {list(BUILTIN_TASKS)})")
+        raise MissingFileError(f"no such file or directory: {spec!r} (built-in tasks: {list(BUILTIN_TASKS)})")
     elif close := difflib.get_close_matches(spec, BUILTIN_TASKS, n=1, cutoff=0.75):
-        raise ValueError(f"unknown task {spec!r}; did you mean the built-in task {close[0]!r}?")
+        raise ConfigError(f"unknown task {spec!r}; did you mean the built-in task {close[0]!r}?")
     else:
         task = _load_hf(spec, False, overrides)
     if shots is not None:
@@ -610,10 +553,8 @@ def load_task(spec: str | Path | Any, *, seed: str | None = None, shots: int | N
     return task
 
 
-def _sample(task: Task, shots: int, seed: int) -> Task:
-    if not isinstance(task, ClassificationTask):
-        raise ValueError(f"shots only applies to classification tasks; {task.name!r} is a generation task")
+def _sample(task: ClassificationTask, shots: int, seed: int) -> ClassificationTask:
     if not {"train", "dev"} & set(task.splits):
-        raise ValueError(f"shots needs a 'train' or 'dev' split; task {task.name!r} has {list(task.splits)}")
+        raise ConfigError(f"shots needs a 'train' or 'dev' split; task {task.name!r} has {list(task.splits)}")
     splits = {s: few_shot(sp, shots, seed) if s in ("train", "dev") else sp for s, sp in task.splits.items()}
     return ClassificationTask(task.name, task.label_names, task.verbalizers, task.template, task.prompt, splits)

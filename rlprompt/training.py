@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rlprompt.config import check_resume_config, config_method, dump_config, load_config
+from rlprompt.errors import ConfigError, MissingFileError
 from rlprompt.tasks import read_text
 
 METHODS: dict[str, str] = {
@@ -32,7 +33,7 @@ CONFIG_FILE = "config.yaml"
 def method_entry(method: str) -> tuple[type, Callable[..., dict[str, Any]]]:
     """The config class and train function of ``method`` (one of :data:`METHODS`); imports its module."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known methods: {sorted(METHODS)}")
+        raise ConfigError(f"unknown method {method!r}; known methods: {sorted(METHODS)}")
     if method == "rlprompt":
         from rlprompt.policies.rlprompt import RLPromptConfig, train_rlprompt
 
@@ -60,11 +61,11 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
 
     path = Path(run_dir).expanduser() / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} does not exist: {str(run_dir)!r} is not a run directory to resume "
-                                f"(give its config file to start it)")
+        raise MissingFileError(f"{str(path)!r} does not exist: {str(run_dir)!r} is not a run directory to resume "
+                               f"(give its config file to start it)")
     data = yaml.safe_load(read_text(path))
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of field: value")
+        raise ConfigError(f"{path} must hold a mapping of field: value")
     return data
 
 
@@ -74,7 +75,7 @@ def resolve_config(config: str | Path | Mapping[str, Any] | Any | None, run_dir:
     directory is made): ``config=None`` with ``resume`` reads the run's own ``config.yaml``."""
     if config is None:
         if not resume:
-            raise ValueError("a config (YAML file, dict or config object) is needed to start a run")
+            raise ConfigError("a config (YAML file, dict or config object) is needed to start a run")
         config = run_config(run_dir)  # holds absolute paths (relative ones in runs made before meant the cwd)
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         method, config = type(config).method, dump_config(config)
@@ -82,8 +83,8 @@ def resolve_config(config: str | Path | Mapping[str, Any] | Any | None, run_dir:
         method = config_method(config)
     config_cls, train_fn = method_entry(method)
     if "max_target_queries" in overrides and "max_target_queries" not in {f.name for f in dataclasses.fields(config_cls)}:
-        raise ValueError(f"method {method!r} cannot stop at a target-query budget yet (max_target_queries): bound its "
-                         f"run with steps= instead")
+        raise ConfigError(f"method {method!r} cannot stop at a target-query budget yet (max_target_queries): bound its "
+                          f"run with steps= instead")
     cfg = load_config(config, config_cls, overrides)
     if resume and (Path(run_dir).expanduser() / CONFIG_FILE).is_file():
         check_resume_config(run_config(run_dir), cfg)

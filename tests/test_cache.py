@@ -7,60 +7,36 @@ import os
 import subprocess
 import sys
 import textwrap
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rlprompt.targets import BudgetExceeded, CachedTarget, TargetError
+from tests.conftest import FakeTarget
 
 TEMPLATE = "{sentence} {prompt}"
 VERBALIZERS = [" no", " yes"]
 
-FAKE = '''
-import zlib
-import numpy as np
-from rlprompt.targets import Target
+REPO = Path(__file__).resolve().parents[1]
 
 
-class ScriptedTarget(Target):
-    """Deterministic scores from a hash of the filled text; records every row it is asked for."""
+def hashed_scores(prompt: str, text: str, k: int, position: int) -> np.ndarray:
+    """Deterministic log-probabilities from a hash of the (prompt, input) pair."""
+    h = zlib.crc32(f"{prompt}|{text}".encode()) / 2**32
+    return np.log([h, 1 - h][:k] + [1e-3] * (k - 2))
 
-    name = "scripted"
 
-    def __init__(self, max_sequences=None):
-        super().__init__(max_sequences=max_sequences)
-        self.rows, self.generated, self.scored = [], [], []
-
-    def _classify(self, template, prompts, inputs, verbalizers):
-        out = np.empty((len(prompts), len(inputs), len(verbalizers)))
-        for p, prompt in enumerate(prompts):
-            for n, text in enumerate(inputs):
-                self.rows.append((prompt, text))
-                h = zlib.crc32(f"{prompt}|{text}".encode()) / 2**32
-                out[p, n] = np.log([h, 1 - h][: len(verbalizers)] + [1e-3] * (len(verbalizers) - 2))
-        self.stats.calls += 1
-        self.stats.sequences += len(prompts) * len(inputs)
-        return out
-
-    def _generate(self, texts, max_new_tokens, temperature, top_p, num_samples, seed, chat):
-        self.generated.append(list(texts))
-        self.stats.calls += 1
-        self.stats.sequences += len(texts) * num_samples
-        return [f"{t}->{i}:{seed}" for t in texts for i in range(num_samples)]
-
-    def _loglikelihood(self, contexts, continuations):
-        self.scored.append(list(zip(contexts, continuations)))
-        self.stats.calls += 1
-        self.stats.sequences += len(contexts)
-        return np.array([-float(len(c) + len(x)) for c, x in zip(contexts, continuations)])
-'''
-namespace: dict = {}
-exec(compile(FAKE, "scripted_target", "exec"), namespace)
-ScriptedTarget = namespace["ScriptedTarget"]
+def scripted(max_sequences: int | None = None) -> FakeTarget:
+    """The fake target every cache test wraps: hashed scores, generations and likelihoods that name their input."""
+    return FakeTarget(hashed_scores, generate=lambda text, i, seed: f"{text}->{i}:{seed}",
+                      loglikelihood=lambda context, continuation: -float(len(context) + len(continuation)),
+                      name="scripted", max_sequences=max_sequences)
 
 
 def test_classify_only_misses_reach_the_inner_target(tmp_path):
-    inner = ScriptedTarget()
+    inner = scripted()
     cached = CachedTarget(inner, tmp_path / "cache.sqlite")
     assert cached.stats is inner.stats and cached.name == "scripted"
     first = cached.classify(TEMPLATE, ["p1", "p2"], ["a", "b"], VERBALIZERS)
@@ -82,8 +58,8 @@ def test_classify_only_misses_reach_the_inner_target(tmp_path):
 
 def test_persistence_across_instances_and_budget_applies_to_misses(tmp_path):
     path = tmp_path / "sub" / "cache.sqlite"
-    first = CachedTarget(ScriptedTarget(), path).classify(TEMPLATE, ["p"], ["a", "b", "c"], VERBALIZERS)
-    inner = ScriptedTarget(max_sequences=1)
+    first = CachedTarget(scripted(), path).classify(TEMPLATE, ["p"], ["a", "b", "c"], VERBALIZERS)
+    inner = scripted(max_sequences=1)
     cached = CachedTarget(inner, path)
     np.testing.assert_array_equal(cached.classify(TEMPLATE, ["p"], ["a", "b", "c"], VERBALIZERS), first)
     assert inner.rows == [] and inner.stats.sequences == 0 and inner.stats.cache_hits == 3
@@ -94,7 +70,7 @@ def test_persistence_across_instances_and_budget_applies_to_misses(tmp_path):
 
 
 def test_generate_caches_greedy_and_seeded_but_not_unseeded_sampling(tmp_path):
-    inner = ScriptedTarget()
+    inner = scripted()
     cached = CachedTarget(inner, tmp_path / "c.sqlite")
     assert cached.generate(["x", "y"]) == ["x->0:None", "y->0:None"]
     assert cached.generate(["y", "z"]) == ["y->0:None", "z->0:None"]
@@ -109,7 +85,7 @@ def test_generate_caches_greedy_and_seeded_but_not_unseeded_sampling(tmp_path):
 
 
 def test_loglikelihood_cached_per_pair(tmp_path):
-    inner = ScriptedTarget()
+    inner = scripted()
     cached = CachedTarget(inner, tmp_path / "c.sqlite")
     np.testing.assert_array_equal(cached.loglikelihood(["a", "b"], ["x", "yy"]), [-2.0, -3.0])
     np.testing.assert_array_equal(cached.loglikelihood(["b", "c"], ["yy", "z"]), [-3.0, -2.0])
@@ -118,11 +94,13 @@ def test_loglikelihood_cached_per_pair(tmp_path):
 
 def test_two_processes_share_one_file(tmp_path):
     path = tmp_path / "shared.sqlite"
-    script = FAKE + textwrap.dedent(
+    script = textwrap.dedent(
         f"""
         import sys
+        sys.path.insert(0, {str(REPO)!r})
         from rlprompt.targets import CachedTarget
-        cached = CachedTarget(ScriptedTarget(), {str(path)!r})
+        from tests.test_cache import scripted
+        cached = CachedTarget(scripted(), {str(path)!r})
         worker = int(sys.argv[1])
         for step in range(30):
             prompts = [f"p{{(step + worker) % 7}}", f"p{{step % 5}}"]
@@ -140,13 +118,13 @@ def test_two_processes_share_one_file(tmp_path):
     for proc, (out, err) in zip(procs, outs):
         assert proc.returncode == 0, err
         assert int(out.split()[1]) > 0
-    inner = ScriptedTarget()
+    inner = scripted()
     cached = CachedTarget(inner, path)
     prompts = [f"p{i}" for i in range(7)]
     inputs = [f"s{i}" for i in range(20)]
     scores = cached.classify(TEMPLATE, prompts, inputs, VERBALIZERS)
     assert inner.rows == [] and len(cached) == 7 * 20 + 9
-    np.testing.assert_array_equal(scores, ScriptedTarget().classify(TEMPLATE, prompts, inputs, VERBALIZERS))
+    np.testing.assert_array_equal(scores, scripted().classify(TEMPLATE, prompts, inputs, VERBALIZERS))
 
 
 
@@ -156,7 +134,7 @@ def filled_cache(path, n=400) -> np.ndarray:
     import gc
     import sqlite3
 
-    cached = CachedTarget(ScriptedTarget(), path)
+    cached = CachedTarget(scripted(), path)
     scores = cached.classify(TEMPLATE, ["p"], [f"s{i}" for i in range(n)], VERBALIZERS)
     del cached
     gc.collect()
@@ -192,7 +170,7 @@ def test_cache_corrupt_file_is_moved_aside_and_recreated(tmp_path, damage):
     expected = filled_cache(path)
     damage(path)
     broken = path.read_bytes()
-    inner = ScriptedTarget()
+    inner = scripted()
     inputs = [f"s{i}" for i in range(400)]
     with pytest.warns(RuntimeWarning, match="is corrupt.*moved it to") as caught:
         cached = CachedTarget(inner, path)
@@ -210,7 +188,7 @@ def test_cache_corrupt_rows_are_misses_and_get_overwritten(tmp_path):
     import sqlite3
 
     path = tmp_path / "cache.sqlite"
-    inner = ScriptedTarget()
+    inner = scripted()
     cached = CachedTarget(inner, path)
     expected = cached.classify(TEMPLATE, ["p"], ["a", "b", "c", "d", "e"], VERBALIZERS)
     cached.generate(["g"])
@@ -238,7 +216,7 @@ def test_cache_corrupt_lock_on_write_warns_and_returns_the_paid_answer(tmp_path)
     import sqlite3
 
     path = tmp_path / "cache.sqlite"
-    inner = ScriptedTarget()
+    inner = scripted()
     cached = CachedTarget(inner, path, busy_timeout=0.2)
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock (for 70 s, say)
@@ -246,7 +224,7 @@ def test_cache_corrupt_lock_on_write_warns_and_returns_the_paid_answer(tmp_path)
         locked = r"could not store 2 answers in the response cache .*cache\.sqlite.*locked"
         with pytest.warns(RuntimeWarning, match=locked):
             scores = cached.classify(TEMPLATE, ["p"], ["a", "b"], VERBALIZERS)
-        np.testing.assert_array_equal(scores, ScriptedTarget().classify(TEMPLATE, ["p"], ["a", "b"], VERBALIZERS))
+        np.testing.assert_array_equal(scores, scripted().classify(TEMPLATE, ["p"], ["a", "b"], VERBALIZERS))
         assert inner.stats.sequences == 2
     finally:
         holder.execute("ROLLBACK")
@@ -264,13 +242,13 @@ def test_cache_corrupt_or_locked_at_open_is_a_clear_error_naming_the_path(tmp_pa
     holder.execute("BEGIN EXCLUSIVE")
     try:
         with pytest.raises(TargetError, match=r"cannot open the response cache .*cache\.sqlite.*locked"):
-            CachedTarget(ScriptedTarget(), path, busy_timeout=0.2)
+            CachedTarget(scripted(), path, busy_timeout=0.2)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     folder = tmp_path / "a-directory.sqlite"
     folder.mkdir()
     with pytest.raises(TargetError, match=r"cannot open the response cache .*a-directory\.sqlite"):
-        CachedTarget(ScriptedTarget(), folder)
+        CachedTarget(scripted(), folder)
     with pytest.raises(ValueError, match="busy_timeout"):
-        CachedTarget(ScriptedTarget(), tmp_path / "c.sqlite", busy_timeout=-1)
+        CachedTarget(scripted(), tmp_path / "c.sqlite", busy_timeout=-1)

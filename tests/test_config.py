@@ -12,6 +12,7 @@ import yaml
 from rlprompt.config import (RESUME_CHANGEABLE, check_resume_config, config_from_dict, default_yaml, dump_config,
                              field_docs, load_config)
 from rlprompt.training import METHODS, method_entry
+from rlprompt.errors import ConfigError, DataError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.yaml"))
 
@@ -41,8 +42,24 @@ def test_old_length_names_load_with_one_warning(method, old, tmp_path):
 
 
 def test_shipped_configs_use_the_new_names():
+    from rlprompt.config import RENAMED_FIELDS
+
     for path in CONFIGS:
-        assert not set(yaml.safe_load(path.read_text())) & {"total_updates", "iterations"}, path.name
+        assert not set(yaml.safe_load(path.read_text())) & set(RENAMED_FIELDS), path.name
+
+
+def test_promptagent_optimizer_lm_has_a_name_no_torch_optimizer_shares(tmp_path):
+    from rlprompt.policies.promptagent import PromptAgentConfig
+
+    path = tmp_path / "old.yaml"
+    path.write_text("method: promptagent\noptimizer: tiny-random\noptimizer_dtype: float32\n")
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load_config(path, PromptAgentConfig)
+    assert cfg.optimizer_model == "tiny-random" and cfg.optimizer_model_dtype == "float32"
+    assert sorted(str(w.message).split("'")[1] for w in caught) == ["optimizer", "optimizer_dtype"]
+    assert "optimizer" not in dump_config(cfg) and "optimizer_dtype" not in dump_config(cfg)
+    with pytest.raises(ValueError, match="bad"):
+        load_config({"optimizer_model_dtype": "bad"}, PromptAgentConfig)
 
 
 # -- paths resolve against the config file -------------------------------------------------------------
@@ -63,6 +80,37 @@ def test_relative_task_path_resolves_against_the_config_file(tmp_path, monkeypat
     (elsewhere / "mine.csv").write_text("text,label\nok,1\n")
     assert load_config(config, RLPromptConfig, ["task=mine.csv"]).task == str(elsewhere / "mine.csv")
     assert load_config(config, RLPromptConfig, ["task=sentiment"]).task == "sentiment"  # a name, not a path
+
+
+def test_target_cache_is_a_path_next_to_the_config_file_and_fronts_the_target(tmp_path, monkeypatch):
+    from rlprompt.config import TaskTargetConfig
+    from rlprompt.policies.rlprompt import RLPromptConfig
+    from rlprompt.targets import CachedTarget
+    from rlprompt.targets.base import Target
+
+    config = tmp_path / "configs" / "c.yaml"
+    config.parent.mkdir()
+    config.write_text("method: rlprompt\ntarget_cache: ../cache/target.sqlite\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(config, RLPromptConfig)
+    assert cfg.target_cache == str(tmp_path / "cache" / "target.sqlite")
+    assert TaskTargetConfig().target_cache is None
+    with pytest.raises(ValueError, match="target_cache must be a file path or null, got ' '"):
+        TaskTargetConfig(target_cache=" ")
+
+    class Fake(Target):
+        name = "fake"
+
+        def _classify(self, template, prompts, inputs, verbalizers):
+            raise AssertionError("not queried")
+
+        _generate = _loglikelihood = _classify
+
+    fake = Fake()
+    assert TaskTargetConfig().build_target(fake) is fake  # no cache: the target itself
+    cached = cfg.build_target(fake)
+    assert isinstance(cached, CachedTarget) and cached.inner is fake and cached.path == Path(cfg.target_cache)
+    assert cfg.build_target(cached) is cached  # never behind two caches
 
 
 def test_a_missing_task_path_names_the_config_file(tmp_path):
@@ -130,15 +178,15 @@ def test_every_method_loads_its_classification_task_through_one_check(method, tm
     assert (task.template, task.verbalizers) == ("Q: {sentence} {prompt}", (" bad", " good"))
     only_test = tmp_path / "reviews.csv"
     only_test.write_text("text,label\ngood,1\nbad,0\n")  # no split column: every row is the test split
-    with pytest.raises(ValueError, match=rf"lacks the split\(s\) \['train'\] that {config_cls.method} needs; it has "
-                                         r"\['test'\]"):
+    with pytest.raises(DataError, match=rf"lacks the split\(s\) \['train'\] that {config_cls.method} needs; it has "
+                                        r"\['test'\]"):
         config_cls(task=str(only_test)).classification_task(("train",))
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_names_a_count_below_one_with_its_class_and_value(method):
     config_cls, _ = method_entry(method)
-    with pytest.raises(ValueError, match=rf"these {config_cls.__name__} fields must be >= 1: \{{'steps': -2\}}"):
+    with pytest.raises(ConfigError, match=rf"these {config_cls.__name__} fields must be >= 1: \{{'steps': -2\}}"):
         config_cls(steps=-2)
 
 
@@ -152,5 +200,23 @@ def test_check_positive_names_every_field_below_one():
         c: int = -3
 
     check_positive(Sizes(b=1, c=1), "a", "b", "c")
-    with pytest.raises(ValueError, match=r"these Sizes fields must be >= 1: \{'b': 0, 'c': -3\}"):
+    with pytest.raises(ConfigError, match=r"these Sizes fields must be >= 1: \{'b': 0, 'c': -3\}"):
         check_positive(Sizes(), "a", "b", "c")
+
+
+# -- one meaning per name (issue 14) ---------------------------------------------------------------------
+@pytest.mark.parametrize("method, name, ok", [("rlprompt", "running", True), ("multiprompter", "batch_zscore", True),
+                                              ("rlprompt", "clip", False), ("rlprompt", "linear", False),
+                                              ("prewrite", "input_zscore", True), ("prewrite", "running", False),
+                                              ("rlprompt", "whiten", False)])
+def test_stabilizer_names_come_from_the_one_registry(method, name, ok):
+    from rlprompt.errors import ConfigError
+    from rlprompt.rewards import CONFIG_STABILIZERS, STABILIZERS
+
+    assert set(CONFIG_STABILIZERS) <= set(STABILIZERS)
+    config_cls, _ = method_entry(method)
+    if ok:
+        assert load_config({"stabilizer": name}, config_cls).stabilizer == name
+    else:  # clip needs bounds no field carries (it failed at the first step before); PRewrite keeps no running state
+        with pytest.raises(ConfigError, match=f"stabilizer must be one of .*got '{name}'"):
+            load_config({"stabilizer": name}, config_cls)

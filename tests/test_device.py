@@ -37,6 +37,7 @@ def test_device_cuda_without_cuda_is_one_clear_error():
 
 
 @pytest.mark.skipif(not NO_CUDA, reason="checks the error on a machine without CUDA")
+@pytest.mark.subprocess
 def test_device_cuda_in_the_eval_cli_without_cuda_is_one_line():
     proc = subprocess.run([sys.executable, "-m", "rlprompt.cli", "eval", "--task", "sentiment", "--target",
                            "smollm2-135m-instruct", "--device", "cuda", "--prompt", "It was", "--limit", "4"],
@@ -57,6 +58,7 @@ def test_device_config_field_is_checked_in_every_method_config():
             cls(device="gpu0")
 
 
+@pytest.mark.model
 def test_device_cpu_explicit_scores_like_the_default():
     model, tokenizer = load_model("tiny-random", dtype="float32", device="cpu")
     a = HFTarget.from_loaded(model, tokenizer)
@@ -93,6 +95,7 @@ class MetaModel(torch.nn.Module):
 
 @pytest.mark.parametrize("template", ["{sentence} {prompt}", "Q: {prompt}\n{sentence}\nA:"])
 @pytest.mark.parametrize("kv_reuse", [True, False])
+@pytest.mark.model
 def test_device_meta_scoring_creates_no_tensor_off_the_model_device(template, kv_reuse):
     """Every tensor HFTarget's scoring loop feeds the model sits on the model's device, and the scores stay there
     until the call is done: ``classify_on_device`` returns a meta tensor of the right shape."""

@@ -14,60 +14,18 @@ import torch
 from rlprompt.models import load_model
 from rlprompt.policies.dpo import DPOMethodConfig, SemDPOConfig, _trl_config, method_config, train_dpo
 from rlprompt.policies.preferences import build_preferences, load_preferences, pair_weights, preference_pairs
-from rlprompt.targets.base import Target, fill
 from rlprompt.tasks import load_task
+from tests.conftest import FakeTarget, gold_share
 
 TEMPLATE = "{prompt}\n\nInput: {sentence}\nAnswer:"
 QUALITY = {"great rewrite": 1.0, "good rewrite": 0.7, "ok rewrite": 0.5, "poor rewrite": 0.45, "bad rewrite": 0.0}
 
 
-class ScriptedTarget(Target):
-    """Fake target: the gold verbalizer's probability is ``0.05 + 0.9 * QUALITY[instruction]`` on every input."""
-
-    name = "scripted"
-
-    def __init__(self, labels_by_text: dict[str, int]) -> None:
-        super().__init__()
-        self.labels_by_text = labels_by_text
-
-    def _classify(self, template, prompts, inputs, verbalizers):
-        k = len(verbalizers)
-        out = np.empty((len(prompts), len(inputs), k))
-        for p, prompt in enumerate(prompts):
-            q = 0.05 + 0.9 * QUALITY.get(prompt, 0.5)
-            for n, text in enumerate(inputs):
-                assert fill(template, prompt, text)
-                probs = np.full(k, (1 - q) / (k - 1))
-                probs[self.labels_by_text[text]] = q
-                out[p, n] = np.log(probs)
-        return out
-
-    def _generate(self, *args):
-        raise NotImplementedError
-
-    def _loglikelihood(self, *args):
-        raise NotImplementedError
-
-
-class ScriptedRewriter(Target):
+def scripted_rewriter() -> FakeTarget:
     """Fake rewriter: returns the QUALITY keys in a fixed order (with chat noise to clean)."""
-
-    name = "scripted-rewriter"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[list[str], bool]] = []
-
-    def _generate(self, texts, max_new_tokens, temperature, top_p, num_samples, seed, chat):
-        self.calls.append((texts, chat))
-        keys = list(QUALITY)
-        return [f"Instruction: {keys[i % len(keys)]}\n\nextra" for _ in texts for i in range(num_samples)]
-
-    def _classify(self, *args):
-        raise NotImplementedError
-
-    def _loglikelihood(self, *args):
-        raise NotImplementedError
+    keys = list(QUALITY)
+    return FakeTarget(generate=lambda text, i, seed: f"Instruction: {keys[i % len(keys)]}\n\nextra",
+                      name="scripted-rewriter")
 
 
 def fake_embedder(texts: list[str]) -> np.ndarray:
@@ -83,7 +41,8 @@ def _target(task):
     train = task.split("train")
     labels = {t: int(y) for split in task.splits.values() for t, y in zip(split.texts, split.labels)}
     assert len(train.texts) > 0
-    return ScriptedTarget(labels)
+    # the gold verbalizer's probability is 0.05 + 0.9 * QUALITY[instruction] on every input
+    return FakeTarget(gold_share(labels, lambda prompt: QUALITY.get(prompt, 0.5)), name="scripted")
 
 
 def _cfg(tmp_path, cls=DPOMethodConfig, **kw):
@@ -97,12 +56,13 @@ def _cfg(tmp_path, cls=DPOMethodConfig, **kw):
 
 
 # -- config ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("bad, match", [
-    ({"alpha": -1.0}, "alpha"), ({"margin": -0.1}, "margin"), ({"beta": 0.0}, "beta"),
-    ({"samples_per_original": 1}, "samples_per_original"), ({"steps": 0}, "steps"),
-    ({"reward": "f1"}, "reward"), ({"meta_prompt": "no placeholder"}, "instruction"),
-    ({"lora_dropout": 1.0}, "lora_dropout"), ({"originals": []}, "originals"),
-    ({"normalize_weights": "yes"}, "normalize_weights"),
+@pytest.mark.parametrize("bad, match", [  # the message names the field and its bad value
+    ({"alpha": -1.0}, r"alpha=-1\.0"), ({"margin": -0.1}, r"margin=-0\.1"), ({"beta": 0.0}, r"beta.* got 0\.0,"),
+    ({"samples_per_original": 1}, r"samples_per_original must be >= 2.*got 1$"), ({"steps": 0}, r"'steps': 0\b"),
+    ({"reward": "f1"}, r"reward must be .*got 'f1'"),
+    ({"meta_prompt": "no placeholder"}, r"\{instruction\}.*'no placeholder'"),
+    ({"lora_dropout": 1.0}, r"lora_dropout .*got 1\.0"), ({"originals": []}, "originals must hold at least one"),
+    ({"normalize_weights": "yes"}, r"normalize_weights .*got 'yes'"),
 ])
 def test_bad_config_values_error_clearly(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -133,14 +93,14 @@ def test_preference_pairs_respect_the_margin():
 def test_build_preferences_with_a_scripted_target(tmp_path, margin):
     task = _task()
     cfg = _cfg(tmp_path, margin=margin)
-    rewriter = ScriptedRewriter()
+    rewriter = scripted_rewriter()
     path = build_preferences(cfg, target=_target(task), rewriter=rewriter, task=task)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows and all(r["chosen_reward"] - r["rejected_reward"] >= max(margin, 1e-12) for r in rows)
     assert all(r["chosen"][0]["content"] in QUALITY and r["rejected"][0]["content"] in QUALITY for r in rows)
     assert {r["original"] for r in rows} == set(cfg.originals)
     assert rows[0]["prompt"][0]["role"] == "user" and cfg.originals[0] in rows[0]["prompt"][0]["content"]
-    assert all(chat for _, chat in rewriter.calls)
+    assert rewriter.generated and all(settings["chat"] for settings in rewriter.generate_settings)
     best = max(rows, key=lambda r: r["chosen_reward"] - r["rejected_reward"])
     assert (best["chosen"][0]["content"], best["rejected"][0]["content"]) == ("great rewrite", "bad rewrite")
     if margin:  # gap rewards span [-180*0.9, 200*0.9]: 50 removes close pairs such as ok vs poor
@@ -169,7 +129,7 @@ def prefs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prefs")
     task = _task()
     cfg = _cfg(tmp)
-    return build_preferences(cfg, target=_target(task), rewriter=ScriptedRewriter(), task=task), tmp
+    return build_preferences(cfg, target=_target(task), rewriter=scripted_rewriter(), task=task), tmp
 
 
 def _semdpo_trainer(tmp_path, dataset, cfg):
@@ -188,6 +148,7 @@ def _batch(trainer, n):
     return trainer._prepare_inputs(trainer.data_collator(rows))
 
 
+@pytest.mark.model
 def test_weight_column_survives_the_collator_and_unit_weights_give_trls_loss(prefs, tmp_path):
     from trl import DPOTrainer
 
@@ -209,6 +170,7 @@ def test_weight_column_survives_the_collator_and_unit_weights_give_trls_loss(pre
     torch.testing.assert_close(ours, trls, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.model
 def test_weighted_loss_is_the_mean_of_weight_times_trls_per_pair_loss(prefs, tmp_path):
     """mean(W * l) (Mohamed et al. 2025), not sum(W * l) / sum(W), which would undo the down-weighting."""
     from trl import DPOTrainer
@@ -233,6 +195,7 @@ def test_weighted_loss_is_the_mean_of_weight_times_trls_per_pair_loss(prefs, tmp
 
 
 @pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.model
 def test_normalize_weights_divides_by_the_dataset_mean_weight(prefs, tmp_path, normalize):
     path, _ = prefs
     n = len(load_preferences(path))
@@ -250,6 +213,7 @@ def test_normalize_weights_divides_by_the_dataset_mean_weight(prefs, tmp_path, n
 
 
 @pytest.mark.parametrize("cls", [DPOMethodConfig, SemDPOConfig])
+@pytest.mark.model
 def test_training_steps_change_lora_params_and_write_the_run(prefs, tmp_path, monkeypatch, cls):
     import peft
 
@@ -294,6 +258,7 @@ def test_training_steps_change_lora_params_and_write_the_run(prefs, tmp_path, mo
         assert any("semdpo_weight" in line for line in (run / "metrics.jsonl").read_text().splitlines())
 
 
+@pytest.mark.model
 def test_resume_continues_from_the_last_checkpoint(prefs, tmp_path):
     path, _ = prefs
     cfg = _cfg(tmp_path, cls=SemDPOConfig, preferences=str(path), lora_target_modules=["q_proj"])
@@ -322,7 +287,11 @@ def test_shipped_configs_load(name, method):
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "configs" / f"{name}.yaml"
     cfg = load_method_config(path, ["steps=3"])
-    assert type(cfg).method == method and cfg.steps == 3 and cfg.eval_originals
+    assert type(cfg).method == method and cfg.steps == 3  # the override wins over the file's steps: 20
+    assert cfg.eval_originals == ["Classify the review as negative or positive.",
+                                  "How does the reviewer feel about the movie?", "Is the sentiment of this text good or bad?"]
+    assert cfg.preferences == str(path.parents[2] / "runs" / "preferences" / "sentiment.jsonl")  # relative to the file
+    assert (cfg.batch_size, cfg.margin, cfg.samples_per_original) == (4 if method == "dpo" else 8, 10.0, 6)
 
 
 # -- the DPO vs Sem-DPO benchmark (experiments/semdpo_bench.py) ---------------------------------
@@ -429,6 +398,7 @@ def test_bench_config_has_the_wanted_budget():
 
 @pytest.mark.parametrize("cls, rewrite, identity", [(DPOMethodConfig, "great rewrite", False),
                                                     (SemDPOConfig, "bad rewrite", True)])
+@pytest.mark.model
 def test_dpo_and_semdpo_write_an_enhancer_that_keeps_the_original_unless_rewrites_win(
         prefs, tmp_path, monkeypatch, capsys, cls, rewrite, identity):
     """Issue 18: DPO / Sem-DPO runs write ``enhancer/`` with the dev accuracy of the held-out originals beside
@@ -467,7 +437,7 @@ def test_build_preferences_writes_a_file_with_the_umask_mode(tmp_path):
     task = _task()
     old = os.umask(0o022)
     try:
-        path = build_preferences(_cfg(tmp_path), target=_target(task), rewriter=ScriptedRewriter(), task=task)
+        path = build_preferences(_cfg(tmp_path), target=_target(task), rewriter=scripted_rewriter(), task=task)
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.read_text().count("\n") > 0

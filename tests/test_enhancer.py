@@ -28,6 +28,7 @@ def enhancer():
                           info={"task": "unit"})
 
 
+@pytest.mark.model
 def test_round_trip_gives_identical_enhancements(enhancer, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     prompts = ["Classify the review.", "Say yes or no.", "x"]
@@ -47,6 +48,7 @@ def test_round_trip_gives_identical_enhancements(enhancer, tmp_path, monkeypatch
     assert adapter_keys["r"] == 4
 
 
+@pytest.mark.model
 def test_save_is_atomic_and_replaces(enhancer, tmp_path):
     target = tmp_path / "enh"
     enhancer.save_pretrained(target)
@@ -56,6 +58,7 @@ def test_save_is_atomic_and_replaces(enhancer, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["enh"]  # no temporary directories left behind
 
 
+@pytest.mark.model
 def test_validation_and_sampling(enhancer, tmp_path):
     with pytest.raises(ValueError, match="instruction"):
         PromptEnhancer(enhancer.model, enhancer.tokenizer, base_model="tiny-random", meta_prompt="no slot")
@@ -65,6 +68,7 @@ def test_validation_and_sampling(enhancer, tmp_path):
         PromptEnhancer.from_pretrained(tmp_path)
 
 
+@pytest.mark.model
 def test_enhance_main_prints_rewrites(enhancer, tmp_path, capsys):
     enhancer.save_pretrained(tmp_path / "enh")
     expected = enhancer.enhance(["hello there"])
@@ -106,6 +110,7 @@ def _truncate(path):
     ("meta_prompt.txt", lambda p: p.write_bytes(b"Rewrite \xff{instruction}"),
      r"meta_prompt\.txt is not UTF-8 text: byte 0xff at offset 8"),
 ])
+@pytest.mark.model
 def test_damaged_enhancer_file_is_a_clear_error_naming_it(enhancer, tmp_path, capsys, name, damage, message):
     from rlprompt.cli import main
 
@@ -117,6 +122,7 @@ def test_damaged_enhancer_file_is_a_clear_error_naming_it(enhancer, tmp_path, ca
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and name in err
 
 
+@pytest.mark.model
 def test_adapter_with_foreign_tensors_is_rejected(enhancer, tmp_path):
     from safetensors.torch import save_file
 
@@ -135,6 +141,7 @@ class _Stdin:
         self.buffer = io.BytesIO(data)
 
 
+@pytest.mark.model
 def test_stdin_prompts_lose_their_carriage_returns(enhancer, tmp_path, capsys, monkeypatch):
     from rlprompt.enhancer import read_prompts
 
@@ -145,6 +152,7 @@ def test_stdin_prompts_lose_their_carriage_returns(enhancer, tmp_path, capsys, m
     assert [r["prompt"] for r in json.loads(capsys.readouterr().out)] == ["caf\u00e9 review"]
 
 
+@pytest.mark.model
 def test_non_utf8_stdin_and_arguments_are_one_line_errors(enhancer, tmp_path, capsys, monkeypatch):
     from rlprompt.cli import main
 
@@ -203,6 +211,7 @@ def test_fallback_rule_thresholds():
     assert fallback_reason(long_input, " ".join(["x"] * (MAX_GROWTH * 30 + 1)), True) == "too_long"
 
 
+@pytest.mark.model
 def test_enhance_keeps_the_original_for_empty_truncated_or_far_too_long_rewrites():
     from rlprompt.enhancer import Rewrite
 
@@ -224,6 +233,7 @@ def test_enhance_keeps_the_original_for_empty_truncated_or_far_too_long_rewrites
     assert _scripted(completions, max_new_tokens=20).enhance(prompts) == [r.text for r in out]
 
 
+@pytest.mark.model
 def test_enhance_main_prints_the_original_for_a_cut_rewrite(tmp_path, capsys, monkeypatch):
     """The stdin question that came back cut at 32 tokens and lost (issue 18): the original goes through."""
     enhancer = _scripted(["Answer this question about the weather in great detail, listing every"], max_new_tokens=8)
@@ -261,6 +271,7 @@ def test_rewriter_evaluation_keeps_the_original_unless_the_deployed_rewrite_beat
                             examples=1)
 
 
+@pytest.mark.model
 def test_identity_enhancer_loads_no_model_and_returns_prompts_unchanged(enhancer, tmp_path, capsys, monkeypatch):
     import rlprompt.models
     from rlprompt.cli import main
@@ -287,6 +298,7 @@ def test_identity_enhancer_loads_no_model_and_returns_prompts_unchanged(enhancer
         "rewrite (prewrite_i) does not beat the original: the enhancer keeps the original (identity)"]
 
 
+@pytest.mark.model
 def test_a_winning_rewriter_is_loaded_and_rewrites(enhancer, tmp_path, capsys):
     enhancer.evaluation = _evaluation(0.75, 0.875)
     loaded = PromptEnhancer.from_pretrained(enhancer.save_pretrained(tmp_path / "enh"))
@@ -295,6 +307,7 @@ def test_a_winning_rewriter_is_loaded_and_rewrites(enhancer, tmp_path, capsys):
 
 
 # -- portable artifacts (issue 18) -----------------------------------------------------------------------
+@pytest.mark.model
 def test_saved_files_get_ordinary_modes(enhancer, tmp_path):
     import os
     import stat
@@ -326,6 +339,7 @@ def local_base(tmp_path):
     return base_dir, PromptEnhancer(peft_model, tokenizer, base_model=str(base_dir), meta_prompt=META, max_new_tokens=6)
 
 
+@pytest.mark.model
 def test_base_model_is_recorded_as_given_with_a_checksum_checked_on_load(local_base, tmp_path):
     from rlprompt.enhancer import base_model_checksum
 
@@ -352,6 +366,7 @@ def test_the_bundled_models_cache_path_is_recorded_by_its_name(tmp_path, monkeyp
     assert portable_base_model(str(tmp_path / "mine")) == str(tmp_path / "mine")
 
 
+@pytest.mark.model
 def test_an_enhancer_saved_before_format_2_loads_with_a_warning(enhancer, tmp_path):
     path = enhancer.save_pretrained(tmp_path / "enh")
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
@@ -365,6 +380,7 @@ def test_an_enhancer_saved_before_format_2_loads_with_a_warning(enhancer, tmp_pa
     assert loaded.enhance_with_reasons(["a", "b"]) == enhancer.enhance_with_reasons(["a", "b"])
 
 
+@pytest.mark.model
 def test_readme_snippet_loads_an_enhancer_with_plain_transformers_and_peft(local_base, tmp_path, capsys):
     """The README's plain transformers + peft snippet, run as written on a tiny enhancer, gives the model text
     the enhancer itself generates; on an identity enhancer it keeps the instruction."""
@@ -387,6 +403,7 @@ def test_readme_snippet_loads_an_enhancer_with_plain_transformers_and_peft(local
         assert capsys.readouterr().out == expected + "\n"
 
 
+@pytest.mark.model
 def test_loading_asks_no_hub_about_a_hub_id_base(local_base, tmp_path, monkeypatch):
     """adapter_config.json names the bundled model's hub original; loading offline must not look it up."""
     import peft.utils.other

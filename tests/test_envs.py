@@ -24,36 +24,26 @@ from rlprompt.envs import (
 from rlprompt.envs.prompt_edit import split_phrases
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.models import load_tokenizer
-from rlprompt.targets.base import Target, TargetError
+from rlprompt.targets.base import TargetError
 from rlprompt.tasks import ClassificationTask, Split
+from tests.conftest import FakeTarget
+
+pytestmark = pytest.mark.model  # every test here builds the tiny random Llama or its tokenizer
 
 VOCAB = list(range(300, 340))
 
 
-class FakeTarget(Target):
-    """Scripted target: log-probs are a fixed function of (prompt, input); counts classify calls."""
+def hashed_scores(prompt: str, text: str, k: int, position: int) -> np.ndarray:
+    """Log-probabilities that are a fixed function of (prompt, input), summing to log 0.5."""
+    rng = np.random.default_rng(zlib.crc32(f"{prompt}|{text}".encode()))
+    return np.log(rng.dirichlet(np.ones(k)) * 0.5)
 
-    name = "fake"
 
-    def __init__(self, tokenizer, nan: bool = False) -> None:
-        super().__init__()
-        self.tokenizer, self.nan, self.classify_calls, self.prompts_seen = tokenizer, nan, 0, []
-
-    def _classify(self, template, prompts, inputs, verbalizers):
-        self.classify_calls += 1
-        self.prompts_seen.append(list(prompts))
-        out = np.empty((len(prompts), len(inputs), len(verbalizers)))
-        for p, prompt in enumerate(prompts):
-            for n, text in enumerate(inputs):
-                rng = np.random.default_rng(zlib.crc32(f"{prompt}|{text}".encode()))
-                out[p, n] = np.log(rng.dirichlet(np.ones(len(verbalizers))) * 0.5)
-        return np.full_like(out, np.nan) if self.nan else out
-
-    def _generate(self, texts, max_new_tokens, temperature, top_p, num_samples, seed, chat):
-        return [f"said again {zlib.crc32(t.encode()) % 7}" for t in texts for _ in range(num_samples)]
-
-    def _loglikelihood(self, contexts, continuations):
-        return np.full(len(contexts), -1.0)
+def fake_target(tokenizer, nan: bool = False) -> FakeTarget:
+    """Scripted target with :func:`hashed_scores` (all NaN with ``nan``) that repeats texts as paraphrases."""
+    return FakeTarget((lambda prompt, text, k, position: np.full(k, np.nan)) if nan else hashed_scores,
+                      generate=lambda text, i, seed: f"said again {zlib.crc32(text.encode()) % 7}",
+                      loglikelihood=lambda context, continuation: -1.0, tokenizer=tokenizer)
 
 
 def fake_embed(texts: list[str]) -> np.ndarray:
@@ -77,7 +67,7 @@ def tokenizer():
 
 @pytest.fixture
 def fake(tokenizer):
-    return FakeTarget(tokenizer)
+    return fake_target(tokenizer)
 
 
 def env_kwargs(env_id: str, target) -> dict:
@@ -102,7 +92,7 @@ def test_registered_envs_pass_both_checkers_without_warnings(env_id, fake):
 def test_multiprompter_passes_pettingzoo_api_test(fake):
     from pettingzoo.test import api_test
 
-    env = MultiPrompterEnv(task=TASK, target=fake, num_agents=3, segment_length=2, vocab=VOCAB, batch_size=4)
+    env = MultiPrompterEnv(task=TASK, target=fake, n_agents=3, segment_length=2, vocab=VOCAB, batch_size=4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         api_test(env, num_cycles=20)
@@ -128,7 +118,7 @@ def test_prompt_tokens_contract(fake, tokenizer):
         assert obs[-1] == t + 1 and obs[t] == VOCAB[action] and not truncated
     assert terminated and info["prompt"] == decode_prompt(tokenizer, [305, 306, 307])
     assert set(info) >= {"prompt", "accuracy", "raw_reward"} and reward == info["raw_reward"]
-    assert fake.prompts_seen[-1] == [info["prompt"]]
+    assert fake.classify_calls[-1][0] == [info["prompt"]]
     with pytest.raises(RuntimeError, match="reset"):
         env.step(0)
 
@@ -147,7 +137,7 @@ def test_full_vocabulary_excludes_special_tokens(fake, tokenizer):
 
 def test_same_seed_same_rollout(fake, tokenizer):
     def rollout(seed):
-        vec = make_prompt_tokens_vec_env(3, seed=seed, task=TASK, target=FakeTarget(tokenizer), prompt_length=2,
+        vec = make_prompt_tokens_vec_env(3, seed=seed, task=TASK, target=fake_target(tokenizer), prompt_length=2,
                                          vocab=VOCAB, batch_size=4, stabilizer="input_zscore")
         vec.action_space.seed(seed)
         obs, out = vec.reset(), []
@@ -164,40 +154,57 @@ def test_vec_env_scores_finishing_envs_in_one_call(fake):
     vec = make_prompt_tokens_vec_env(4, seed=0, task=TASK, target=fake, prompt_length=3, vocab=VOCAB, batch_size=4)
     vec.reset()
     for step in range(6):
-        before = fake.classify_calls
+        before = len(fake.classify_calls)
         obs, rewards, dones, infos = vec.step(np.array([step, 1, 2, 3]))
         finishing = (step + 1) % 3 == 0
-        assert fake.classify_calls - before == (1 if finishing else 0)
+        assert len(fake.classify_calls) - before == (1 if finishing else 0)
         assert dones.all() == finishing and (rewards != 0).all() == finishing
         if finishing:
-            assert len(fake.prompts_seen[-1]) == len({i["prompt"] for i in infos})
+            assert len(fake.classify_calls[-1][0]) == len({i["prompt"] for i in infos})
             assert all("terminal_observation" in i and i["terminal_observation"][-1] == 3 for i in infos)
             assert (obs == 0).all()  # auto-reset
     unbatched = make_prompt_tokens_vec_env(4, task=TASK, target=fake, prompt_length=1, vocab=VOCAB, batch_size=4,
                                            batched=False)
     unbatched.reset()
-    before = fake.classify_calls
+    before = len(fake.classify_calls)
     unbatched.step(np.array([0, 1, 2, 3]))
-    assert fake.classify_calls - before == 4
+    assert len(fake.classify_calls) - before == 4
 
 
 def test_input_zscore_over_the_batch_of_candidates(fake):
     scorer = PromptScorer(fake, TASK, stabilizer="input_zscore", batch_size=4)
     rewards, infos = scorer.score(["a", "b", "c"])
-    assert fake.classify_calls == 1 and abs(rewards.sum()) < 1e-9
+    assert len(fake.classify_calls) == 1 and abs(rewards.sum()) < 1e-9
     assert all(set(i) == {"raw_reward", "accuracy"} for i in infos)
 
 
 def test_evaluate_is_cached(fake):
     scorer = PromptScorer(fake, TASK, batch_size=4)
     first = scorer.evaluate("It was")
-    calls = fake.classify_calls
-    assert scorer.evaluate("It was") == first and fake.classify_calls == calls
-    assert 0.0 <= scorer.evaluate("It was", split="test") <= 1.0 and fake.classify_calls == calls + 1
+    calls = len(fake.classify_calls)
+    assert scorer.evaluate("It was") == first and len(fake.classify_calls) == calls
+    assert 0.0 <= scorer.evaluate("It was", split="test") <= 1.0 and len(fake.classify_calls) == calls + 1
+
+
+def test_scorers_built_from_specs_get_their_own_target_in_the_dtype_asked_for():
+    import torch
+
+    from rlprompt.envs.scoring import resolve_target
+
+    full = PromptScorer("tiny-random", TASK, batch_size=4, target_dtype="float32")
+    half = PromptScorer("tiny-random", TASK, batch_size=4, target_dtype="bfloat16")
+    assert full.target.model.dtype == torch.float32 and half.target.model.dtype == torch.bfloat16
+    again = PromptScorer("tiny-random", TASK, batch_size=4, target_dtype="float32")
+    assert again.target is not full.target and again.target.model is not full.target.model  # no hidden sharing
+    full.score(["x"])
+    assert full.target.stats.sequences == 4 and again.target.stats.sequences == 0
+    assert resolve_target("tiny-random").model.dtype == torch.bfloat16  # the configs' default dtype
+    assert resolve_target(full.target) is full.target
 
 
 def test_nan_target_raises(tokenizer):
-    env = PromptTokensEnv(task=TASK, target=FakeTarget(tokenizer, nan=True), prompt_length=1, vocab=VOCAB, batch_size=4)
+    env = PromptTokensEnv(task=TASK, target=fake_target(tokenizer, nan=True), prompt_length=1, vocab=VOCAB,
+                          batch_size=4)
     env.reset(seed=0)
     with pytest.raises(TargetError, match="NaN"):
         env.step(0)
@@ -289,11 +296,24 @@ def test_ppo_trains_on_batched_vec_env():
 def test_maskable_ppo_on_prompt_edit(fake):
     from sb3_contrib import MaskablePPO
 
+    from stable_baselines3.common.callbacks import BaseCallback
+
     env = PromptEditEnv(task=TASK, target=fake, embedder=fake_embed, max_phrases=4, budget=2)
     model = MaskablePPO("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0)
     model.set_logger(Logger(folder=None, output_formats=[]))
-    model.learn(32)
-    assert model.num_timesteps >= 32
+    before = [p.clone() for p in model.policy.parameters()]
+    infos: list[dict] = []
+
+    class Record(BaseCallback):
+        def _on_step(self) -> bool:
+            infos.extend(self.locals["infos"])
+            return True
+
+    model.learn(32, callback=Record())
+    # the policy reads env.action_masks(): none of its 32 edits is one that does not apply (a masked no-op),
+    # where about 4 in 10 actions of an unmasked policy are
+    assert len(infos) == model.num_timesteps == 32 and not any(info["masked"] for info in infos)
+    assert any(not (a == b).all() for a, b in zip(before, model.policy.parameters()))
 
 
 @pytest.mark.slow
@@ -301,9 +321,14 @@ def test_default_prompt_tokens_env_on_the_real_model():
     env = gymnasium.make("rlprompt/PromptTokens-v0")
     obs, _ = env.reset(seed=0)
     assert obs.shape == (6,) and env.action_space.n > 49000
-    for _ in range(5):
-        obs, reward, terminated, _, info = env.step(env.action_space.sample())
-    assert terminated and np.isfinite(reward) and isinstance(info["prompt"], str) and 0 <= info["accuracy"] <= 1
+    actions = np.random.default_rng(0).integers(env.action_space.n, size=5).tolist()
+    for action in actions:
+        obs, reward, terminated, _, info = env.step(action)
+    inner = env.unwrapped
+    assert terminated and info["prompt"] == decode_prompt(inner.tokenizer, inner.action_token_ids[actions].tolist())
+    assert reward == info["raw_reward"]  # no stabilizer by default: the reward is the gap reward itself
+    env.reset(seed=0)  # the same seed replays the same minibatch, which the real target scores the same
+    assert [env.step(action)[1] for action in actions][-1] == pytest.approx(reward, abs=1e-9)
 
 
 @pytest.mark.slow
@@ -311,6 +336,12 @@ def test_default_prompt_tokens_env_on_the_real_model():
 def test_other_ids_make_without_arguments_on_the_real_model(env_id):
     env = gymnasium.make(env_id)
     env.reset(seed=0)
-    action = "Overall, the movie was" if env_id.endswith("PromptRewrite-v0") else env.action_space.sample()
-    _, reward, _, _, info = env.step(action)
-    assert np.isfinite(reward) and isinstance(info["instruction"], str)
+    inner = env.unwrapped
+    if env_id.endswith("PromptRewrite-v0"):
+        _, reward, _, _, info = env.step("Overall, the movie was")
+        assert info["rewritten"] == "Overall, the movie was" and reward == info["raw_reward"]  # scored as written
+        return
+    start, phrase = inner.instruction, next(p for p in inner.phrase_bank if p not in inner.phrases)
+    _, reward, _, _, info = env.step(inner.edits.index(("add", inner.phrase_bank.index(phrase))))
+    assert info["instruction"] == f"{start} {phrase}" and not info["masked"]
+    assert reward == pytest.approx(info["score"] - inner.score(start))  # the change of the dev accuracy

@@ -11,29 +11,12 @@ import pytest
 
 from rlprompt.cli import main
 from rlprompt.evaluation import CONTENT_FREE_INPUTS, contextual_calibration, evaluate, mean_calibration, normalize
-from rlprompt.targets import Target
-from tests.conftest import SST2
+from tests.conftest import SST2, FakeTarget
 
 
-class TableTarget(Target):
+def table_target(table: dict[str, list[float]]) -> FakeTarget:
     """Scores each input by a fixed row of probabilities, whatever the prompt."""
-
-    name = "table"
-
-    def __init__(self, table: dict[str, list[float]]):
-        super().__init__()
-        self.table = table
-
-    def _classify(self, template, prompts, inputs, verbalizers):
-        self.stats.calls += 1
-        self.stats.sequences += len(prompts) * len(inputs)
-        return np.log([[self.table[text] for text in inputs] for _ in prompts])
-
-    def _generate(self, *args):
-        raise NotImplementedError
-
-    def _loglikelihood(self, *args):
-        raise NotImplementedError
+    return FakeTarget(lambda prompt, text, k, position: np.log(table[text]), name="table")
 
 
 def test_normalize_and_calibrations_by_hand():
@@ -47,7 +30,7 @@ def test_normalize_and_calibrations_by_hand():
 
 
 def test_evaluate_counts_accuracy_and_queries():
-    target = TableTarget({"a": [0.9, 0.1], "b": [0.4, 0.6], "c": [0.3, 0.7], "N/A": [0.5, 0.5], "": [0.5, 0.5], "[MASK]": [0.5, 0.5]})
+    target = table_target({"a": [0.9, 0.1], "b": [0.4, 0.6], "c": [0.3, 0.7], "N/A": [0.5, 0.5], "": [0.5, 0.5], "[MASK]": [0.5, 0.5]})
     result = evaluate(target, template="{sentence} {prompt}", prompt="p", verbalizers=["x", "y"], texts=["a", "b", "c"], labels=[0, 0, 1], chunk_size=2)
     assert result.accuracy == pytest.approx(2 / 3)
     assert result.predictions == [0, 1, 1] and result.predictions_per_class == [1, 2]
@@ -66,7 +49,7 @@ def test_evaluate_counts_accuracy_and_queries():
     ],
 )
 def test_evaluate_rejects_bad_input(kwargs, message):
-    target = TableTarget({"a": [0.9, 0.1], "b": [0.4, 0.6]})
+    target = table_target({"a": [0.9, 0.1], "b": [0.4, 0.6]})
     args = dict(template="{sentence} {prompt}", prompt="p", verbalizers=["x", "y"], texts=["a", "b"], labels=[0, 1]) | kwargs
     with pytest.raises(ValueError, match=message):
         evaluate(target, **args)
@@ -76,6 +59,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rlprompt.cli", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.model
+@pytest.mark.subprocess
 def test_cli_eval_json_on_tiny_target():
     out = _cli("eval", "--task", "sentiment", "--target", "tiny-random", "--limit", "8", "--json")
     assert out.returncode == 0, out.stderr
@@ -86,7 +71,7 @@ def test_cli_eval_json_on_tiny_target():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--verbalizers", " bad", " goodd"], "' goodd' is not a single token"),
+        pytest.param(["--verbalizers", " bad", " goodd"], "' goodd' is not a single token", marks=pytest.mark.model),
         (["--template", "{sentence} It was"], "must contain {prompt}"),
         (["--target", "no-such-model"], "unknown model 'no-such-model'"),
         (["--split", "holdout"], "no 'holdout' split"),

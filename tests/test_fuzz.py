@@ -1,4 +1,5 @@
-"""Fuzzed configs, overrides and task files get a ValueError naming the bad value, never a deep traceback."""
+"""Fuzzed configs, overrides and task files get a project error (rlprompt.errors, a ValueError) naming the bad
+value, never a deep traceback."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 import rlprompt.training
 from rlprompt import cli
 from rlprompt.config import load_config
+from rlprompt.errors import RLPromptError
 from rlprompt.tasks import load_task
 from rlprompt.training import METHODS, method_entry
 
@@ -33,7 +35,8 @@ def test_config_values_are_accepted_or_rejected_with_a_named_error(cls, data):
     value = data.draw(scalars)
     try:
         load_config({key: value}, cls)
-    except ValueError as err:
+    except RLPromptError as err:
+        assert isinstance(err, ValueError)
         message = str(err)
         assert any(name in message for name in (key, repr(key)[1:-1], repr(value), str(value))), message
 
@@ -43,19 +46,20 @@ def test_config_values_are_accepted_or_rejected_with_a_named_error(cls, data):
 def test_override_strings_never_crash_the_parser(cls, text):
     try:
         load_config({}, cls, [text])
-    except ValueError as err:
-        assert str(err)
+    except RLPromptError as err:  # the message names the override as written, or its key
+        key = text.partition("=")[0].strip()
+        assert repr(text) in str(err) or (key and repr(key)[1:-1] in str(err)), (text, str(err))
 
 
 @FUZZ
 @given(rows=st.lists(st.dictionaries(st.sampled_from(["text", "label", "split", "other"]), scalars, max_size=4), max_size=5))
-def test_task_files_load_or_fail_with_a_value_error(tmp_path, rows):
+def test_task_files_load_or_fail_with_a_project_error(tmp_path, rows):
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     try:
         task = load_task(str(path))
-    except ValueError as err:
-        assert str(err)
+    except RLPromptError as err:
+        assert str(path) in str(err), str(err)  # the message says which file is wrong
     else:
         assert all(0 <= label < len(task.label_names) for split in task.splits.values() for label in split.labels)
 
@@ -79,7 +83,7 @@ def _reached(*args, **kwargs):
 
 
 FLAGS = {
-    "eval": ["--task", "--seed", "--split", "--prompt", "--template", "--verbalizers", "--target", "--dtype", "--limit",
+    "eval": ["--task", "--task-seed", "--seed", "--split", "--prompt", "--template", "--verbalizers", "--target", "--dtype", "--limit",
              "--limit-seed", "--calibrate", "--json"],
     "train": ["--run-dir", "--resume", "--max-target-queries"],
     "config": [],

@@ -11,6 +11,8 @@ import torch
 from rlprompt.targets import BudgetExceeded
 from tests.conftest import SST2
 
+pytestmark = pytest.mark.model  # every test here builds the tiny random Llama or its tokenizer
+
 INPUTS = ["a gentle, funny film .", "dull", "the plot never comes together and the actors look bored .", "wow"]
 PROMPTS = ["It was", "All in all, it was really", "", "?!"]
 VERBALIZERS = [" terrible", " great"]

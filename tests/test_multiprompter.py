@@ -1,7 +1,7 @@
 """MultiPrompter (Kim et al. 2023): turn order, segments, centralized critic, PPO updates, determinism, resume,
 K = 1 through the same loop, and the K = 1, 2, 3 benchmark (seeds, parts, resume, report).
 
-Tiny random Llama policy LM and the scripted fake target of ``test_rlprompt`` (log p(gold) grows with the
+Tiny random Llama policy LM and the scripted fake target ``tests.conftest.vowel_target`` (log p(gold) grows with the
 share of vowels in the prompt text).
 """
 
@@ -19,7 +19,8 @@ from rlprompt.envs.multiprompter import MultiPrompterEnv, observation
 from rlprompt.policies.multiprompter import (MultiPrompterConfig, gae, make_multiprompter, ppo_update, rollout,
                                              train_multiprompter)
 from rlprompt.runs import RunDir
-from tests.test_rlprompt import VOCAB, FakeTarget
+from tests.conftest import vowel_target
+from tests.test_rlprompt import VOCAB
 
 
 def tiny_config(**overrides) -> MultiPrompterConfig:
@@ -31,9 +32,10 @@ def tiny_config(**overrides) -> MultiPrompterConfig:
 
 
 # -- turns and segments ---------------------------------------------------------------------------
+@pytest.mark.model
 def test_rollout_follows_the_env_turn_order_and_each_agent_writes_only_its_segment():
     cfg = tiny_config()
-    env, policy, _ = make_multiprompter(cfg, FakeTarget())
+    env, policy, _ = make_multiprompter(cfg, vowel_target())
     batch = rollout(policy, 5)
     obs = batch["obs"]  # (n, L, L + 2)
     assert obs.shape == (5, 6, 8)
@@ -56,9 +58,10 @@ def test_rollout_follows_the_env_turn_order_and_each_agent_writes_only_its_segme
     assert set(batch["tokens"].ravel()) <= set(VOCAB)
 
 
+@pytest.mark.model
 def test_centralized_critic_sees_the_joint_prompt_every_segment_the_agent_and_the_position():
     cfg = tiny_config()  # K = 3 agents x S = 2 tokens
-    _, policy, _ = make_multiprompter(cfg, FakeTarget())
+    _, policy, _ = make_multiprompter(cfg, vowel_target())
     tokens = np.array([[VOCAB[1], VOCAB[2], VOCAB[3], 0, 0, 0], [VOCAB[4], VOCAB[5], VOCAB[6], 0, 0, 0]])
     obs = torch.from_numpy(observation(tokens, 3, 1))  # t = 3: agent 1's second token
     assert obs[:, -2:].tolist() == [[3, 2], [3, 2]]
@@ -91,10 +94,11 @@ def test_centralized_critic_sees_the_joint_prompt_every_segment_the_agent_and_th
 
 
 @pytest.mark.parametrize("shared_head", [False, True])
+@pytest.mark.model
 def test_the_critic_reads_who_wrote_what_and_the_actors_read_only_the_prompt_so_far(shared_head):
     """CTDE: given the same frozen features h of the prompt so far, an actor's logits do not depend on the
     critic-only inputs (each agent's segment apart, the position), while the centralized value does."""
-    _, policy, optimizer = make_multiprompter(tiny_config(shared_head=shared_head), FakeTarget())
+    _, policy, optimizer = make_multiprompter(tiny_config(shared_head=shared_head), vowel_target())
     a = np.array([[VOCAB[1], VOCAB[2], VOCAB[3], VOCAB[4], 0, 0]])
     b = a.copy()
     b[0, :2] = [VOCAB[7], VOCAB[8]]  # agent 0 wrote something else; agent 2 acts at t = 4
@@ -125,9 +129,10 @@ def test_gae_with_a_terminal_reward_matches_hand_computation():
 
 # -- PPO ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("shared_head", [False, True])
+@pytest.mark.model
 def test_updates_change_every_agents_params_and_never_the_frozen_lm(shared_head):
     cfg = tiny_config(shared_head=shared_head)
-    env, policy, optimizer = make_multiprompter(cfg, FakeTarget())
+    env, policy, optimizer = make_multiprompter(cfg, vowel_target())
     names = {k for k, _ in policy.named_parameters()}
     if shared_head:
         assert {"actor.0.weight", "agent_embedding.weight"} <= names
@@ -152,8 +157,9 @@ def test_updates_change_every_agents_params_and_never_the_frozen_lm(shared_head)
 
 
 # -- training, determinism and resume -------------------------------------------------------------
+@pytest.mark.model
 def test_same_seed_same_run(tmp_path):
-    runs = [train_multiprompter(tiny_config(seed=s, steps=2), tmp_path / f"r{i}", target=FakeTarget())
+    runs = [train_multiprompter(tiny_config(seed=s, steps=2), tmp_path / f"r{i}", target=vowel_target())
             for i, s in enumerate((5, 5, 6))]
     params = [RunDir(tmp_path / f"r{i}", resume=True).load_checkpoint().tensors for i in range(3)]
     metrics = [[{k: v for k, v in r.items() if k != "perf/wall_seconds"}
@@ -163,8 +169,9 @@ def test_same_seed_same_run(tmp_path):
     assert not all(torch.equal(params[0][k], params[2][k]) for k in params[0])
 
 
+@pytest.mark.model
 def test_train_writes_the_run_and_resume_continues(tmp_path):
-    full = train_multiprompter(tiny_config(), tmp_path / "full", target=FakeTarget())
+    full = train_multiprompter(tiny_config(), tmp_path / "full", target=vowel_target())
     assert full["steps"] == 4 and full["stop_reason"] == "steps"
     run = RunDir(tmp_path / "full", resume=True)
     records = run.read_metrics()
@@ -175,9 +182,9 @@ def test_train_writes_the_run_and_resume_continues(tmp_path):
             "eval/greedy_accuracy", "eval/best_accuracy"} <= set(records[1])
     assert records[1]["target_queries"] > records[0]["target_queries"] > 0
 
-    half = train_multiprompter(tiny_config(steps=2), tmp_path / "half", target=FakeTarget())
+    half = train_multiprompter(tiny_config(steps=2), tmp_path / "half", target=vowel_target())
     assert half["steps"] == 2
-    resumed = train_multiprompter(tiny_config(), tmp_path / "half", resume=True, target=FakeTarget())
+    resumed = train_multiprompter(tiny_config(), tmp_path / "half", resume=True, target=vowel_target())
     assert resumed["steps"] == 4
     # the same training queries; the resumed process may re-evaluate dev prompts the full run had cached
     assert resumed["target_queries"] >= full["target_queries"]
@@ -186,14 +193,15 @@ def test_train_writes_the_run_and_resume_continues(tmp_path):
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
     with pytest.raises(ValueError, match="already holds a run"):
-        train_multiprompter(tiny_config(), tmp_path / "full", target=FakeTarget())
+        train_multiprompter(tiny_config(), tmp_path / "full", target=vowel_target())
     with pytest.raises(ValueError, match="n_agents"):
-        train_multiprompter(tiny_config(n_agents=2), tmp_path / "full", resume=True, target=FakeTarget())
+        train_multiprompter(tiny_config(n_agents=2), tmp_path / "full", resume=True, target=vowel_target())
 
 
+@pytest.mark.model
 def test_target_query_budget_stops_training(tmp_path):
     summary = train_multiprompter(tiny_config(steps=50, max_target_queries=150), tmp_path / "run",
-                                  target=FakeTarget())
+                                  target=vowel_target())
     assert summary["stop_reason"] == "max_target_queries" and 0 < summary["steps"] < 50
     assert summary["target_queries"] <= 150
 
@@ -214,21 +222,31 @@ def test_config_validation_names_bad_values():
     assert {f.name for f in fields(MultiPrompterConfig)} == set(field_docs(MultiPrompterConfig))
 
 
+@pytest.mark.model
 def test_env_is_a_valid_pettingzoo_env():
     from pettingzoo.test import api_test
 
-    env = MultiPrompterEnv("sentiment", FakeTarget(), num_agents=2, segment_length=2, vocab=VOCAB, batch_size=4)
+    env = MultiPrompterEnv("sentiment", vowel_target(), n_agents=2, segment_length=2, vocab=VOCAB, batch_size=4)
     api_test(env, num_cycles=3)
 
 
+def test_env_calls_k_n_agents_as_the_config_does_and_reads_the_old_name_with_a_warning():
+    with pytest.warns(FutureWarning, match=r"num_agents=\) is deprecated: pass n_agents="):
+        old = MultiPrompterEnv("sentiment", vowel_target(), num_agents=3, segment_length=2, vocab=VOCAB, batch_size=4)
+    new = MultiPrompterEnv("sentiment", vowel_target(), n_agents=3, segment_length=2, vocab=VOCAB, batch_size=4)
+    assert old.possible_agents == new.possible_agents == ["prompter_0", "prompter_1", "prompter_2"]
+    assert old.prompt_length == new.prompt_length == 6
+
+
 # -- K = 1 through the same loop ------------------------------------------------------------------
+@pytest.mark.model
 def test_one_agent_trains_through_the_same_loop(tmp_path):
     cfg = tiny_config(n_agents=1, segment_length=6)
-    summary = train_multiprompter(cfg, tmp_path / "k1", target=FakeTarget())
+    summary = train_multiprompter(cfg, tmp_path / "k1", target=vowel_target())
     assert summary["steps"] == 4 and summary["best_prompt"]
     last = RunDir(tmp_path / "k1", resume=True).read_metrics()[-1]
     assert "losses/policy_loss_agent0" in last and not any("agent1" in k for k in last)
-    _, policy, _ = make_multiprompter(cfg, FakeTarget())
+    _, policy, _ = make_multiprompter(cfg, vowel_target())
     batch = rollout(policy, 3)
     assert (batch["obs"][..., -1] == 1).all() and batch["tokens"].shape == (3, 6)
     hidden = policy.lm.config.hidden_size
@@ -265,7 +283,7 @@ def bench_setup(tmp_path):
 
     def run(*argv, **kwargs):
         return bench.main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"),
-                           "--out", str(tmp_path / "out" / "mp.json"), *argv], target=FakeTarget(), **kwargs)
+                           "--out", str(tmp_path / "out" / "mp.json"), *argv], target=vowel_target(), **kwargs)
 
     return bench, run, tmp_path
 
@@ -276,10 +294,11 @@ def dump_yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
+@pytest.mark.model
 def test_bench_policy_seed_differs_per_data_seed_across_separate_calls(bench_setup):
     bench, run, tmp = bench_setup
     for seed in ("16-100", "16-13"):  # one data seed per call, as when seeds run in parallel processes
-        assert run("--seeds", seed, "--arms", "k2", "--updates", "1", "--test-limit", "8") == 0
+        assert run("--task-seeds", seed, "--arms", "k2", "--updates", "1", "--test-limit", "8") == 0
     seeds = {s: RunDir(tmp / "runs" / "k2" / s, resume=True).read_config()["seed"] for s in ("16-100", "16-13")}
     assert seeds == {"16-100": 0, "16-13": 1}
     base = MultiPrompterConfig()
@@ -288,11 +307,12 @@ def test_bench_policy_seed_differs_per_data_seed_across_separate_calls(bench_set
         bench.policy_seed("16-7")
 
 
+@pytest.mark.model
 def test_bench_runs_every_arm_through_one_loop_writes_parts_resumes_and_reports(bench_setup, monkeypatch):
     import json
 
     bench, run, tmp = bench_setup
-    assert run("--seeds", "16-100", "--updates", "1", "--test-limit", "20") == 0
+    assert run("--task-seeds", "16-100", "--updates", "1", "--test-limit", "20") == 0
     out = tmp / "out" / "mp.json"
     result = json.loads(out.read_text())
     assert list(result["arms"]) == ["k1", "k2", "k3"] and len(result["test_labels"]) == 20
@@ -320,10 +340,10 @@ def test_bench_runs_every_arm_through_one_loop_writes_parts_resumes_and_reports(
         raise AssertionError("a finished part was trained again")
 
     monkeypatch.setattr(bench, "train_multiprompter", no_training)
-    assert run("--seeds", "16-100", "--updates", "1", "--test-limit", "20") == 0  # finished parts are skipped
+    assert run("--task-seeds", "16-100", "--updates", "1", "--test-limit", "20") == 0  # finished parts are skipped
     monkeypatch.undo()
     first = RunDir(tmp / "runs" / "k1" / "16-100", resume=True).read_metrics()
-    assert run("--seeds", "16-100", "--arms", "k1", "--updates", "2", "--test-limit", "20") == 0
+    assert run("--task-seeds", "16-100", "--arms", "k1", "--updates", "2", "--test-limit", "20") == 0
     resumed = RunDir(tmp / "runs" / "k1" / "16-100", resume=True).read_metrics()
     assert [m["step"] for m in resumed] == [1, 2] and resumed[0] == first[0]  # continued from the checkpoint
     assert json.loads(out.read_text())["arms"]["k1"]["runs"][0]["updates"] == 2
@@ -332,7 +352,7 @@ def test_bench_runs_every_arm_through_one_loop_writes_parts_resumes_and_reports(
     for checkpoint in RunDir(killed, resume=True).checkpoint_dirs():
         shutil.rmtree(checkpoint)
     (tmp / "runs" / "parts" / "k3-16-100.json").unlink()
-    assert run("--seeds", "16-100", "--arms", "k3", "--updates", "1", "--test-limit", "20") == 0
+    assert run("--task-seeds", "16-100", "--arms", "k3", "--updates", "1", "--test-limit", "20") == 0
     assert [m["step"] for m in RunDir(killed, resume=True).read_metrics()] == [1]
     out.unlink()
     out.with_suffix(".md").unlink()
@@ -341,4 +361,4 @@ def test_bench_runs_every_arm_through_one_loop_writes_parts_resumes_and_reports(
     assert again["arms"]["k1"]["runs"][0]["updates"] == 2
     assert out.with_suffix(".md").read_text() == bench.markdown(again)
     with pytest.raises(ValueError, match="other test examples"):
-        run("--seeds", "16-100", "--arms", "k1", "--updates", "2", "--test-limit", "10")
+        run("--task-seeds", "16-100", "--arms", "k1", "--updates", "2", "--test-limit", "10")

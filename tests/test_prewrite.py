@@ -30,53 +30,21 @@ from rlprompt.policies.prewrite import (
 )
 from rlprompt.policies.rewriter import chat_template
 from rlprompt.runs import RunDir
-from rlprompt.targets.base import Target, fill
+from tests.conftest import FakeTarget, gold_share
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class ScriptedTarget(Target):
-    """A fake target whose accuracy depends only on the instruction: ``quality(instruction)`` in [0, 1] is the
-    gold verbalizer's probability share, so a scripted score decides which rewrite is best."""
-
-    name = "scripted"
-
-    def __init__(self, labels_by_text: dict[str, int], quality) -> None:
-        super().__init__()
-        self.labels_by_text, self.quality = labels_by_text, quality
-        self.seen_prompts: list[str] = []
-        self.last_inputs: list[str] = []
-
-    def _classify(self, template, prompts, inputs, verbalizers):
-        k = len(verbalizers)
-        self.last_inputs = list(inputs)
-        out = np.full((len(prompts), len(inputs), k), np.log(0.1))
-        for p, prompt in enumerate(prompts):
-            self.seen_prompts.append(prompt)
-            q = 0.05 + 0.9 * self.quality(prompt)
-            for n, text in enumerate(inputs):
-                assert fill(template, prompt, text)  # the template is usable
-                probs = np.full(k, (1 - q) / (k - 1))
-                probs[self.labels_by_text[text]] = q
-                out[p, n] = np.log(probs)
-        self.stats.sequences += len(prompts) * len(inputs)
-        return out
-
-    def _generate(self, *args):
-        raise NotImplementedError
-
-    def _loglikelihood(self, *args):
-        raise NotImplementedError
 
 
 def hash_quality(prompt: str) -> float:
     return (zlib.crc32(prompt.encode()) % 1000) / 999
 
 
-def _fake_target(cfg: PRewriteConfig, quality=hash_quality) -> ScriptedTarget:
+def _fake_target(cfg: PRewriteConfig, quality=hash_quality) -> FakeTarget:
+    """A fake target whose accuracy depends only on the instruction: ``quality(instruction)`` in [0, 1] is the gold
+    verbalizer's probability share, so a scripted score decides which rewrite is best."""
     task = build_task(cfg)
     labels = {t: l for split in task.splits.values() for t, l in zip(split.texts, split.labels)}
-    return ScriptedTarget(labels, quality)
+    return FakeTarget(gold_share(labels, quality), name="scripted")
 
 
 def _tiny_cfg(**kw) -> PRewriteConfig:
@@ -98,6 +66,7 @@ def test_config_validation():
         PRewriteConfig(lora_r=0)
 
 
+@pytest.mark.model
 def test_chat_template_and_clean_rewrite():
     from rlprompt.models import load_tokenizer
 
@@ -110,6 +79,43 @@ def test_chat_template_and_clean_rewrite():
     assert task.verbalizers == (" negative", " positive") and task.prompt.startswith("Classify the sentiment")
 
 
+class ChatFormat:
+    """A tokenizer stand-in with a chat format of its own (not SmolLM2's)."""
+
+    chat_template = "<role>content</role>"
+
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+        assert add_generation_prompt and not tokenize
+        return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<assistant>"
+
+
+def test_the_template_is_rendered_in_the_targets_own_chat_format(tiny_target, tmp_path):
+    from rlprompt.models import BUNDLED, load_tokenizer
+    from rlprompt.policies.dpo import DPOMethodConfig
+    from rlprompt.policies.dpo import build_task as dpo_task
+    from rlprompt.targets import CachedTarget, make_target
+
+    own = _fake_target(_tiny_cfg())
+    own.tokenizer = ChatFormat()
+    expected = "<user>{prompt}\n\nInput: {sentence}</user><assistant>Answer:"
+    assert build_task(_tiny_cfg(), own).template == expected
+    assert dpo_task(DPOMethodConfig(), own).template == expected
+    # SmolLM2 (local, behind a response cache, or served with its known tokenizer) keeps the template it always had
+    smollm2 = chat_template(load_tokenizer(BUNDLED))
+    assert build_task(_tiny_cfg()).template == smollm2 == dpo_task(DPOMethodConfig()).template
+    assert build_task(_tiny_cfg(), CachedTarget(tiny_target, tmp_path / "c.sqlite")).template == smollm2
+    served = f"openai:http://127.0.0.1:9/v1:{BUNDLED}"
+    assert build_task(_tiny_cfg(target=served), make_target(served)).template == smollm2
+    # a remote model whose tokenizer is unknown has no chat format to render: the error names the fix
+    unknown = "openai:http://127.0.0.1:9/v1:some-llama"
+    for target in (None, make_target(unknown)):
+        with pytest.raises(ValueError, match="has no tokenizer to render its chat template with: set template:"):
+            build_task(_tiny_cfg(target=unknown), target)
+    assert build_task(_tiny_cfg(target=unknown, template="{prompt} {sentence}")).template == "{prompt} {sentence}"
+    with pytest.raises(ValueError, match="has no chat template: set template:"):
+        chat_template(type("Plain", (), {"chat_template": None})())
+
+
 def test_balanced_subset_spreads_over_label_sorted_files():
     labels = [0] * 8 + [1] * 8
     keep = balanced_subset(labels, 6)
@@ -117,23 +123,24 @@ def test_balanced_subset_spreads_over_label_sorted_files():
     assert sorted(balanced_subset([2, 2, 0, 1], 3)) == [0, 2, 3]
 
 
+@pytest.mark.model
 def test_reward_scores_cleaned_completions_on_one_shared_minibatch():
     cfg = _tiny_cfg()
     target = _fake_target(cfg, quality=lambda p: 1.0 if "best" in p else 0.0)
     reward = RewriteReward(target, build_task(cfg), kind="accuracy", stabilizer="none", batch_size=4)
     completions = [[{"role": "assistant", "content": "Instruction: the best one"}], [{"role": "assistant", "content": "bad"}]]
     assert reward(None, completions) == [1.0, 0.0]
-    assert target.seen_prompts == ["the best one", "bad"]  # cleaned, scored together in one classify call
+    assert [prompts for prompts, _ in target.classify_calls] == [["the best one", "bad"]]  # cleaned, scored together
     assert [h[1:] for h in reward.history] == [("the best one", 1.0), ("bad", 0.0)]
 
 
+@pytest.mark.model
 def test_grpo_steps_change_lora_params_and_write_the_run(tmp_path, monkeypatch):
     import trl.trainer.grpo_trainer as grpo
 
     cfg = _tiny_cfg()
-    target = _fake_target(cfg)
     calls = []
-    target.quality = lambda prompt: calls.append(prompt) or hash_quality(prompt)
+    target = _fake_target(cfg, quality=lambda prompt: calls.append(prompt) or hash_quality(prompt))
     initial: dict[str, tuple[torch.nn.Parameter, torch.Tensor]] = {}
     original = grpo.get_peft_model
 
@@ -158,6 +165,7 @@ def test_grpo_steps_change_lora_params_and_write_the_run(tmp_path, monkeypatch):
     assert any("perf/seconds_per_step" in r for r in records)
 
 
+@pytest.mark.model
 def test_resume_continues_from_last_checkpoint(tmp_path):
     cfg = _tiny_cfg(steps=1)
     target = _fake_target(cfg)
@@ -196,6 +204,7 @@ class SamplingEnhancer:
         return [self.candidates[:k] for _ in prompts]
 
 
+@pytest.mark.model
 def test_prewrite_s_picks_the_best_of_k_on_dev_by_scripted_scores():
     cfg = _tiny_cfg()
     scores = {"alpha": 0.2, "beta": 0.9, "gamma": 0.5}
@@ -207,6 +216,7 @@ def test_prewrite_s_picks_the_best_of_k_on_dev_by_scripted_scores():
     assert table["beta"] == 1.0 and table["alpha"] == 0.0  # gold share 0.86 vs 0.23: all right / all wrong
 
 
+@pytest.mark.model
 def test_prewrite_s_with_a_real_tiny_enhancer():
     from rlprompt.enhancer import PromptEnhancer
 
@@ -267,7 +277,7 @@ def prewrite_bench(tmp_path):
             "num_samples=2", "lora_r=4", "lora_target_modules=[q_proj]", "learning_rate=0.05"]
 
     def make_target():
-        return ScriptedTarget(labels, hash_quality)
+        return FakeTarget(gold_share(labels, hash_quality), name="scripted")
 
     def run(*argv):
         return bench.main(["--tasks", "sst-2", "--data", str(data), "--runs-dir", str(tmp_path / "runs"),
@@ -288,10 +298,11 @@ def test_bench_seed_config_follows_the_shared_protocol(prewrite_bench):
         bench.seed_config("sst-2", "16-7", tmp / "data", [])
 
 
+@pytest.mark.model
 def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatch):
     bench, run, tmp, make_target = prewrite_bench
     out, part = tmp / "out" / "prewrite.json", tmp / "runs" / "parts" / "sst-2-16-100.json"
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=1") == 0
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=1") == 0
     result = json.loads(out.read_text())
     entry = result["tasks"]["sst-2"]
     assert len(entry["test_labels"]) == 20 and len(entry["test_indices"]) == 20  # a seeded sample of the 136
@@ -321,20 +332,20 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
     monkeypatch.setattr(candidates, "make_target", lambda *args, **kwargs: target)
     assert candidates.main([seed["run_dir"], "--test-limit", "20", "--out", str(tmp / "candidates")]) == 0
     test = load_task(str(tmp / "data" / "sst-2"), seed="16-100").split("test")
-    assert target.last_inputs == [test.texts[i] for i in entry["test_indices"]]
+    assert target.classify_calls[-1][1] == [test.texts[i] for i in entry["test_indices"]]
 
     def no_training(*args, **kwargs):
         raise AssertionError("a complete part was trained again")
 
     monkeypatch.setattr(bench, "train_prewrite", no_training)
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=1") == 0  # the complete part is skipped
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=1") == 0  # the complete part is skipped
     part.unlink()  # killed after training, before the part was written: the finished run is scored, not retrained
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=1") == 0
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=1") == 0
     assert json.loads(part.read_text())["steps"] == 1
     monkeypatch.undo()
 
     run_dir = tmp / "runs" / "sst-2" / "16-100"
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=2") == 0  # more steps: resumes from checkpoint-1
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=2") == 0  # more steps: resumes from checkpoint-1
     resumed = json.loads(part.read_text())
     assert resumed["steps"] == 2 and resumed["resumed_from_step"] == 1
     metrics = RunDir(run_dir, resume=True).read_metrics()
@@ -345,7 +356,7 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
     shutil.rmtree(run_dir / "checkpoints")  # killed before its first checkpoint: it starts again
     (run_dir / "summary.json").unlink()
     part.unlink()
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=2") == 0
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=2") == 0
     assert json.loads(part.read_text())["resumed_from_step"] == 0
     assert [r["step"] for r in RunDir(run_dir, resume=True).read_metrics() if "losses/loss" in r] == [1, 2]
 
@@ -355,16 +366,17 @@ def test_bench_writes_parts_resumes_skips_and_reports(prewrite_bench, monkeypatc
     again = json.loads(out.read_text())
     assert again["tasks"]["sst-2"]["seeds"][0]["steps"] == 2
     assert out.with_suffix(".md").read_text() == bench.markdown(again)
-    assert run("--seeds", "16-100", "--test-limit", "20", "steps=2", "--service-requests", "2", "--clients", "1",
+    assert run("--task-seeds", "16-100", "--test-limit", "20", "steps=2", "--service-requests", "2", "--clients", "1",
                "2") == 0  # the service load test (off by default) serves the last run's enhancer
     service = json.loads(out.read_text())["service"]
     assert [(lv["clients"], lv["ok"]) for lv in service["levels"]] == [(1, 2), (2, 2)]
     assert "| 2 | 2 | 0 |" in out.with_suffix(".md").read_text()
     with pytest.raises(ValueError, match="other test examples"):
-        run("--seeds", "16-100", "--test-limit", "10", "steps=2")
+        run("--task-seeds", "16-100", "--test-limit", "10", "steps=2")
 
 
 @pytest.mark.parametrize("rewrite_wins", [False, True])
+@pytest.mark.model
 def test_the_enhancer_keeps_the_original_unless_its_rewrite_beats_it_on_dev(tmp_path, monkeypatch, capsys,
                                                                              rewrite_wins):
     """Never worse than none (issue 18): the initial instruction is scored beside PRewrite-I/S on dev; when the

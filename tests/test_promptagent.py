@@ -23,8 +23,8 @@ from rlprompt.policies.promptagent import (
     train_promptagent,
     uct,
 )
-from rlprompt.targets.base import Target
 from rlprompt.tasks import ClassificationTask, Split
+from tests.conftest import FakeTarget
 
 N = 10
 TASK = ClassificationTask(
@@ -44,73 +44,54 @@ def by_depth(prompt: str) -> float:
     return min(0.9, 0.3 + 0.2 * prompt.count("/"))
 
 
-class FakeTarget(Target):
-    """Answers example ``i`` of a split correctly iff ``i < accuracy(prompt) * N``; logs dev prompts scored."""
+def fake_target(accuracy=hashed) -> FakeTarget:
+    """Answers example ``i`` of a split correctly iff ``i < accuracy(prompt) * N``."""
 
-    name = "fake-target"
-
-    def __init__(self, accuracy=hashed) -> None:
-        super().__init__()
-        self.accuracy, self.dev_prompts = accuracy, []
-
-    def _classify(self, template, prompts, inputs, verbalizers):
-        out = np.full((len(prompts), len(inputs), len(verbalizers)), math.log(0.1))
-        for p, prompt in enumerate(prompts):
-            for n, text in enumerate(inputs):
-                split, i = text.split()
-                if split == "dev" and n == 0:
-                    self.dev_prompts.append(prompt)
-                label = int(i) % 2
-                correct = int(i) < round(self.accuracy(prompt) * N)
-                out[p, n, label if correct else 1 - label] = math.log(0.8)
-        self.stats.sequences += len(prompts) * len(inputs)
+    def scores(prompt: str, text: str, k: int, position: int) -> np.ndarray:
+        i = int(text.split()[1])
+        label = i % 2
+        out = np.full(k, math.log(0.1))
+        out[label if i < round(accuracy(prompt) * N) else 1 - label] = math.log(0.8)
         return out
 
-    def _generate(self, *args):
-        raise AssertionError("the target is never asked to generate")
-
-    def _loglikelihood(self, contexts, continuations):
-        return np.zeros(len(contexts))
+    return FakeTarget(scores, loglikelihood=lambda context, continuation: 0.0, name="fake-target")
 
 
-class ScriptedOptimizer(Target):
+def dev_prompts(target: FakeTarget) -> list[str]:
+    """The prompts ``target`` scored on the dev split, one entry per request."""
+    return [prompt for prompts, inputs in target.classify_calls if inputs[0].startswith("dev ") for prompt in prompts]
+
+
+class OptimizerScript:
     """Gradient requests get a fixed diagnosis; revision requests of prompt P get ``<START>P/k<END>`` (k
     counts revisions of P), unless ``script(P, k)`` returns another answer; APE requests ``<START>ape-k<END>``.
     With ``seeded`` the seed of the call is part of the name (so the tree depends on the search's seed)."""
 
-    name = "scripted"
-
     def __init__(self, script=None, seeded: bool = False) -> None:
-        super().__init__()
-        self.script, self.seeded, self.counter, self.requests = script, seeded, {}, []
+        self.script, self.seeded, self.counter = script, seeded, {}
 
-    def _generate(self, texts, max_new_tokens, temperature, top_p, num_samples, seed, chat):
-        out = []
-        for text in texts:
-            self.requests.append(text)
-            if "Diagnosis of the mistakes" in text:
-                prompt = re.search(r'Current prompt: "(.*)"', text).group(1)
-                k = self.counter[prompt] = self.counter.get(prompt, 0) + 1
-                answer = self.script(prompt, k) if self.script else None
-                suffix = f"{k}s{seed % 7}" if self.seeded else str(k)
-                out.append(answer if answer is not None else f"Sure.\n<START>{prompt}/{suffix}<END>")
-            elif "Examples of texts" in text:
-                k = self.counter["ape"] = self.counter.get("ape", 0) + 1
-                out.append(f"<START>ape-{k}<END>")
-            else:
-                out.append("The prompt does not say which word to answer with.")
-        return out
+    def __call__(self, text: str, sample: int, seed: int | None) -> str:
+        if "Diagnosis of the mistakes" in text:
+            prompt = re.search(r'Current prompt: "(.*)"', text).group(1)
+            k = self.counter[prompt] = self.counter.get(prompt, 0) + 1
+            answer = self.script(prompt, k) if self.script else None
+            suffix = f"{k}s{seed % 7}" if self.seeded else str(k)
+            return answer if answer is not None else f"Sure.\n<START>{prompt}/{suffix}<END>"
+        if "Examples of texts" in text:
+            k = self.counter["ape"] = self.counter.get("ape", 0) + 1
+            return f"<START>ape-{k}<END>"
+        return "The prompt does not say which word to answer with."
 
-    def _classify(self, *args):
-        raise AssertionError("the optimizer never classifies")
 
-    def _loglikelihood(self, contexts, continuations):
-        return np.zeros(len(contexts))
+def scripted_optimizer(script=None, seeded: bool = False) -> FakeTarget:
+    """The optimizer LM of PromptAgent, answering by :class:`OptimizerScript`; it never classifies."""
+    return FakeTarget(generate=OptimizerScript(script, seeded), loglikelihood=lambda context, continuation: 0.0,
+                      name="scripted")
 
 
 def agent(accuracy=hashed, script=None, seeded=False, **kwargs) -> PromptAgent:
     cfg = PromptAgentConfig(**{"error_batch_size": N, "eval_test": False, **kwargs})
-    return make_agent(cfg, FakeTarget(accuracy), ScriptedOptimizer(script, seeded), TASK)
+    return make_agent(cfg, fake_target(accuracy), scripted_optimizer(script, seeded), TASK)
 
 
 # -- math against hand computation (the official code's rules) ---------------------------------------
@@ -265,7 +246,7 @@ def test_every_search_stops_at_the_evaluation_budget(search):
     a.run()
     target = a.scorer.target
     assert a.stop_reason == "max_evaluations" and a.evaluations == 14
-    assert len(set(target.dev_prompts)) == 14  # the scorer scored exactly the budget's prompts on dev
+    assert len(set(dev_prompts(target))) == 14  # the scorer scored exactly the budget's prompts on dev
     if search == "ape":
         assert all(n.depth == 1 for n in a.nodes[1:])
     if search in ("greedy", "beam"):  # the frontier restarts at the root after reaching the depth limit
@@ -317,7 +298,7 @@ def test_config_validation_names_bad_values():
 def test_train_writes_outputs_and_resume_continues_the_same_search(tmp_path):
     def run(path, iterations, resume=False):
         cfg = PromptAgentConfig(steps=iterations, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1)
-        return train_promptagent(cfg, path, resume=resume, target=FakeTarget(), optimizer=ScriptedOptimizer(seeded=True),
+        return train_promptagent(cfg, path, resume=resume, target=fake_target(), optimizer=scripted_optimizer(seeded=True),
                                  task=TASK)
 
     summary = run(tmp_path / "full", 4)
@@ -341,20 +322,31 @@ def test_train_writes_outputs_and_resume_continues_the_same_search(tmp_path):
     def search_queries(rows):
         return [r["target_queries"] for r in rows if "charts/evaluations" in r]
     assert search_queries(resumed_records) == search_queries(records)
-    shared = FakeTarget()
+    shared = fake_target()
     shared.stats.sequences = 10_000  # another run used this target before
     cfg = PromptAgentConfig(steps=4, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1,
                             max_target_queries=summary["target_queries"] + 1)
-    again = train_promptagent(cfg, tmp_path / "shared", target=shared, optimizer=ScriptedOptimizer(seeded=True), task=TASK)
+    again = train_promptagent(cfg, tmp_path / "shared", target=shared, optimizer=scripted_optimizer(seeded=True), task=TASK)
     assert again["stop_reason"] != "max_target_queries" and again["target_queries"] == summary["target_queries"]
+
+
+def test_a_target_cache_answers_a_repeated_search_without_querying_the_target(tmp_path):
+    cfg = PromptAgentConfig(steps=3, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1,
+                            target_cache=str(tmp_path / "cache.sqlite"))
+    first, second = fake_target(), fake_target()
+    a = train_promptagent(cfg, tmp_path / "a", target=first, optimizer=scripted_optimizer(seeded=True), task=TASK)
+    b = train_promptagent(cfg, tmp_path / "b", target=second, optimizer=scripted_optimizer(seeded=True), task=TASK)
+    assert 0 < a["target_queries"] <= first.stats.sequences  # the summary leaves the final test evaluation out
+    assert b["target_queries"] == second.stats.sequences == 0 and dev_prompts(second) == []  # all from the cache
+    assert second.stats.cache_hits >= first.stats.sequences and b["prompt"] == a["prompt"]
 
 
 def test_a_search_saved_before_the_rename_resumes(tmp_path):
     """search_state.json written when the length was called iterations (and configs had no task_columns)."""
     def run(steps, resume=False):
         cfg = PromptAgentConfig(steps=steps, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1)
-        return train_promptagent(cfg, tmp_path / "run", resume=resume, target=FakeTarget(),
-                                 optimizer=ScriptedOptimizer(seeded=True), task=TASK)
+        return train_promptagent(cfg, tmp_path / "run", resume=resume, target=fake_target(),
+                                 optimizer=scripted_optimizer(seeded=True), task=TASK)
 
     run(2)
     state = json.loads((tmp_path / "run" / "search_state.json").read_text())
@@ -365,7 +357,7 @@ def test_a_search_saved_before_the_rename_resumes(tmp_path):
         assert run(3, resume=True)["steps"] == 3
     with pytest.raises(ValueError, match=r"differs from the saved search in \['seed'\]"):
         train_promptagent(PromptAgentConfig(steps=4, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=2),
-                          tmp_path / "run", resume=True, target=FakeTarget(), optimizer=ScriptedOptimizer(seeded=True),
+                          tmp_path / "run", resume=True, target=fake_target(), optimizer=scripted_optimizer(seeded=True),
                           task=TASK)
 
 
@@ -391,7 +383,7 @@ def test_error_driven_revision_is_a_prompt_edit_action():
     env.reviser = lambda prompt: None  # an optimizer with nothing usable to say leaves the instruction alone
     env.reset(seed=0, options={"instruction": "plain"})
     assert env.step(revise)[4]["instruction"] == "plain"
-    env.reviser, env.paraphrase = a.revise, lambda phrase: f"{phrase}!"  # FakeTarget does not generate
+    env.reviser, env.paraphrase = a.revise, lambda phrase: f"{phrase}!"  # the fake target does not generate
     check_env(env, skip_render_check=True)
 
 
@@ -429,11 +421,11 @@ def test_bench_writes_predictions_resumes_and_regenerates_its_report(tmp_path):
     task, out = bench.pool(TASK, test_limit=8), tmp_path / "pa"
     argv = ["--arms", "mcts", "greedy", "--max-evaluations", "5", "--depth-limit", "3", "--test-limit", "8",
             "--iterations", "10"]
-    optimizer = ScriptedOptimizer(seeded=True)
+    optimizer = scripted_optimizer(seeded=True)
 
     def run(*extra: str) -> dict:
         settings = bench.settings_of(bench.parser().parse_args(argv + list(extra)))
-        return bench.bench([task], settings, "cmd " + " ".join(extra), out, FakeTarget(), optimizer)
+        return bench.bench([task], settings, "cmd " + " ".join(extra), out, fake_target(), optimizer)
 
     first = run("--seeds", "0")
     record = first["tasks"]["toy"]["mcts"]["seeds"][0]
@@ -442,12 +434,12 @@ def test_bench_writes_predictions_resumes_and_regenerates_its_report(tmp_path):
     assert record["test_accuracy"] == pytest.approx(correctness(record["test_predictions"], gold).mean())
     assert record["test_accuracy"] == pytest.approx(hashed(record["prompt"]), abs=0.13)  # 8 of the 10 examples
     assert first["init"]["toy"]["reward"] == pytest.approx(hashed("root")) and record["command"] == "cmd --seeds 0"
-    asked = len(optimizer.requests)
+    asked = sum(map(len, optimizer.generated))
     both = run("--seeds", "0", "1")  # seed 0 is already there: only seed 1 runs
     assert [r["seed"] for r in both["tasks"]["toy"]["mcts"]["seeds"]] == [0, 1]
     assert both["tasks"]["toy"]["mcts"]["seeds"][0] == record
     new = [both["tasks"]["toy"][arm]["seeds"][1]["counts"]["optimizer_requests"] for arm in ("mcts", "greedy")]
-    assert len(optimizer.requests) - asked == sum(new)
+    assert sum(map(len, optimizer.generated)) - asked == sum(new)
     assert json.loads(out.with_suffix(".json").read_text()) == both
     report = out.with_suffix(".md").read_text()
     assert report == bench.markdown(both) and "| toy | mcts - greedy | 2 |" in report

@@ -115,6 +115,7 @@ def row(text: str, method: str) -> str:
     return next(line for line in text.splitlines() if line.startswith("| ") and f"| {method} |" in line)
 
 
+@pytest.mark.heavy
 def test_report_regenerates_every_table_and_the_side_by_side_page(results: Path, capsys):
     assert report.main(["--results", str(results)]) == 0
     out = capsys.readouterr().out
@@ -170,6 +171,7 @@ def test_an_old_format_file_is_reported_and_left_untouched(results: Path, capsys
     assert "`rlprompt_sst2.json`: older format (KeyError" in text and "RLPrompt residual" not in text
 
 
+@pytest.mark.heavy
 def test_check_finds_a_stale_table_and_keeps_hand_notes(results: Path, capsys):
     assert report.main(["--results", str(results)]) == 0
     assert report.main(["--results", str(results), "--check"]) == 0

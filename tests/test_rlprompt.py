@@ -14,47 +14,15 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import pytest
 import torch
 
 from rlprompt.config import dump_config, load_config
 from rlprompt.policies.rlprompt import RLPromptConfig, RLPromptPolicy, make_ppo, train_rlprompt
 from rlprompt.runs import RunDir
-from rlprompt.targets.base import Target
-from rlprompt.tasks import load_task
+from tests.conftest import vowel_target
 
 VOCAB = list(range(300, 364))
-
-
-class FakeTarget(Target):
-    """Scripted target: ``log p(gold)`` grows with the share of vowels in the prompt; knows the gold labels."""
-
-    name = "fake"
-
-    def __init__(self) -> None:
-        super().__init__()
-        task = load_task("sentiment")
-        self.gold = {t: y for split in task.splits.values() for t, y in zip(split.texts, split.labels)}
-
-    @staticmethod
-    def strength(prompt: str) -> float:
-        return 8.0 * sum(c in "aeiou" for c in prompt.lower()) / (len(prompt) + 1) - 1.5
-
-    def _classify(self, template, prompts, inputs, verbalizers):
-        out = np.zeros((len(prompts), len(inputs), len(verbalizers)))
-        for p, prompt in enumerate(prompts):
-            for n, text in enumerate(inputs):
-                out[p, n, self.gold[text]] = self.strength(prompt) + 0.1 * (n % 3)
-        self.stats.calls += 1
-        self.stats.sequences += len(prompts) * len(inputs)
-        return out - np.log(np.exp(out).sum(-1, keepdims=True)) - 1.0
-
-    def _generate(self, *args):
-        raise NotImplementedError
-
-    def _loglikelihood(self, *args):
-        raise NotImplementedError
 
 
 def tiny_config(**overrides) -> RLPromptConfig:
@@ -83,8 +51,9 @@ class _Prompts:
 
 
 # -- policy ---------------------------------------------------------------------------------------
+@pytest.mark.model
 def test_ppo_updates_every_trainable_parameter_and_never_the_frozen_lm():
-    model = make_ppo(tiny_config(), FakeTarget())
+    model = make_ppo(tiny_config(), vowel_target())
     policy: RLPromptPolicy = model.policy
     before = {k: v.detach().clone() for k, v in policy.named_parameters()}
     lm_before = {k: v.detach().clone() for k, v in policy.lm.named_parameters()}
@@ -101,8 +70,22 @@ def test_ppo_updates_every_trainable_parameter_and_never_the_frozen_lm():
         assert torch.equal(value, lm_before[name]), f"frozen LM parameter {name} changed"
 
 
+@pytest.mark.model
+def test_the_frozen_policy_lm_is_the_targets_model_also_behind_a_response_cache(tiny_target, tmp_path):
+    from rlprompt.policies.token_ppo import frozen_policy_lm
+    from rlprompt.targets import CachedTarget
+
+    cpu = torch.device("cpu")
+    same = RLPromptConfig(policy_model="tiny-random", policy_dtype="float32")
+    assert frozen_policy_lm(same, tiny_target, cpu) is tiny_target.model
+    assert frozen_policy_lm(same, CachedTarget(tiny_target, tmp_path / "c.sqlite"), cpu) is tiny_target.model
+    other = RLPromptConfig(policy_model="tiny-random", policy_dtype="bfloat16")
+    assert frozen_policy_lm(other, tiny_target, cpu) is not tiny_target.model
+
+
+@pytest.mark.model
 def test_untrained_policy_is_the_frozen_lm_and_top_k_masks():
-    model = make_ppo(tiny_config(top_k=3), FakeTarget())
+    model = make_ppo(tiny_config(top_k=3), vowel_target())
     policy: RLPromptPolicy = model.policy
     obs = torch.tensor([[0, 0, 0], [VOCAB[5], 0, 1]])
     h = policy.frozen_hidden(obs)
@@ -117,13 +100,14 @@ def test_untrained_policy_is_the_frozen_lm_and_top_k_masks():
     assert tokens.shape == (3, 2) and (tokens == tokens[0]).all() and set(tokens.ravel()) <= set(VOCAB)
 
 
+@pytest.mark.model
 def test_paper_setting_starts_near_uniform_over_its_own_top_k_after_a_neutral_start_token():
     """RLPrompt's original setting (adaptor head, top-k of its own logits, GPT-2's <|endoftext|> start): the
     untrained policy spreads its mass evenly over its own top-k tokens (the residual head starts as the frozen LM's
     own distribution: the test above), and it reads <|endoftext|> (id 0) instead of <|im_start|> (id 1)."""
     cfg = tiny_config(policy_head="adaptor", top_k=8, top_k_from="policy", policy_start="<|endoftext|>")
-    paper = make_ppo(cfg, FakeTarget()).policy
-    residual = make_ppo(tiny_config(top_k=8), FakeTarget()).policy
+    paper = make_ppo(cfg, vowel_target()).policy
+    residual = make_ppo(tiny_config(top_k=8), vowel_target()).policy
     assert paper.features.context_ids == [0] and residual.features.context_ids == [1]
     obs = torch.tensor([[0, 0, 0], [VOCAB[5], 0, 1]])
     probs = paper.get_distribution(obs).distribution.probs
@@ -135,17 +119,19 @@ def test_paper_setting_starts_near_uniform_over_its_own_top_k_after_a_neutral_st
     assert torch.equal((probs > 1e-6), torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, own.topk(8).indices, True))
 
 
+@pytest.mark.model
 def test_policy_start_must_be_one_token():
     with pytest.raises(ValueError, match="policy_head='paper'"):
         tiny_config(policy_head="paper")
     with pytest.raises(ValueError, match="exactly one"):
-        make_ppo(tiny_config(policy_start="hello world"), FakeTarget())
+        make_ppo(tiny_config(policy_start="hello world"), vowel_target())
 
 
+@pytest.mark.model
 def test_same_seed_same_sampled_prompts():
     runs = []
     for seed in (5, 5, 6):
-        model = make_ppo(tiny_config(seed=seed), FakeTarget())
+        model = make_ppo(tiny_config(seed=seed), vowel_target())
         collect = _Prompts()
         model.learn(total_timesteps=2 * model.n_steps * model.n_envs, callback=collect.callback, reset_num_timesteps=False)
         runs.append(collect.prompts)
@@ -159,8 +145,9 @@ def _params(run_dir):
     return RunDir(run_dir, resume=True).load_checkpoint().tensors
 
 
+@pytest.mark.model
 def test_train_writes_run_and_resume_matches_an_uninterrupted_run(tmp_path):
-    target = FakeTarget()
+    target = vowel_target()
     full = train_rlprompt(tiny_config(), tmp_path / "full", target=target, progress=False)
     assert full["steps"] == 4 and full["stop_reason"] == "steps"
     run = RunDir(tmp_path / "full", resume=True)
@@ -173,13 +160,13 @@ def test_train_writes_run_and_resume_matches_an_uninterrupted_run(tmp_path):
             "eval/greedy_accuracy", "eval/best_accuracy"} <= set(record)
     assert record["target_queries"] > run.read_metrics()[0]["target_queries"]
 
-    half = train_rlprompt(tiny_config(steps=2), tmp_path / "half", target=FakeTarget(), progress=False)
+    half = train_rlprompt(tiny_config(steps=2), tmp_path / "half", target=vowel_target(), progress=False)
     assert half["steps"] == 2
     half_ckpt = RunDir(tmp_path / "half", resume=True).load_checkpoint()
-    model = make_ppo(tiny_config(), FakeTarget())
+    model = make_ppo(tiny_config(), vowel_target())
     model.policy.load_state_dict(half_ckpt.tensors)
     assert all(torch.equal(v, half_ckpt.tensors[k]) for k, v in model.policy.named_parameters())
-    resumed = train_rlprompt(tiny_config(), tmp_path / "half", resume=True, target=FakeTarget(), progress=False)
+    resumed = train_rlprompt(tiny_config(), tmp_path / "half", resume=True, target=vowel_target(), progress=False)
     assert resumed["steps"] == 4
     assert resumed["target_queries"] == full["target_queries"]
     assert [r["step"] for r in RunDir(tmp_path / "half", resume=True).read_metrics()] == [1, 2, 3, 4]
@@ -190,26 +177,29 @@ def test_train_writes_run_and_resume_matches_an_uninterrupted_run(tmp_path):
         train_rlprompt(tiny_config(), tmp_path / "full", target=target, progress=False)
 
 
+@pytest.mark.model
 def test_training_leaves_no_sb3_temp_directories(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    train_rlprompt(tiny_config(steps=1), tmp_path / "run", target=FakeTarget(), progress=False)
+    train_rlprompt(tiny_config(steps=1), tmp_path / "run", target=vowel_target(), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+@pytest.mark.model
 def test_resume_skips_a_corrupt_checkpoint_and_truncates_metrics(tmp_path):
-    train_rlprompt(tiny_config(steps=3), tmp_path / "run", target=FakeTarget(), progress=False)
+    train_rlprompt(tiny_config(steps=3), tmp_path / "run", target=vowel_target(), progress=False)
     newest = RunDir(tmp_path / "run", resume=True).checkpoint_dirs()[-1]
     assert newest.name == "step_3"
     (newest / "state.json").write_text("{}")  # corrupt: checksum mismatch
-    summary = train_rlprompt(tiny_config(steps=3), tmp_path / "run", resume=True, target=FakeTarget(),
+    summary = train_rlprompt(tiny_config(steps=3), tmp_path / "run", resume=True, target=vowel_target(),
                              progress=False)
     assert summary["steps"] == 3
     assert [r["step"] for r in RunDir(tmp_path / "run", resume=True).read_metrics()] == [1, 2, 3]
 
 
+@pytest.mark.model
 def test_target_query_budget_stops_training(tmp_path):
     summary = train_rlprompt(tiny_config(steps=50, max_target_queries=120), tmp_path / "run",
-                             target=FakeTarget(), progress=False)
+                             target=vowel_target(), progress=False)
     assert summary["stop_reason"] == "max_target_queries"
     assert 0 < summary["steps"] < 50
     assert summary["target_queries"] <= 120
@@ -246,6 +236,8 @@ def _tiny_cli_config(tmp_path, *, steps: int, eval_every: int):
     return config
 
 
+@pytest.mark.model
+@pytest.mark.subprocess
 def test_cli_train_and_report_smoke(tmp_path):
     config = _tiny_cli_config(tmp_path, steps=50, eval_every=2)
     env = {**os.environ, "TQDM_DISABLE": "1"}
@@ -266,6 +258,8 @@ def test_cli_train_and_report_smoke(tmp_path):
     assert (tmp_path / "rep" / "report.md").is_file() and (tmp_path / "rep" / "dev_accuracy.png").is_file()
 
 
+@pytest.mark.model
+@pytest.mark.subprocess
 def test_kill_9_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
     """`kill -9` of `rlprompt train` mid-run, then `--resume`: the run finishes with every update logged once."""
     config = _tiny_cli_config(tmp_path, steps=400, eval_every=5)

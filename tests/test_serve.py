@@ -310,6 +310,7 @@ def test_proxy_upstream_down_and_slow():
         assert httpx.post(f"{base}/v1/enhance", json={"prompt": "alive"}).json() == {"enhanced": "ALIVE!"}
 
 
+@pytest.mark.model
 def test_real_tiny_enhancer_behind_the_server():
     from rlprompt.enhancer import PromptEnhancer
     from rlprompt.models import load_model
@@ -404,6 +405,7 @@ def test_surrogate_or_any_poison_in_a_batch_fails_only_its_own_request():
     assert sorted(map(tuple, enhancer.calls[1:])) == [(p,) for p in sorted(["a", "b", "boom", "c", "d", "e"])]
 
 
+@pytest.mark.model
 def test_token_limit_rejects_prompts_the_model_cannot_take():
     from rlprompt.enhancer import PromptEnhancer
     from rlprompt.models import load_model

@@ -11,8 +11,6 @@ import pytest
 from rlprompt.tasks import (
     BUILTIN_TASKS,
     ClassificationTask,
-    GenerationTask,
-    GenSplit,
     Split,
     few_shot,
     load_task,
@@ -42,10 +40,6 @@ def test_split_validation():
         Split((), ())
     with pytest.raises(ValueError, match="'x'.*example 1"):
         Split(("a", "b"), (0, "x"))
-    with pytest.raises(ValueError, match="2 inputs but 1 references"):
-        GenSplit(("a", "b"), ("c",))
-    with pytest.raises(ValueError, match="empty"):
-        GenSplit((), ())
 
 
 def test_classification_task_validation():
@@ -65,15 +59,6 @@ def test_classification_task_validation():
         _task(splits={})
     with pytest.raises(ValueError, match="'validation'"):
         _task(splits={"validation": Split(("x",), (0,))})
-
-
-def test_generation_task_validation():
-    ok = dict(name="g", template="{sentence} {prompt}", prompt="A:", splits={"test": GenSplit(("q",), ("a",))})
-    assert GenerationTask(metric="f1", **ok).metric == "f1"
-    with pytest.raises(ValueError, match="'bleu'"):
-        GenerationTask(metric="bleu", **ok)
-    with pytest.raises(ValueError, match=r"\{prompt\}"):
-        GenerationTask(**{**ok, "template": "{sentence}"}, metric="f1")
 
 
 def test_split_lookup_names_missing_and_available():
@@ -134,6 +119,7 @@ def test_builtin_overrides_and_shots():
         load_task("sentiment", seed="16-13")
 
 
+@pytest.mark.model
 def test_builtin_verbalizers_are_single_tokens():
     from rlprompt.models import ModelNotFoundError, load_tokenizer
 
@@ -171,11 +157,13 @@ def test_jsonl_with_label_names_override(tmp_path):
     assert task.split("test").labels == (1, 0) and task.verbalizers == (" no", " yes")
 
 
-def test_jsonl_generation_file(tmp_path):
+def test_generation_data_is_rejected_naming_the_row_and_the_column(tmp_path):
     path = _write_jsonl(tmp_path / "qa.jsonl", [{"input": "2+2?", "target": "4"}, {"input": "3+3?", "answer": "6"}])
-    task = load_task(str(path), metric="f1")
-    assert isinstance(task, GenerationTask) and task.metric == "f1"
-    assert task.split("test") == GenSplit(("2+2?", "3+3?"), ("4", "6"))
+    with pytest.raises(ValueError, match=r"qa\.jsonl:1 holds a reference answer \(column 'target'\), not a label.*"
+                                         r"classification tasks only.*label_column="):
+        load_task(str(path))
+    named = _write_jsonl(tmp_path / "yn.jsonl", [{"input": "2+2=4?", "answer": "yes"}, {"input": "1+1=3?", "answer": "no"}])
+    assert load_task(str(named), label_column="answer").split("test").labels == (1, 0)  # named: it holds labels
 
 
 def test_directory_of_split_files(tmp_path):
@@ -226,13 +214,12 @@ def test_bigbench_multiple_choice(tmp_path):
         load_task(str(tmp_path / "task.json"))
 
 
-def test_bigbench_generative(tmp_path):
+def test_bigbench_generative_is_rejected(tmp_path):
     path = tmp_path / "task.json"
     examples = [{"input": "1+1", "target": "2"}, {"input": "2+1", "target": ["3", "three"]}]
     path.write_text(json.dumps({"examples": examples}))
-    task = load_task(str(path))
-    assert isinstance(task, GenerationTask) and task.metric == "exact_match"
-    assert task.split("test").references == ("2", "3")
+    with pytest.raises(ValueError, match=r"task\.json is not multiple choice: .*\['input', 'target'\].*classification"):
+        load_task(str(path))
 
 
 def test_huggingface_local_parquet(tmp_path):
@@ -346,17 +333,6 @@ def test_hostile_jsonl_text_must_be_a_non_empty_string_naming_file_and_row(tmp_p
         load_task(str(path))
 
 
-def test_generation_references_must_be_non_empty(tmp_path):
-    path = _write_jsonl(tmp_path / "qa.jsonl", [{"input": "2+2?", "target": "4"}, {"input": "3+3?", "target": None}])
-    with pytest.raises(ValueError, match=r"qa\.jsonl:2: the 'target' column .* got None"):
-        load_task(str(path))
-    path = _write_jsonl(tmp_path / "qa.jsonl", [{"input": "2+2?", "answer": 4}, {"input": "x", "answer": ["", "y"]}])
-    with pytest.raises(ValueError, match=r"qa\.jsonl:2: the 'answer' column .* got \['', 'y'\]"):
-        load_task(str(path))
-    assert load_task(str(_write_jsonl(tmp_path / "n.jsonl", [{"input": "2+2?", "answer": 4}]))).split(
-        "test").references == ("4",)
-
-
 def test_empty_text_in_tsv_csv_json_and_split_dirs_names_file_and_line(tmp_path):
     (tmp_path / "r.tsv").write_text("text\tlabel\na\t0\n\nb\t1\n\t1\n")  # a blank line, then an empty text on line 5
     with pytest.raises(ValueError, match=r"r\.tsv:5: the 'text' column must be a non-empty string, got ''"):
@@ -386,12 +362,11 @@ def test_empty_text_in_a_16_shot_directory_names_the_seed_file(tmp_path):
         load_task(str(data))
 
 
-def test_bigbench_null_input_target_or_bad_scores_names_the_example(tmp_path):
+def test_bigbench_null_input_or_bad_scores_names_the_example(tmp_path):
     path = tmp_path / "task.json"
     for examples, message in [
-        ([{"input": "1+1", "target": "2"}, {"input": None, "target": "3"}],
+        ([{"input": "a", "target_scores": {"x": 1, "y": 0}}, {"input": None, "target_scores": {"x": 0, "y": 1}}],
          r"task\.json example 1: the 'input' column"),
-        ([{"input": "1+1", "target": "2"}, {"input": "2+1", "target": None}], r"task\.json example 1: the 'target'"),
         ([{"input": "a", "target_scores": {"x": 1, "y": 0}}, {"input": "b", "target_scores": None}],
          r"task\.json example 1: 'target_scores' must map each choice to a number, got None"),
         ([{"input": "a", "target_scores": {"": 1, "y": 0}}], r"task\.json example 0: the 'target_scores' column"),
@@ -418,8 +393,6 @@ def test_split_types_reject_empty_or_non_string_texts():
         Split(("a", ""), (0, 1))
     with pytest.raises(ValueError, match=r"text None of example 0"):
         Split((None,), (0,))
-    with pytest.raises(ValueError, match=r"reference ' ' of example 0"):
-        GenSplit(("q",), (" ",))
 
 
 @pytest.mark.parametrize("fname,text", [

@@ -8,12 +8,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from rlprompt.errors import ConfigError, RLPromptError
+
 SENTENCE = "{sentence}"
 PROMPT = "{prompt}"
 
 
-class TargetError(RuntimeError):
+class TargetError(RLPromptError, RuntimeError):
     """A target backend failed or answered something unusable (never turned into a default score)."""
+
+    exit_code = 1
 
 
 class BudgetExceeded(TargetError):
@@ -41,10 +45,11 @@ class QueryStats:
 
 
 def check_template(template: str) -> None:
-    """Raise ``ValueError`` unless ``template`` holds exactly one ``{prompt}`` and one ``{sentence}``."""
+    """Raise :class:`~rlprompt.errors.ConfigError` unless ``template`` holds exactly one ``{prompt}`` and one
+    ``{sentence}``."""
     for field in (PROMPT, SENTENCE):
         if template.count(field) != 1:
-            raise ValueError(f"template {template!r} must contain {field} exactly once")
+            raise ConfigError(f"template {template!r} must contain {field} exactly once")
 
 
 def fill(template: str, prompt: str, sentence: str) -> str:

@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,6 +88,12 @@ class CachedTarget(Target):
     @property
     def name(self) -> str:  # type: ignore[override]
         return self.inner.name
+
+    @property
+    def tokenizer(self) -> Any:
+        """The inner target's tokenizer (None when it has none), so code that needs the target's vocabulary or chat
+        format (the prompt-token envs, PRewrite's template) sees the model behind the cache."""
+        return getattr(self.inner, "tokenizer", None)
 
     # -- storage ------------------------------------------------------------------------------------
     def _inode(self) -> int | None:

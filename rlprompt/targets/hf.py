@@ -10,6 +10,7 @@ import torch
 from transformers import DynamicCache
 
 from rlprompt.devices import resolve_device
+from rlprompt.errors import ConfigError
 from rlprompt.models import BUNDLED, load_model
 from rlprompt.targets.base import PROMPT, SENTENCE, Target
 
@@ -73,7 +74,7 @@ class HFTarget(Target):
         scale = 1 if self.device.type == "cpu" else 16
         batch_size = 32 * scale if batch_size is None else batch_size
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size, self.kv_reuse, self.pad_id = batch_size, kv_reuse, self.tokenizer.pad_token_id
         self.suffix_rows, self.suffix_tokens = type(self).suffix_rows * scale, type(self).suffix_tokens * scale
 
@@ -83,16 +84,17 @@ class HFTarget(Target):
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
     def verbalizer_ids(self, verbalizers: Sequence[str]) -> list[int]:
-        """The single token id of each verbalizer; a ``ValueError`` names any that is not one token."""
+        """The single token id of each verbalizer; a :class:`~rlprompt.errors.ConfigError` names any that is not one
+        token."""
         ids = []
         for verbalizer in verbalizers:
             tokens = self.encode(verbalizer)
             if len(tokens) != 1:
                 pieces = self.tokenizer.convert_ids_to_tokens(tokens)
-                raise ValueError(f"verbalizer {verbalizer!r} is not a single token: it tokenizes to {pieces} (ids {tokens})")
+                raise ConfigError(f"verbalizer {verbalizer!r} is not a single token: it tokenizes to {pieces} (ids {tokens})")
             ids.append(tokens[0])
         if len(set(ids)) != len(ids):
-            raise ValueError(f"verbalizers {list(verbalizers)!r} share a token id: {ids}")
+            raise ConfigError(f"verbalizers {list(verbalizers)!r} share a token id: {ids}")
         return ids
 
     def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import httpx
 import numpy as np
 
+from rlprompt.errors import ConfigError
 from rlprompt.targets.base import Target, TargetError, fill
 
 #: Label-parsing scores: the parsed class gets probability ``1 - EPS``, the others share ``EPS``.
@@ -159,17 +160,17 @@ class OpenAITarget(Target):
     ) -> None:
         super().__init__(max_sequences=max_sequences)
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+            raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
         if mode not in ("completions", "chat"):
-            raise ValueError(f"mode must be 'completions' or 'chat', got {mode!r}")
+            raise ConfigError(f"mode must be 'completions' or 'chat', got {mode!r}")
         if scoring not in SCORINGS:
-            raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+            raise ConfigError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
         if missing not in ("error", "bound"):
-            raise ValueError(f"missing must be 'error' or 'bound', got {missing!r}")
+            raise ConfigError(f"missing must be 'error' or 'bound', got {missing!r}")
         finite = all(math.isfinite(v) for v in (timeout, backoff, max_wait))
         if not finite or concurrency < 1 or max_retries < 0 or timeout <= 0 or backoff < 0 or max_wait < 0 \
                 or top_logprobs < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"bad settings: concurrency={concurrency}, max_retries={max_retries}, timeout={timeout}, "
                 f"backoff={backoff}, max_wait={max_wait}, top_logprobs={top_logprobs}"
             )
@@ -368,7 +369,7 @@ class OpenAITarget(Target):
         for verbalizer in verbalizers:
             tokens = self.tokenizer(verbalizer, add_special_tokens=False).input_ids
             if len(tokens) != 1:
-                raise ValueError(f"verbalizer {verbalizer!r} is not a single token of the tokenizer: ids {tokens}")
+                raise ConfigError(f"verbalizer {verbalizer!r} is not a single token of the tokenizer: ids {tokens}")
             ids.append(tokens[0])
         return ids
 
