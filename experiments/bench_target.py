@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlprompt.policies.prewrite import chat_template
+from rlprompt.policies.rewriter import chat_template
 from rlprompt.runs import write_atomic
 from rlprompt.targets.hf import HFTarget
 from rlprompt.tasks import load_task

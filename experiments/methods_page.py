@@ -17,8 +17,6 @@ Each result file is read by one function of :data:`SOURCES`; a file it cannot re
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from rlprompt.figures import save_figure
 from rlprompt.stats import Interval, correctness, mean_interval, paired_bootstrap
 
 TASKS = {"sst-2": "SST-2", "agnews": "AG News"}
@@ -354,14 +353,7 @@ def accuracy_vs_queries(arms: list[Arm], path: Path) -> None:
         ax.set_ylabel("test accuracy")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
+    save_figure(fig, path, dpi=110)
 
 
 __all__ = ["Arm", "Run", "SOURCES", "accuracy_vs_queries", "budget_groups", "difference", "markdown", "read_arms"]

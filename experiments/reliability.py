@@ -91,6 +91,16 @@ def train_cmd(config: Path, run_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "rlprompt.cli", "train", str(config), "--run-dir", str(run_dir), *extra]
 
 
+def train(config: Path, run_dir: Path, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``rlprompt train CONFIG --run-dir RUN_DIR EXTRA...`` run to its end, its output captured."""
+    return subprocess.run(train_cmd(config, run_dir, *extra), capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def endpoint_target(endpoint: FaultyEndpoint, max_retries: int) -> str:
+    """The target spec of the fake OpenAI-compatible ``endpoint`` with short timeouts and backoff."""
+    return f"openai:{endpoint.url}:fake?timeout=5&max_retries={max_retries}&backoff=0.01"
+
+
 def write_config(folder: Path, name: str, text: str) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")
@@ -149,11 +159,9 @@ def newest_valid_checkpoint(run_dir: Path) -> int:
 # -- scenarios -------------------------------------------------------------------------------------------
 def transient_faults(work: Path, seed: int, updates: int = 10) -> dict:
     with FaultyEndpoint(TOKENS, fault_rate=0.3, slow_seconds=6.0, seed=seed) as endpoint:
-        target = f"openai:{endpoint.url}:fake?timeout=5&max_retries=10&backoff=0.01"
-        config = rlprompt_config(work, f"transient{seed}", target)
+        config = rlprompt_config(work, f"transient{seed}", endpoint_target(endpoint, max_retries=10))
         run_dir = work / f"transient{seed}"
-        out = subprocess.run(train_cmd(config, run_dir, f"steps={updates}", f"seed={seed}"),
-                             capture_output=True, text=True, env=ENV, timeout=900)
+        out = train(config, run_dir, f"steps={updates}", f"seed={seed}")
         injected = dict(endpoint.injected)
     return {"description": "transient target faults (30% of requests)", "method": "rlprompt", "seed": seed,
             "faults_injected": sum(injected.values()), "fault_kinds": injected, "interruptions": 0,
@@ -163,15 +171,12 @@ def transient_faults(work: Path, seed: int, updates: int = 10) -> dict:
 
 def outage(work: Path, seed: int, updates: int = 10) -> dict:
     with FaultyEndpoint(TOKENS, outage_after=100 + 16 * seed) as endpoint:
-        target = f"openai:{endpoint.url}:fake?timeout=5&max_retries=2&backoff=0.01"
-        config = rlprompt_config(work, f"outage{seed}", target)
+        config = rlprompt_config(work, f"outage{seed}", endpoint_target(endpoint, max_retries=2))
         run_dir = work / f"outage{seed}"
-        first = subprocess.run(train_cmd(config, run_dir, f"steps={updates}", f"seed={seed}"),
-                               capture_output=True, text=True, env=ENV, timeout=900)
+        first = train(config, run_dir, f"steps={updates}", f"seed={seed}")
         error = last_line(first.stderr)
         endpoint.outage(False)
-        second = subprocess.run(train_cmd(config, run_dir, "--resume", f"steps={updates}", f"seed={seed}"),
-                                capture_output=True, text=True, env=ENV, timeout=900)
+        second = train(config, run_dir, "--resume", f"steps={updates}", f"seed={seed}")
         injected = endpoint.injected["outage"]
     clean_stop = first.returncode == 1 and "TargetError" in error and "503" in error
     return {"description": "target outage (503 until lifted), then --resume", "method": "rlprompt", "seed": seed,
@@ -183,7 +188,8 @@ def outage(work: Path, seed: int, updates: int = 10) -> dict:
 def write_preferences(folder: Path) -> Path:
     """A small synthetic preferences JSONL in trl's conversational format (as build_preferences writes it): one
     pair per default sentiment original, the chosen rewrite naming the labels, the rejected one vague."""
-    from rlprompt.policies.dpo import DEFAULT_ORIGINALS, SemDPOConfig, meta_messages
+    from rlprompt.policies.dpo import SemDPOConfig
+    from rlprompt.policies.preferences import DEFAULT_ORIGINALS, meta_messages
 
     cfg = SemDPOConfig()
     rows = [{"prompt": meta_messages(cfg, original),
@@ -292,8 +298,7 @@ def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
     config = write_config(work, f"kill-{method}{seed}", template.format(**fields(work)))
     extra = [f"{budget}={updates}", f"seed={seed}"]
     reference_dir, run_dir = work / f"kill-{method}{seed}-reference", work / f"kill-{method}{seed}"
-    reference = subprocess.run(train_cmd(config, reference_dir, *extra), capture_output=True, text=True, env=ENV,
-                               timeout=1800)
+    reference = train(config, reference_dir, *extra, timeout=1800)
     kill_steps, redone, done, error = [], 0, False, ""
     for attempt in range(kills + 1):
         proc = subprocess.Popen(train_cmd(config, run_dir, *(["--resume"] if attempt else []), *extra),
@@ -331,13 +336,11 @@ def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
 def corrupt_checkpoint(work: Path, seed: int) -> dict:
     config = rlprompt_config(work, f"corrupt{seed}", "tiny-random")
     run_dir = work / f"corrupt{seed}"
-    first = subprocess.run(train_cmd(config, run_dir, "steps=6", f"seed={seed}"),
-                           capture_output=True, text=True, env=ENV, timeout=900)
+    first = train(config, run_dir, "steps=6", f"seed={seed}")
     newest = sorted((run_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    second = subprocess.run(train_cmd(config, run_dir, "--resume", "steps=10", f"seed={seed}"),
-                            capture_output=True, text=True, env=ENV, timeout=900)
+    second = train(config, run_dir, "--resume", "steps=10", f"seed={seed}")
     return {"description": "newest checkpoint truncated, then --resume", "method": "rlprompt", "seed": seed,
             "faults_injected": 1, "interruptions": 1, "survived": first.returncode == 0 and second.returncode == 0,
             "exit_code": second.returncode, **audit(run_dir, 10, ("charts/raw_reward", "charts/reward"))}
@@ -436,8 +439,7 @@ def full_disk(work: Path, seed: int, updates: int = 12) -> dict:
     first, disk = train_on_disk(run_dir, str(budget))
     error, resumed_from = last_line(first.stderr), newest_valid_checkpoint(run_dir)
     logged = {r["step"] for r in RunDir(run_dir, resume=True).read_metrics()}
-    second = subprocess.run(train_cmd(config, run_dir, "--resume", *extra), capture_output=True, text=True, env=ENV,
-                            timeout=900)
+    second = train(config, run_dir, "--resume", *extra)
     clean_stop = (first.returncode == 1 and "Traceback" not in first.stderr and "No space left on device" in error
                   and error.startswith("rlprompt train: RunWriteError: cannot write "))
     compared = compare_runs(reference_dir, run_dir) if reference.returncode == 0 and second.returncode == 0 else {

@@ -1,7 +1,7 @@
 """DPO vs Sem-DPO (Mohamed et al. 2025) with the same rewriter, the same preference pairs and the same budget.
 
 For each seed, both arms train a fresh LoRA adapter of the rewriter on one shared preference file
-(:func:`rlprompt.policies.dpo.build_preferences`, built once from the config's training ``originals``), then
+(:func:`rlprompt.policies.preferences.build_preferences`, built once from the config's training ``originals``), then
 rewrite the held-out originals (``eval_originals``, none of them a training original) greedily. Each rewrite is
 scored for task reward (the reward on the whole dev split) and similarity to its original (cosine, bundled
 MiniLM); the result file keeps both per seed and per held-out original, so paired intervals can be computed
@@ -32,17 +32,8 @@ import numpy as np
 
 from rlprompt.config import config_from_dict, dump_config, load_config
 from rlprompt.models import load_model
-from rlprompt.policies.dpo import (
-    DPOMethodConfig,
-    build_preferences,
-    build_task,
-    config_target,
-    evaluate_rewriter,
-    load_preferences,
-    method_config,
-    originals_for,
-    train_dpo,
-)
+from rlprompt.policies.dpo import DPOMethodConfig, evaluate_rewriter, method_config, train_dpo
+from rlprompt.policies.preferences import build_preferences, build_task, config_target, load_preferences, originals_for
 from rlprompt.runs import write_atomic
 from rlprompt.stats import finite_or_none, mean_interval, paired_bootstrap
 
@@ -75,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     base_cfg = load_config(args.config, DPOMethodConfig, {"preferences": args.preferences} if args.preferences else {})
     held_out = held_out_originals(base_cfg)
     command = " ".join(["python", *map(shlex.quote, [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])])
-    task = build_task(base_cfg)
-    target = config_target(base_cfg)
+    target = config_target(base_cfg)  # built once: it renders the chat template, scores the pairs and the runs
+    task = build_task(base_cfg, target)
     t0 = time.perf_counter()
     if args.rebuild or not Path(base_cfg.preferences).is_file():
         build_preferences(base_cfg, target=target, task=task)

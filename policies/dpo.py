@@ -1,10 +1,8 @@
 """DPO and Sem-DPO for an instruction rewriter: preference pairs scored by a frozen target, then trl's DPOTrainer.
 
-1. :func:`build_preferences` samples several rewrites of each original instruction from a rewriter LM (a
-   chat meta-prompt, PRewrite's by default, Kong et al. 2024), scores every rewrite with the task reward of the
-   frozen target on one shared minibatch (:class:`~rlprompt.rewards.ClassificationReward`, Deng et al. 2022),
-   and keeps (chosen, rejected) pairs whose reward differs by at least ``margin``; it writes them as JSONL
-   in trl's conversational preference format.
+1. :func:`rlprompt.policies.preferences.build_preferences` samples rewrites of each original instruction,
+   scores them with the frozen target's task reward and writes (chosen, rejected) pairs as JSONL (built first
+   when ``preferences`` is missing).
 2. :func:`train_dpo` trains a LoRA adapter of the rewriter on those pairs with DPO (Rafailov et al. 2023,
    trl's ``DPOTrainer`` unchanged) or Sem-DPO (Mohamed et al. 2025): every pair carries a weight
    ``W = exp(-alpha * (1 - cos(e(original), e(chosen))))`` computed once before training
@@ -42,85 +40,41 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
+from rlprompt.config import check_positive
 from rlprompt.devices import resolve_device
+from rlprompt.enhancer import PromptEnhancer, describe_evaluation, rewriter_evaluation
 from rlprompt.errors import ConfigError, DataError
-from rlprompt.enhancer import PromptEnhancer, clean_rewrite, describe_evaluation, rewriter_evaluation
-from rlprompt.models import BUNDLED, load_model
 from rlprompt.rewards import ClassificationReward
-from rlprompt.rewards.semantic import Embedder, cosine_similarity, semantic_weights
-from rlprompt.runs import (QueryBudget, RunClock, RunDir, RunResult, resume_trainer_checkpoint, seed_everything,
-                           train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step, trainer_logger,
-                           write_atomic)
-from rlprompt.targets import Target, make_target
+from rlprompt.rewards.semantic import Embedder, cosine_similarity
+from rlprompt.runs import (QueryBudget, RunClock, RunResult, train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step,
+                           trainer_logger)
+from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
-from rlprompt.policies.prewrite import META_PROMPT, chat_template, template_tokenizer  # PRewrite owns these
-
-DEFAULT_ORIGINALS: dict[str, list[str]] = {
-    "sentiment": [
-        "Classify the sentiment of the movie review as negative or positive.",
-        "Is this review positive or negative?",
-        "Decide whether the reviewer liked the movie.",
-        "Tell me if the sentiment of this text is negative or positive.",
-        "Read the review and say whether it is positive or negative.",
-        "Label the review's sentiment.",
-        "What is the sentiment of this movie review?",
-        "Determine if the opinion expressed is favorable or unfavorable.",
-        "Judge the overall tone of the review: negative or positive.",
-        "Answer with the sentiment of the review.",
-        "Was the writer happy or unhappy with the film?",
-        "Give the polarity of the review.",
-    ],
-    "topic": [
-        "Classify the news article into World, Sports, Business, or Tech.",
-        "What is this article about?",
-        "Pick the topic of the news story: World, Sports, Business or Tech.",
-        "Assign the article to one news category.",
-        "Which section of a newspaper does this article belong to?",
-        "Name the topic of the text.",
-        "Decide whether the article covers world news, sports, business or technology.",
-        "Label the news article with its subject.",
-        "Tell me the category of this news report.",
-        "Read the article and give its topic.",
-        "Sort this story into World, Sports, Business, or Tech.",
-        "What kind of news is this?",
-    ],
-}
-"""Plain instructions to rewrite for the built-in tasks (a config's ``originals`` replaces them)."""
-DEFAULT_ORIGINALS["sst-2"] = DEFAULT_ORIGINALS["sentiment"]
-DEFAULT_ORIGINALS["agnews"] = DEFAULT_ORIGINALS["topic"]
+from rlprompt.policies.preferences import build_preferences, build_task, load_preferences, originals_for, pair_weights
+from rlprompt.policies.rewriter import RewriterConfig, load_rewriter, lora_config, open_trainer_run
 
 
 # -- config ---------------------------------------------------------------------------------------
 @dataclass
-class DPOMethodConfig(TaskTargetConfig):
+class DPOMethodConfig(RewriterConfig):
     """A DPO run on rewriter preference pairs (Rafailov et al. 2023; the reward uses the task's train split);
     YAML files may only set these fields.
 
     Named to avoid trl's ``DPOConfig``, which :func:`train_dpo` builds from it."""
 
     method: ClassVar[str] = "dpo"
-    path_fields: ClassVar[dict[str, bool]] = {**TaskTargetConfig.path_fields, "preferences": False}
+    path_fields: ClassVar[dict[str, bool]] = {**RewriterConfig.path_fields, "preferences": False}
     """Fields that may hold a path, each with whether it must exist (the preferences file may be built first)."""
 
-    rewriter_model: str = BUNDLED
-    """Rewriter base model (rlprompt.models.load_model name or a local checkpoint directory)."""
-    meta_prompt: str = META_PROMPT
-    """Rewriter meta-prompt holding {instruction} once; sent as one user chat message."""
-    template: str | None = None
-    """Target template with {prompt} and {sentence}; None uses PRewrite's chat template of the bundled tokenizer."""
-    verbalizers: list[str] | None = None
-    """One single-token verbalizer per label; None uses " <label name>"."""
     originals: list[str] | None = None
     """Instructions to rewrite when building pairs; None uses DEFAULT_ORIGINALS[task]."""
     eval_originals: list[str] | None = None
@@ -134,10 +88,6 @@ class DPOMethodConfig(TaskTargetConfig):
     """Sampling temperature of the rewriter when building pairs."""
     max_new_tokens: int = 40
     """Maximum tokens of one rewrite."""
-    reward: str = "gap"
-    """Reward of a rewrite on its minibatch: gap (RLPrompt's probability-gap reward) or accuracy."""
-    input_batch_size: int = 16
-    """Train inputs that all rewrites of one original are scored on (one shared minibatch per original)."""
     margin: float = 0.0
     """Keep a pair only when reward(chosen) - reward(rejected) >= margin (and strictly > 0)."""
     max_pairs_per_original: int = 4
@@ -159,38 +109,15 @@ class DPOMethodConfig(TaskTargetConfig):
     """Optimisation steps."""
     batch_size: int = 8
     """Pairs per step. Sem-DPO's weights act at any size (the loss is mean(W * loss)); smaller only adds noise."""
-    lora_r: int = 8
-    """LoRA rank of the rewriter's adapter (peft)."""
-    lora_alpha: int = 16
-    """LoRA scaling alpha."""
-    lora_dropout: float = 0.0
-    """LoRA dropout."""
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """Linear modules that get LoRA adapters."""
     max_length: int = 256
     """Maximum tokens of prompt + completion (trl truncates past it)."""
-    checkpoint_every: int = 10
-    """Save a trl checkpoint every this many steps (and at the end)."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept on disk."""
-    max_target_queries: int | None = None
-    """Build pairs only for the originals this many target sequences pay for, the final evaluation included."""
-    seed: int = 0
-    """Seeds python, numpy, torch, trl, the rewriter's sampling and the reward's minibatch sampler."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive = ("samples_per_original", "max_new_tokens", "input_batch_size", "max_pairs_per_original", "steps",
-                    "batch_size", "lora_r", "lora_alpha", "max_length", "checkpoint_every", "keep_checkpoints")
-        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these {type(self).__name__} fields must be >= 1: {bad}")
+        check_positive(self, "samples_per_original", "max_new_tokens", "max_pairs_per_original", "steps", "batch_size",
+                       "max_length")
         if self.samples_per_original < 2:
             raise ValueError(f"samples_per_original must be >= 2 to form pairs, got {self.samples_per_original}")
-        if self.reward not in ("gap", "accuracy"):
-            raise ValueError(f"reward must be 'gap' or 'accuracy', got {self.reward!r}")
-        if self.meta_prompt.count("{instruction}") != 1:
-            raise ValueError(f"meta_prompt must contain {{instruction}} exactly once, got {self.meta_prompt!r}")
         if not isinstance(self.normalize_weights, bool):
             raise ValueError(f"normalize_weights must be true or false, got {self.normalize_weights!r}")
         if self.margin < 0 or self.alpha < 0:
@@ -198,14 +125,8 @@ class DPOMethodConfig(TaskTargetConfig):
         if self.beta <= 0 or self.learning_rate <= 0 or self.sample_temperature <= 0:
             raise ValueError(f"beta, learning_rate and sample_temperature must be > 0, got {self.beta}, "
                              f"{self.learning_rate}, {self.sample_temperature}")
-        if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}")
         if self.originals is not None and len(self.originals) < 1:
             raise ValueError("originals must hold at least one instruction (or be null for the task's defaults)")
-        if not self.lora_target_modules:
-            raise ValueError("lora_target_modules must name at least one module")
-        if self.max_target_queries is not None and self.max_target_queries < 1:
-            raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
 
 
 @dataclass
@@ -222,101 +143,6 @@ def method_config(method: str) -> type[DPOMethodConfig]:
     if method not in classes:
         raise ConfigError(f"method must be one of {sorted(classes)}, got {method!r}")
     return classes[method]
-
-
-# -- preference data ------------------------------------------------------------------------------
-def build_task(cfg: DPOMethodConfig, target: Target | None = None) -> ClassificationTask:
-    """The config's classification task with its template and verbalizers (train split required); without
-    ``cfg.template``, PRewrite's chat template in the chat format of ``target`` (default: of the config's target
-    model; :func:`rlprompt.policies.prewrite.template_tokenizer`)."""
-    base = cfg.load_task()
-    if "train" not in base.splits:
-        raise DataError(f"DPO needs a task with a train split; {cfg.task!r} has {list(base.splits)}")
-    template = cfg.template
-    if template is None:
-        template = chat_template(template_tokenizer(cfg, target))
-    verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
-    return cfg.load_task(template=template, verbalizers=verbalizers)
-
-
-def config_target(cfg: DPOMethodConfig) -> Target:
-    """The config's frozen target (``target_dtype`` applies to local models only; :meth:`TaskTargetConfig.build_target`)."""
-    return cfg.build_target()
-
-
-def originals_for(cfg: DPOMethodConfig) -> list[str]:
-    """``cfg.originals`` or the default instructions of the task."""
-    if cfg.originals is not None:
-        return list(cfg.originals)
-    if cfg.task not in DEFAULT_ORIGINALS:
-        raise ConfigError(f"no default originals for task {cfg.task!r}: set originals in the config")
-    return list(DEFAULT_ORIGINALS[cfg.task])
-
-
-def meta_messages(cfg: DPOMethodConfig, original: str) -> list[dict[str, str]]:
-    """The rewriter's conversational prompt for ``original`` (one user message), as DPOTrainer expects."""
-    return [{"role": "user", "content": cfg.meta_prompt.replace("{instruction}", original)}]
-
-
-def preference_pairs(candidates: Sequence[str], rewards: Sequence[float], margin: float,
-                     limit: int) -> list[tuple[int, int]]:
-    """Index pairs (chosen, rejected) with ``rewards[c] - rewards[r] >= margin`` and ``> 0``, largest gaps
-    first, at most ``limit`` of them; duplicated texts count once."""
-    first = {text: i for i, text in reversed(list(enumerate(candidates)))}
-    unique = sorted(set(first.values()))
-    pairs = [(c, r) for c in unique for r in unique
-             if rewards[c] - rewards[r] > 0 and rewards[c] - rewards[r] >= margin]
-    pairs.sort(key=lambda p: (-(rewards[p[0]] - rewards[p[1]]), p))
-    return pairs[:limit]
-
-
-def build_preferences(cfg: DPOMethodConfig, *, target: Target | None = None, rewriter: Target | None = None,
-                      task: ClassificationTask | None = None, output: str | Path | None = None) -> Path:
-    """Sample, score and pair rewrites; write ``cfg.preferences`` (or ``output``) as JSONL and return its path.
-
-    Each line holds ``prompt`` (the meta-prompt as a chat message list), ``chosen``/``rejected`` (one
-    assistant message each), ``original``, ``chosen_reward`` and ``rejected_reward``. ``target``,
-    ``rewriter`` (any :class:`Target`; it generates with ``chat=True``) and ``task`` override the config's.
-    """
-    target = cfg.build_target(target)
-    task = task or build_task(cfg, target)
-    rewriter = rewriter or make_target(cfg.rewriter_model, dtype="float32", device=cfg.device)
-    reward = ClassificationReward.from_task(target, task, "train", batch_size=min(cfg.input_batch_size,
-                                            len(task.split("train"))), kind=cfg.reward, seed=cfg.seed)
-    rows = []
-    originals = originals_for(cfg)
-    for n, original in enumerate(tqdm(originals, desc="preference pairs", unit="original", dynamic_ncols=True)):
-        samples = rewriter.generate([meta_messages(cfg, original)[0]["content"]], chat=True,
-                                    temperature=cfg.sample_temperature, num_samples=cfg.samples_per_original,
-                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + n)
-        candidates = [c for c in dict.fromkeys(clean_rewrite(s) for s in samples) if c]
-        if len(candidates) < 2:
-            continue
-        scores = reward(None, candidates)
-        for c, r in preference_pairs(candidates, scores, cfg.margin, cfg.max_pairs_per_original):
-            rows.append({"prompt": meta_messages(cfg, original),
-                         "chosen": [{"role": "assistant", "content": candidates[c]}],
-                         "rejected": [{"role": "assistant", "content": candidates[r]}],
-                         "original": original, "chosen_reward": float(scores[c]), "rejected_reward": float(scores[r])})
-    path = Path(output or cfg.preferences)
-    write_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
-def load_preferences(path: str | Path):
-    """The pairs of a preferences JSONL as a ``datasets.Dataset`` (a ``ValueError`` if it holds none)."""
-    from datasets import load_dataset
-
-    if not Path(path).is_file() or Path(path).stat().st_size == 0:
-        raise DataError(f"{str(path)!r} holds no preference pairs: build them first (rlprompt prefs CONFIG), "
-                        "or lower margin / raise samples_per_original")
-    return load_dataset("json", data_files=str(path), split="train")
-
-
-def pair_weights(dataset: Any, alpha: float, embedder: Embedder | None = None) -> np.ndarray:
-    """Sem-DPO weights of the dataset's pairs: original vs chosen text (Mohamed et al. 2025)."""
-    chosen = [row[-1]["content"] if isinstance(row, list) else str(row) for row in dataset["chosen"]]
-    return semantic_weights(list(dataset["original"]), chosen, alpha, embedder)
 
 
 # -- the weighted trainer -------------------------------------------------------------------------
@@ -459,21 +285,12 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     the final evaluation (``stop_reason`` max_target_queries when that leaves some out); a budget too small for
     the evaluation and one original is an error before anything runs.
     """
-    from peft import LoraConfig
     from trl import DPOTrainer
 
     semantic = type(cfg).method == "sem-dpo"
-    run = RunDir(run_dir, resume=resume)
-    if resume and (run.path / "config.yaml").is_file():
-        check_resume_config(run.read_config(), cfg)
-    run.write_config(dump_config(cfg))
-    output_dir = run.path / "checkpoints"
-    checkpoint = resume_trainer_checkpoint(output_dir) if resume else None
-    if resume and checkpoint is None and run.read_metrics():
-        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
+    run, checkpoint = open_trainer_run(cfg, run_dir, resume)
     if checkpoint is not None:
         run.truncate_to(trainer_checkpoint_step(checkpoint), training_only=True)
-    seed_everything(cfg.seed)
     clock = RunClock(run)
     target = cfg.build_target(target)  # built once: it scores the preference pairs and the trained rewriter
     task = task or build_task(cfg, target)
@@ -502,15 +319,11 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
         run.write_json("pair_weights.json", weights.tolist())
         scale = 1.0 / float(np.mean(weights)) if cfg.normalize_weights else 1.0
         dataset = dataset.add_column("weight", (weights * scale).tolist())
-    model, tokenizer = rewriter if rewriter is not None else load_model(cfg.rewriter_model, dtype="float32")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                             target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
+    model, tokenizer = load_rewriter(cfg, rewriter)
     trainer_cls = _trainer_class() if semantic else DPOTrainer
     logger = trainer_logger(run, budget.spent, lambda: {"perf/wall_seconds": clock()}, desc=f"{type(cfg).method} steps")
-    trainer = trainer_cls(model=model, args=_trl_config(cfg, output_dir), train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config,
+    trainer = trainer_cls(model=model, args=_trl_config(cfg, run.path / "checkpoints"), train_dataset=dataset,
+                          processing_class=tokenizer, peft_config=lora_config(cfg),
                           callbacks=[logger, trainer_checkpoint_sealer()])
     start = time.perf_counter()
     train_or_finish(trainer, checkpoint, cfg.steps)
@@ -611,7 +424,5 @@ def load_method_config(path: str | Path, overrides: Sequence[str] = ()) -> DPOMe
     return load_config(path, method_config(config_method(path, default="dpo")), overrides)
 
 
-__all__ = ["DEFAULT_ORIGINALS", "DPOMethodConfig", "SemDPOConfig", "SemDPOTrainer", "WeightedPreferenceCollator",
-           "build_preferences", "config_target", "evaluate_rewriter", "load_method_config", "load_preferences",
-           "method_config", "pair_weights", "preference_pairs", "rewriter_enhancer", "train_dpo"]
-
+__all__ = ["DPOMethodConfig", "SemDPOConfig", "SemDPOTrainer", "WeightedPreferenceCollator", "evaluate_rewriter",
+           "load_method_config", "method_config", "rewriter_enhancer", "train_dpo"]

@@ -38,14 +38,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlprompt.config import check_resume_config, dump_config
+from rlprompt.config import check_positive
 from rlprompt.envs.multiprompter import MultiPrompterEnv, acting_agent, observation
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.devices import resolve_device
-from rlprompt.errors import ConfigError, DataError
-from rlprompt.policies.token_ppo import (PrefixFeatures, TokenPPOConfig, actor_mlp, build_task, context_ids,
-                                        frozen_policy_lm, head_logits, mlp)
-from rlprompt.runs import RunDir, RunResult, rng_state, seed_everything, set_rng_state
+from rlprompt.errors import ConfigError
+from rlprompt.policies.token_ppo import (PrefixFeatures, TokenPPOConfig, actor_mlp, build_task, checkpoint_state,
+                                        context_ids, evaluate_prompts, frozen_policy_lm, head_logits, loop_state, mlp,
+                                        open_run)
+from rlprompt.runs import RunDir, RunResult, seed_everything
 from rlprompt.targets import Target
 
 
@@ -67,9 +68,7 @@ class MultiPrompterConfig(TokenPPOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        bad = {k: getattr(self, k) for k in ("n_agents", "segment_length", "n_episodes") if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these fields must be >= 1: {bad}")
+        check_positive(self, "n_agents", "segment_length", "n_episodes")
         if self.n_episodes < 2 and self.stabilizer in ("input_zscore", "batch_zscore"):
             raise ValueError(f"stabilizer={self.stabilizer!r} z-scores across prompts: needs n_episodes >= 2, "
                              f"got {self.n_episodes}")
@@ -269,29 +268,13 @@ def train_multiprompter(cfg: MultiPrompterConfig, run_dir: str | Path | RunDir, 
     latest valid checkpoint. ``target`` overrides ``cfg.target`` (tests pass a scripted fake target).
     ``progress`` prints one line per update to stderr.
     """
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, resume=resume)
-    checkpoint = run.load_checkpoint() if resume and run.latest_checkpoint() is not None else None
-    if resume and checkpoint is None and run.read_metrics():
-        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
-    if checkpoint is not None:
-        check_resume_config(run.read_config(), cfg)
-    run.write_config(dump_config(cfg))
+    run, checkpoint = open_run(cfg, run_dir, resume)
     env, policy, optimizer = make_multiprompter(cfg, target)
     scorer, target = env.scorer, env.scorer.target
-    state: dict[str, Any] = {"step": 0, "best_accuracy": -1.0, "best_prompt": None, "greedy_prompt": None,
-                             "queries_offset": 0, "wall_offset": 0.0, "pool": {}}
+    state = loop_state(run, checkpoint, scorer)
     if checkpoint is not None:
-        saved = checkpoint.state
         policy.load_state_dict(checkpoint.tensors, strict=True)
         optimizer.load_state_dict(checkpoint.optimizer)
-        set_rng_state(saved["rng"])
-        scorer.base_reward.rng.bit_generator.state = saved["scorer_rng"]
-        if saved.get("stabilizer") is not None:
-            scorer.reward.load_state_dict(saved["stabilizer"])
-        state.update(step=checkpoint.step, best_accuracy=saved["best_accuracy"], best_prompt=saved["best_prompt"],
-                     greedy_prompt=saved["greedy_prompt"], queries_offset=saved["target_queries"],
-                     wall_offset=saved["wall_seconds"], pool=dict(saved["pool"]))
-        run.truncate_to(checkpoint.step)
     start_queries, started = target.stats.sequences, time.perf_counter()
     dev_size = len(scorer.task.split("dev"))
 
@@ -302,13 +285,9 @@ def train_multiprompter(cfg: MultiPrompterConfig, run_dir: str | Path | RunDir, 
         return cfg.n_episodes * cfg.input_batch_size + (1 + cfg.eval_top_k) * dev_size  # may be the final one)
 
     def save() -> None:
-        stabilizer = getattr(scorer.reward, "state_dict", None)
-        extra = {k: v for k, v in state.items() if k != "step"}
         run.save_checkpoint(state["step"], {k: v.detach().clone() for k, v in policy.state_dict().items()},
-                            {**extra, "target_queries": queries(), "rng": rng_state(),
-                             "scorer_rng": scorer.base_reward.rng.bit_generator.state,
-                             "stabilizer": stabilizer() if callable(stabilizer) else None},
-                            optimizer.state_dict(), keep=cfg.keep_checkpoints)
+                            checkpoint_state(state, scorer, queries()), optimizer.state_dict(),
+                            keep=cfg.keep_checkpoints)
 
     stop_reason = "steps"
     try:
@@ -360,20 +339,7 @@ def _evaluate(cfg: MultiPrompterConfig, run: RunDir, policy: MultiPrompterPolicy
               state: dict[str, Any], queries) -> dict[str, float]:
     """Dev accuracy of the greedy joint prompt and the best sampled ones; the best goes to ``prompt.txt``."""
     greedy = decode_prompt(env.tokenizer, policy.decode(1, deterministic=True)[0])
-    pool = state["pool"]
-    sampled = sorted(pool, key=lambda p: -pool[p])[: cfg.eval_top_k]
-    scores = {p: env.scorer.evaluate(p, split="dev") for p in dict.fromkeys([greedy, *sampled])}
-    state["pool"] = {}
-    best = max(scores, key=lambda p: scores[p])  # dict order: greedy wins ties
-    if scores[best] > state["best_accuracy"]:
-        state.update(best_accuracy=scores[best], best_prompt=best)
-        run.write_prompt(best)
-        run.write_json("best_prompt.json", {"prompt": best, "dev_accuracy": scores[best], "step": state["step"],
-                                            "target_queries": queries()})
-    state["greedy_prompt"] = greedy
-    return {"eval/greedy_accuracy": scores[greedy],
-            "eval/sampled_accuracy": max((scores[p] for p in sampled), default=float("nan")),
-            "eval/best_accuracy": state["best_accuracy"]}
+    return evaluate_prompts(cfg, run, env.scorer, state, greedy, queries)
 
 
 __all__ = ["MultiPrompterConfig", "MultiPrompterPolicy", "gae", "make_multiprompter", "ppo_update", "rollout",

@@ -9,8 +9,9 @@ completions of a step is the reward. The paper trains with PPO; here trl's ``GRP
 Inference: PRewrite-I keeps the greedy rewrite, PRewrite-S samples ``K`` rewrites and keeps the best on dev;
 the initial instruction is scored beside them, so a run never deploys a rewrite that does worse on dev.
 
-Layout: :class:`PRewriteConfig`, the template helpers, :class:`RewriteReward`, :class:`PRewriteGRPOTrainer`
-(generation in eval mode with a KV cache), :class:`RunLogger`, the inference functions and :func:`train_prewrite`.
+Layout: :class:`PRewriteConfig` (its rewriter fields, meta-prompt and chat template are shared with DPO in
+:mod:`rlprompt.policies.rewriter`), :class:`RewriteReward`, :class:`PRewriteGRPOTrainer` (generation in eval mode
+with a KV cache), the inference functions and :func:`train_prewrite`.
 Run under accelerate with ``accelerate launch --num_processes 1 --cpu -m rlprompt.policies.prewrite CONFIG --run-dir DIR``.
 """
 
@@ -21,33 +22,27 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from rlprompt.config import TaskTargetConfig, check_resume_config, dump_config
+from rlprompt.config import check_positive
 from rlprompt.devices import resolve_device
 from rlprompt.enhancer import clean_rewrite, describe_evaluation, rewriter_evaluation
-from rlprompt.errors import ConfigError, DataError
-from rlprompt.models import BUNDLED, load_model, load_tokenizer
+from rlprompt.errors import ConfigError
 from rlprompt.rewards import ClassificationReward, check_stabilizer, make_stabilizer
 from rlprompt.rewards.protocol import checked, completion_texts
-from rlprompt.runs import (QueryBudget, RunClock, RunDir, RunResult, resume_trainer_checkpoint, seed_everything,
-                           train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step, trainer_logger)
+from rlprompt.runs import (QueryBudget, RunClock, RunResult, train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step,
+                           trainer_logger)
 from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
-META_PROMPT = (
-    "Rewrite the following instruction so that a language model follows it better. You may rephrase it "
-    "and/or add specific requirements, such as what to pay attention to or which answer options to use. "
-    "Output only the new instruction, nothing else.\n\nInstruction: {instruction}"
-)
-"""The project's meta-prompt (PRewrite, Kong et al. 2024, section 3): ``{instruction}`` is the one to rewrite."""
+from rlprompt.policies.rewriter import (ANSWER_PREFIX, RewriterConfig, load_rewriter, lora_config, open_trainer_run,
+                                        rewriter_task)
 
-ANSWER_PREFIX = "Answer:"
 INITIAL_INSTRUCTIONS = {
     "sentiment": "Classify the sentiment of the movie review as negative or positive.",
     "sst-2": "Classify the sentiment of the movie review as negative or positive.",
@@ -59,40 +54,19 @@ INITIAL_INSTRUCTIONS = {
 
 # -- config ---------------------------------------------------------------------------------------
 @dataclass
-class PRewriteConfig(TaskTargetConfig):
+class PRewriteConfig(RewriterConfig):
     """Everything a PRewrite run reads (Kong et al. 2024; the task needs train and dev splits); YAML files may
     only set these fields."""
 
     method: ClassVar[str] = "prewrite"
 
-    rewriter_model: str = BUNDLED
-    """Rewriter base model (rlprompt.models.load_model name or a local checkpoint directory)."""
-    lora_r: int = 8
-    """LoRA rank of the rewriter's adapter (peft)."""
-    lora_alpha: int = 16
-    """LoRA scaling alpha."""
-    lora_dropout: float = 0.0
-    """LoRA dropout (0 keeps generation and scoring consistent)."""
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """Linear modules that get LoRA adapters."""
     initial_instruction: str | None = None
     """The instruction to rewrite; None picks a built-in one for the task (INITIAL_INSTRUCTIONS)."""
-    meta_prompt: str = META_PROMPT
-    """Rewriter meta-prompt holding {instruction} once; sent as one user chat message."""
-    template: str | None = None
-    """Target template with {prompt} (the instruction) and {sentence}; None renders the target's chat format
-    (chat_template): the instruction and the input in one user message, then the answer prefix."""
     answer_prefix: str = ANSWER_PREFIX
     """Text the assistant turn starts with before the verbalizer is scored (used when template is None)."""
-    verbalizers: list[str] | None = None
-    """One single-token verbalizer per label; None uses " <label name>" for each label."""
-    reward: str = "gap"
-    """Per-input reward: gap (RLPrompt's probability-gap reward) or accuracy."""
     stabilizer: str = "input_zscore"
     """Stabilizer over the completions of a step: input_zscore (RLPrompt), batch_zscore or none (one without
     state: a checkpoint does not hold a stabilizer's statistics)."""
-    input_batch_size: int = 16
-    """Train inputs each step's completions are all scored on (one shared minibatch per step)."""
     num_generations: int = 8
     """Rewrites sampled per step (the GRPO group)."""
     max_completion_length: int = 40
@@ -105,90 +79,34 @@ class PRewriteConfig(TaskTargetConfig):
     """KL coefficient to the initial rewriter (adapter disabled); 0 turns the reference model off."""
     steps: int = 50
     """GRPO optimisation steps (one group of num_generations rewrites each)."""
-    checkpoint_every: int = 10
-    """Save a trl checkpoint every this many steps (and at the end)."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept on disk."""
     num_samples: int = 8
     """K of PRewrite-S: rewrites sampled after training, the best on dev is kept."""
     sample_temperature: float = 1.0
     """Sampling temperature of PRewrite-S."""
     dev_limit: int | None = None
     """Score PRewrite-I/S candidates on N dev examples balanced over labels (None: the whole split)."""
-    max_target_queries: int | None = None
-    """Stop before a GRPO step that could pass this many target sequences, the final dev selection included."""
-    seed: int = 0
-    """Seeds python, numpy, torch, trl and the reward's minibatch sampler."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive = ("lora_r", "lora_alpha", "input_batch_size", "num_generations", "max_completion_length", "steps",
-                    "checkpoint_every", "keep_checkpoints", "num_samples")
-        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these PRewriteConfig fields must be >= 1: {bad}")
+        check_positive(self, "num_generations", "max_completion_length", "steps", "num_samples")
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 (GRPO compares rewrites in a group), got {self.num_generations}")
-        if self.reward not in ("gap", "accuracy"):
-            raise ValueError(f"reward must be 'gap' or 'accuracy', got {self.reward!r}")
         check_stabilizer(self.stabilizer, stateless=True)
-        if self.meta_prompt.count("{instruction}") != 1:
-            raise ValueError(f"meta_prompt must contain {{instruction}} exactly once, got {self.meta_prompt!r}")
-        if not 0 <= self.lora_dropout < 1 or self.beta < 0 or self.learning_rate <= 0:
-            raise ValueError(f"need 0 <= lora_dropout < 1, beta >= 0, learning_rate > 0; got "
-                             f"{self.lora_dropout}, {self.beta}, {self.learning_rate}")
+        if self.beta < 0 or self.learning_rate <= 0:
+            raise ValueError(f"need beta >= 0 and learning_rate > 0; got {self.beta}, {self.learning_rate}")
         if self.temperature <= 0 or self.sample_temperature <= 0:
             raise ValueError(f"temperatures must be > 0, got {self.temperature} and {self.sample_temperature}")
         if self.dev_limit is not None and self.dev_limit < 1:
             raise ValueError(f"dev_limit must be >= 1 or None, got {self.dev_limit}")
-        if self.max_target_queries is not None and self.max_target_queries < 1:
-            raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
-        if not self.lora_target_modules:
-            raise ValueError("lora_target_modules must name at least one module")
 
 
 # -- task, template, reward -----------------------------------------------------------------------
-def chat_template(tokenizer: Any, answer_prefix: str = ANSWER_PREFIX) -> str:
-    """A classification template in the chat format of ``tokenizer`` (the target's own: :func:`template_tokenizer`):
-    one user message holding the instruction (``{prompt}``) and the input (``{sentence}``), then the assistant turn
-    opened with ``answer_prefix``; the verbalizer is scored as the next token. A plain string, so
-    ``rlprompt eval --template`` reproduces it."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no chat template: set "
-                         f"template: in the config (a string with {{prompt}} and {{sentence}})")
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "\x00P\x00\n\nInput: \x00S\x00"}],
-                                             add_generation_prompt=True, tokenize=False)
-    return rendered.replace("\x00P\x00", "{prompt}").replace("\x00S\x00", "{sentence}") + answer_prefix
-
-
-def template_tokenizer(cfg: TaskTargetConfig, target: Target | None = None) -> Any:
-    """The tokenizer whose chat format the classification template is rendered in (PRewrite, DPO): the target's own
-    (an ``HFTarget``'s, also behind a response cache; a remote target's when it knows its model's, as for SmolLM2),
-    else the tokenizer of the config's target when that is a local model (tests' scripted targets have none). A
-    remote target of a model whose tokenizer is unknown has no chat format to render: a ``ValueError`` says to set
-    ``template:`` in the config."""
-    own = getattr(target, "tokenizer", None)
-    if own is not None:
-        return own
-    if not cfg.target.startswith("openai:"):
-        return load_tokenizer(cfg.target)
-    name = getattr(target, "name", cfg.target)
-    raise ConfigError(f"target {name!r} has no tokenizer to render its chat template with: set template: in the config "
-                     f"(a string with {{prompt}} and {{sentence}} in the served model's chat format)")
-
-
 def build_task(cfg: PRewriteConfig, target: Target | None = None) -> ClassificationTask:
-    """The config's task with its PRewrite template and verbalizers; it needs train and dev splits.
-
-    Without ``cfg.template`` the template is :func:`chat_template` in the chat format of ``target`` (default: of the
-    config's target model; :func:`template_tokenizer`)."""
-    base = cfg.load_task()
-    missing = [s for s in ("train", "dev") if s not in base.splits]
-    if missing:
-        raise DataError(f"task {cfg.task!r} lacks the split(s) {missing} that PRewrite trains and selects on")
-    template = cfg.template or chat_template(template_tokenizer(cfg, target), cfg.answer_prefix)
-    verbalizers = tuple(cfg.verbalizers or [" " + name for name in base.label_names])
-    return cfg.load_task(template=template, verbalizers=verbalizers, prompt=initial_instruction(cfg, base))
+    """The config's task with its PRewrite template and verbalizers (:func:`rewriter_task`: without
+    ``cfg.template``, the chat template in the chat format of ``target``, default: of the config's target model)
+    and the initial instruction as its prompt; it needs train and dev splits."""
+    task = rewriter_task(cfg, ("train", "dev"), target=target, answer_prefix=cfg.answer_prefix)
+    return replace(task, prompt=initial_instruction(cfg, task))
 
 
 def initial_instruction(cfg: PRewriteConfig, task: ClassificationTask) -> str:
@@ -348,25 +266,14 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     max_target_queries, its last step checkpointed.
     """
     from datasets import Dataset
-    from peft import LoraConfig
     from rlprompt.enhancer import PromptEnhancer
 
-    run = RunDir(run_dir, resume=resume)
-    if resume and (run.path / "config.yaml").is_file():
-        check_resume_config(run.read_config(), cfg)
-    run.write_config(dump_config(cfg))
-    seed_everything(cfg.seed)
-    model, tokenizer = rewriter if rewriter is not None else load_model(cfg.rewriter_model, dtype="float32")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    run, checkpoint = open_trainer_run(cfg, run_dir, resume)
+    model, tokenizer = load_rewriter(cfg, rewriter)
     target = cfg.build_target(target)
     task = build_task(cfg, target)
     reward = RewriteReward(target, task, kind=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
                            seed=cfg.seed)
-    output_dir = run.path / "checkpoints"
-    checkpoint = resume_trainer_checkpoint(output_dir) if resume else None
-    if resume and checkpoint is None and run.read_metrics():
-        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
     queries_before = 0  # target sequences this run had spent before this process (a resumed run goes on counting)
     if checkpoint is not None:
         state_file = checkpoint / "prewrite_state.json"
@@ -387,13 +294,11 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     messages = [{"role": "user", "content": cfg.meta_prompt.replace("{instruction}", task.prompt)}]
     dataset = Dataset.from_dict({"prompt": [messages] * (cfg.steps * cfg.num_generations)})
     on_cpu = resolve_device(cfg.device).type == "cpu"  # trl: use_cpu and fp32, else accelerate's device and bf16
-    args = _grpo_config(cfg, output_dir, on_cpu)
-    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                             target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
+    args = _grpo_config(cfg, run.path / "checkpoints", on_cpu)
     logger = trainer_logger(run, budget.spent, lambda: {**reward.last, "perf/wall_seconds": clock()},
                             desc="prewrite steps")
     trainer = _grpo_trainer_class()(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                                    processing_class=tokenizer, peft_config=peft_config,
+                                    processing_class=tokenizer, peft_config=lora_config(cfg),
                                     callbacks=[logger, _reward_state_saver(reward), trainer_checkpoint_sealer()])
     last = cfg.steps
     if cfg.max_target_queries is not None:  # the steps the budget pays for, decided once: the same in every process
@@ -483,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["META_PROMPT", "PRewriteConfig", "RewriteReward", "build_task", "chat_template", "clean_rewrite",
-           "balanced_subset", "dev_scorer", "main", "prewrite_i", "prewrite_s", "train_prewrite"]
+__all__ = ["INITIAL_INSTRUCTIONS", "PRewriteConfig", "RewriteReward", "balanced_subset", "build_task", "clean_rewrite",
+           "dev_scorer", "main", "prewrite_i", "prewrite_s", "train_prewrite"]
 
 if __name__ == "__main__":
     sys.exit(main())

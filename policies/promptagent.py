@@ -3,18 +3,17 @@
 Optimization"), plus greedy, beam and APE (Zhou et al. 2023) baselines over the same budget.
 
 This module holds the typed config and the run entry point (:func:`train_promptagent`, ``method:
-promptagent``); the tree, its math and the searches are in :mod:`rlprompt.policies.promptagent_search`
-(re-exported here). MCTS follows the official code (XinyuanWangCS/PromptAgent): UCT with ``ln(N_parent + 1)``,
-back-propagation of the sum of future rewards along the path, min-threshold pruning, and an early stop of a
-simulation only on a strictly better reward than every node simulations have reached.
+promptagent``); the searches are in :mod:`rlprompt.policies.promptagent_search`, the tree and its math in
+:mod:`rlprompt.policies.promptagent_tree` (both re-exported here). MCTS follows the official code
+(XinyuanWangCS/PromptAgent): UCT with ``ln(N_parent + 1)``, back-propagation of the sum of future rewards along the
+path, min-threshold pruning, and an early stop of a simulation only on a strictly better reward than every node
+simulations have reached.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,21 +21,13 @@ from typing import Any, ClassVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from rlprompt.config import TaskTargetConfig, check_dtypes, check_resume_config, dump_config
+from rlprompt.config import TaskTargetConfig, check_dtypes, check_positive, check_resume_config, dump_config
 from rlprompt.envs.scoring import PromptScorer
 from rlprompt.errors import DataError
+from rlprompt.figures import save_figure
 from rlprompt.models import BUNDLED
-from rlprompt.policies.promptagent_search import (
-    SEARCHES,
-    Node,
-    PromptAgent,
-    backpropagate,
-    parse_proposals,
-    pruned,
-    select_final,
-    simulation_best,
-    uct,
-)
+from rlprompt.policies.promptagent_search import SEARCHES, PromptAgent, parse_proposals
+from rlprompt.policies.promptagent_tree import Node, backpropagate, pruned, select_final, simulation_best, uct
 from rlprompt.runs import RunClock, RunDir, RunResult, seed_everything
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask
@@ -49,10 +40,6 @@ class PromptAgentConfig(TaskTargetConfig):
 
     method: ClassVar[str] = "promptagent"
 
-    template: str | None = None
-    """Template with {sentence} and {prompt}; None keeps the task's."""
-    verbalizers: list[str] | None = None
-    """One single-token verbalizer per label; None keeps the task's."""
     optimizer_model: str = BUNDLED
     """Optimizer LM writing gradients and revisions: a model name, or openai:<base_url>:<model> (formerly
     optimizer)."""
@@ -114,11 +101,9 @@ class PromptAgentConfig(TaskTargetConfig):
         super().__post_init__()
         if self.search not in SEARCHES:
             raise ValueError(f"search must be one of {list(SEARCHES)}, got {self.search!r}")
-        positive = ("steps", "max_evaluations", "expand_width", "depth_limit", "beam_width", "error_batch_size",
-                    "max_errors", "ape_demos", "gradient_tokens", "revision_tokens", "max_prompt_chars")
-        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these fields must be >= 1: {bad}")
+        check_positive(self, "steps", "max_evaluations", "expand_width", "depth_limit", "beam_width",
+                       "error_batch_size", "max_errors", "ape_demos", "gradient_tokens", "revision_tokens",
+                       "max_prompt_chars")
         if not 0 <= self.min_depth <= self.depth_limit:
             raise ValueError(f"min_depth must lie in [0, depth_limit={self.depth_limit}], got {self.min_depth}")
         if self.exploration < 0:
@@ -154,30 +139,12 @@ def plot_tree(agent: PromptAgent, path: Path) -> Path:
     right.set(xlabel="iteration / evaluation index", ylabel="reward", title="reward by iteration")
     right.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def build_task(cfg: PromptAgentConfig) -> ClassificationTask:
-    """The config's classification task with its template/verbalizer overrides and the needed splits."""
-    overrides: dict[str, Any] = {}
-    if cfg.template is not None:
-        overrides["template"] = cfg.template
-    if cfg.verbalizers is not None:
-        overrides["verbalizers"] = tuple(cfg.verbalizers)
-    task = cfg.load_task(**overrides)
-    missing = [s for s in (cfg.error_split, cfg.reward_split) if s not in task.splits]
-    if missing:
-        raise DataError(f"task {cfg.task!r} lacks the split(s) {missing}; it has {list(task.splits)}")
-    return task
+    """The config's classification task with its template/verbalizer overrides and the error and reward splits."""
+    return cfg.classification_task((cfg.error_split, cfg.reward_split))
 
 
 def make_agent(cfg: PromptAgentConfig, target: Target | None = None, optimizer: Target | None = None,

@@ -33,14 +33,15 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 from tqdm.auto import tqdm
 
-from rlprompt.config import check_resume_config, dump_config
+from rlprompt.config import check_positive
 from rlprompt.devices import resolve_device
 from rlprompt.envs import make_prompt_tokens_vec_env
 from rlprompt.envs.prompt_tokens import decode_prompt
-from rlprompt.errors import ConfigError, DataError
-from rlprompt.runs import RunDir, RunResult, rng_state, seed_everything, set_rng_state
+from rlprompt.errors import ConfigError
+from rlprompt.runs import RunDir, RunResult, seed_everything
 from rlprompt.policies.token_ppo import (POLICY_HEADS, TOP_K_SOURCES, PrefixFeatures, TokenPPOConfig, actor_mlp, build_task,
-                                         context_ids, frozen_policy_lm, head_logits, mlp)
+                                         checkpoint_state, context_ids, evaluate_prompts, frozen_policy_lm, head_logits,
+                                         loop_state, mlp, open_run)
 from rlprompt.targets import Target
 
 
@@ -63,9 +64,7 @@ class RLPromptConfig(TokenPPOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        bad = {k: getattr(self, k) for k in ("prompt_length", "n_envs", "episodes_per_update") if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these fields must be >= 1: {bad}")
+        check_positive(self, "prompt_length", "n_envs", "episodes_per_update")
         if self.n_envs < 2 and self.stabilizer in ("input_zscore", "batch_zscore"):
             raise ValueError(f"stabilizer={self.stabilizer!r} z-scores across prompts: needs n_envs >= 2, got {self.n_envs}")
         rollout = self.n_envs * self.episodes_per_update * self.prompt_length
@@ -250,30 +249,13 @@ class RLPromptCallback(BaseCallback):
         """Dev accuracy of the greedy prompt and the best sampled prompts; keeps the best in ``prompt.txt``."""
         policy: RLPromptPolicy = self.model.policy
         greedy = decode_prompt(self.tokenizer, policy.decode(1, deterministic=True)[0])
-        pool = self.state["pool"]
-        sampled = sorted(pool, key=lambda p: -pool[p])[: self.cfg.eval_top_k]
-        scores = {p: self.scorer.evaluate(p, split="dev") for p in dict.fromkeys([greedy, *sampled])}
-        self.state["pool"] = {}
-        best = max(scores, key=lambda p: scores[p])  # dict order: greedy wins ties
-        if scores[best] > self.state["best_accuracy"]:
-            self.state.update(best_accuracy=scores[best], best_prompt=best)
-            self.run.write_prompt(best)
-            self.run.write_json("best_prompt.json", {"prompt": best, "dev_accuracy": scores[best],
-                                                     "step": self.state["step"], "target_queries": self.target_queries()})
-        self.state["greedy_prompt"] = greedy
-        return {"eval/greedy_accuracy": scores[greedy],
-                "eval/sampled_accuracy": max((scores[p] for p in sampled), default=float("nan")),
-                "eval/best_accuracy": self.state["best_accuracy"]}
+        return evaluate_prompts(self.cfg, self.run, self.scorer, self.state, greedy, self.target_queries)
 
     def save_checkpoint(self) -> Path:
         """Write the trainable tensors, optimizer, rng states, counters and scorer state (no pickle)."""
         policy: RLPromptPolicy = self.model.policy
-        stabilizer = getattr(self.scorer.reward, "state_dict", None)
-        state = {**self.state, "target_queries": self.target_queries(), "rng": rng_state(),
-                 "scorer_rng": self.scorer.base_reward.rng.bit_generator.state,
-                 "stabilizer": stabilizer() if callable(stabilizer) else None,
+        state = {**checkpoint_state(self.state, self.scorer, self.target_queries()),
                  "num_timesteps": self.model.num_timesteps, "n_updates": self.model._n_updates}
-        state.pop("step")
         return self.run.save_checkpoint(self.state["step"], policy.trainable_state_dict(), state,
                                         policy.optimizer.state_dict(), keep=self.cfg.keep_checkpoints)
 
@@ -319,33 +301,17 @@ def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bo
     trainable tensors, optimizer, rng states, the reward sampler, counters and the best prompt.
     ``target`` overrides ``cfg.target`` (tests pass a scripted fake target).
     """
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, resume=resume)
-    checkpoint = run.load_checkpoint() if resume and run.latest_checkpoint() is not None else None
-    if resume and checkpoint is None and run.read_metrics():
-        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
-    if checkpoint is not None:
-        check_resume_config(run.read_config(), cfg)
-    run.write_config(dump_config(cfg))
+    run, checkpoint = open_run(cfg, run_dir, resume)
     model = make_ppo(cfg, target)
     env, rollout = model.env, cfg.n_envs * cfg.n_steps
     tokenizer, scorer, target = env.envs[0].tokenizer, env.scorer, env.scorer.target
-    state: dict[str, Any] = {"step": 0, "best_accuracy": -1.0, "best_prompt": None, "greedy_prompt": None,
-                             "queries_offset": 0, "wall_offset": 0.0, "pool": {}}
 
     # -- resume: restore everything the checkpoint holds, drop the metrics logged after it
+    state = loop_state(run, checkpoint, scorer)
     if checkpoint is not None:
-        saved = checkpoint.state
         model.policy.load_state_dict(checkpoint.tensors, strict=True)
         model.policy.optimizer.load_state_dict(checkpoint.optimizer)
-        set_rng_state(saved["rng"])
-        scorer.base_reward.rng.bit_generator.state = saved["scorer_rng"]
-        if saved.get("stabilizer") is not None:
-            scorer.reward.load_state_dict(saved["stabilizer"])
-        model.num_timesteps, model._n_updates = saved["num_timesteps"], saved["n_updates"]
-        state.update(step=checkpoint.step, best_accuracy=saved["best_accuracy"], best_prompt=saved["best_prompt"],
-                     greedy_prompt=saved.get("greedy_prompt"), queries_offset=saved["target_queries"],
-                     wall_offset=saved["wall_seconds"], pool=dict(saved["pool"]))
-        run.truncate_to(checkpoint.step)
+        model.num_timesteps, model._n_updates = checkpoint.state["num_timesteps"], checkpoint.state["n_updates"]
 
     # -- the loop: one PPO update per learn() call, so the callback can stop between updates
     callback = RLPromptCallback(cfg, run, target, scorer, tokenizer, state, progress=progress)

@@ -4,24 +4,28 @@ Both write a discrete prompt token by token with a FROZEN causal LM plus small t
 frozen LM head: :class:`TokenPPOConfig` holds the fields they share (task, target, frozen policy LM, heads, PPO,
 reward, run); :class:`PrefixFeatures` caches the frozen LM's hidden state per prompt prefix; :func:`head_logits` is
 the actor's readout, in the residual form (the policy starts as the frozen LM) or the paper's adaptor form (it starts
-near uniform); :func:`build_task` loads and checks the task both train on.
+near uniform); :func:`build_task` loads and checks the task both train on; :func:`open_run`, :func:`loop_state`,
+:func:`checkpoint_state` and :func:`evaluate_prompts` are the run-loop parts both loops share.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from rlprompt.config import TaskTargetConfig, check_dtypes
-from rlprompt.models import load_model
-from rlprompt.targets import CachedTarget, Target
+from rlprompt.config import TaskTargetConfig, check_dtypes, check_positive, check_resume_config, dump_config
+from rlprompt.envs.scoring import PromptScorer
 from rlprompt.errors import ConfigError, DataError
+from rlprompt.models import load_model
 from rlprompt.rewards import check_stabilizer
+from rlprompt.runs import Checkpoint, RunDir, rng_state, set_rng_state
+from rlprompt.targets import CachedTarget, Target
 from rlprompt.tasks import ClassificationTask
 
 MASKED_LOGIT = -1e9  # logit of masked tokens (finite, so entropies stay finite)
@@ -35,10 +39,6 @@ class TokenPPOConfig(TaskTargetConfig):
     """Fields shared by the token-level PPO methods (RLPrompt and MultiPrompter): the task (train and dev
     splits), target, frozen policy LM, heads, PPO, reward and run settings. Subclasses add their own fields."""
 
-    template: str | None = None
-    """Template with {sentence} and {prompt}; None keeps the task's."""
-    verbalizers: list[str] | None = None
-    """One single-token verbalizer per label; None keeps the task's."""
     policy_model: str = "smollm2-135m-instruct"
     """Frozen causal LM under the trainable heads (rlprompt.models.load_model name); shares the target when equal."""
     policy_dtype: str = "bfloat16"
@@ -108,11 +108,8 @@ class TokenPPOConfig(TaskTargetConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_dtypes(self, "policy_dtype")
-        positive = ("mlp_hidden", "value_hidden", "steps", "n_epochs", "input_batch_size", "eval_every",
-                    "eval_top_k", "checkpoint_every", "keep_checkpoints", "hidden_cache_size")
-        bad = {k: getattr(self, k) for k in positive if getattr(self, k) < 1}
-        if bad:
-            raise ValueError(f"these fields must be >= 1: {bad}")
+        check_positive(self, "mlp_hidden", "value_hidden", "steps", "n_epochs", "input_batch_size", "eval_every",
+                       "eval_top_k", "checkpoint_every", "keep_checkpoints", "hidden_cache_size")
         for name in ("learning_rate", "clip_range", "correct_coef", "incorrect_coef"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -233,18 +230,77 @@ class PrefixFeatures:
 
 
 def build_task(cfg: TokenPPOConfig) -> ClassificationTask:
-    """The config's task with its template/verbalizer overrides; it must have train and dev splits."""
-    overrides: dict[str, Any] = {}
-    if cfg.template is not None:
-        overrides["template"] = cfg.template
-    if cfg.verbalizers is not None:
-        overrides["verbalizers"] = tuple(cfg.verbalizers)
-    task = cfg.load_task(**overrides)
-    missing = [s for s in ("train", "dev") if s not in task.splits]
-    if missing:
-        raise DataError(f"task {cfg.task!r} lacks the split(s) {missing} that {type(cfg).method} trains and selects on")
-    return task
+    """The config's classification task with its template/verbalizer overrides; it must have train and dev splits."""
+    return cfg.classification_task(("train", "dev"))
 
 
-__all__ = ["MASKED_LOGIT", "POLICY_HEADS", "TOP_K_SOURCES", "PrefixFeatures", "TokenPPOConfig", "actor_mlp", "build_task",
-           "context_ids", "head_logits", "mlp"]
+# -- the run: opening, resuming, checkpoint state, dev evaluation ----------------------------------------
+def open_run(cfg: TokenPPOConfig, run_dir: str | Path | RunDir, resume: bool) -> tuple[RunDir, Checkpoint | None]:
+    """The run directory with ``config.yaml`` written, and on ``resume`` its newest valid checkpoint (None when
+    there is none or ``resume`` is False). A resumed config must match the saved one (:func:`check_resume_config`);
+    a run to resume that has metrics but no valid checkpoint is a :class:`~rlprompt.errors.DataError`."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, resume=resume)
+    checkpoint = run.load_checkpoint() if resume and run.latest_checkpoint() is not None else None
+    if resume and checkpoint is None and run.read_metrics():
+        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
+    if checkpoint is not None:
+        check_resume_config(run.read_config(), cfg)
+    run.write_config(dump_config(cfg))
+    return run, checkpoint
+
+
+def loop_state(run: RunDir, checkpoint: Checkpoint | None, scorer: PromptScorer) -> dict[str, Any]:
+    """The state a token PPO run loop keeps: ``step``, the best dev prompt and accuracy, the last greedy prompt,
+    the target queries and seconds of earlier processes, and ``pool`` (sampled prompts and their best train reward
+    since the last evaluation). Fresh when ``checkpoint`` is None; else read from it, with the global rng states,
+    the scorer's minibatch sampler and stabilizer restored and the metrics logged after it dropped."""
+    state: dict[str, Any] = {"step": 0, "best_accuracy": -1.0, "best_prompt": None, "greedy_prompt": None,
+                             "queries_offset": 0, "wall_offset": 0.0, "pool": {}}
+    if checkpoint is None:
+        return state
+    saved = checkpoint.state
+    set_rng_state(saved["rng"])
+    scorer.base_reward.rng.bit_generator.state = saved["scorer_rng"]
+    if saved.get("stabilizer") is not None:
+        scorer.reward.load_state_dict(saved["stabilizer"])
+    state.update(step=checkpoint.step, best_accuracy=saved["best_accuracy"], best_prompt=saved["best_prompt"],
+                 greedy_prompt=saved.get("greedy_prompt"), queries_offset=saved["target_queries"],
+                 wall_offset=saved["wall_seconds"], pool=dict(saved["pool"]))
+    run.truncate_to(checkpoint.step)
+    return state
+
+
+def checkpoint_state(state: dict[str, Any], scorer: PromptScorer, target_queries: int) -> dict[str, Any]:
+    """The JSON state a checkpoint holds beside the tensors: the loop state (its step aside), the run's target
+    queries, the global rng states and the scorer's minibatch sampler and stabilizer (what :func:`loop_state`
+    restores)."""
+    stabilizer = getattr(scorer.reward, "state_dict", None)
+    return {**{k: v for k, v in state.items() if k != "step"}, "target_queries": target_queries, "rng": rng_state(),
+            "scorer_rng": scorer.base_reward.rng.bit_generator.state,
+            "stabilizer": stabilizer() if callable(stabilizer) else None}
+
+
+def evaluate_prompts(cfg: TokenPPOConfig, run: RunDir, scorer: PromptScorer, state: dict[str, Any], greedy: str,
+                     target_queries: Callable[[], int]) -> dict[str, float]:
+    """Dev accuracy of the ``greedy`` prompt and of the ``eval_top_k`` sampled prompts with the best train reward
+    since the last evaluation (``state["pool"]``, emptied here), RLPrompt's selection on dev (Deng et al. 2022).
+    A new best (greedy wins ties) goes to ``state``, ``prompt.txt`` and ``best_prompt.json``."""
+    pool = state["pool"]
+    sampled = sorted(pool, key=lambda p: -pool[p])[: cfg.eval_top_k]
+    scores = {p: scorer.evaluate(p, split="dev") for p in dict.fromkeys([greedy, *sampled])}
+    state["pool"] = {}
+    best = max(scores, key=lambda p: scores[p])  # dict order: greedy wins ties
+    if scores[best] > state["best_accuracy"]:
+        state.update(best_accuracy=scores[best], best_prompt=best)
+        run.write_prompt(best)
+        run.write_json("best_prompt.json", {"prompt": best, "dev_accuracy": scores[best], "step": state["step"],
+                                            "target_queries": target_queries()})
+    state["greedy_prompt"] = greedy
+    return {"eval/greedy_accuracy": scores[greedy],
+            "eval/sampled_accuracy": max((scores[p] for p in sampled), default=float("nan")),
+            "eval/best_accuracy": state["best_accuracy"]}
+
+
+__all__ = ["MASKED_LOGIT", "POLICY_HEADS", "TOP_K_SOURCES", "PrefixFeatures", "TokenPPOConfig", "actor_mlp",
+           "build_task", "checkpoint_state", "context_ids", "evaluate_prompts", "head_logits", "loop_state", "mlp",
+           "open_run"]

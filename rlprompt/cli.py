@@ -259,23 +259,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--upstream-api-key-env", default=None,
                    help="environment variable holding the bearer token sent to --upstream")
     p.add_argument("--dtype", default=None, help="override the enhancer's dtype")
-    p.add_argument("--batch-window-ms", type=float, default=ServeConfig.batch_window_ms,
-                   help="how long to gather concurrent requests into one batch")
-    p.add_argument("--max-batch", type=int, default=ServeConfig.max_batch, help="most prompts per enhancer call")
-    p.add_argument("--max-batch-tokens", type=int, default=ServeConfig.max_batch_tokens,
-                   help="most padded tokens (prompts x longest) per enhancer call")
-    p.add_argument("--max-body-bytes", type=int, default=ServeConfig.max_body_bytes,
-                   help="largest request body accepted (413 beyond)")
-    p.add_argument("--body-timeout", type=float, default=ServeConfig.body_timeout,
-                   help="seconds to receive a whole request body (408 beyond)")
-    p.add_argument("--max-prompt-chars", type=int, default=ServeConfig.max_prompt_chars,
-                   help="longest prompt accepted (422 beyond)")
+    limits = {  # ServeConfig's limits: each option is named after its field and defaults to the field's default
+        "batch_window_ms": "how long to gather concurrent requests into one batch",
+        "max_batch": "most prompts per enhancer call",
+        "max_batch_tokens": "most padded tokens (prompts x longest) per enhancer call",
+        "max_body_bytes": "largest request body accepted (413 beyond)",
+        "body_timeout": "seconds to receive a whole request body (408 beyond)",
+        "max_prompt_chars": "longest prompt accepted (422 beyond)",
+        "max_concurrent": "requests in flight (503 beyond)",
+        "upstream_timeout": "total seconds for one upstream exchange, streaming included (504 beyond)",
+    }
+    for name, text in limits.items():
+        default = getattr(ServeConfig, name)
+        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=text)
     p.add_argument("--max-prompt-tokens", type=int, default=None,
                    help="longest prompt in enhancer tokens (422 beyond; default: the model's context minus new tokens)")
-    p.add_argument("--max-concurrent", type=int, default=ServeConfig.max_concurrent,
-                   help="requests in flight (503 beyond)")
-    p.add_argument("--upstream-timeout", type=float, default=ServeConfig.upstream_timeout,
-                   help="total seconds for one upstream exchange, streaming included (504 beyond)")
     p.add_argument("--enhance-scope", choices=ENHANCE_SCOPES, default=ServeConfig.enhance_scope,
                    help="what the proxy rewrites: all = the last user message of every chat; opt-in = only for "
                    "requests with the header x-rlprompt-enhance: on; system = the system messages. A request's "

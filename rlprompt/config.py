@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import yaml
 
 from rlprompt.devices import check_device
-from rlprompt.errors import ConfigError, MissingFileError, RLPromptError
+from rlprompt.errors import ConfigError, DataError, MissingFileError, RLPromptError
 from rlprompt.model_names import BUNDLED, DEFAULT_DTYPE, DTYPE_NAMES
 from rlprompt.tasks import BUILTIN_TASKS, COLUMN_KEYS, ClassificationTask, load_task, looks_like_path, read_text
 
@@ -280,7 +280,8 @@ def dump_config(cfg: Any) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class TaskTargetConfig:
-    """The fields every method's config starts with: the task and the frozen target that scores prompts on it.
+    """The fields every method's config starts with: the task, the frozen target that scores prompts on it, and the
+    template and verbalizers it scores them through.
     Subclasses add their own fields and call ``super().__post_init__()`` from theirs."""
 
     path_fields: ClassVar[dict[str, bool]] = {"task": True, "target_cache": False}
@@ -303,6 +304,11 @@ class TaskTargetConfig:
     file: a query asked before, in this run or another, is answered from it; None: no cache."""
     device: str = "cpu"
     """Torch device of the local target and every trainable part: cpu, cuda, cuda:N or auto (CUDA when available)."""
+    template: str | None = None
+    """Template with {sentence} and {prompt} the target reads; None: the task's own (PRewrite and DPO: the target's
+    chat format, rlprompt.policies.rewriter.chat_template)."""
+    verbalizers: list[str] | None = None
+    """One single-token verbalizer per label; None: the task's own (PRewrite and DPO: " <label name>")."""
 
     def __post_init__(self) -> None:
         check_dtypes(self, "target_dtype")
@@ -319,6 +325,21 @@ class TaskTargetConfig:
         ``overrides`` (template, prompt, verbalizers, ...)."""
         columns = {f"{key}_column": name for key, name in (self.task_columns or {}).items()}
         return load_task(self.task, seed=self.task_seed, **columns, **overrides)
+
+    def classification_task(self, splits: Sequence[str], **overrides: Any) -> ClassificationTask:
+        """The config's task with its ``template`` and ``verbalizers`` where set, then ``overrides``; a
+        :class:`~rlprompt.errors.DataError` naming the method unless the task holds every split of ``splits``."""
+        if self.template is not None:
+            overrides = {"template": self.template, **overrides}
+        if self.verbalizers is not None:
+            overrides = {"verbalizers": tuple(self.verbalizers), **overrides}
+        task = self.load_task(**overrides)
+        method = getattr(type(self), "method", type(self).__name__)
+        missing = [s for s in splits if s not in task.splits]
+        if missing:
+            raise DataError(f"task {self.task!r} lacks the split(s) {missing} that {method} needs; it has "
+                            f"{list(task.splits)}")
+        return task
 
     def build_target(self, target: Target | None = None) -> Target:
         """The run's frozen target: ``target`` when given (tests pass scripted fakes), else one built from
@@ -340,6 +361,14 @@ def check_dtypes(cfg: Any, *names: str) -> None:
     for name in names:
         if getattr(cfg, name) not in DTYPE_NAMES:
             raise ConfigError(f"{name} must be one of {list(DTYPE_NAMES)}, got {getattr(cfg, name)!r}")
+
+
+def check_positive(cfg: Any, *names: str) -> None:
+    """Raise :class:`~rlprompt.errors.ConfigError` naming every field of ``names`` (counts and sizes) that is below
+    1, with its value."""
+    bad = {name: getattr(cfg, name) for name in names if getattr(cfg, name) < 1}
+    if bad:
+        raise ConfigError(f"these {type(cfg).__name__} fields must be >= 1: {bad}")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -390,6 +419,7 @@ def default_yaml(cls: type) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["METHOD_KEY", "RENAMED_FIELDS", "RESUME_CHANGEABLE", "TaskTargetConfig", "check_dtypes", "check_resume_config",
+__all__ = ["METHOD_KEY", "RENAMED_FIELDS", "RESUME_CHANGEABLE", "TaskTargetConfig", "check_dtypes", "check_positive",
+           "check_resume_config",
            "config_from_dict", "config_method", "default_yaml", "dump_config", "field_docs", "load_config",
            "parse_overrides"]

@@ -402,7 +402,8 @@ def test_train_takes_debug_among_its_overrides(tmp_path, capsys):
     config.write_text(TINY)
     assert main(["train", str(config), "--run-dir", str(tmp_path / "run"), "steps=0", "--debug"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("rlprompt train: error: these fields must be")
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" in err and last.startswith("rlprompt train: error: these RLPromptConfig fields must be")
 
 
 def test_a_failing_target_is_one_line_naming_its_type_and_exit_1(tmp_path, capsys, monkeypatch):

@@ -12,6 +12,7 @@ import yaml
 from rlprompt.config import (RESUME_CHANGEABLE, check_resume_config, config_from_dict, default_yaml, dump_config,
                              field_docs, load_config)
 from rlprompt.training import METHODS, method_entry
+from rlprompt.errors import ConfigError, DataError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.yaml"))
 
@@ -164,6 +165,43 @@ def test_default_yaml_is_complete_commented_and_loads_back(method, tmp_path, mon
     path.write_text(text)
     assert dump_config(load_config(path, config_cls)) == dump_config(config_from_dict(dump_config(config_cls()),
                                                                                       config_cls))
+
+
+# -- the task every method loads through its config ------------------------------------------------------
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_loads_its_classification_task_through_one_check(method, tmp_path):
+    """Every method's config applies its template and verbalizers the same way, and refuses a task without the
+    splits the method needs with one error naming the method and the splits."""
+    config_cls, _ = method_entry(method)
+    cfg = config_cls(template="Q: {sentence} {prompt}", verbalizers=[" bad", " good"])
+    task = cfg.classification_task(("train",))
+    assert (task.template, task.verbalizers) == ("Q: {sentence} {prompt}", (" bad", " good"))
+    only_test = tmp_path / "reviews.csv"
+    only_test.write_text("text,label\ngood,1\nbad,0\n")  # no split column: every row is the test split
+    with pytest.raises(DataError, match=rf"lacks the split\(s\) \['train'\] that {config_cls.method} needs; it has "
+                                        r"\['test'\]"):
+        config_cls(task=str(only_test)).classification_task(("train",))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_names_a_count_below_one_with_its_class_and_value(method):
+    config_cls, _ = method_entry(method)
+    with pytest.raises(ConfigError, match=rf"these {config_cls.__name__} fields must be >= 1: \{{'steps': -2\}}"):
+        config_cls(steps=-2)
+
+
+def test_check_positive_names_every_field_below_one():
+    from rlprompt.config import check_positive
+
+    @dataclasses.dataclass
+    class Sizes:
+        a: int = 1
+        b: int = 0
+        c: int = -3
+
+    check_positive(Sizes(b=1, c=1), "a", "b", "c")
+    with pytest.raises(ConfigError, match=r"these Sizes fields must be >= 1: \{'b': 0, 'c': -3\}"):
+        check_positive(Sizes(), "a", "b", "c")
 
 
 # -- one meaning per name (issue 14) ---------------------------------------------------------------------

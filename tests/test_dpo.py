@@ -13,17 +13,8 @@ import torch
 
 from rlprompt.errors import ConfigError
 from rlprompt.models import load_model
-from rlprompt.policies.dpo import (
-    DPOMethodConfig,
-    SemDPOConfig,
-    _trl_config,
-    build_preferences,
-    load_preferences,
-    method_config,
-    pair_weights,
-    preference_pairs,
-    train_dpo,
-)
+from rlprompt.policies.dpo import DPOMethodConfig, SemDPOConfig, _trl_config, method_config, train_dpo
+from rlprompt.policies.preferences import build_preferences, load_preferences, pair_weights, preference_pairs
 from rlprompt.tasks import load_task
 from tests.conftest import FakeTarget, gold_share
 

@@ -24,12 +24,12 @@ from rlprompt.policies.prewrite import (
     RewriteReward,
     balanced_subset,
     build_task,
-    chat_template,
     clean_rewrite,
     dev_scorer,
     prewrite_s,
     train_prewrite,
 )
+from rlprompt.policies.rewriter import chat_template
 from rlprompt.runs import RunDir
 from tests.conftest import FakeTarget, gold_share
 

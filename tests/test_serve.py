@@ -623,3 +623,23 @@ def test_hostile_serve_port_out_of_range_is_a_one_line_error(tmp_path, capsys):
     code = main(["serve", "--enhancer", str(tmp_path), "--port", "99999"])
     err = capsys.readouterr().err
     assert code == 2 and "port must lie in 0..65535, got 99999" in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_serve_limit_option_reaches_the_config_with_its_type_and_default(tmp_path, monkeypatch):
+    """`rlprompt serve --<limit>` sets the ServeConfig field of that name (int or float as the field), and an
+    option left out keeps the field's default."""
+    from rlprompt import serve as serve_module
+    from rlprompt.cli import main
+    from rlprompt.serve import ServeConfig
+
+    seen = []
+    monkeypatch.setattr(serve_module, "serve", lambda enhancer_dir, config, **kw: seen.append(config))
+    given = {"batch_window_ms": 2.5, "max_batch": 7, "max_batch_tokens": 99, "max_body_bytes": 4096,
+             "body_timeout": 1.5, "max_prompt_chars": 120, "max_prompt_tokens": 30, "max_concurrent": 5,
+             "upstream_timeout": 9.5}
+    argv = [token for name, value in given.items() for token in ("--" + name.replace("_", "-"), str(value))]
+    assert main(["serve", "--enhancer", str(tmp_path), *argv]) == 0
+    assert main(["serve", "--enhancer", str(tmp_path)]) == 0
+    for name, value in given.items():
+        assert getattr(seen[0], name) == value and type(getattr(seen[0], name)) is type(value), name
+        assert getattr(seen[1], name) == getattr(ServeConfig(), name), name
