@@ -60,6 +60,7 @@ from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
 from rlprompt.policies.preferences import build_preferences, build_task, load_preferences, originals_for, pair_weights
+from rlprompt.models import peft_deprecations_silenced
 from rlprompt.policies.rewriter import RewriterConfig, load_rewriter, lora_config, open_trainer_run
 
 
@@ -322,9 +323,10 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     model, tokenizer = load_rewriter(cfg, rewriter)
     trainer_cls = _trainer_class() if semantic else DPOTrainer
     logger = trainer_logger(run, budget.spent, lambda: {"perf/wall_seconds": clock()}, desc=f"{type(cfg).method} steps")
-    trainer = trainer_cls(model=model, args=_trl_config(cfg, run.path / "checkpoints"), train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=lora_config(cfg),
-                          callbacks=[logger, trainer_checkpoint_sealer()])
+    with peft_deprecations_silenced():
+        trainer = trainer_cls(model=model, args=_trl_config(cfg, run.path / "checkpoints"), train_dataset=dataset,
+                              processing_class=tokenizer, peft_config=lora_config(cfg),
+                              callbacks=[logger, trainer_checkpoint_sealer()])
     start = time.perf_counter()
     train_or_finish(trainer, checkpoint, cfg.steps)
     train_seconds = time.perf_counter() - start

@@ -40,6 +40,7 @@ from rlprompt.runs import (QueryBudget, RunClock, RunResult, train_or_finish, tr
 from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
+from rlprompt.models import peft_deprecations_silenced
 from rlprompt.policies.rewriter import (ANSWER_PREFIX, RewriterConfig, load_rewriter, lora_config, open_trainer_run,
                                         rewriter_task)
 
@@ -297,9 +298,10 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     args = _grpo_config(cfg, run.path / "checkpoints", on_cpu)
     logger = trainer_logger(run, budget.spent, lambda: {**reward.last, "perf/wall_seconds": clock()},
                             desc="prewrite steps")
-    trainer = _grpo_trainer_class()(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                                    processing_class=tokenizer, peft_config=lora_config(cfg),
-                                    callbacks=[logger, _reward_state_saver(reward), trainer_checkpoint_sealer()])
+    with peft_deprecations_silenced():
+        trainer = _grpo_trainer_class()(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
+                                        processing_class=tokenizer, peft_config=lora_config(cfg),
+                                        callbacks=[logger, _reward_state_saver(reward), trainer_checkpoint_sealer()])
     last = cfg.steps
     if cfg.max_target_queries is not None:  # the steps the budget pays for, decided once: the same in every process
         done = trainer_checkpoint_step(checkpoint) if checkpoint is not None else 0

@@ -256,7 +256,7 @@ class PromptEnhancer:
         from safetensors.torch import load_file
         from transformers import AutoTokenizer
 
-        from rlprompt.models import load_model
+        from rlprompt.models import load_model, peft_deprecations_silenced
         from rlprompt.tasks import read_json, read_text
 
         directory = Path(directory)
@@ -296,8 +296,7 @@ class PromptEnhancer:
                             f"{recorded[:16]}... (its config or weights changed); use the original base model")
         base, base_tokenizer = load_model(config["base_model"], dtype=settings["dtype"])
         try:
-            with warnings.catch_warnings():  # peft asks transformers a deprecated question on every load
-                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            with peft_deprecations_silenced():
                 model = PeftModel.from_pretrained(base, str(directory), is_trainable=False, use_safetensors=True)
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

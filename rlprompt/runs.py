@@ -37,7 +37,6 @@ import re
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -690,8 +689,9 @@ def train_or_finish(trainer: Any, checkpoint: Path | None, steps: int) -> None:
 
         trainer.add_callback(StopAt())
         trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout: trainer_logger's bar shows them instead
-        with warnings.catch_warnings():  # trl calls a transformers method transformers deprecates, at every step
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        from rlprompt.models import peft_deprecations_silenced
+
+        with peft_deprecations_silenced():
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
         return
     if checkpoint is None:
