@@ -127,3 +127,24 @@ def tiny_target():
     from rlprompt.targets.hf import HFTarget
 
     return HFTarget("tiny-random", dtype="float32", batch_size=4)
+
+
+MODEL_MARKERS = ("model", "slow", "heavy", "subprocess")
+"""What ``make test-fast`` deselects: a test that reads the bundled model's files carries one of these."""
+
+
+@pytest.fixture(autouse=True)
+def model_files_need_a_marker(request, monkeypatch):
+    """Keeps the fast tier hermetic: a test marked none of :data:`MODEL_MARKERS` that reaches the bundled model's
+    files (the GGUF or its converted checkpoint, which the tiny random model's tokenizer comes from too) fails,
+    naming the marker to add. Session fixtures that load a model before this runs are caught only when their
+    first user is unmarked and they load lazily."""
+    if any(request.node.get_closest_marker(name) for name in MODEL_MARKERS):
+        return
+    import rlprompt.models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} reads the bundled model's files: mark it @pytest.mark.model")
+
+    monkeypatch.setattr(rlprompt.models, "bundled_gguf_path", refuse)
+    monkeypatch.setattr(rlprompt.models, "bundled_model_dir", refuse)

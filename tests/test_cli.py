@@ -270,6 +270,7 @@ def test_eval_limit_is_a_stratified_sample_and_json_shows_gold_per_class(tmp_pat
     assert out["labels_per_class"] == [3, 3] and sum(out["predictions_per_class"]) == out["n"] == 6
 
 
+@pytest.mark.model
 def test_eval_target_cache_answers_a_repeated_eval_without_querying_the_target(tmp_path, capsys):
     import json
 

@@ -281,6 +281,7 @@ def test_resume_continues_from_the_last_checkpoint(prefs, tmp_path):
     assert again["steps"] == 3 and trained == [1, 2, 3] and not any("charts/train_runtime" in r for r in records)
 
 
+@pytest.mark.model
 def test_max_target_queries_bounds_the_pairs_and_counts_every_target_query(tmp_path, monkeypatch):
     """Issue 14: training steps query no target, so the budget bounds the preference pairs (each original costs at
     most 5 rewrites x 4 inputs = 20 sequences) after reserving the final evaluation (2 originals and their 2

@@ -230,6 +230,7 @@ def test_env_is_a_valid_pettingzoo_env():
     api_test(env, num_cycles=3)
 
 
+@pytest.mark.model
 def test_env_calls_k_n_agents_as_the_config_does_and_reads_the_old_name_with_a_warning():
     with pytest.warns(FutureWarning, match=r"num_agents=\) is deprecated: pass n_agents="):
         old = MultiPrompterEnv("sentiment", vowel_target(), num_agents=3, segment_length=2, vocab=VOCAB, batch_size=4)

@@ -90,6 +90,7 @@ class ChatFormat:
         return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<assistant>"
 
 
+@pytest.mark.model
 def test_the_template_is_rendered_in_the_targets_own_chat_format(tiny_target, tmp_path):
     from rlprompt.models import BUNDLED, load_tokenizer
     from rlprompt.policies.dpo import DPOMethodConfig
@@ -196,6 +197,7 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
         (summary["details"]["prewrite_i"], summary["details"]["prewrite_s"])
 
 
+@pytest.mark.model
 def test_max_target_queries_stops_training_early_and_keeps_room_for_the_final_selection(tmp_path):
     """Issue 14: a step scores <= 4 rewrites x 4 inputs = 16 sequences, the final selection <= (3 samples + the
     initial instruction + PRewrite-I) x 8 dev inputs = 40: a budget of 72 pays for two of five steps."""

@@ -56,6 +56,7 @@ def runs(tmp_path_factory):
     return out
 
 
+@pytest.mark.model
 def test_every_method_ends_a_run_with_the_same_summary(runs):
     for method, (run_dir, summary) in runs.items():
         assert tuple(summary) == SUMMARY_KEYS, method
@@ -69,6 +70,7 @@ def test_every_method_ends_a_run_with_the_same_summary(runs):
     assert runs["prewrite"][1]["details"]["prewrite_s"] and "pairs" in runs["sem-dpo"][1]["details"]
 
 
+@pytest.mark.model
 def test_report_draws_a_curve_per_run_and_compares_all_five_methods(runs, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", *(str(d) for d, _ in runs.values()), "--out", str(out)]) == 0
