@@ -54,8 +54,7 @@ from rlprompt.enhancer import PromptEnhancer, describe_evaluation, rewriter_eval
 from rlprompt.errors import ConfigError, DataError
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, cosine_similarity
-from rlprompt.runs import (QueryBudget, RunClock, RunResult, train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step,
-                           trainer_logger)
+from rlprompt.runs import QueryBudget, RunClock, RunResult, train_or_finish, trainer_checkpoint_sealer, trainer_logger
 from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
@@ -290,8 +289,6 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
 
     semantic = type(cfg).method == "sem-dpo"
     run, checkpoint = open_trainer_run(cfg, run_dir, resume)
-    if checkpoint is not None:
-        run.truncate_to(trainer_checkpoint_step(checkpoint), training_only=True)
     clock = RunClock(run)
     target = cfg.build_target(target)  # built once: it scores the preference pairs and the trained rewriter
     task = task or build_task(cfg, target)

@@ -280,7 +280,6 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
         state_file = checkpoint / "prewrite_state.json"
         if state_file.is_file():
             reward.load_state_dict(json.loads(state_file.read_text(encoding="utf-8")))
-        run.truncate_to(trainer_checkpoint_step(checkpoint), training_only=True)
         queries_before = max((r["target_queries"] for r in run.read_metrics()), default=0)
     # the target may have served others before (a benchmark shares one): the budget counts this run's sequences
     budget, clock = QueryBudget(target, cfg.max_target_queries, queries_before), RunClock(run)

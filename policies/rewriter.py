@@ -19,7 +19,7 @@ from typing import Any
 from rlprompt.config import TaskTargetConfig, check_positive, check_resume_config, dump_config
 from rlprompt.errors import ConfigError, DataError
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
-from rlprompt.runs import RunDir, resume_trainer_checkpoint, seed_everything
+from rlprompt.runs import RunDir, resume_trainer_checkpoint, seed_everything, trainer_checkpoint_step
 from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
@@ -127,8 +127,9 @@ def rewriter_task(cfg: RewriterConfig, splits: Sequence[str], *, target: Target 
 def open_trainer_run(cfg: RewriterConfig, run_dir: str | Path, resume: bool) -> tuple[RunDir, Path | None]:
     """The run directory of a trl-trained rewriter, its ``config.yaml`` written (on ``resume``, first checked
     against the one it holds) and every generator seeded, plus the newest intact trl checkpoint under
-    ``<run>/checkpoints`` to resume from (None for a fresh run); a :class:`~rlprompt.errors.DataError` for a run to
-    resume that has metrics but no such checkpoint."""
+    ``<run>/checkpoints`` to resume from (None for a fresh run), the run's training metrics logged after that
+    checkpoint's step dropped (they are taken again); a :class:`~rlprompt.errors.DataError` for a run to resume
+    that has metrics but no such checkpoint."""
     run = RunDir(run_dir, resume=resume)
     if resume and (run.path / "config.yaml").is_file():
         check_resume_config(run.read_config(), cfg)
@@ -137,6 +138,8 @@ def open_trainer_run(cfg: RewriterConfig, run_dir: str | Path, resume: bool) -> 
     checkpoint = resume_trainer_checkpoint(run.path / "checkpoints") if resume else None
     if resume and checkpoint is None and run.read_metrics():
         raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
+    if checkpoint is not None:
+        run.truncate_to(trainer_checkpoint_step(checkpoint), training_only=True)
     return run, checkpoint
 
 
