@@ -33,7 +33,7 @@ import numpy as np
 from rlprompt.config import config_from_dict, dump_config, load_config
 from rlprompt.models import load_model
 from rlprompt.policies.dpo import DPOMethodConfig, evaluate_rewriter, method_config, train_dpo
-from rlprompt.policies.preferences import build_preferences, build_task, config_target, load_preferences, originals_for
+from rlprompt.policies.preferences import build_preferences, build_task, load_preferences, originals_for
 from rlprompt.runs import write_atomic
 from rlprompt.stats import finite_or_none, mean_interval, paired_bootstrap
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     base_cfg = load_config(args.config, DPOMethodConfig, {"preferences": args.preferences} if args.preferences else {})
     held_out = held_out_originals(base_cfg)
     command = " ".join(["python", *map(shlex.quote, [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])])
-    target = config_target(base_cfg)  # built once: it renders the chat template, scores the pairs and the runs
+    target = base_cfg.build_target()  # built once: it renders the chat template, scores the pairs and the runs
     task = build_task(base_cfg, target)
     t0 = time.perf_counter()
     if args.rebuild or not Path(base_cfg.preferences).is_file():

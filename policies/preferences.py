@@ -73,12 +73,6 @@ def build_task(cfg: DPOMethodConfig, target: Target | None = None) -> Classifica
     return rewriter_task(cfg, ("train",), target=target)
 
 
-def config_target(cfg: DPOMethodConfig) -> Target:
-    """The config's frozen target (``target_dtype`` applies to local models only;
-    :meth:`~rlprompt.config.TaskTargetConfig.build_target`)."""
-    return cfg.build_target()
-
-
 def originals_for(cfg: DPOMethodConfig) -> list[str]:
     """``cfg.originals`` or the default instructions of the task."""
     if cfg.originals is not None:
@@ -155,5 +149,5 @@ def pair_weights(dataset: Any, alpha: float, embedder: Embedder | None = None) -
     return semantic_weights(list(dataset["original"]), chosen, alpha, embedder)
 
 
-__all__ = ["DEFAULT_ORIGINALS", "build_preferences", "build_task", "config_target", "load_preferences", "meta_messages",
+__all__ = ["DEFAULT_ORIGINALS", "build_preferences", "build_task", "load_preferences", "meta_messages",
            "originals_for", "pair_weights", "preference_pairs"]

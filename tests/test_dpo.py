@@ -361,7 +361,7 @@ def bench(prefs, tmp_path, monkeypatch):
     monkeypatch.setattr(module, "train_dpo", fake_train)
     monkeypatch.setattr(module, "evaluate_rewriter", lambda *a, **k: _fake_summary("base", 0))
     monkeypatch.setattr(module, "load_model", lambda *a, **k: (None, None))
-    monkeypatch.setattr(module, "config_target", lambda cfg: None)
+    monkeypatch.setattr(DPOMethodConfig, "build_target", lambda cfg, target=None: None)
     config = tmp_path / "bench.yaml"
     config.write_text(yaml.safe_dump({"method": "dpo", "template": TEMPLATE, "verbalizers": [" negative", " positive"],
                                       "originals": ["Say the sentiment.", "Is it good?"], "eval_originals": HELD_OUT,
