@@ -12,23 +12,22 @@ simulations have reached.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from rlprompt.config import TaskTargetConfig, check_dtypes, check_positive, check_resume_config, dump_config
+from rlprompt.config import TaskTargetConfig, check_dtypes, check_positive
 from rlprompt.envs.scoring import PromptScorer
-from rlprompt.errors import DataError
+from rlprompt.errors import ConfigError
 from rlprompt.figures import save_figure
+from rlprompt.loop import MethodState, RunLoop
 from rlprompt.models import BUNDLED
 from rlprompt.policies.promptagent_search import SEARCHES, PromptAgent, parse_proposals
 from rlprompt.policies.promptagent_tree import Node, backpropagate, pruned, select_final, simulation_best, uct
-from rlprompt.runs import RunClock, RunDir, RunResult, seed_everything
+from rlprompt.runs import RunDir, seed_everything
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask
 
@@ -93,7 +92,13 @@ class PromptAgentConfig(TaskTargetConfig):
     eval_test: bool = True
     """Evaluate the final prompt on the test split (when the task has one) at the end."""
     max_target_queries: int | None = None
-    """Stop before a step once the target has scored this many sequences (None: no limit)."""
+    """Target sequences the search may use (None: no limit): the run stops before an iteration whose cost bound
+    could pass it; the final test evaluation (eval_test) comes after the search, counted but not limited."""
+    checkpoint_every: int = 1
+    """Write a checkpoint of the search every this many iterations (and after the last); --resume continues
+    from the newest."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept on disk (the newest ones)."""
     seed: int = 0
     """Seeds minibatch sampling and optimizer sampling."""
 
@@ -103,7 +108,7 @@ class PromptAgentConfig(TaskTargetConfig):
             raise ValueError(f"search must be one of {list(SEARCHES)}, got {self.search!r}")
         check_positive(self, "steps", "max_evaluations", "expand_width", "depth_limit", "beam_width",
                        "error_batch_size", "max_errors", "ape_demos", "gradient_tokens", "revision_tokens",
-                       "max_prompt_chars")
+                       "max_prompt_chars", "checkpoint_every", "keep_checkpoints")
         if not 0 <= self.min_depth <= self.depth_limit:
             raise ValueError(f"min_depth must lie in [0, depth_limit={self.depth_limit}], got {self.min_depth}")
         if self.exploration < 0:
@@ -163,74 +168,98 @@ def make_agent(cfg: PromptAgentConfig, target: Target | None = None, optimizer: 
     return PromptAgent(cfg, scorer, optimizer)
 
 
+class PromptAgentMethod:
+    """PromptAgent's search as a stepped method of the run loop (:class:`rlprompt.loop.Method`).
+
+    :meth:`step` is one search iteration (:meth:`PromptAgent.step`); it returns the tree's ``charts/*`` figures and
+    rewrites ``tree.json``. :meth:`step_cost` is the search's own bound (:meth:`PromptAgent.step_cost`), so the
+    loop's query budget stops the search before an iteration that could pass ``max_target_queries``.
+    :meth:`stop_reason` is the search's (``max_evaluations``, ``tree_exhausted``); steps and budget are the loop's.
+
+    Candidates: PromptAgent picks its output prompt itself (:meth:`PromptAgent.final`, by reward on the reward
+    split), so the run's ``best_prompt`` is that prompt, set at the end. When the reward split is dev, the loop's
+    evaluation scores the current final prompt (``eval/final_accuracy``) with the reward the search has already
+    computed: no query. With another reward split, scoring on dev would cost queries the paper's method does not
+    spend and select on a split it does not select on, so there is no candidate (``eval/best_accuracy`` is null).
+    With dev as the reward split, ``best_prompt.json`` holds the best final prompt seen at an iteration (MCTS's path
+    rule may later move away from it); ``prompt.txt`` and ``summary.json`` end with the search's final choice.
+    """
+
+    def __init__(self, agent: PromptAgent, run: RunDir) -> None:
+        self.agent, self.run = agent, run
+
+    def step(self) -> dict[str, float]:
+        """One search iteration; the tree's figures after it (``charts/*``), ``tree.json`` rewritten."""
+        agent = self.agent
+        agent.step()
+        new = [n.reward for n in agent.nodes if n.step == agent.iteration]
+        self.run.write_json("tree.json", agent.tree())
+        return {"charts/best_reward": max(n.reward for n in agent.nodes), "charts/final_reward": agent.final().reward,
+                "charts/step_best_reward": max(new) if new else math.nan, "charts/evaluations": agent.evaluations,
+                "charts/nodes": len(agent.nodes), "charts/max_depth": max(n.depth for n in agent.nodes),
+                "charts/dropped_proposals": sum(v for k, v in agent.drops.items() if k != "no_errors")}
+
+    def step_cost(self) -> int:
+        """The search's bound on the target sequences of its next iteration (evaluating candidates costs none)."""
+        return self.agent.step_cost()
+
+    def candidates(self) -> dict[str, list[str]]:
+        """The current final prompt when the reward split is dev (its reward is its dev accuracy), else none."""
+        agent = self.agent
+        return {"final": [agent.final().prompt]} if agent.cfg.reward_split == "dev" and agent.nodes else {}
+
+    def evaluate(self, prompt: str) -> float:
+        """Dev accuracy of a prompt of the tree: its reward, already computed (the reward split is dev)."""
+        return self.agent.reward(prompt)
+
+    def stop_reason(self) -> str | None:
+        """``max_evaluations`` or ``tree_exhausted`` once the search can take no further step."""
+        return self.agent.exhausted()
+
+    def state_dict(self) -> MethodState:
+        """The search's state, all JSON (no tensors)."""
+        return MethodState(state=self.agent.state_dict())
+
+    def load_state_dict(self, state: MethodState) -> None:
+        """Continue the search saved in ``state``."""
+        self.agent.load_state_dict(state.state)
+
+    def details(self) -> dict[str, Any]:
+        """The search, its reward split, the final and best rewards, evaluations, drops and optimizer counts."""
+        agent = self.agent
+        return {"search": agent.cfg.search, "reward_split": agent.cfg.reward_split, "reward": agent.final().reward,
+                "best_reward": max(n.reward for n in agent.nodes), "evaluations": agent.evaluations,
+                "drops": dict(agent.drops), "counts": dict(agent.counts)}
+
+
 def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resume: bool = False, *,
                       target: Target | None = None, optimizer: Target | None = None,
                       task: ClassificationTask | None = None) -> dict[str, Any]:
-    """Run PromptAgent's search (Wang et al. 2023) and write ``config.yaml``, ``metrics.jsonl``, ``prompt.txt``,
-    ``tree.json``, ``reward_by_depth.png``, ``search_state.json`` (for ``resume=True``) and ``summary.json``; return
-    the summary (:class:`~rlprompt.runs.RunResult`: ``dev_accuracy`` is the final prompt's reward when
-    ``reward_split`` is dev; ``details``: the search, its reward split, the final and best rewards, evaluations,
-    dropped proposals and optimizer counts)."""
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, resume=resume)
-    agent = make_agent(cfg, target, optimizer, task)
-    saved = run.file("search_state.json")
-    if resume and saved.is_file():
-        state = json.loads(saved.read_text(encoding="utf-8"))
-        check_resume_config(state["config"], cfg, "the saved search")
-        agent.load_state_dict(state["agent"])
-        run.truncate_to(agent.iteration)
-    elif resume and run.read_metrics():
-        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no search_state.json")
-    run.write_config(dump_config(cfg))
-    clock = RunClock(run)
-
-    def log(agent: PromptAgent) -> None:
-        rewards = [n.reward for n in agent.nodes]
-        new = [n.reward for n in agent.nodes if n.step == agent.iteration]
-        best = agent.final()
-        run.log(agent.iteration, {
-            "charts/best_reward": max(rewards), "charts/final_reward": best.reward,
-            "charts/step_best_reward": max(new) if new else math.nan, "charts/evaluations": agent.evaluations,
-            "charts/nodes": len(agent.nodes), "charts/max_depth": max(n.depth for n in agent.nodes),
-            "charts/dropped_proposals": sum(v for k, v in agent.drops.items() if k != "no_errors"),
-            "perf/wall_seconds": clock(),
-        }, target_queries=agent.target_queries)
-        run.write_prompt(best.prompt)
-        run.write_json("tree.json", agent.tree())
-        run.write_json("search_state.json", {"config": dump_config(cfg), "agent": agent.state_dict()})
-
-    bar = tqdm(total=cfg.steps, initial=agent.iteration, desc=f"promptagent ({cfg.search})", unit="step",
-               dynamic_ncols=True)
-
-    def log_and_show(agent: PromptAgent) -> None:
-        log(agent)
-        bar.update(agent.iteration - bar.n)
-        bar.set_postfix(evaluations=agent.evaluations, reward=f"{agent.final().reward:.3f}", refresh=False)
-
-    try:
-        agent.root()
-        final = agent.run(log_and_show)
-        test_accuracy = None
-        if cfg.eval_test and "test" in agent.task.splits:
-            test_accuracy = agent.scorer.evaluate(final.prompt, "test")
-            run.log(agent.iteration, {"eval/test_accuracy": test_accuracy, "eval/final_reward": final.reward},
-                    target_queries=agent.target_queries)
-        run.write_prompt(final.prompt)
-        run.write_json("tree.json", agent.tree())
-        plot_tree(agent, run.file("reward_by_depth.png"))
-        return RunResult(
-            method=cfg.method, best_prompt=final.prompt,
-            dev_accuracy=final.reward if cfg.reward_split == "dev" else None, test_accuracy=test_accuracy,
-            target_queries=agent.target_queries, steps=agent.iteration, stop_reason=agent.stop_reason,
-            wall_seconds=clock(),
-            details={"search": cfg.search, "reward_split": cfg.reward_split, "reward": final.reward,
-                     "best_reward": max(n.reward for n in agent.nodes), "evaluations": agent.evaluations,
-                     "drops": dict(agent.drops), "counts": dict(agent.counts)},
-        ).write(run)
-    finally:
-        bar.close()
-        run.close()
+    """Run PromptAgent's search (Wang et al. 2023) on the run loop (:class:`~rlprompt.loop.RunLoop`: budget,
+    checkpoints every ``checkpoint_every`` iterations, ``--resume``) and write ``config.yaml``, ``metrics.jsonl``,
+    ``tree.json`` (every iteration), ``prompt.txt``, ``reward_by_depth.png`` and ``summary.json``; return the summary
+    (:class:`~rlprompt.runs.RunResult`: ``best_prompt`` is the search's final prompt, ``dev_accuracy`` its reward when
+    ``reward_split`` is dev; ``details``: :meth:`PromptAgentMethod.details`). ``optimizer``/``task`` override the
+    config's (tests pass scripted fakes). A budget that cannot pay for the first iteration is a
+    :class:`~rlprompt.errors.ConfigError`."""
+    loop = RunLoop(cfg, run_dir, resume=resume, target=target, desc=f"promptagent ({cfg.search})")
+    agent = make_agent(cfg, loop.target, optimizer, task)
+    method = PromptAgentMethod(agent, loop.run_dir)
+    if loop.step == 0 and not loop.budget.affords(method.step_cost()):
+        loop.run_dir.close()
+        raise ConfigError(f"max_target_queries={cfg.max_target_queries} cannot pay for PromptAgent's first iteration "
+                          f"(up to {method.step_cost()} target sequences): raise it or shrink the search")
+    agent.stop_reason = loop.run(method)
+    final = agent.final()
+    test_accuracy = None
+    if cfg.eval_test and "test" in agent.task.splits:
+        test_accuracy = agent.scorer.evaluate(final.prompt, "test")
+        loop.log(loop.step, {"eval/test_accuracy": test_accuracy, "eval/final_reward": final.reward})
+    loop.run_dir.write_json("tree.json", agent.tree())
+    plot_tree(agent, loop.run_dir.file("reward_by_depth.png"))
+    return loop.finish(details=method.details(), test_accuracy=test_accuracy, best_prompt=final.prompt,
+                       dev_accuracy=final.reward if cfg.reward_split == "dev" else None)
 
 
-__all__ = ["SEARCHES", "Node", "PromptAgent", "PromptAgentConfig", "backpropagate", "build_task", "make_agent",
+__all__ = ["SEARCHES", "Node", "PromptAgent", "PromptAgentConfig", "PromptAgentMethod", "backpropagate", "build_task", "make_agent",
            "parse_proposals", "plot_tree", "pruned", "select_final", "simulation_best", "train_promptagent", "uct"]

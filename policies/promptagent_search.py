@@ -26,7 +26,8 @@ MCTS, one iteration, following the official code (XinyuanWangCS/PromptAgent, ``s
 
 The output prompt is the official one too (:func:`select_final`). Departures: every search stops at
 ``max_evaluations`` prompts new to it (the initial prompt included; target queries spent finding errors and
-optimizer calls are logged, not budgeted), and a node whose expansion yields no usable child (tried twice in
+optimizer calls are logged, not budgeted: a run's ``max_target_queries`` bounds every target query, see
+:meth:`PromptAgent.step_cost`), and a node whose expansion yields no usable child (tried twice in
 one iteration, as in the official code) stays a leaf that a later iteration may try again, where the official
 code marks it terminal.
 """
@@ -114,7 +115,9 @@ class PromptAgent:
 
     ``scorer`` scores prompts (its ``evaluate(prompt, split)``) and its target answers the error
     minibatches; ``optimizer`` is any :class:`~rlprompt.targets.base.Target` used for ``generate``.
-    Call :meth:`step` until it returns False, or :meth:`run`; :meth:`state_dict` resumes a search.
+    A run drives it through :class:`~rlprompt.policies.promptagent.PromptAgentMethod` (the run loop checks
+    :meth:`exhausted` and the budget before each :meth:`step`); :meth:`run` steps it alone, without a run directory
+    (the bench). :meth:`state_dict` resumes a search.
     """
 
     def __init__(self, cfg: PromptAgentConfig, scorer: PromptScorer, optimizer: Target) -> None:
@@ -128,7 +131,6 @@ class PromptAgent:
         self.drops: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self.iteration, self.stop_reason = 0, None
-        self._queries_start, self._queries_before = scorer.target.stats.sequences, 0
         self._predictions: dict[str, dict[int, int]] = {}
         answers = [f'"{v.strip()}"' + (f" ({n})" if n.lower() != v.strip().lower() else "")
                    for v, n in zip(self.task.verbalizers, self.task.label_names)]
@@ -136,11 +138,6 @@ class PromptAgent:
         self._intro = {"layout": layout, "answers": ", ".join(answers)}
 
     # -- reward: the scorer, under the evaluation budget ---------------------------------------------
-    @property
-    def target_queries(self) -> int:
-        """Target sequences this search has used (the target may be shared), across resumes."""
-        return self._queries_before + self.scorer.target.stats.sequences - self._queries_start
-
     @property
     def evaluations(self) -> int:
         """Distinct prompts this search has scored on the reward split."""
@@ -344,24 +341,19 @@ class PromptAgent:
                 self._add_child(root, proposals)
         root.expanded = bool(root.children)
 
-    def done(self) -> bool:
-        """True (and :attr:`stop_reason` set) once the search may not take another step."""
-        if self.stop_reason is None:
-            if self.evaluations >= self.cfg.max_evaluations:
-                self.stop_reason = "max_evaluations"
-            elif self.iteration >= self.cfg.steps:
-                self.stop_reason = "steps"
-            elif self.cfg.search == "mcts" and self.nodes and all(n.expanded or self.terminal(n) for n in self.nodes):
-                self.stop_reason = "tree_exhausted"
-            elif self.cfg.max_target_queries is not None and self.target_queries >= self.cfg.max_target_queries:
-                self.stop_reason = "max_target_queries"
-        return self.stop_reason is not None
+    def exhausted(self) -> str | None:
+        """Why the search itself can take no further step: ``max_evaluations`` (its evaluation budget is spent)
+        or ``tree_exhausted`` (MCTS: every node is expanded or terminal); None while it can."""
+        if self.evaluations >= self.cfg.max_evaluations:
+            return "max_evaluations"
+        if self.cfg.search == "mcts" and self.nodes and all(n.expanded or self.terminal(n) for n in self.nodes):
+            return "tree_exhausted"
+        return None
 
-    def step(self) -> bool:
-        """One MCTS iteration (or greedy/beam/APE step); False when the search is over."""
+    def step(self) -> None:
+        """One MCTS iteration (or greedy/beam/APE step), scoring the root first when it is not yet; the caller
+        checks :meth:`exhausted` and ``steps`` before."""
         self.root()
-        if self.done():
-            return False
         self.iteration += 1
         search = self.cfg.search
         if search == "mcts":
@@ -370,13 +362,42 @@ class PromptAgent:
             self._ape()
         else:
             self._greedy_or_beam(1 if search == "greedy" else self.cfg.beam_width)
-        return True
+
+    def step_cost(self) -> int:
+        """An upper bound on the target sequences the next :meth:`step` uses, ignoring every cache: the root's
+        score when it has none yet; a score on the whole reward split for each new prompt (at most
+        ``max_evaluations`` minus those scored); the error minibatches' predictions of each expansion (at most
+        ``min(width x error_batch_size, |error split|)``); and, when the optimizer LM is the target itself, two
+        requests per action (gradient and revision; APE: one). An MCTS iteration expands the selected leaf and, in
+        simulation, one new node per level down to ``depth_limit``; each expansion adds a child or ends the walk
+        (the leaf may be tried twice): at most ``min(left, depth_limit) + 2`` expansions, ``depth_limit`` of them
+        adding up to ``expand_width`` children. Greedy and beam expand each frontier node (at most 1 / ``beam_width``);
+        APE predicts nothing and samples ``expand_width`` instructions."""
+        cfg, n = self.cfg, len(self.errors_from)
+        root = 0 if self.nodes else 1
+        left = cfg.max_evaluations - self.evaluations - root  # new prompts after the root
+        width = max(0, min(cfg.expand_width, left))
+        if cfg.search == "ape":
+            expansions, adding, requests = 0, 1, width
+        else:
+            adding = cfg.depth_limit if cfg.search == "mcts" else 1 if cfg.search == "greedy" else cfg.beam_width
+            expansions = min(left, cfg.depth_limit) + 2 if cfg.search == "mcts" else adding
+            requests = 2 * width * expansions
+        new = min(left, adding * width)
+        predictions = expansions * min(width * min(cfg.error_batch_size, n), n)
+        asked = requests if self.optimizer is self.scorer.target else 0
+        return (root + new) * len(self.task.split(cfg.reward_split)) + predictions + asked
 
     def run(self, callback: Callable[[PromptAgent], None] | None = None) -> Node:
-        """Step until done, calling ``callback(self)`` after each step; returns :meth:`final`."""
-        while self.step():
+        """Step alone (no run directory, no query budget: the bench, the tests) until ``steps`` are done or the
+        search is :meth:`exhausted` (:attr:`stop_reason` says which), calling ``callback(self)`` after each step;
+        returns :meth:`final`. A run goes through :func:`~rlprompt.policies.promptagent.train_promptagent`."""
+        self.root()
+        while (reason := "steps" if self.iteration >= self.cfg.steps else self.exhausted()) is None:
+            self.step()
             if callback is not None:
                 callback(self)
+        self.stop_reason = reason
         return self.final()
 
     def final(self) -> Node:
@@ -395,18 +416,21 @@ class PromptAgent:
                 "drops": dict(self.drops), "counts": dict(self.counts), "stop_reason": self.stop_reason}
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the search (JSON-able)."""
+        """Everything needed to continue the search exactly (JSON-able), the target's predictions on the error
+        split included, so a resumed search asks the target for no more than a straight one."""
         return {"nodes": [asdict(n) for n in self.nodes], "traces": self.traces, "frontier": self.frontier,
                 "drops": dict(self.drops), "counts": dict(self.counts), "iteration": self.iteration,
-                "rng": self.rng.bit_generator.state, "target_queries": self.target_queries}
+                "rng": self.rng.bit_generator.state,
+                "predictions": {p: sorted(cache.items()) for p, cache in self._predictions.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
         self.nodes = [Node(**n) for n in state["nodes"]]
         self.traces, self.frontier = [list(t) for t in state["traces"]], list(state["frontier"])
         self.drops, self.counts = Counter(state["drops"]), Counter(state["counts"])
         self.iteration, self.stop_reason = int(state["iteration"]), None
         self.rng.bit_generator.state = state["rng"]
-        self._queries_start, self._queries_before = self.scorer.target.stats.sequences, int(state["target_queries"])
+        self._predictions = {p: {int(i): int(y) for i, y in pairs} for p, pairs in state["predictions"].items()}
 
 
 __all__ = ["SEARCHES", "BudgetSpent", "PromptAgent", "parse_proposals"]

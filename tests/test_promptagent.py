@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -10,7 +11,9 @@ import zlib
 import numpy as np
 import pytest
 
+from rlprompt.errors import ConfigError
 from rlprompt.policies.promptagent import (
+    SEARCHES,
     Node,
     PromptAgent,
     PromptAgentConfig,
@@ -44,8 +47,9 @@ def by_depth(prompt: str) -> float:
     return min(0.9, 0.3 + 0.2 * prompt.count("/"))
 
 
-def fake_target(accuracy=hashed) -> FakeTarget:
-    """Answers example ``i`` of a split correctly iff ``i < accuracy(prompt) * N``."""
+def fake_target(accuracy=hashed, generate=None) -> FakeTarget:
+    """Answers example ``i`` of a split correctly iff ``i < accuracy(prompt) * N``; ``generate`` makes it the
+    optimizer LM too."""
 
     def scores(prompt: str, text: str, k: int, position: int) -> np.ndarray:
         i = int(text.split()[1])
@@ -54,7 +58,7 @@ def fake_target(accuracy=hashed) -> FakeTarget:
         out[label if i < round(accuracy(prompt) * N) else 1 - label] = math.log(0.8)
         return out
 
-    return FakeTarget(scores, loglikelihood=lambda context, continuation: 0.0, name="fake-target")
+    return FakeTarget(scores, generate=generate, loglikelihood=lambda context, continuation: 0.0, name="fake-target")
 
 
 def dev_prompts(target: FakeTarget) -> list[str]:
@@ -87,6 +91,19 @@ def scripted_optimizer(script=None, seeded: bool = False) -> FakeTarget:
     """The optimizer LM of PromptAgent, answering by :class:`OptimizerScript`; it never classifies."""
     return FakeTarget(generate=OptimizerScript(script, seeded), loglikelihood=lambda context, continuation: 0.0,
                       name="scripted")
+
+
+def request_named(text: str, sample: int, seed: int | None) -> str:
+    """A stateless optimizer: a revision of P is ``P/<crc32 of the request>`` (the request shows the errors drawn), an
+    APE answer ``ape-<crc32>``; the same request always gets the same answer, so a resumed search gets the answers
+    a straight one got."""
+    crc = zlib.crc32(text.encode()) % 1000
+    if "Diagnosis of the mistakes" in text:
+        prompt = re.search(r'Current prompt: "(.*)"', text).group(1)
+        return f"<START>{prompt}/{crc}<END>"
+    if "Examples of texts" in text:
+        return f"<START>ape-{crc}<END>"
+    return "The prompt does not say which word to answer with."
 
 
 def agent(accuracy=hashed, script=None, seeded=False, **kwargs) -> PromptAgent:
@@ -296,20 +313,27 @@ def test_config_validation_names_bad_values():
 
 # -- the run entry point ------------------------------------------------------------------------------
 def test_train_writes_outputs_and_resume_continues_the_same_search(tmp_path):
-    def run(path, iterations, resume=False):
+    def run(path, iterations, resume=False, target=None):
         cfg = PromptAgentConfig(steps=iterations, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1)
-        return train_promptagent(cfg, path, resume=resume, target=fake_target(), optimizer=scripted_optimizer(seeded=True),
-                                 task=TASK)
+        return train_promptagent(cfg, path, resume=resume, target=target or fake_target(),
+                                 optimizer=scripted_optimizer(seeded=True), task=TASK)
 
-    summary = run(tmp_path / "full", 4)
+    target = fake_target()
+    summary = run(tmp_path / "full", 4, target=target)
     for name in ("prompt.txt", "tree.json", "reward_by_depth.png", "metrics.jsonl", "config.yaml", "summary.json"):
         assert (tmp_path / "full" / name).is_file(), name
+    assert not (tmp_path / "full" / "search_state.json").exists()  # the loop's checkpoints hold the search
+    assert sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir()) == ["step_3", "step_4"]
     tree = json.loads((tmp_path / "full" / "tree.json").read_text())
     final = tree["nodes"][tree["final"]]["prompt"]
     assert (tmp_path / "full" / "prompt.txt").read_text() == summary["best_prompt"] == final
+    assert summary["dev_accuracy"] == pytest.approx(hashed(final)) == summary["details"]["reward"]
     assert summary["test_accuracy"] == pytest.approx(hashed(summary["best_prompt"]))
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 4] and "eval/test_accuracy" in records[-1]
+    # the loop's evaluation of the final prompt is its reward (dev is the reward split): no extra query
+    assert all(r["eval/final_accuracy"] == r["charts/final_reward"] for r in records[:4])
+    assert sorted(dev_prompts(target)) == sorted(n["prompt"] for n in tree["nodes"])  # each scored on dev once
 
     run(tmp_path / "resumed", 2)
     with pytest.raises(ValueError, match="already holds a run"):
@@ -317,18 +341,15 @@ def test_train_writes_outputs_and_resume_continues_the_same_search(tmp_path):
     resumed = run(tmp_path / "resumed", 4, resume=True)
     assert json.loads((tmp_path / "resumed" / "tree.json").read_text()) == tree
     assert resumed["best_prompt"] == summary["best_prompt"]
-    # the query count carries over the resume (a fresh target starts at 0) and ignores a shared target's earlier use
+    # the query count carries over the resume (a fresh target starts at 0)
     assert resumed["target_queries"] == summary["target_queries"] > 0
     resumed_records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
-    def search_queries(rows):
+    def search_queries(rows):  # the finished 2-step run's test row stays before the resumed steps
         return [r["target_queries"] for r in rows if "charts/evaluations" in r]
     assert search_queries(resumed_records) == search_queries(records)
     shared = fake_target()
-    shared.stats.sequences = 10_000  # another run used this target before
-    cfg = PromptAgentConfig(steps=4, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1,
-                            max_target_queries=summary["target_queries"] + 1)
-    again = train_promptagent(cfg, tmp_path / "shared", target=shared, optimizer=scripted_optimizer(seeded=True), task=TASK)
-    assert again["stop_reason"] != "max_target_queries" and again["target_queries"] == summary["target_queries"]
+    shared.stats.sequences = 10_000  # another run used this target before: its queries are not this run's
+    assert run(tmp_path / "shared", 4, target=shared)["target_queries"] == summary["target_queries"]
 
 
 def test_a_target_cache_answers_a_repeated_search_without_querying_the_target(tmp_path):
@@ -342,24 +363,79 @@ def test_a_target_cache_answers_a_repeated_search_without_querying_the_target(tm
     assert second.stats.cache_hits >= first.stats.sequences and b["best_prompt"] == a["best_prompt"]
 
 
-def test_a_search_saved_before_the_rename_resumes(tmp_path):
-    """search_state.json written when the length was called iterations (and configs had no task_columns)."""
-    def run(steps, resume=False):
-        cfg = PromptAgentConfig(steps=steps, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=1)
-        return train_promptagent(cfg, tmp_path / "run", resume=resume, target=fake_target(),
-                                 optimizer=scripted_optimizer(seeded=True), task=TASK)
+@pytest.mark.parametrize("search", SEARCHES)
+def test_step_cost_bounds_the_target_sequences_of_every_iteration(search):
+    target = fake_target(by_depth, generate=request_named)  # the optimizer LM is the target: its requests count too
+    cfg = PromptAgentConfig(search=search, steps=8, max_evaluations=30, error_batch_size=4, depth_limit=3,
+                            min_depth=1, beam_width=2, eval_test=False)
+    a = make_agent(cfg, target, task=TASK)
+    assert a.optimizer is target
+    if search == "mcts":  # root (1 + 9 new prompts) x 10 dev examples + 5 expansions x 10 predictions + 30 requests
+        assert a.step_cost() == (1 + 9) * N + 5 * 10 + 2 * 3 * 5 == 180
+    used = []
+    while a.iteration < cfg.steps and a.exhausted() is None:
+        bound, before = a.step_cost(), target.stats.sequences
+        a.step()
+        used.append((target.stats.sequences - before, bound))
+    assert len(used) > 2 and all(0 < spent <= bound for spent, bound in used[:1]) and all(s <= b for s, b in used)
 
-    run(2)
-    state = json.loads((tmp_path / "run" / "search_state.json").read_text())
-    state["config"]["iterations"] = state["config"].pop("steps")
-    del state["config"]["task_columns"]
-    (tmp_path / "run" / "search_state.json").write_text(json.dumps(state))
-    with pytest.warns(FutureWarning, match="'iterations' is deprecated, read as 'steps'"):
-        assert run(3, resume=True)["steps"] == 3
-    with pytest.raises(ValueError, match=r"differs from the saved search in \['seed'\]"):
-        train_promptagent(PromptAgentConfig(steps=4, max_evaluations=100, error_batch_size=N, depth_limit=3, seed=2),
-                          tmp_path / "run", resume=True, target=fake_target(), optimizer=scripted_optimizer(seeded=True),
-                          task=TASK)
+
+def budget_run(path, *, resume=False, target=None, **overrides):
+    """A PromptAgent run whose optimizer LM is the (stateless, scripted) target itself, rewards rising with depth."""
+    cfg = PromptAgentConfig(**{"steps": 8, "max_evaluations": 60, "error_batch_size": 4, "depth_limit": 4,
+                               "min_depth": 1, "seed": 2, "checkpoint_every": 2, "eval_test": False, **overrides})
+    return train_promptagent(cfg, path, resume=resume, target=target or fake_target(by_depth, generate=request_named),
+                             task=TASK)
+
+
+def test_the_query_budget_stops_the_search_before_an_iteration_that_could_pass_it(tmp_path):
+    free = fake_target(by_depth, generate=request_named)
+    unlimited = budget_run(tmp_path / "free", target=free)
+    assert unlimited["stop_reason"] == "steps" and unlimited["target_queries"] == free.stats.sequences
+    # the search's own check used to start an iteration below the limit: step 7 went from 197 to 291 sequences past
+    # 280; the loop stops before an iteration whose bound (the first's is 226: 13 new prompts x 10 dev examples +
+    # 6 expansions x 10 predictions + 36 requests) could pass it
+    limit = 280
+    target = fake_target(by_depth, generate=request_named)
+    summary = budget_run(tmp_path / "limited", target=target, max_target_queries=limit)
+    assert summary["stop_reason"] == "max_target_queries" and 1 <= summary["steps"] < 8
+    assert summary["target_queries"] == target.stats.sequences <= limit
+    rows = [json.loads(line) for line in (tmp_path / "limited" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, summary["steps"] + 1))
+    with pytest.raises(ConfigError, match="max_target_queries=50 cannot pay for PromptAgent's first iteration"):
+        budget_run(tmp_path / "tiny", max_target_queries=50)
+
+
+@pytest.mark.parametrize("search, limit", [("mcts", 500), ("greedy", 300)])
+def test_a_killed_run_resumes_to_the_straight_runs_result(tmp_path, search, limit):
+    """Killed in step 6 or 7 and resumed from step 4: the same metrics, tree and summary as a straight run, down to the
+    query counts and the budget's stop (greedy re-expands the root at step 5: the saved predictions are reused)."""
+    def rows(path):
+        return [{k: v for k, v in json.loads(line).items() if k != "perf/wall_seconds"}
+                for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+    straight_target = fake_target(by_depth, generate=request_named)
+    settings = {"max_target_queries": limit, "checkpoint_every": 4, "search": search}
+    straight = budget_run(tmp_path / "straight", target=straight_target, **settings)
+    assert straight["stop_reason"] == "max_target_queries" and straight["steps"] >= 4
+    calls, kill_at = itertools.count(), 3 * len(sum(straight_target.generated, [])) // 4
+
+    def dying(text, sample, seed):
+        if next(calls) == kill_at:
+            raise KeyboardInterrupt("killed")
+        return request_named(text, sample, seed)
+
+    path = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        budget_run(path, target=fake_target(by_depth, generate=dying), **settings)
+    newest = max(int(p.name.split("_")[1]) for p in (path / "checkpoints").iterdir())
+    assert newest == 4 and rows(path)[-1]["step"] > 4  # the resume drops the metrics after step 4 and redoes them
+    resumed = budget_run(path, resume=True, **settings)
+    ignored = ("run_dir", "wall_seconds")
+    assert {k: v for k, v in resumed.items() if k not in ignored} == {k: v for k, v in straight.items()
+                                                                      if k not in ignored}
+    assert rows(path) == rows(tmp_path / "straight")
+    assert (path / "tree.json").read_text() == (tmp_path / "straight" / "tree.json").read_text()
 
 
 def test_error_driven_revision_is_a_prompt_edit_action():
