@@ -2,8 +2,8 @@
 (Wang et al. 2023, "PromptAgent: Strategic Planning with Language Models Enables Expert-level Prompt
 Optimization"), plus greedy, beam and APE (Zhou et al. 2023) baselines over the same budget.
 
-This module holds the typed config and the run entry point (:func:`train_promptagent`, ``method:
-promptagent``); the searches are in :mod:`rlprompt.policies.promptagent_search`, the tree and its math in
+This module holds the typed config, the search as a method of the one run loop (:class:`PromptAgentMethod`,
+:mod:`rlprompt.loop`) and the run entry point (:func:`train_promptagent`, ``method: promptagent``); the searches are in :mod:`rlprompt.policies.promptagent_search`, the tree and its math in
 :mod:`rlprompt.policies.promptagent_tree` (both re-exported here). MCTS follows the official code
 (XinyuanWangCS/PromptAgent): UCT with ``ln(N_parent + 1)``, back-propagation of the sum of future rewards along the
 path, min-threshold pruning, and an early stop of a simulation only on a strictly better reward than every node
@@ -261,5 +261,6 @@ def train_promptagent(cfg: PromptAgentConfig, run_dir: str | Path | RunDir, resu
                        dev_accuracy=final.reward if cfg.reward_split == "dev" else None)
 
 
-__all__ = ["SEARCHES", "Node", "PromptAgent", "PromptAgentConfig", "PromptAgentMethod", "backpropagate", "build_task", "make_agent",
-           "parse_proposals", "plot_tree", "pruned", "select_final", "simulation_best", "train_promptagent", "uct"]
+__all__ = ["SEARCHES", "Node", "PromptAgent", "PromptAgentConfig", "PromptAgentMethod", "backpropagate", "build_task",
+           "make_agent", "parse_proposals", "plot_tree", "pruned", "select_final", "simulation_best", "train_promptagent",
+           "uct"]
