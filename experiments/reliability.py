@@ -216,16 +216,6 @@ KILL_RUNS: dict[str, tuple[str, Callable[[Path], dict], int, str, tuple[str, ...
 }
 
 
-def progress(run_dir: Path) -> int:
-    """The step a resume would continue from: the newest intact checkpoint, or PromptAgent's saved iteration."""
-    state = run_dir / "search_state.json"
-    try:
-        saved = json.loads(state.read_text(encoding="utf-8"))["agent"]["iteration"] if state.is_file() else 0
-    except (ValueError, KeyError):  # read while being replaced: the previous state still counts
-        saved = 0
-    return max(saved, newest_valid_checkpoint(run_dir))
-
-
 # What differs between two runs of one seed by design rather than by what they learned: wall-clock figures,
 # target queries (a resumed process starts with an empty in-memory score cache) and the run directory.
 VOLATILE = re.compile(r"seconds|runtime|per_second|_time$|wall|target_queries|^run_dir$")
@@ -306,9 +296,9 @@ def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
         if attempt < kills:
             # the last kill lands after the final checkpoint (while the run evaluates and writes its summary),
             # the window where a resume must not train again; the others after any newer checkpoint
-            start = updates - 1 if attempt == kills - 1 else progress(run_dir)
+            start = updates - 1 if attempt == kills - 1 else newest_valid_checkpoint(run_dir)
             try:
-                wait_for(lambda: progress(run_dir) > start, proc, 600)
+                wait_for(lambda: newest_valid_checkpoint(run_dir) > start, proc, 600)
                 time.sleep(rng.uniform(0.0, 1.5))
                 proc.send_signal(signal.SIGKILL)  # a no-op when the run has just ended by itself
             except RuntimeError:  # the run ended before a newer checkpoint: nothing left to kill
@@ -317,7 +307,7 @@ def kill_and_resume(work: Path, seed: int, method: str, kills: int) -> dict:
         if proc.returncode != -signal.SIGKILL:
             done, error = proc.returncode == 0, last_line(err)
             break
-        kill_steps.append(progress(run_dir))
+        kill_steps.append(newest_valid_checkpoint(run_dir))
         logged = {r["step"] for r in RunDir(run_dir, resume=True).read_metrics()}
         redone += max(0, max(logged, default=0) - kill_steps[-1])
     if reference.returncode == 0 and done:
