@@ -267,7 +267,8 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
               rewriter: tuple[Any, Any] | None = None, embedder: Embedder | None = None, target: Target | None = None,
               task: ClassificationTask | None = None) -> dict[str, Any]:
     """Train the rewriter's LoRA adapter with DPO or Sem-DPO (by ``type(cfg).method``) and return the run's summary
-    (:class:`~rlprompt.runs.RunResult`).
+    (:class:`~rlprompt.runs.RunResult`). The run is a :class:`~rlprompt.loop.RunLoop` driving trl's Trainer through
+    its callback adapter; the pairs are scored as PRewrite's reward is (:func:`build_preferences`).
 
     ``run_dir`` receives config.yaml, metrics.jsonl, ``pair_weights.json`` (Sem-DPO's raw W; the loss weighs a
     pair by ``W * weight_scale``, the summary's ``weight_scale`` being 1 / mean W under ``normalize_weights``),
