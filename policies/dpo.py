@@ -54,13 +54,14 @@ from rlprompt.enhancer import PromptEnhancer, describe_evaluation, rewriter_eval
 from rlprompt.errors import ConfigError, DataError
 from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, cosine_similarity
-from rlprompt.runs import QueryBudget, RunClock, RunResult, train_or_finish, trainer_checkpoint_sealer, trainer_logger
+from rlprompt.loop import RunLoop
+from rlprompt.runs import QueryBudget, train_or_finish, trainer_checkpoint_sealer
 from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
 from rlprompt.policies.preferences import build_preferences, build_task, load_preferences, originals_for, pair_weights
 from rlprompt.models import peft_deprecations_silenced
-from rlprompt.policies.rewriter import RewriterConfig, load_rewriter, lora_config, open_trainer_run
+from rlprompt.policies.rewriter import RewriterConfig, load_rewriter, lora_config
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -266,7 +267,8 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
               rewriter: tuple[Any, Any] | None = None, embedder: Embedder | None = None, target: Target | None = None,
               task: ClassificationTask | None = None) -> dict[str, Any]:
     """Train the rewriter's LoRA adapter with DPO or Sem-DPO (by ``type(cfg).method``) and return the run's summary
-    (:class:`~rlprompt.runs.RunResult`).
+    (:class:`~rlprompt.runs.RunResult`). The run is a :class:`~rlprompt.loop.RunLoop` driving trl's Trainer through
+    its callback adapter; the pairs are scored as PRewrite's reward is (:func:`build_preferences`).
 
     ``run_dir`` receives config.yaml, metrics.jsonl, ``pair_weights.json`` (Sem-DPO's raw W; the loss weighs a
     pair by ``W * weight_scale``, the summary's ``weight_scale`` being 1 / mean W under ``normalize_weights``),
@@ -288,24 +290,22 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     from trl import DPOTrainer
 
     semantic = type(cfg).method == "sem-dpo"
-    run, checkpoint = open_trainer_run(cfg, run_dir, resume)
-    clock = RunClock(run)
-    target = cfg.build_target(target)  # built once: it scores the preference pairs and the trained rewriter
+    loop = RunLoop(cfg, run_dir, resume=resume, target=target, checkpoints="trainer", desc=f"{type(cfg).method} steps")
+    run, target = loop.run_dir, loop.target  # built once: it scores the preference pairs and the trained rewriter
     task = task or build_task(cfg, target)
     stats_file = run.file("preference_stats.json")
     built = json.loads(stats_file.read_text(encoding="utf-8")) if resume and stats_file.is_file() else {}
-    budget = QueryBudget(target, cfg.max_target_queries, built.get("target_queries", 0))
+    if built:  # the pairs' queries, spent before the first checkpoint
+        loop.budget.before = built["target_queries"]
     originals = list(cfg.eval_originals or originals_for(cfg))
     final_cost = 2 * len(originals) * len(task.split("dev" if "dev" in task.splits else "train"))
     if not Path(cfg.preferences).is_file():
         from rlprompt.targets.hf import HFTarget
 
-        built = _build_within_budget(cfg, budget, final_cost, task=task, target=target,
+        built = _build_within_budget(cfg, loop.budget, final_cost, task=task, target=target,
                                      rewriter=HFTarget.from_loaded(*rewriter) if rewriter is not None else None)
         run.write_json("preference_stats.json", built)
-    elif not budget.affords(final_cost):
-        raise ConfigError(f"max_target_queries={cfg.max_target_queries} cannot pay for the final evaluation of "
-                          f"{type(cfg).method} ({final_cost} sequences): raise it, or evaluate fewer originals")
+    last = loop.affordable_steps(0, final_cost)  # training steps query no target
     dataset = load_preferences(cfg.preferences)
     weights, scale = None, 1.0
     if semantic:
@@ -319,27 +319,26 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
         dataset = dataset.add_column("weight", (weights * scale).tolist())
     model, tokenizer = load_rewriter(cfg, rewriter)
     trainer_cls = _trainer_class() if semantic else DPOTrainer
-    logger = trainer_logger(run, budget.spent, lambda: {"perf/wall_seconds": clock()}, desc=f"{type(cfg).method} steps")
     with peft_deprecations_silenced():
         trainer = trainer_cls(model=model, args=_trl_config(cfg, run.path / "checkpoints"), train_dataset=dataset,
                               processing_class=tokenizer, peft_config=lora_config(cfg),
-                              callbacks=[logger, trainer_checkpoint_sealer()])
+                              callbacks=[loop.trainer_callback(), trainer_checkpoint_sealer()])
     start = time.perf_counter()
-    train_or_finish(trainer, checkpoint, cfg.steps)
+    with loop.budget:
+        train_or_finish(trainer, loop.checkpoint, last)
     train_seconds = time.perf_counter() - start
     # never worse than none: the originals are scored beside their greedy rewrites on dev, and the saved
     # enhancer is the identity unless the rewrites beat them
     model = trainer.accelerator.unwrap_model(trainer.model)
-    with budget:
+    with loop.budget:
         figures = evaluate_rewriter(model, tokenizer, cfg, originals, target=target, task=task, embedder=embedder)
     details: dict[str, Any] = {"pairs": len(dataset), "train_seconds": train_seconds,
                                "mean_weight": float(np.mean(weights)) if weights is not None else 1.0,
                                "weight_scale": scale, "skipped_originals": built.get("skipped_originals", 0)}
     if cfg.eval_originals:
         details.update(figures)
-        run.log(trainer.state.global_step, {"eval/reward": figures["eval_reward"],
-                                            "eval/similarity": figures["eval_similarity"]},
-                target_queries=budget.spent())
+        loop.log(trainer.state.global_step, {"eval/reward": figures["eval_reward"],
+                                             "eval/similarity": figures["eval_similarity"]})
     evaluation = rewriter_evaluation(originals, figures["eval_original_accuracies"],
                                      {"greedy": (figures["eval_rewrites"], figures["eval_accuracies"])},
                                      deployed="greedy", metric=f"{figures['eval_split']}_accuracy",
@@ -354,15 +353,10 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     deployed, accuracies = ((originals, figures["eval_original_accuracies"]) if enhancer.identity
                             else (figures["eval_rewrites"], figures["eval_accuracies"]))
     best = int(np.argmax(accuracies))
-    run.write_prompt(deployed[best])
-    summary = RunResult(
-        method=type(cfg).method, best_prompt=deployed[best],
-        dev_accuracy=accuracies[best] if figures["eval_split"] == "dev" else None, target_queries=budget.spent(),
-        steps=trainer.state.global_step, wall_seconds=clock(), details=details,
-        stop_reason="max_target_queries" if built.get("skipped_originals") else "steps",
-    ).write(run)
-    run.close()
-    return summary
+    return loop.finish(best_prompt=deployed[best],
+                       dev_accuracy=accuracies[best] if figures["eval_split"] == "dev" else None, details=details,
+                       steps=trainer.state.global_step,
+                       stop_reason="max_target_queries" if built.get("skipped_originals") else "steps")
 
 
 def _build_within_budget(cfg: DPOMethodConfig, budget: QueryBudget, reserve: int, *, task: ClassificationTask,

@@ -2,7 +2,8 @@
 
 :func:`build_preferences` samples several rewrites of each original instruction from a rewriter LM (a chat
 meta-prompt, PRewrite's by default, Kong et al. 2024), scores every rewrite with the task reward of the frozen
-target on one shared minibatch (:class:`~rlprompt.rewards.ClassificationReward`, Deng et al. 2022), and keeps
+target on one shared minibatch (Deng et al. 2022) as PRewrite's GRPO reward does, one step of
+``rlprompt/PromptRewrite-v0`` per original (:class:`~rlprompt.policies.prewrite.RewriteReward`), and keeps
 (chosen, rejected) pairs whose reward differs by at least ``margin`` (:func:`preference_pairs`); it writes them as
 JSONL in trl's conversational preference format, which :func:`load_preferences` reads back.
 :func:`pair_weights` gives Sem-DPO's weight of each pair (Mohamed et al. 2025), computed once before training.
@@ -20,12 +21,12 @@ from tqdm.auto import tqdm
 
 from rlprompt.enhancer import clean_rewrite
 from rlprompt.errors import ConfigError, DataError
-from rlprompt.rewards import ClassificationReward
 from rlprompt.rewards.semantic import Embedder, semantic_weights
 from rlprompt.runs import write_atomic
 from rlprompt.targets import Target, make_target
 from rlprompt.tasks import ClassificationTask
 
+from rlprompt.policies.prewrite import RewriteReward
 from rlprompt.policies.rewriter import rewriter_task
 
 if TYPE_CHECKING:
@@ -110,8 +111,8 @@ def build_preferences(cfg: DPOMethodConfig, *, target: Target | None = None, rew
     target = cfg.build_target(target)
     task = task or build_task(cfg, target)
     rewriter = rewriter or make_target(cfg.rewriter_model, dtype="float32", device=cfg.device)
-    reward = ClassificationReward.from_task(target, task, "train", batch_size=min(cfg.input_batch_size,
-                                            len(task.split("train"))), kind=cfg.reward, seed=cfg.seed)
+    reward = RewriteReward(target, task, kind=cfg.reward, stabilizer="none", batch_size=cfg.input_batch_size,
+                           seed=cfg.seed, tokenizer=getattr(rewriter, "tokenizer", None))
     rows = []
     originals = originals_for(cfg)
     for n, original in enumerate(tqdm(originals, desc="preference pairs", unit="original", dynamic_ncols=True)):
@@ -121,7 +122,7 @@ def build_preferences(cfg: DPOMethodConfig, *, target: Target | None = None, rew
         candidates = [c for c in dict.fromkeys(clean_rewrite(s) for s in samples) if c]
         if len(candidates) < 2:
             continue
-        scores = reward(None, candidates)
+        scores, _ = reward.score(candidates, instruction=original)
         for c, r in preference_pairs(candidates, scores, cfg.margin, cfg.max_pairs_per_original):
             rows.append({"prompt": meta_messages(cfg, original),
                          "chosen": [{"role": "assistant", "content": candidates[c]}],

@@ -10,8 +10,9 @@ Inference: PRewrite-I keeps the greedy rewrite, PRewrite-S samples ``K`` rewrite
 the initial instruction is scored beside them, so a run never deploys a rewrite that does worse on dev.
 
 Layout: :class:`PRewriteConfig` (its rewriter fields, meta-prompt and chat template are shared with DPO in
-:mod:`rlprompt.policies.rewriter`), :class:`RewriteReward`, :class:`PRewriteGRPOTrainer` (generation in eval mode
-with a KV cache), the inference functions and :func:`train_prewrite`.
+:mod:`rlprompt.policies.rewriter`), :class:`RewriteReward` (the GRPO reward: one step of
+``rlprompt/PromptRewrite-v0`` per group of rewrites), :class:`PRewriteGRPOTrainer` (generation in eval mode with a
+KV cache), the inference functions and :func:`train_prewrite` (on :class:`~rlprompt.loop.RunLoop`).
 Run under accelerate with ``accelerate launch --num_processes 1 --cpu -m rlprompt.policies.prewrite CONFIG --run-dir DIR``.
 """
 
@@ -32,17 +33,18 @@ import torch
 from rlprompt.config import check_positive
 from rlprompt.devices import resolve_device
 from rlprompt.enhancer import clean_rewrite, describe_evaluation, rewriter_evaluation
-from rlprompt.errors import ConfigError
-from rlprompt.rewards import ClassificationReward, check_stabilizer, make_stabilizer
+from rlprompt.loop import RunLoop
+from rlprompt.rewards import check_stabilizer
 from rlprompt.rewards.protocol import checked, completion_texts
-from rlprompt.runs import (QueryBudget, RunClock, RunResult, train_or_finish, trainer_checkpoint_sealer, trainer_checkpoint_step,
-                           trainer_logger)
+from rlprompt.runs import train_or_finish, trainer_checkpoint_sealer, write_atomic
 from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
 from rlprompt.models import peft_deprecations_silenced
-from rlprompt.policies.rewriter import (ANSWER_PREFIX, RewriterConfig, load_rewriter, lora_config, open_trainer_run,
-                                        rewriter_task)
+from rlprompt.policies.rewriter import ANSWER_PREFIX, RewriterConfig, load_rewriter, lora_config, rewriter_task
+
+REWARD_STATE_FILE = "prewrite_state.json"
+"""The reward's minibatch sampler state inside each trl checkpoint (:meth:`RewriteReward.state_dict`)."""
 
 INITIAL_INSTRUCTIONS = {
     "sentiment": "Classify the sentiment of the movie review as negative or positive.",
@@ -118,9 +120,14 @@ def initial_instruction(cfg: PRewriteConfig, task: ClassificationTask) -> str:
 
 
 class RewriteReward:
-    """trl reward ``f(prompts, completions, **columns)``: each rewrite (cleaned with :func:`clean_rewrite`)
-    is filled into the task template as the instruction and scored by the frozen target on one minibatch
-    of train inputs shared by all completions of the call (:class:`ClassificationReward`), then stabilized.
+    """trl reward ``f(prompts, completions, **columns)`` of PRewrite (Kong et al. 2024): the group of rewrites
+    (each cleaned with :func:`clean_rewrite`) is one :meth:`~rlprompt.envs.PromptRewriteEnv.step_group` of
+    ``rlprompt/PromptRewrite-v0``: each rewrite is filled into the task template as the instruction and scored by the
+    frozen target on one minibatch of train inputs shared by the whole group, then stabilized. Under trl it reports
+    the group's minibatch figures (``minibatch_accuracy_mean``/``_max``, ``raw_reward_mean``/``_std``,
+    ``rewrite_words``) through the ``log_metric`` trl passes; :meth:`score` is the same step for rewrites already
+    cleaned (DPO's preference pairs). ``tokenizer`` gives the env its observation (the instruction's token ids; the
+    rewriter's own tokenizer), else the target's.
 
     ``history`` keeps ``(step, rewrite, accuracy on the minibatch)`` of every scored rewrite.
     """
@@ -128,38 +135,46 @@ class RewriteReward:
     __name__ = "prewrite"
 
     def __init__(self, target: Target, task: ClassificationTask, *, kind: str = "gap", stabilizer: str = "input_zscore",
-                 batch_size: int = 16, seed: int = 0) -> None:
-        train = task.split("train")
-        self.base = ClassificationReward(target, task.template, task.verbalizers, train.texts, train.labels,
-                                         batch_size=min(batch_size, len(train)), kind=kind, seed=seed)
-        self.reward = make_stabilizer(stabilizer, self.base)
+                 batch_size: int = 16, seed: int = 0, tokenizer: Any = None) -> None:
+        from rlprompt.envs import PromptRewriteEnv
+
+        self.env = PromptRewriteEnv(task, target, reward=kind, stabilizer=stabilizer, seed=seed, charset=None,
+                                    batch_size=min(batch_size, len(task.split("train"))), tokenizer=tokenizer)
+        self.batch_size = self.env.scorer.base_reward.batch_size
         self.history: list[tuple[int, str, float]] = []
         self.calls = 0
-        self.last: dict[str, float] = {}
 
     def __call__(self, prompts: Sequence[Any] | None, completions: Sequence[Any], **columns: Any) -> list[float | None]:
         rewrites = [clean_rewrite(t) for t in completion_texts(completions)]
-        stabilized, scores = self.reward.rewards_with_scores(rewrites)
-        values = checked(self.__name__, rewrites, stabilized.tolist())
-        accuracy, raw = scores.accuracy, scores.values.mean(axis=1)
-        step = getattr(columns.get("trainer_state"), "global_step", self.calls)
-        self.history.extend((int(step), r, float(a)) for r, a in zip(rewrites, accuracy))
-        self.calls += 1
-        self.last = {"charts/minibatch_accuracy_mean": float(np.mean(accuracy)),
-                     "charts/minibatch_accuracy_max": float(np.max(accuracy)),
-                     "charts/raw_reward_mean": float(np.mean(raw)), "charts/raw_reward_std": float(np.std(raw)),
-                     "charts/rewrite_words": float(np.mean([len(r.split()) for r in rewrites]))}
-        if callable(columns.get("log_metric")):
-            for key, value in self.last.items():
-                columns["log_metric"](key.split("/", 1)[1], value)
+        values, infos = self.score(rewrites, step=getattr(columns.get("trainer_state"), "global_step", None))
+        log_metric = columns.get("log_metric")
+        if callable(log_metric):
+            accuracy, raw = [i["accuracy"] for i in infos], [i["raw_reward"] for i in infos]
+            for key, value in {"minibatch_accuracy_mean": np.mean(accuracy), "minibatch_accuracy_max": np.max(accuracy),
+                               "raw_reward_mean": np.mean(raw), "raw_reward_std": np.std(raw),
+                               "rewrite_words": np.mean([len(r.split()) for r in rewrites])}.items():
+                log_metric(key, float(value))
         return values
+
+    def score(self, rewrites: Sequence[str], *, instruction: str | None = None,
+              step: int | None = None) -> tuple[list[float | None], list[dict[str, Any]]]:
+        """The rewards of ``rewrites`` of ``instruction`` (default: the task's own) as one env step, and the step's
+        info per rewrite (``raw_reward``, ``accuracy``); recorded in :attr:`history` under ``step`` (default: the
+        number of calls so far)."""
+        self.env.reset(options={"instruction": self.env.instructions[0] if instruction is None else instruction})
+        _, rewards, _, _, infos = self.env.step_group(list(rewrites))
+        values = checked(self.__name__, rewrites, rewards.tolist())
+        step = self.calls if step is None else step
+        self.history.extend((int(step), r, info["accuracy"]) for r, info in zip(rewrites, infos))
+        self.calls += 1
+        return values, infos
 
     def state_dict(self) -> dict[str, Any]:
         """The minibatch sampler state and call count (JSON), for resuming."""
-        return {"rng": self.base.rng.bit_generator.state, "calls": self.calls}
+        return {"rng": self.env.scorer.base_reward.rng.bit_generator.state, "calls": self.calls}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.base.rng.bit_generator.state = state["rng"]
+        self.env.scorer.base_reward.rng.bit_generator.state = state["rng"]
         self.calls = int(state["calls"])
 
 
@@ -190,7 +205,7 @@ def _reward_state_saver(reward: RewriteReward) -> Any:
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir() and state.is_world_process_zero:
-                (folder / "prewrite_state.json").write_text(json.dumps(reward.state_dict()), encoding="utf-8")
+                write_atomic(folder / REWARD_STATE_FILE, json.dumps(reward.state_dict()))
 
     return RewardStateSaver()
 
@@ -253,8 +268,10 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     (:class:`~rlprompt.runs.RunResult`; ``details``: PRewrite-I and PRewrite-S with their dev accuracies, the
     initial instruction's, the template, whether the enhancer is the identity, training seconds).
 
-    ``run_dir`` receives config.yaml, metrics.jsonl (RunDir), ``checkpoints/checkpoint-<step>/`` (trl's
-    checkpoints: adapter safetensors, optimizer, trainer state, reward sampler state), ``prompt.txt`` (the
+    The run is a :class:`~rlprompt.loop.RunLoop` driving trl's Trainer through its callback adapter; the GRPO reward
+    of each step is a step of ``rlprompt/PromptRewrite-v0`` (:class:`RewriteReward`). ``run_dir`` receives
+    config.yaml, metrics.jsonl (RunDir), ``checkpoints/checkpoint-<step>/`` (trl's checkpoints: adapter
+    safetensors, optimizer, trainer state, the reward sampler's state, the loop's state), ``prompt.txt`` (the
     best of the initial instruction, PRewrite-I and PRewrite-S on dev; the initial one wins ties),
     ``rewrites.json`` and ``enhancer/`` (a PromptEnhancer storing those dev scores: the identity unless
     PRewrite-I, the rewrite it produces, beats the initial instruction; one line on stderr says which).
@@ -269,45 +286,30 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     from datasets import Dataset
     from rlprompt.enhancer import PromptEnhancer
 
-    run, checkpoint = open_trainer_run(cfg, run_dir, resume)
+    loop = RunLoop(cfg, run_dir, resume=resume, target=target, checkpoints="trainer", desc="prewrite steps")
     model, tokenizer = load_rewriter(cfg, rewriter)
-    target = cfg.build_target(target)
-    task = build_task(cfg, target)
-    reward = RewriteReward(target, task, kind=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
-                           seed=cfg.seed)
-    queries_before = 0  # target sequences this run had spent before this process (a resumed run goes on counting)
-    if checkpoint is not None:
-        state_file = checkpoint / "prewrite_state.json"
-        if state_file.is_file():
-            reward.load_state_dict(json.loads(state_file.read_text(encoding="utf-8")))
-        queries_before = max((r["target_queries"] for r in run.read_metrics()), default=0)
-    # the target may have served others before (a benchmark shares one): the budget counts this run's sequences
-    budget, clock = QueryBudget(target, cfg.max_target_queries, queries_before), RunClock(run)
-    step_cost = cfg.num_generations * reward.base.batch_size  # one group of rewrites, each on one minibatch
+    task = build_task(cfg, loop.target)
+    reward = RewriteReward(loop.target, task, kind=cfg.reward, stabilizer=cfg.stabilizer,
+                           batch_size=cfg.input_batch_size, seed=cfg.seed, tokenizer=tokenizer)
+    if loop.checkpoint is not None and (loop.checkpoint / REWARD_STATE_FILE).is_file():
+        reward.load_state_dict(json.loads((loop.checkpoint / REWARD_STATE_FILE).read_text(encoding="utf-8")))
     dev_examples = len(balanced_subset(task.split("dev").labels, cfg.dev_limit))
-    final_cost = (cfg.num_samples + 2) * dev_examples  # PRewrite-S's candidates, the initial one and PRewrite-I
-    if not budget.affords(final_cost):
-        raise ConfigError(f"max_target_queries={cfg.max_target_queries} cannot pay for PRewrite's final selection on "
-                          f"dev ({final_cost} sequences, {budget.spent()} spent already): raise it, or lower "
-                          f"num_samples or dev_limit")
+    # a step scores one group of rewrites, each on one minibatch; the final selection scores PRewrite-S's
+    # candidates, the initial instruction and PRewrite-I on dev
+    last = loop.affordable_steps(cfg.num_generations * reward.batch_size, (cfg.num_samples + 2) * dev_examples)
 
     messages = [{"role": "user", "content": cfg.meta_prompt.replace("{instruction}", task.prompt)}]
     dataset = Dataset.from_dict({"prompt": [messages] * (cfg.steps * cfg.num_generations)})
     on_cpu = resolve_device(cfg.device).type == "cpu"  # trl: use_cpu and fp32, else accelerate's device and bf16
-    args = _grpo_config(cfg, run.path / "checkpoints", on_cpu)
-    logger = trainer_logger(run, budget.spent, lambda: {**reward.last, "perf/wall_seconds": clock()},
-                            desc="prewrite steps")
+    args = _grpo_config(cfg, loop.run_dir.path / "checkpoints", on_cpu)
+    logger = loop.trainer_callback()  # the reward's minibatch figures reach it through trl's log_metric
     with peft_deprecations_silenced():
         trainer = _grpo_trainer_class()(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
                                         processing_class=tokenizer, peft_config=lora_config(cfg),
                                         callbacks=[logger, _reward_state_saver(reward), trainer_checkpoint_sealer()])
-    last = cfg.steps
-    if cfg.max_target_queries is not None:  # the steps the budget pays for, decided once: the same in every process
-        done = trainer_checkpoint_step(checkpoint) if checkpoint is not None else 0
-        last = min(last, done + (cfg.max_target_queries - budget.spent() - final_cost) // step_cost)
     start = time.perf_counter()
-    with budget:
-        train_or_finish(trainer, checkpoint, last)
+    with loop.budget:
+        train_or_finish(trainer, loop.checkpoint, last)
     train_seconds = time.perf_counter() - start
     if not trainer.accelerator.is_main_process:
         return {}
@@ -318,9 +320,9 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
                               max_new_tokens=cfg.max_completion_length,
                               info={"task": task.name, "initial_instruction": task.prompt, "template": task.template,
                                     "verbalizers": list(task.verbalizers)})
-    score = dev_scorer(target, task, cfg.dev_limit)
+    score = dev_scorer(loop.target, task, cfg.dev_limit)
     rewrite_i = prewrite_i(enhancer, task.prompt)
-    with budget:
+    with loop.budget:
         rewrite_s, sampled = prewrite_s(enhancer, task.prompt, score, k=cfg.num_samples,
                                         temperature=cfg.sample_temperature, seed=cfg.seed)
         initial_acc, acc_i = score([task.prompt, rewrite_i])
@@ -331,28 +333,21 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     enhancer.evaluation = rewriter_evaluation(
         [task.prompt], [initial_acc], {"prewrite_i": ([rewrite_i], [acc_i]),
                                        "prewrite_s": ([rewrite_s], [sampled[rewrite_s]])},
-        deployed="prewrite_i", metric="dev_accuracy",
-        examples=len(balanced_subset(task.split("dev").labels, cfg.dev_limit)))
+        deployed="prewrite_i", metric="dev_accuracy", examples=dev_examples)
     print(f"prewrite: {describe_evaluation(enhancer.evaluation)}", file=sys.stderr, flush=True)
-    run.write_prompt(best)
-    enhancer.save_pretrained(run.path / "enhancer")
+    enhancer.save_pretrained(loop.run_dir.path / "enhancer")
     seconds = logger.step_seconds
-    run.log(trainer.state.global_step, {"eval/initial_accuracy": initial_acc, "eval/prewrite_i_accuracy": acc_i,
-                                        "eval/prewrite_s_accuracy": sampled[rewrite_s]},
-            target_queries=budget.spent())
-    run.write_json("rewrites.json", {"prewrite_s_candidates": sampled, "history": reward.history})
-    summary = RunResult(
-        method=cfg.method, best_prompt=best, dev_accuracy=scored[best], target_queries=budget.spent(),
-        steps=trainer.state.global_step, wall_seconds=clock(),
+    loop.log(trainer.state.global_step, {"eval/initial_accuracy": initial_acc, "eval/prewrite_i_accuracy": acc_i,
+                                         "eval/prewrite_s_accuracy": sampled[rewrite_s]})
+    loop.run_dir.write_json("rewrites.json", {"prewrite_s_candidates": sampled, "history": reward.history})
+    return loop.finish(
+        best_prompt=best, dev_accuracy=scored[best], steps=trainer.state.global_step,
         stop_reason="max_target_queries" if trainer.state.global_step < cfg.steps else "steps",
         details={"train_seconds": train_seconds, "seconds_per_step": float(np.mean(seconds)) if seconds else None,
                  "initial_instruction": task.prompt, "initial_dev_accuracy": initial_acc, "prewrite_i": rewrite_i,
                  "prewrite_i_dev_accuracy": acc_i, "prewrite_s": rewrite_s,
                  "prewrite_s_dev_accuracy": sampled[rewrite_s], "enhancer_identity": enhancer.identity,
-                 "template": task.template, "verbalizers": list(task.verbalizers)},
-    ).write(run)
-    run.close()
-    return summary
+                 "template": task.template, "verbalizers": list(task.verbalizers)})
 
 
 def _grpo_config(cfg: PRewriteConfig, output_dir: Path, on_cpu: bool):

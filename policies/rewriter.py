@@ -5,21 +5,19 @@ scored by a frozen target in its own chat format.
 :class:`RewriterConfig` holds the fields both methods share (rewriter model, meta-prompt, LoRA adapter, reward,
 checkpoints, seed); :func:`chat_template` renders the target's chat format (from :func:`template_tokenizer`) as a
 task template;
-:func:`rewriter_task` loads the task the rewrites are scored on; :func:`open_trainer_run` opens a trl run directory
-and finds the checkpoint it resumes from; :func:`load_rewriter` and :func:`lora_config` give the model and adapter.
+:func:`rewriter_task` loads the task the rewrites are scored on; :func:`load_rewriter` and :func:`lora_config` give the
+model and adapter. Both methods' runs are a :class:`~rlprompt.loop.RunLoop` driving a trl Trainer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-from rlprompt.config import TaskTargetConfig, check_positive, check_resume_config, dump_config
-from rlprompt.errors import ConfigError, DataError
+from rlprompt.config import TaskTargetConfig, check_positive
+from rlprompt.errors import ConfigError
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
-from rlprompt.runs import RunDir, resume_trainer_checkpoint, seed_everything, trainer_checkpoint_step
 from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
 
@@ -124,25 +122,6 @@ def rewriter_task(cfg: RewriterConfig, splits: Sequence[str], *, target: Target 
     return task
 
 
-def open_trainer_run(cfg: RewriterConfig, run_dir: str | Path, resume: bool) -> tuple[RunDir, Path | None]:
-    """The run directory of a trl-trained rewriter, its ``config.yaml`` written (on ``resume``, first checked
-    against the one it holds) and every generator seeded, plus the newest intact trl checkpoint under
-    ``<run>/checkpoints`` to resume from (None for a fresh run), the run's training metrics logged after that
-    checkpoint's step dropped (they are taken again); a :class:`~rlprompt.errors.DataError` for a run to resume
-    that has metrics but no such checkpoint."""
-    run = RunDir(run_dir, resume=resume)
-    if resume and (run.path / "config.yaml").is_file():
-        check_resume_config(run.read_config(), cfg)
-    run.write_config(dump_config(cfg))
-    seed_everything(cfg.seed)
-    checkpoint = resume_trainer_checkpoint(run.path / "checkpoints") if resume else None
-    if resume and checkpoint is None and run.read_metrics():
-        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no intact trl checkpoint")
-    if checkpoint is not None:
-        run.truncate_to(trainer_checkpoint_step(checkpoint), training_only=True)
-    return run, checkpoint
-
-
 def load_rewriter(cfg: RewriterConfig, rewriter: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
     """The rewriter (model, tokenizer): ``rewriter`` when given (tests pass a tiny one), else ``cfg.rewriter_model``
     in float32; a tokenizer without a pad token pads with its end-of-sequence token."""
@@ -161,4 +140,4 @@ def lora_config(cfg: RewriterConfig) -> Any:
 
 
 __all__ = ["ANSWER_PREFIX", "META_PROMPT", "REWARDS", "RewriterConfig", "chat_template", "load_rewriter", "lora_config",
-           "open_trainer_run", "rewriter_task", "template_tokenizer"]
+           "rewriter_task", "template_tokenizer"]

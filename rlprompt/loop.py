@@ -259,17 +259,18 @@ class RunLoop:
     # -- trainer methods ---------------------------------------------------------------------------------
     def affordable_steps(self, step_cost: int, reserve: int = 0) -> int:
         """The last Trainer step the budget pays for when each step costs at most ``step_cost`` target sequences and
-        ``reserve`` stay for what follows training (a final selection): ``cfg.steps`` without a budget. A budget too
-        small for ``reserve`` alone is a :class:`~rlprompt.errors.ConfigError`. Decided once from the checkpoint's
+        ``reserve`` stay for what follows training (a final selection): ``cfg.steps`` without a budget, or for steps
+        that query no target (``step_cost`` 0, DPO's). A budget too small for ``reserve`` alone is a
+        :class:`~rlprompt.errors.ConfigError`. Decided once from the checkpoint's
         counts, so every process of a multi-process run decides the same."""
         if not self.budget.affords(reserve):
             raise ConfigError(f"max_target_queries={self.cfg.max_target_queries} cannot pay for the final selection "
                               f"({reserve} sequences, {self.budget.spent()} spent already): raise it or shrink the "
                               f"selection")
-        if self.budget.limit is None:
+        if self.budget.limit is None or step_cost <= 0:
             return self.cfg.steps
         left = self.budget.limit - self.budget.spent() - reserve
-        return min(self.cfg.steps, self.step + left // max(1, step_cost))
+        return min(self.cfg.steps, self.step + left // step_cost)
 
     def trainer_callback(self, extra: Callable[[], Mapping[str, float]] = dict) -> Any:
         """The adapter of a transformers ``Trainer`` to this loop: every logged step's numbers go through :meth:`log`

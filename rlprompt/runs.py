@@ -37,7 +37,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -688,7 +688,7 @@ def train_or_finish(trainer: Any, checkpoint: Path | None, steps: int) -> None:
                     control.should_training_stop = control.should_save = True
 
         trainer.add_callback(StopAt())
-        trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout: trainer_logger's bar shows them instead
+        trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout: the run loop's bar shows them instead
         from rlprompt.models import peft_deprecations_silenced
 
         with peft_deprecations_silenced():
@@ -700,59 +700,6 @@ def train_or_finish(trainer: Any, checkpoint: Path | None, steps: int) -> None:
 
     set_peft_model_state_dict(trainer.model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
     trainer.state.global_step = start
-
-
-def trainer_logger(run: RunDir, queries: Callable[[], int] = lambda: 0,
-                   extra: Callable[[], Mapping[str, float]] = dict, *, desc: str = "train", progress: bool = True) -> Any:
-    """A transformers ``TrainerCallback`` that writes each logged training step into ``run``'s metrics: numeric
-    values under ``losses/`` (loss and KL keys) or ``charts/``, plus ``extra()`` and ``perf/seconds_per_step``,
-    with the run's target queries so far (``queries()``), from the main process only. The Trainer's end-of-run
-    summary (``train_runtime``, ``train_loss``, ...) is not a step and goes to the run's summary instead; its
-    ``step_seconds`` holds the time of every step taken. With ``progress`` it shows one progress bar (steps, with
-    the latest reward or loss) on the main process."""
-    from transformers import TrainerCallback
-
-    class TrainerRunLogger(TrainerCallback):
-        def __init__(self) -> None:
-            self.step_seconds: list[float] = []
-            self._t0 = time.perf_counter()
-            self.bar: Any = None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            if progress and state.is_world_process_zero:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=desc, unit="step",
-                                dynamic_ncols=True)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            if self.bar is not None:
-                self.bar.close()
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self._t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.step_seconds.append(time.perf_counter() - self._t0)
-            if self.bar is not None:
-                self.bar.update(state.global_step - self.bar.n)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or "train_runtime" in (logs or {}):
-                return
-            metrics = {f"{'losses' if 'loss' in key or key.startswith('kl') else 'charts'}/{key.replace('/', '_')}":
-                       float(value) for key, value in (logs or {}).items()
-                       if isinstance(value, (int, float)) and not isinstance(value, bool)}
-            metrics.update(extra())
-            if self.step_seconds:
-                metrics["perf/seconds_per_step"] = self.step_seconds[-1]
-            if metrics:
-                run.log(state.global_step, metrics, target_queries=queries())
-            if self.bar is not None:
-                shown = {k.split("/", 1)[1]: v for k, v in metrics.items() if k in ("charts/reward", "losses/loss")}
-                self.bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
-
-    return TrainerRunLogger()
 
 
 def resume_trainer_checkpoint(output_dir: str | Path) -> Path | None:

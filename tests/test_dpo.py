@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,11 +23,22 @@ TEMPLATE = "{prompt}\n\nInput: {sentence}\nAnswer:"
 QUALITY = {"great rewrite": 1.0, "good rewrite": 0.7, "ok rewrite": 0.5, "poor rewrite": 0.45, "bad rewrite": 0.0}
 
 
+class CharTokenizer:
+    """The scripted rewriter's tokenizer, with no model files: one id per character (PromptRewriteEnv, which scores
+    the pairs, observes the instruction as the rewriter's token ids)."""
+
+    def __len__(self) -> int:
+        return 256
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(input_ids=[min(ord(c), 255) for c in text])
+
+
 def scripted_rewriter() -> FakeTarget:
     """Fake rewriter: returns the QUALITY keys in a fixed order (with chat noise to clean)."""
     keys = list(QUALITY)
     return FakeTarget(generate=lambda text, i, seed: f"Instruction: {keys[i % len(keys)]}\n\nextra",
-                      name="scripted-rewriter")
+                      name="scripted-rewriter", tokenizer=CharTokenizer())
 
 
 def fake_embedder(texts: list[str]) -> np.ndarray:
@@ -279,6 +291,48 @@ def test_resume_continues_from_the_last_checkpoint(prefs, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     trained = [r["step"] for r in records if "losses/loss" in r]
     assert again["steps"] == 3 and trained == [1, 2, 3] and not any("charts/train_runtime" in r for r in records)
+
+
+@pytest.mark.model
+def test_a_run_killed_mid_training_resumes_to_the_straight_runs_result(tmp_path, monkeypatch):
+    """Issue 14: a run that built its pairs, killed in training step 2, resumes from checkpoint-1 and ends as a run
+    never killed: the same metrics per step (the pairs' target queries counted on from the checkpoint's
+    loop_state.json), the same summary (timings aside)."""
+    from transformers import Trainer
+
+    from rlprompt.runs import RunDir
+    from rlprompt.targets.hf import HFTarget
+
+    monkeypatch.setattr(HFTarget, "from_loaded", staticmethod(lambda *loaded: scripted_rewriter()))
+    task = _task()
+    cfg = _cfg(tmp_path, cls=SemDPOConfig, preferences=str(tmp_path / "pairs.jsonl"), lora_target_modules=["q_proj"],
+               steps=3)
+    run = {"rewriter": load_model("tiny-random"), "embedder": fake_embedder, "task": task}
+    straight = train_dpo(cfg, tmp_path / "straight", target=_target(task), **run)
+    (tmp_path / "pairs.jsonl").unlink()  # the killed run builds its own pairs too
+    step = Trainer.training_step
+
+    def killed_in_step_2(self, *args, **kwargs):
+        if self.state.global_step == 1:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", killed_in_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_dpo(cfg, tmp_path / "killed", target=_target(task), **{**run, "rewriter": load_model("tiny-random")})
+    monkeypatch.setattr(Trainer, "training_step", step)
+    saved = json.loads((tmp_path / "killed" / "checkpoints" / "checkpoint-1" / "loop_state.json").read_text())
+    built = json.loads((tmp_path / "killed" / "preference_stats.json").read_text())
+    assert saved["target_queries"] == built["target_queries"] > 0  # the pairs' (training queries no target)
+    resumed = train_dpo(cfg, tmp_path / "killed", resume=True, target=_target(task),
+                        **{**run, "rewriter": load_model("tiny-random")})
+    rows = [[{k: v for k, v in r.items() if not k.startswith("perf/") and k != "charts/step_time"} for r in RunDir(tmp_path / name,
+            resume=True).read_metrics()] for name in ("straight", "killed")]
+    assert rows[0] == rows[1] and [r["step"] for r in rows[0] if "losses/loss" in r] == [1, 2, 3]
+    assert {k: v for k, v in resumed.items() if k not in ("wall_seconds", "details", "run_dir")} == \
+        {k: v for k, v in straight.items() if k not in ("wall_seconds", "details", "run_dir")}
+    assert {k: v for k, v in resumed["details"].items() if k != "train_seconds"} == \
+        {k: v for k, v in straight["details"].items() if k != "train_seconds"}
 
 
 @pytest.mark.model

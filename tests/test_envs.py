@@ -245,6 +245,36 @@ def test_bad_actions(fake):
         PromptTokensEnv(task="sentimnt", target=fake)
 
 
+def test_prompt_rewrite_scores_a_group_of_rewrites_in_one_call_on_one_minibatch(fake):
+    """PRewrite's GRPO group is one step_group: one target call, one shared minibatch, the input z-score over the
+    group (rewards sum to 0); step is a group of one, from the same minibatch sampler."""
+    group = PromptRewriteEnv(task=TASK, target=fake, batch_size=4, stabilizer="input_zscore")
+    group.reset(seed=3, options={"instruction": "It was"})
+    obs, rewards, terminated, truncated, infos = group.step_group(["Good?", "Bad?", "Good?"])
+    assert len(fake.classify_calls) == 1 and fake.classify_calls[0][0] == ["Good?", "Bad?"]  # repeats scored once
+    assert rewards.shape == (3,) and abs(rewards.sum()) < 1e-9 and rewards[0] == rewards[2]
+    assert terminated and not truncated and [i["rewritten"] for i in infos] == ["Good?", "Bad?", "Good?"]
+    assert all(i["instruction"] == "It was" and set(i) >= {"raw_reward", "accuracy"} for i in infos)
+    with pytest.raises(RuntimeError, match="reset"):
+        group.step_group(["again"])
+    single = PromptRewriteEnv(task=TASK, target=fake, batch_size=4)
+    single.reset(seed=3, options={"instruction": "It was"})
+    _, reward, _, _, info = single.step("Bad?")
+    assert fake.classify_calls[-1][1] == fake.classify_calls[0][1]  # the same seed, the same minibatch
+    assert reward == info["raw_reward"] == infos[1]["raw_reward"]
+
+
+def test_prompt_rewrite_with_no_charset_takes_any_text(fake):
+    env = PromptRewriteEnv(task=TASK, target=fake, batch_size=4, max_length=8, charset=None)
+    assert env.action_space.contains("naïve\nand longer than eight") and not env.action_space.contains(3)
+    assert env.action_space.contains(env.action_space.sample())
+    env.reset(seed=0)
+    assert env.step("naïve\nand longer than eight")[4]["rewritten"] == "naïve\nand longer than eight"
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="not a string"):
+        env.step_group(["fine", 3])
+
+
 def test_prompt_rewrite_observes_token_ids(fake, tokenizer):
     env = PromptRewriteEnv(task=TASK, target=fake, batch_size=4, max_tokens=16)
     obs, info = env.reset(options={"instruction": "Is it good?"})

@@ -145,6 +145,7 @@ def test_affordable_steps_reserves_the_final_selection(tmp_path):
     loop = RunLoop(ToyConfig(steps=50, max_target_queries=100), tmp_path / "run", target=fake_target(),
                    progress=False)
     assert loop.affordable_steps(step_cost=8, reserve=30) == 8  # (100 - 30) // 8
+    assert loop.affordable_steps(step_cost=0, reserve=100) == 50  # steps that query no target (DPO's) cost nothing
     assert RunLoop(ToyConfig(steps=5), tmp_path / "free", target=fake_target(), progress=False
                    ).affordable_steps(step_cost=8, reserve=30) == 5
     with pytest.raises(ConfigError, match="max_target_queries=100"):

@@ -13,6 +13,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
@@ -131,9 +132,20 @@ def test_reward_scores_cleaned_completions_on_one_shared_minibatch():
     target = _fake_target(cfg, quality=lambda p: 1.0 if "best" in p else 0.0)
     reward = RewriteReward(target, build_task(cfg), kind="accuracy", stabilizer="none", batch_size=4)
     completions = [[{"role": "assistant", "content": "Instruction: the best one"}], [{"role": "assistant", "content": "bad"}]]
-    assert reward(None, completions) == [1.0, 0.0]
+    logged: dict[str, float] = {}
+    assert reward(None, completions, log_metric=logged.__setitem__) == [1.0, 0.0]
     assert [prompts for prompts, _ in target.classify_calls] == [["the best one", "bad"]]  # cleaned, scored together
     assert [h[1:] for h in reward.history] == [("the best one", 1.0), ("bad", 0.0)]
+    # the minibatch figures go to trl's log_metric (logged as charts/<name>), not to an attribute
+    assert logged == {"minibatch_accuracy_mean": 0.5, "minibatch_accuracy_max": 1.0, "raw_reward_mean": 0.5,
+                      "raw_reward_std": 0.5, "rewrite_words": 2.0} and not hasattr(reward, "last")
+    # the reward is a step of rlprompt/PromptRewrite-v0 on the rewriter's instruction
+    from gymnasium.envs.registration import load_env_creator
+
+    from rlprompt.envs import PromptRewriteEnv
+
+    assert load_env_creator(gymnasium.spec("rlprompt/PromptRewrite-v0").entry_point) is PromptRewriteEnv
+    assert isinstance(reward.env, PromptRewriteEnv)
 
 
 @pytest.mark.model
@@ -197,6 +209,44 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
         (summary["details"]["prewrite_i"], summary["details"]["prewrite_s"])
 
 
+class Killed(Exception):
+    """Stands in for a kill: raised by the fake target in the middle of a run."""
+
+
+def _without_timings(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith("perf/") and k != "charts/step_time"} for r in rows]
+
+
+@pytest.mark.model
+def test_a_run_killed_mid_training_resumes_to_the_straight_runs_result(tmp_path):
+    """Issue 14: killed while step 2 scores its rewrites, the run resumes from checkpoint-1 (the reward's sampler
+    state and the loop's target queries in it) and ends as a run that was never killed: the same metrics per
+    step, target queries counted on from the checkpoint's, the same summary (timings aside)."""
+    cfg = _tiny_cfg(steps=3)
+    straight = train_prewrite(cfg, tmp_path / "straight", target=_fake_target(cfg), rewriter=load_model("tiny-random"))
+
+    def quality(prompt: str) -> float:
+        if len(doomed.classify_calls) >= 2:
+            raise Killed
+        return hash_quality(prompt)
+
+    doomed = _fake_target(cfg, quality)
+    with pytest.raises(Killed):
+        train_prewrite(cfg, tmp_path / "killed", target=doomed, rewriter=load_model("tiny-random"))
+    assert [p.name for p in (tmp_path / "killed" / "checkpoints").glob("checkpoint-*")] == ["checkpoint-1"]
+    assert json.loads((tmp_path / "killed" / "checkpoints" / "checkpoint-1" / "loop_state.json").read_text()
+                      )["target_queries"] == doomed.stats.sequences  # step 1's; step 2's scoring never finished
+    resumed = train_prewrite(cfg, tmp_path / "killed", resume=True, target=_fake_target(cfg),
+                             rewriter=load_model("tiny-random"))
+    rows = {name: RunDir(tmp_path / name, resume=True).read_metrics() for name in ("straight", "killed")}
+    assert _without_timings(rows["killed"]) == _without_timings(rows["straight"])
+    timings = ("train_seconds", "seconds_per_step")
+    assert {k: v for k, v in resumed.items() if k not in ("wall_seconds", "details", "run_dir")} == \
+        {k: v for k, v in straight.items() if k not in ("wall_seconds", "details", "run_dir")}
+    assert {k: v for k, v in resumed["details"].items() if k not in timings} == \
+        {k: v for k, v in straight["details"].items() if k not in timings}
+
+
 @pytest.mark.model
 def test_max_target_queries_stops_training_early_and_keeps_room_for_the_final_selection(tmp_path):
     """Issue 14: a step scores <= 4 rewrites x 4 inputs = 16 sequences, the final selection <= (3 samples + the
@@ -215,7 +265,7 @@ def test_max_target_queries_stops_training_early_and_keeps_room_for_the_final_se
     done = train_prewrite(_tiny_cfg(steps=3), tmp_path / "run", resume=True, target=target,
                           rewriter=load_model("tiny-random"))
     assert (done["steps"], done["stop_reason"]) == (3, "steps")
-    with pytest.raises(ConfigError, match="max_target_queries=39 cannot pay for PRewrite's final selection"):
+    with pytest.raises(ConfigError, match=r"max_target_queries=39 cannot pay for the final selection \(40 sequences"):
         train_prewrite(_tiny_cfg(max_target_queries=39), tmp_path / "small", target=target,
                        rewriter=load_model("tiny-random"))
 
