@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rlprompt.config import TaskTargetConfig, check_dtypes, check_positive
+from rlprompt.config import RunConfig, check_dtypes, check_positive
 from rlprompt.envs.scoring import PromptScorer
 from rlprompt.errors import ConfigError
 from rlprompt.figures import save_figure
@@ -33,7 +33,7 @@ from rlprompt.tasks import ClassificationTask
 
 
 @dataclass
-class PromptAgentConfig(TaskTargetConfig):
+class PromptAgentConfig(RunConfig):
     """Everything a PromptAgent run reads (Wang et al. 2023; the task needs the error and reward splits); YAML
     files may only set these fields."""
 
@@ -90,25 +90,17 @@ class PromptAgentConfig(TaskTargetConfig):
     max_prompt_chars: int = 300
     """Longer proposals are dropped (counted as too_long)."""
     eval_test: bool = True
-    """Evaluate the final prompt on the test split (when the task has one) at the end."""
-    max_target_queries: int | None = None
-    """Target sequences the search may use (None: no limit): the run stops before an iteration whose cost bound
-    could pass it; the final test evaluation (eval_test) comes after the search, counted but not limited."""
+    """Evaluate the final prompt on the test split (when the task has one) at the end (its queries count in
+    target_queries, but max_target_queries does not bound this evaluation)."""
     checkpoint_every: int = 1
-    """Write a checkpoint of the search every this many iterations (and after the last); --resume continues
-    from the newest."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept on disk (the newest ones)."""
-    seed: int = 0
-    """Seeds minibatch sampling and optimizer sampling."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.search not in SEARCHES:
             raise ValueError(f"search must be one of {list(SEARCHES)}, got {self.search!r}")
-        check_positive(self, "steps", "max_evaluations", "expand_width", "depth_limit", "beam_width",
+        check_positive(self, "max_evaluations", "expand_width", "depth_limit", "beam_width",
                        "error_batch_size", "max_errors", "ape_demos", "gradient_tokens", "revision_tokens",
-                       "max_prompt_chars", "checkpoint_every", "keep_checkpoints")
+                       "max_prompt_chars")
         if not 0 <= self.min_depth <= self.depth_limit:
             raise ValueError(f"min_depth must lie in [0, depth_limit={self.depth_limit}], got {self.min_depth}")
         if self.exploration < 0:
@@ -119,8 +111,6 @@ class PromptAgentConfig(TaskTargetConfig):
         check_dtypes(self, "optimizer_model_dtype")
         if self.reward_split == "test":
             raise ValueError("reward_split='test' would select prompts on the test split; use dev (held out)")
-        if self.max_target_queries is not None and self.max_target_queries < 1:
-            raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
 
 
 

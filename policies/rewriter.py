@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rlprompt.config import TaskTargetConfig, check_positive
+from rlprompt.config import RunConfig, TaskTargetConfig, check_positive
 from rlprompt.errors import ConfigError
 from rlprompt.models import BUNDLED, load_model, load_tokenizer
 from rlprompt.targets import Target
@@ -33,7 +33,7 @@ REWARDS = ("gap", "accuracy")
 
 
 @dataclass
-class RewriterConfig(TaskTargetConfig):
+class RewriterConfig(RunConfig):
     """Fields shared by the methods that train an instruction rewriter (PRewrite, DPO, Sem-DPO): the rewriter LM,
     its meta-prompt and LoRA adapter, the task reward of a rewrite, checkpoints and seed. Subclasses add their own."""
 
@@ -54,19 +54,9 @@ class RewriterConfig(TaskTargetConfig):
     """LoRA dropout (0 keeps generation and scoring consistent)."""
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Linear modules that get LoRA adapters."""
-    checkpoint_every: int = 10
-    """Save a trl checkpoint every this many steps (and at the end)."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept on disk."""
-    max_target_queries: int | None = None
-    """Target sequences the run may spend, its final evaluation included (PRewrite: it stops before a GRPO step that
-    could pass them; DPO: it builds pairs only for the originals they pay for); None for no bound."""
-    seed: int = 0
-    """Seeds python, numpy, torch, trl, the rewriter's sampling and the reward's minibatch sampler."""
-
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive(self, "input_batch_size", "lora_r", "lora_alpha", "checkpoint_every", "keep_checkpoints")
+        check_positive(self, "input_batch_size", "lora_r", "lora_alpha")
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {list(REWARDS)}, got {self.reward!r}")
         if self.meta_prompt.count("{instruction}") != 1:
@@ -75,8 +65,6 @@ class RewriterConfig(TaskTargetConfig):
             raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}")
         if not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module")
-        if self.max_target_queries is not None and self.max_target_queries < 1:
-            raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
 
 
 def chat_template(tokenizer: Any, answer_prefix: str = ANSWER_PREFIX) -> str:

@@ -355,6 +355,33 @@ class TaskTargetConfig:
         return CachedTarget(target, self.target_cache)
 
 
+@dataclasses.dataclass
+class RunConfig(TaskTargetConfig):
+    """:class:`TaskTargetConfig` plus the fields the run loop (:class:`rlprompt.loop.RunLoop`) reads, the same for
+    every method: the run's length, its checkpoints, its target-query budget and its seed. Each method's config
+    subclasses it (and may change a default by declaring the field again)."""
+
+    steps: int = 100
+    """Training steps of the run: PPO updates (RLPrompt, MultiPrompter), optimizer steps (PRewrite's GRPO, DPO),
+    search iterations (PromptAgent)."""
+    checkpoint_every: int = 10
+    """Write a checkpoint every this many steps (and after the last); --resume continues from the newest intact one."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept on disk (the newest ones)."""
+    max_target_queries: int | None = None
+    """Target sequences the run may send, counted from its start across resumes (None: no bound): it stops before a
+    step whose cost bound could pass them, keeping room for its final evaluation on dev."""
+    seed: int = 0
+    """Seeds python, numpy and torch, and through them every sampler of the run (minibatches, the policy's or the
+    rewriter's sampling, trl)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "steps", "checkpoint_every", "keep_checkpoints")
+        if self.max_target_queries is not None and self.max_target_queries < 1:
+            raise ConfigError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
+
+
 def check_dtypes(cfg: Any, *names: str) -> None:
     """Raise :class:`~rlprompt.errors.ConfigError` naming the first field of ``names`` that is not a dtype name
     models load in."""
@@ -419,7 +446,7 @@ def default_yaml(cls: type) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["METHOD_KEY", "RENAMED_FIELDS", "RESUME_CHANGEABLE", "TaskTargetConfig", "check_dtypes", "check_positive",
+__all__ = ["METHOD_KEY", "RENAMED_FIELDS", "RESUME_CHANGEABLE", "RunConfig", "TaskTargetConfig", "check_dtypes", "check_positive",
            "check_resume_config",
            "config_from_dict", "config_method", "default_yaml", "dump_config", "field_docs", "load_config",
            "parse_overrides"]
