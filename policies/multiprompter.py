@@ -23,13 +23,12 @@ Centralized training, decentralized execution (CTDE), precisely:
   clipped objective is averaged over its own turns.
 
 Layout: :class:`MultiPrompterConfig`, :class:`MultiPrompterPolicy`, the rollout and PPO math
-(:func:`rollout`, :func:`gae`, :func:`ppo_update`) and :func:`train_multiprompter`.
+(:func:`rollout`, :func:`gae`, :func:`ppo_update`), :class:`MultiPrompterMethod` (one rollout and update per step of
+the run loop, :mod:`rlprompt.loop`) and :func:`train_multiprompter`.
 """
 
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,10 +42,10 @@ from rlprompt.envs.multiprompter import MultiPrompterEnv, acting_agent, observat
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.devices import resolve_device
 from rlprompt.errors import ConfigError
-from rlprompt.policies.token_ppo import (PrefixFeatures, TokenPPOConfig, actor_mlp, build_task, checkpoint_state,
-                                        context_ids, evaluate_prompts, frozen_policy_lm, head_logits, loop_state, mlp,
-                                        open_run)
-from rlprompt.runs import RunDir, RunResult, seed_everything
+from rlprompt.loop import RunLoop
+from rlprompt.policies.token_ppo import (PrefixFeatures, TokenPPOConfig, TokenPPOMethod, actor_mlp, build_task,
+                                        context_ids, frozen_policy_lm, head_logits, mlp)
+from rlprompt.runs import RunDir
 from rlprompt.targets import Target
 
 
@@ -239,8 +238,9 @@ def ppo_update(policy: MultiPrompterPolicy, optimizer: torch.optim.Optimizer, ba
 # -- training -------------------------------------------------------------------------------------
 def make_multiprompter(cfg: MultiPrompterConfig, target: Target | None = None
                        ) -> tuple[MultiPrompterEnv, MultiPrompterPolicy, torch.optim.Optimizer]:
-    """Seed everything from ``cfg.seed``; build the env (scorer, tokenizer, action ids), policy and optimizer."""
-    seed_everything(cfg.seed)
+    """Build the env (scorer, tokenizer, action ids; reset, which seeds the scorer's minibatch sampler), policy and
+    optimizer. The caller seeds the global generators first (the run loop does; the heads' initial weights and the
+    rollouts draw from torch's)."""
     task = build_task(cfg)
     target = cfg.build_target(target)
     env = MultiPrompterEnv(task, target, n_agents=cfg.n_agents, segment_length=cfg.segment_length, vocab=cfg.vocab,
@@ -258,89 +258,43 @@ def make_multiprompter(cfg: MultiPrompterConfig, target: Target | None = None
     return env, policy, torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
 
 
+class MultiPrompterMethod(TokenPPOMethod):
+    """MultiPrompter (Kim et al. 2023) as a stepped method of the run loop (:class:`rlprompt.loop.Method`): each step
+    rolls out ``n_episodes`` joint prompts, scores them in ONE batched :meth:`PromptScorer.score` call and runs
+    :func:`ppo_update` on every agent with the centralized critic's advantages."""
+
+    def __init__(self, cfg: MultiPrompterConfig, target: Target) -> None:
+        env, policy, optimizer = make_multiprompter(cfg, target)
+        super().__init__(cfg, env.scorer, env.tokenizer, policy, optimizer,
+                         rollout_queries=cfg.n_episodes * cfg.input_batch_size)
+
+    def step(self) -> dict[str, float]:
+        """One rollout of ``n_episodes`` prompts and its PPO update."""
+        batch = rollout(self.policy, self.cfg.n_episodes)
+        prompts = [decode_prompt(self.tokenizer, row) for row in batch["tokens"]]
+        rewards, infos = self.scorer.score(prompts)
+        metrics = ppo_update(self.policy, self.optimizer, batch, torch.as_tensor(rewards, dtype=torch.float32),
+                             self.cfg)
+        metrics.update(self.record(prompts, rewards, infos))
+        return metrics
+
+
 def train_multiprompter(cfg: MultiPrompterConfig, run_dir: str | Path | RunDir, resume: bool = False, *,
                         target: Target | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train MultiPrompter (Kim et al. 2023) and return the run's summary (:class:`~rlprompt.runs.RunResult`;
-    ``details``: the last greedy joint prompt).
+    """Train MultiPrompter (Kim et al. 2023) through the run loop (:class:`rlprompt.loop.RunLoop`) and return the
+    run's summary (:class:`~rlprompt.runs.RunResult`; ``details``: the last greedy joint prompt).
 
     ``run_dir`` receives config.yaml, metrics.jsonl (``charts/*``, ``losses/*``, ``eval/*``, ``perf/*``),
     TensorBoard events, prompt.txt (best prompt on dev) and checkpoints. ``resume=True`` continues from the
-    latest valid checkpoint. ``target`` overrides ``cfg.target`` (tests pass a scripted fake target).
-    ``progress`` prints one line per update to stderr.
+    latest valid checkpoint. ``target`` overrides ``cfg.target`` (tests pass a scripted fake target);
+    ``progress`` shows a progress bar.
     """
-    run, checkpoint = open_run(cfg, run_dir, resume)
-    env, policy, optimizer = make_multiprompter(cfg, target)
-    scorer, target = env.scorer, env.scorer.target
-    state = loop_state(run, checkpoint, scorer)
-    if checkpoint is not None:
-        policy.load_state_dict(checkpoint.tensors, strict=True)
-        optimizer.load_state_dict(checkpoint.optimizer)
-    start_queries, started = target.stats.sequences, time.perf_counter()
-    dev_size = len(scorer.task.split("dev"))
-
-    def queries() -> int:
-        return state["queries_offset"] + target.stats.sequences - start_queries
-
-    def cost() -> int:  # upper bound on update ``step``: rollout plus a dev evaluation (any update
-        return cfg.n_episodes * cfg.input_batch_size + (1 + cfg.eval_top_k) * dev_size  # may be the final one)
-
-    def save() -> None:
-        run.save_checkpoint(state["step"], {k: v.detach().clone() for k, v in policy.state_dict().items()},
-                            checkpoint_state(state, scorer, queries()), optimizer.state_dict(),
-                            keep=cfg.keep_checkpoints)
-
-    stop_reason = "steps"
-    try:
-        while state["step"] < cfg.steps:
-            if cfg.max_target_queries is not None and queries() + cost() > cfg.max_target_queries:
-                stop_reason = "max_target_queries"
-                break
-            # -- rollout: n_episodes prompts, scored together in ONE batched call
-            batch = rollout(policy, cfg.n_episodes)
-            prompts = [decode_prompt(env.tokenizer, row) for row in batch["tokens"]]
-            rewards, infos = scorer.score(prompts)
-            for p, info in zip(prompts, infos):
-                state["pool"][p] = max(state["pool"].get(p, -np.inf), info["raw_reward"])
-            # -- PPO update of every agent with the centralized critic's advantages
-            metrics = ppo_update(policy, optimizer, batch, torch.as_tensor(rewards, dtype=torch.float32), cfg)
-            state["step"] += 1
-            step = state["step"]
-            raw = [i["raw_reward"] for i in infos]
-            metrics.update({"charts/reward": float(np.mean(rewards)), "charts/raw_reward": float(np.mean(raw)),
-                            "charts/raw_reward_max": float(np.max(raw)),
-                            "charts/train_accuracy": float(np.mean([i["accuracy"] for i in infos])),
-                            "charts/unique_prompts": len(set(prompts)) / len(prompts)})
-            final = step >= cfg.steps
-            if cfg.max_target_queries is not None and queries() + cost() > cfg.max_target_queries:
-                stop_reason, final = "max_target_queries", True
-            if step % cfg.eval_every == 0 or final:
-                metrics.update(_evaluate(cfg, run, policy, env, state, queries))
-            state["wall_seconds"] = state["wall_offset"] + time.perf_counter() - started
-            metrics["perf/wall_seconds"] = state["wall_seconds"]
-            run.log(step, metrics, target_queries=queries())
-            if step % cfg.checkpoint_every == 0 or final:
-                save()
-            if progress:
-                print(f"multiprompter update {step}: raw_reward={metrics['charts/raw_reward']:.3f} "
-                      f"best_dev={state['best_accuracy']:.3f} queries={queries()}", file=sys.stderr, flush=True)
-            if final:
-                break
-    finally:
-        run.close()
-    return RunResult(
-        method=cfg.method, best_prompt=state["best_prompt"],
-        dev_accuracy=state["best_accuracy"] if state["best_prompt"] is not None else None,
-        target_queries=queries(), steps=state["step"], stop_reason=stop_reason,
-        wall_seconds=state.get("wall_seconds", state["wall_offset"]), details={"greedy_prompt": state["greedy_prompt"]},
-    ).write(run)
+    loop = RunLoop(cfg, run_dir, resume=resume, target=target, progress=progress)
+    with loop.run_dir:  # closed on an error too (finish closes it otherwise)
+        method = MultiPrompterMethod(cfg, loop.target)
+        loop.run(method)
+        return loop.finish(details=method.details())
 
 
-def _evaluate(cfg: MultiPrompterConfig, run: RunDir, policy: MultiPrompterPolicy, env: MultiPrompterEnv,
-              state: dict[str, Any], queries) -> dict[str, float]:
-    """Dev accuracy of the greedy joint prompt and the best sampled ones; the best goes to ``prompt.txt``."""
-    greedy = decode_prompt(env.tokenizer, policy.decode(1, deterministic=True)[0])
-    return evaluate_prompts(cfg, run, env.scorer, state, greedy, queries)
-
-
-__all__ = ["MultiPrompterConfig", "MultiPrompterPolicy", "gae", "make_multiprompter", "ppo_update", "rollout",
-           "train_multiprompter"]
+__all__ = ["MultiPrompterConfig", "MultiPrompterMethod", "MultiPrompterPolicy", "gae", "make_multiprompter",
+           "ppo_update", "rollout", "train_multiprompter"]

@@ -9,14 +9,14 @@ call and z-scored per input (RLPrompt's input-specific z-score). stable-baseline
 the MLP and a value head; the frozen LM is neither optimised nor saved.
 
 Layout of this module: :class:`RLPromptConfig` (the typed config), :class:`RLPromptPolicy` (the SB3
-policy), :class:`RLPromptCallback` (logging, dev evaluation, checkpoints) and :func:`train_rlprompt`; what it shares
-with MultiPrompter (config base, frozen-LM features, the actor readout, the task) is in
+policy), :class:`RolloutCollector` (the one SB3 callback: it collects a rollout's episodes), :class:`RLPromptMethod`
+(one PPO update per step of the run loop, :mod:`rlprompt.loop`) and :func:`train_rlprompt`; what it shares with
+MultiPrompter (config base, frozen-LM features, the actor readout, the task, dev selection and checkpoint state) is in
 :mod:`rlprompt.policies.token_ppo`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,17 +31,15 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
-from tqdm.auto import tqdm
 
 from rlprompt.config import check_positive
 from rlprompt.devices import resolve_device
 from rlprompt.envs import make_prompt_tokens_vec_env
-from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.errors import ConfigError
-from rlprompt.runs import RunDir, RunResult, seed_everything
-from rlprompt.policies.token_ppo import (POLICY_HEADS, TOP_K_SOURCES, PrefixFeatures, TokenPPOConfig, actor_mlp, build_task,
-                                         checkpoint_state, context_ids, evaluate_prompts, frozen_policy_lm, head_logits,
-                                         loop_state, mlp, open_run)
+from rlprompt.loop import MethodState, RunLoop
+from rlprompt.policies.token_ppo import (POLICY_HEADS, TOP_K_SOURCES, PrefixFeatures, TokenPPOConfig, TokenPPOMethod,
+                                         actor_mlp, build_task, context_ids, frozen_policy_lm, head_logits, mlp)
+from rlprompt.runs import RunDir
 from rlprompt.targets import Target
 
 
@@ -161,39 +159,18 @@ class RLPromptPolicy(ActorCriticPolicy):
             obs[:, -1] = t + 1
         return obs[:, :-1].numpy()
 
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trainable tensors only (the MLP and the value head): what checkpoints hold."""
-        return {k: v.detach().clone() for k, v in self.named_parameters()}
 
 
 # -- training -------------------------------------------------------------------------------------
-class RLPromptCallback(BaseCallback):
-    """Logs each PPO update through :class:`~rlprompt.runs.RunDir`, evaluates on dev, checkpoints, enforces the budget.
+class RolloutCollector(BaseCallback):
+    """The one adapter of SB3's ``PPO.learn`` to the run loop: it only collects the rollout's finished episodes
+    (:attr:`episodes`: prompt, reward and the scorer's info) and, after the update, SB3's ``train/*`` figures
+    (:attr:`train`); what to do with them is :class:`RLPromptMethod`'s."""
 
-    ``train_rlprompt`` runs ``PPO.learn`` one update at a time; this callback collects the finished
-    prompts of the rollout (``_on_step``) and, after the update (``_on_training_end``), logs
-    ``charts/*`` and ``losses/*``, every ``eval_every`` updates evaluates the greedy prompt and the
-    ``eval_top_k`` best sampled prompts on dev (``eval/*``; the best one goes to ``prompt.txt``),
-    writes a checkpoint every ``checkpoint_every`` updates, and sets :attr:`stop_reason` when the next
-    update could pass ``max_target_queries``.
-    """
-
-    def __init__(self, cfg: RLPromptConfig, run: RunDir, target: Target, scorer: Any, tokenizer: Any,
-                 state: dict[str, Any], progress: bool = True) -> None:
+    def __init__(self) -> None:
         super().__init__(verbose=0)
-        self.cfg, self.run, self.target, self.scorer, self.tokenizer = cfg, run, target, scorer, tokenizer
-        self.state = state  # step, best_accuracy, best_prompt, queries_offset, wall_offset, pool
-        self.queries_at_start = target.stats.sequences
-        self.started = time.perf_counter()
-        self.stop_reason: str | None = None
-        self.episodes: list[dict[str, Any]] = []
-        self.bar = tqdm(total=cfg.steps, initial=state["step"], desc="rlprompt", unit="update",
-                        disable=not progress, dynamic_ncols=True)
-        self.last_eval: dict[str, float] = {}
-
-    def target_queries(self) -> int:
-        """Target sequences used by this run so far, across resumes."""
-        return self.state["queries_offset"] + self.target.stats.sequences - self.queries_at_start
+        self.episodes: list[tuple[str, float, dict[str, Any]]] = []
+        self.train: dict[str, float] = {}
 
     def _on_rollout_start(self) -> None:
         self.episodes = []
@@ -201,69 +178,54 @@ class RLPromptCallback(BaseCallback):
     def _on_step(self) -> bool:
         for info, done, reward in zip(self.locals["infos"], self.locals["dones"], self.locals["rewards"]):
             if done and "prompt" in info:
-                self.episodes.append({"prompt": info["prompt"], "reward": float(reward),
-                                      "raw_reward": info["raw_reward"], "accuracy": info["accuracy"]})
-                pool = self.state["pool"]
-                pool[info["prompt"]] = max(pool.get(info["prompt"], -np.inf), info["raw_reward"])
+                self.episodes.append((info["prompt"], float(reward), info))
         return True
 
     def _on_training_end(self) -> None:
-        cfg, state = self.cfg, self.state
-        state["step"] += 1
-        step = state["step"]
-        ep = self.episodes
-        metrics = {
-            "charts/reward": float(np.mean([e["reward"] for e in ep])),
-            "charts/raw_reward": float(np.mean([e["raw_reward"] for e in ep])),
-            "charts/raw_reward_max": float(np.max([e["raw_reward"] for e in ep])),
-            "charts/train_accuracy": float(np.mean([e["accuracy"] for e in ep])),
-            "charts/unique_prompts": len({e["prompt"] for e in ep}) / len(ep),
-        }
-        for key, value in self.model.logger.name_to_value.items():
-            if key.startswith("train/") and key not in ("train/n_updates", "train/clip_range", "train/learning_rate"):
-                metrics["losses/" + key[len("train/"):]] = float(value)
-        final = step >= cfg.steps
-        budget_next = self._next_update_cost()
-        if cfg.max_target_queries is not None and self.target_queries() + budget_next > cfg.max_target_queries:
-            self.stop_reason, final = "max_target_queries", True
-        if step % cfg.eval_every == 0 or final:
-            metrics.update(self._evaluate())
-        state["wall_seconds"] = state["wall_offset"] + time.perf_counter() - self.started
-        metrics["perf/wall_seconds"] = state["wall_seconds"]
-        self.run.log(step, metrics, target_queries=self.target_queries())
-        if step % cfg.checkpoint_every == 0 or final:
-            self.save_checkpoint()
-        self.bar.update(1)
-        self.bar.set_postfix(reward=f"{metrics['charts/raw_reward']:.2f}", dev=f"{state['best_accuracy']:.3f}",
-                             queries=self.target_queries())
-        if step >= cfg.steps and self.stop_reason is None:
-            self.stop_reason = "steps"
+        self.train = {k: float(v) for k, v in self.logger.name_to_value.items() if k.startswith("train/")}
 
-    def _next_update_cost(self) -> int:
-        """An upper bound on the target sequences of update ``step``: its rollout plus a dev evaluation,
-        which any update runs when it turns out to be the last one (the budget stops the run after it)."""
-        rollout = self.cfg.n_envs * self.cfg.episodes_per_update * self.cfg.input_batch_size
-        return rollout + (1 + self.cfg.eval_top_k) * len(self.scorer.task.split("dev"))
 
-    def _evaluate(self) -> dict[str, float]:
-        """Dev accuracy of the greedy prompt and the best sampled prompts; keeps the best in ``prompt.txt``."""
-        policy: RLPromptPolicy = self.model.policy
-        greedy = decode_prompt(self.tokenizer, policy.decode(1, deterministic=True)[0])
-        return evaluate_prompts(self.cfg, self.run, self.scorer, self.state, greedy, self.target_queries)
+class RLPromptMethod(TokenPPOMethod):
+    """RLPrompt (Deng et al. 2022) as a stepped method of the run loop (:class:`rlprompt.loop.Method`): each step is
+    one SB3 PPO update, i.e. one ``learn()`` call over one rollout of ``n_envs * n_steps`` env steps. Metrics:
+    ``charts/*`` of the rollout's prompts, ``losses/*`` from SB3's ``train/*`` figures; the checkpoint adds SB3's
+    ``num_timesteps`` to :class:`~rlprompt.policies.token_ppo.TokenPPOMethod`'s state."""
 
-    def save_checkpoint(self) -> Path:
-        """Write the trainable tensors, optimizer, rng states, counters and scorer state (no pickle)."""
-        policy: RLPromptPolicy = self.model.policy
-        state = {**checkpoint_state(self.state, self.scorer, self.target_queries()),
-                 "num_timesteps": self.model.num_timesteps, "n_updates": self.model._n_updates}
-        return self.run.save_checkpoint(self.state["step"], policy.trainable_state_dict(), state,
-                                        policy.optimizer.state_dict(), keep=self.cfg.keep_checkpoints)
+    def __init__(self, cfg: RLPromptConfig, target: Target) -> None:
+        self.model = make_ppo(cfg, target)
+        env = self.model.env
+        super().__init__(cfg, env.scorer, env.envs[0].tokenizer, self.model.policy, self.model.policy.optimizer,
+                         rollout_queries=cfg.n_envs * cfg.episodes_per_update * cfg.input_batch_size)
+        self.collector = RolloutCollector()
+
+    def step(self) -> dict[str, float]:
+        """One PPO update: a rollout of ``n_envs * n_steps`` env steps and ``n_epochs`` of optimisation."""
+        cfg = self.cfg
+        self.model.learn(total_timesteps=cfg.n_envs * cfg.n_steps, callback=self.collector, reset_num_timesteps=False,
+                         log_interval=None)
+        prompts, rewards, infos = zip(*self.collector.episodes)
+        metrics = self.record(prompts, rewards, infos)
+        for key, value in self.collector.train.items():
+            if key not in ("train/n_updates", "train/clip_range", "train/learning_rate"):
+                metrics["losses/" + key[len("train/"):]] = value
+        return metrics
+
+    def state_dict(self) -> MethodState:
+        """:class:`~rlprompt.policies.token_ppo.TokenPPOMethod`'s state plus SB3's ``num_timesteps``."""
+        saved = super().state_dict()
+        saved.state["num_timesteps"] = self.model.num_timesteps
+        return saved
+
+    def load_state_dict(self, state: MethodState) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        super().load_state_dict(state)
+        self.model.num_timesteps = int(state.state["num_timesteps"])
 
 
 def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
-    """Seed everything from ``cfg.seed`` and build SB3 ``PPO`` with :class:`RLPromptPolicy` over
-    ``make_prompt_tokens_vec_env`` (one shared scorer, batched scoring). The env is ``model.env``."""
-    seed_everything(cfg.seed)
+    """SB3 ``PPO`` with :class:`RLPromptPolicy` over ``make_prompt_tokens_vec_env`` (one shared scorer, batched
+    scoring), its env (``model.env``) already reset. The caller seeds the global generators first (the run loop does;
+    the policy's initial weights come from torch's)."""
     task = build_task(cfg)
     target = cfg.build_target(target)
     env = make_prompt_tokens_vec_env(
@@ -286,51 +248,29 @@ def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
     )
     # metrics go to the run directory; SB3's default logger makes an empty temp directory per learn() call
     model.set_logger(Logger(folder=None, output_formats=[]))
-    model._last_obs = env.reset()  # reseeds the shared scorer's minibatch sampler with cfg.seed
-    model._last_episode_starts = np.ones(env.num_envs, dtype=bool)
+    # Reset now: the first reset seeds the envs and the shared scorer's minibatch sampler with cfg.seed (seeds are
+    # used once), so a checkpoint's sampler state restored after this survives. SB3's first learn() resets the env
+    # again (it has no observation yet), which only restarts the empty episodes.
+    env.reset()
     return model
 
 
 def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bool = False, *,
                    target: Target | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train an RLPrompt policy with PPO (Deng et al. 2022) and return the run's summary
-    (:class:`~rlprompt.runs.RunResult`; ``details``: the last greedy prompt).
+    """Train an RLPrompt policy with PPO (Deng et al. 2022) through the run loop (:class:`rlprompt.loop.RunLoop`)
+    and return the run's summary (:class:`~rlprompt.runs.RunResult`; ``details``: the last greedy prompt).
 
     ``run_dir`` receives config.yaml, metrics.jsonl, TensorBoard events, prompt.txt and checkpoints
     (:class:`~rlprompt.runs.RunDir`). ``resume=True`` continues from the latest valid checkpoint:
     trainable tensors, optimizer, rng states, the reward sampler, counters and the best prompt.
-    ``target`` overrides ``cfg.target`` (tests pass a scripted fake target).
+    ``target`` overrides ``cfg.target`` (tests pass a scripted fake target); ``progress`` shows a progress bar.
     """
-    run, checkpoint = open_run(cfg, run_dir, resume)
-    model = make_ppo(cfg, target)
-    env, rollout = model.env, cfg.n_envs * cfg.n_steps
-    tokenizer, scorer, target = env.envs[0].tokenizer, env.scorer, env.scorer.target
-
-    # -- resume: restore everything the checkpoint holds, drop the metrics logged after it
-    state = loop_state(run, checkpoint, scorer)
-    if checkpoint is not None:
-        model.policy.load_state_dict(checkpoint.tensors, strict=True)
-        model.policy.optimizer.load_state_dict(checkpoint.optimizer)
-        model.num_timesteps, model._n_updates = checkpoint.state["num_timesteps"], checkpoint.state["n_updates"]
-
-    # -- the loop: one PPO update per learn() call, so the callback can stop between updates
-    callback = RLPromptCallback(cfg, run, target, scorer, tokenizer, state, progress=progress)
-    try:
-        while state["step"] < cfg.steps and callback.stop_reason is None:
-            if cfg.max_target_queries is not None and (
-                    callback.target_queries() + callback._next_update_cost() > cfg.max_target_queries):
-                callback.stop_reason = "max_target_queries"
-                break
-            model.learn(total_timesteps=rollout, callback=callback, reset_num_timesteps=False, log_interval=None)
-    finally:
-        callback.bar.close()
-        run.close()
-    return RunResult(
-        method=cfg.method, best_prompt=state["best_prompt"],
-        dev_accuracy=state["best_accuracy"] if state["best_prompt"] is not None else None,
-        target_queries=callback.target_queries(), steps=state["step"], stop_reason=callback.stop_reason or "steps",
-        wall_seconds=state.get("wall_seconds", state["wall_offset"]), details={"greedy_prompt": state["greedy_prompt"]},
-    ).write(run)
+    loop = RunLoop(cfg, run_dir, resume=resume, target=target, progress=progress)
+    with loop.run_dir:  # closed on an error too (finish closes it otherwise)
+        method = RLPromptMethod(cfg, loop.target)
+        loop.run(method)
+        return loop.finish(details=method.details())
 
 
-__all__ = ["RLPromptCallback", "RLPromptConfig", "RLPromptPolicy", "build_task", "make_ppo", "train_rlprompt"]
+__all__ = ["RLPromptConfig", "RLPromptMethod", "RLPromptPolicy", "RolloutCollector", "build_task", "make_ppo",
+           "train_rlprompt"]

@@ -4,27 +4,29 @@ Both write a discrete prompt token by token with a FROZEN causal LM plus small t
 frozen LM head: :class:`TokenPPOConfig` holds the fields they share (task, target, frozen policy LM, heads, PPO,
 reward, run); :class:`PrefixFeatures` caches the frozen LM's hidden state per prompt prefix; :func:`head_logits` is
 the actor's readout, in the residual form (the policy starts as the frozen LM) or the paper's adaptor form (it starts
-near uniform); :func:`build_task` loads and checks the task both train on; :func:`open_run`, :func:`loop_state`,
-:func:`checkpoint_state` and :func:`evaluate_prompts` are the run-loop parts both loops share.
+near uniform); :func:`build_task` loads and checks the task both train on; :class:`TokenPPOMethod` is what both methods share
+behind the run loop (:mod:`rlprompt.loop`): dev selection, cost bound and checkpoint state.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from rlprompt.config import TaskTargetConfig, check_dtypes, check_positive, check_resume_config, dump_config
+from rlprompt.config import TaskTargetConfig, check_dtypes, check_positive
+from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.envs.scoring import PromptScorer
-from rlprompt.errors import ConfigError, DataError
+from rlprompt.errors import ConfigError
+from rlprompt.loop import MethodState
 from rlprompt.models import load_model
 from rlprompt.rewards import check_stabilizer
-from rlprompt.runs import Checkpoint, RunDir, rng_state, set_rng_state
+from rlprompt.runs import rng_state, set_rng_state
 from rlprompt.targets import CachedTarget, Target
 from rlprompt.tasks import ClassificationTask
 
@@ -234,73 +236,79 @@ def build_task(cfg: TokenPPOConfig) -> ClassificationTask:
     return cfg.classification_task(("train", "dev"))
 
 
-# -- the run: opening, resuming, checkpoint state, dev evaluation ----------------------------------------
-def open_run(cfg: TokenPPOConfig, run_dir: str | Path | RunDir, resume: bool) -> tuple[RunDir, Checkpoint | None]:
-    """The run directory with ``config.yaml`` written, and on ``resume`` its newest valid checkpoint (None when
-    there is none or ``resume`` is False). A resumed config must match the saved one (:func:`check_resume_config`);
-    a run to resume that has metrics but no valid checkpoint is a :class:`~rlprompt.errors.DataError`."""
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, resume=resume)
-    checkpoint = run.load_checkpoint() if resume and run.latest_checkpoint() is not None else None
-    if resume and checkpoint is None and run.read_metrics():
-        raise DataError(f"cannot resume {str(run.path)!r}: it has metrics but no valid checkpoint")
-    if checkpoint is not None:
-        check_resume_config(run.read_config(), cfg)
-    run.write_config(dump_config(cfg))
-    return run, checkpoint
+# -- the method behind the run loop ------------------------------------------------------------------
+class TokenPPOMethod:
+    """What RLPrompt and MultiPrompter share behind the run loop (:class:`rlprompt.loop.Method`); a subclass adds
+    :meth:`step` (one rollout and its PPO update).
+
+    Both select on dev as RLPrompt does (Deng et al. 2022): every evaluation scores the greedy prompt and the
+    ``eval_top_k`` sampled prompts with the best raw train reward since the last evaluation (the pool, filled by
+    :meth:`record`). A checkpoint holds the trainable tensors of ``policy`` (its ``state_dict``: the frozen LM is not
+    part of it), ``optimizer``'s state, the global rng states, the scorer's minibatch sampler and stabilizer, the pool
+    and the last greedy prompt. ``rollout_queries`` is the target sequences one rollout scores.
+    """
+
+    def __init__(self, cfg: TokenPPOConfig, scorer: PromptScorer, tokenizer: Any, policy: nn.Module,
+                 optimizer: torch.optim.Optimizer, rollout_queries: int) -> None:
+        self.cfg, self.scorer, self.tokenizer, self.policy, self.optimizer = cfg, scorer, tokenizer, policy, optimizer
+        self.rollout_queries = int(rollout_queries)
+        self.pool: dict[str, float] = {}  # sampled prompt -> its best raw train reward since the last evaluation
+        self.greedy_prompt: str | None = None  # the greedy prompt of the last evaluation
+
+    def record(self, prompts: Sequence[str], rewards: Sequence[float],
+               infos: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        """Keep each finished prompt's best raw reward in the pool; return the rollout's ``charts/`` metrics."""
+        for prompt, info in zip(prompts, infos):
+            self.pool[prompt] = max(self.pool.get(prompt, -np.inf), info["raw_reward"])
+        raw = [info["raw_reward"] for info in infos]
+        return {"charts/reward": float(np.mean(rewards)), "charts/raw_reward": float(np.mean(raw)),
+                "charts/raw_reward_max": float(np.max(raw)),
+                "charts/train_accuracy": float(np.mean([info["accuracy"] for info in infos])),
+                "charts/unique_prompts": len(set(prompts)) / len(prompts)}
+
+    def step_cost(self) -> int:
+        """One rollout plus a dev evaluation of ``1 + eval_top_k`` prompts (any step may turn out to be the last)."""
+        return self.rollout_queries + (1 + self.cfg.eval_top_k) * len(self.scorer.task.split("dev"))
+
+    def candidates(self) -> dict[str, list[str]]:
+        """The greedy prompt and the pool's ``eval_top_k`` best sampled prompts (the pool is emptied)."""
+        self.greedy_prompt = decode_prompt(self.tokenizer, self.policy.decode(1, deterministic=True)[0])
+        sampled = sorted(self.pool, key=lambda p: -self.pool[p])[: self.cfg.eval_top_k]
+        self.pool = {}
+        return {"greedy": [self.greedy_prompt], "sampled": sampled}
+
+    def evaluate(self, prompt: str) -> float:
+        """The prompt's accuracy on the dev split (the scorer caches it per prompt)."""
+        return self.scorer.evaluate(prompt, split="dev")
+
+    def stop_reason(self) -> str | None:
+        """Never: the loop's step count and budget end the run."""
+        return None
+
+    def state_dict(self) -> MethodState:
+        """The trainable tensors, the optimizer and the JSON state described in the class docstring."""
+        stabilizer = getattr(self.scorer.reward, "state_dict", None)
+        state = {"rng": rng_state(), "scorer_rng": self.scorer.base_reward.rng.bit_generator.state,
+                 "stabilizer": stabilizer() if callable(stabilizer) else None, "pool": dict(self.pool),
+                 "greedy_prompt": self.greedy_prompt}
+        return MethodState({k: v.detach().clone() for k, v in self.policy.state_dict().items()}, state,
+                           self.optimizer.state_dict())
+
+    def load_state_dict(self, state: MethodState) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.policy.load_state_dict(state.tensors, strict=True)
+        self.optimizer.load_state_dict(state.optimizer)
+        saved = state.state
+        set_rng_state(saved["rng"])
+        self.scorer.base_reward.rng.bit_generator.state = saved["scorer_rng"]
+        if saved["stabilizer"] is not None:
+            self.scorer.reward.load_state_dict(saved["stabilizer"])
+        self.pool, self.greedy_prompt = dict(saved["pool"]), saved["greedy_prompt"]
+
+    def details(self) -> dict[str, Any]:
+        """The summary's ``details``: the greedy prompt of the last evaluation."""
+        return {"greedy_prompt": self.greedy_prompt}
 
 
-def loop_state(run: RunDir, checkpoint: Checkpoint | None, scorer: PromptScorer) -> dict[str, Any]:
-    """The state a token PPO run loop keeps: ``step``, the best dev prompt and accuracy, the last greedy prompt,
-    the target queries and seconds of earlier processes, and ``pool`` (sampled prompts and their best train reward
-    since the last evaluation). Fresh when ``checkpoint`` is None; else read from it, with the global rng states,
-    the scorer's minibatch sampler and stabilizer restored and the metrics logged after it dropped."""
-    state: dict[str, Any] = {"step": 0, "best_accuracy": -1.0, "best_prompt": None, "greedy_prompt": None,
-                             "queries_offset": 0, "wall_offset": 0.0, "pool": {}}
-    if checkpoint is None:
-        return state
-    saved = checkpoint.state
-    set_rng_state(saved["rng"])
-    scorer.base_reward.rng.bit_generator.state = saved["scorer_rng"]
-    if saved.get("stabilizer") is not None:
-        scorer.reward.load_state_dict(saved["stabilizer"])
-    state.update(step=checkpoint.step, best_accuracy=saved["best_accuracy"], best_prompt=saved["best_prompt"],
-                 greedy_prompt=saved.get("greedy_prompt"), queries_offset=saved["target_queries"],
-                 wall_offset=saved["wall_seconds"], pool=dict(saved["pool"]))
-    run.truncate_to(checkpoint.step)
-    return state
-
-
-def checkpoint_state(state: dict[str, Any], scorer: PromptScorer, target_queries: int) -> dict[str, Any]:
-    """The JSON state a checkpoint holds beside the tensors: the loop state (its step aside), the run's target
-    queries, the global rng states and the scorer's minibatch sampler and stabilizer (what :func:`loop_state`
-    restores)."""
-    stabilizer = getattr(scorer.reward, "state_dict", None)
-    return {**{k: v for k, v in state.items() if k != "step"}, "target_queries": target_queries, "rng": rng_state(),
-            "scorer_rng": scorer.base_reward.rng.bit_generator.state,
-            "stabilizer": stabilizer() if callable(stabilizer) else None}
-
-
-def evaluate_prompts(cfg: TokenPPOConfig, run: RunDir, scorer: PromptScorer, state: dict[str, Any], greedy: str,
-                     target_queries: Callable[[], int]) -> dict[str, float]:
-    """Dev accuracy of the ``greedy`` prompt and of the ``eval_top_k`` sampled prompts with the best train reward
-    since the last evaluation (``state["pool"]``, emptied here), RLPrompt's selection on dev (Deng et al. 2022).
-    A new best (greedy wins ties) goes to ``state``, ``prompt.txt`` and ``best_prompt.json``."""
-    pool = state["pool"]
-    sampled = sorted(pool, key=lambda p: -pool[p])[: cfg.eval_top_k]
-    scores = {p: scorer.evaluate(p, split="dev") for p in dict.fromkeys([greedy, *sampled])}
-    state["pool"] = {}
-    best = max(scores, key=lambda p: scores[p])  # dict order: greedy wins ties
-    if scores[best] > state["best_accuracy"]:
-        state.update(best_accuracy=scores[best], best_prompt=best)
-        run.write_prompt(best)
-        run.write_json("best_prompt.json", {"prompt": best, "dev_accuracy": scores[best], "step": state["step"],
-                                            "target_queries": target_queries()})
-    state["greedy_prompt"] = greedy
-    return {"eval/greedy_accuracy": scores[greedy],
-            "eval/sampled_accuracy": max((scores[p] for p in sampled), default=float("nan")),
-            "eval/best_accuracy": state["best_accuracy"]}
-
-
-__all__ = ["MASKED_LOGIT", "POLICY_HEADS", "TOP_K_SOURCES", "PrefixFeatures", "TokenPPOConfig", "actor_mlp",
-           "build_task", "checkpoint_state", "context_ids", "evaluate_prompts", "head_logits", "loop_state", "mlp",
-           "open_run"]
+__all__ = ["MASKED_LOGIT", "POLICY_HEADS", "TOP_K_SOURCES", "PrefixFeatures", "TokenPPOConfig", "TokenPPOMethod",
+           "actor_mlp", "build_task", "context_ids", "head_logits", "mlp"]

@@ -230,6 +230,9 @@ class RunLoop:
                     final = self.stop is not None
                     if self.step % eval_every == 0 or final:
                         metrics.update(self.evaluate(method))
+                        if not final:  # the evaluation spent queries too: the next step may no longer be affordable
+                            self.stop = self._stop_before(method)
+                            final = self.stop is not None
                     self.log(self.step, metrics)
                     if self.step % cfg.checkpoint_every == 0 or final:
                         self.save(method)

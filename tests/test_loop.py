@@ -116,6 +116,15 @@ def test_budget_stops_before_a_step_it_cannot_pay_for_and_evaluates_the_last_ste
     assert [p.name for p in loop.run_dir.checkpoint_dirs()] == ["step_3", "step_4"]
 
 
+def test_budget_checked_again_after_an_evaluation_stops_before_a_step_it_cannot_pay_for(tmp_path):
+    # after step 2 (8 spent) a third step is affordable (8 + 6 <= 15), but step 2's evaluation spends 2 more: 10 + 6
+    # passes 15, so step 2 is the last (a third step and its final evaluation would need 16)
+    loop, _, summary = run_toy(ToyConfig(max_target_queries=15, eval_every=2), tmp_path / "run")
+    assert summary["stop_reason"] == "max_target_queries" and summary["steps"] == 2
+    assert summary["target_queries"] == 10
+    assert [p.name for p in loop.run_dir.checkpoint_dirs()] == ["step_2"]  # the last step is checkpointed
+
+
 def test_a_killed_run_resumes_from_its_checkpoint_without_repeating_metrics(tmp_path):
     cfg, path = ToyConfig(), tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):

@@ -16,11 +16,11 @@ import torch
 
 from rlprompt.config import dump_config, load_config
 from rlprompt.envs.multiprompter import MultiPrompterEnv, observation
-from rlprompt.policies.multiprompter import (MultiPrompterConfig, gae, make_multiprompter, ppo_update, rollout,
-                                             train_multiprompter)
+from rlprompt.policies.multiprompter import (MultiPrompterConfig, MultiPrompterMethod, gae, make_multiprompter,
+                                             ppo_update, rollout, train_multiprompter)
 from rlprompt.runs import RunDir
 from tests.conftest import vowel_target
-from tests.test_rlprompt import VOCAB
+from tests.test_rlprompt import VOCAB, kill_then_resume
 
 
 def tiny_config(**overrides) -> MultiPrompterConfig:
@@ -196,6 +196,21 @@ def test_train_writes_the_run_and_resume_continues(tmp_path):
         train_multiprompter(tiny_config(), tmp_path / "full", target=vowel_target())
     with pytest.raises(ValueError, match="n_agents"):
         train_multiprompter(tiny_config(n_agents=2), tmp_path / "full", resume=True, target=vowel_target())
+
+
+@pytest.mark.model
+def test_a_run_killed_mid_step_resumes_to_the_same_result_as_a_straight_run(tmp_path, monkeypatch):
+    # checkpoints at steps 2 and 4; killed in step 4, after step 3 was logged: the resumed process drops step 3's
+    # metrics, restarts from step 2 and must end where the straight run ends
+    rows, straight, resumed = kill_then_resume(train_multiprompter, MultiPrompterMethod,
+                                               tiny_config(steps=5, checkpoint_every=2, eval_every=3), tmp_path,
+                                               monkeypatch, die_in_step=4)
+    assert [r["step"] for r in rows[1]] == [1, 2, 3, 4, 5]
+    assert rows[1] == rows[0]  # every charts/, losses/, eval/ value and target_queries, step by step
+    assert {k: resumed[k] for k in ("best_prompt", "dev_accuracy", "target_queries", "steps", "details")} == \
+        {k: straight[k] for k in ("best_prompt", "dev_accuracy", "target_queries", "steps", "details")}
+    a, b = (RunDir(tmp_path / d, resume=True).load_checkpoint().tensors for d in ("straight", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.model

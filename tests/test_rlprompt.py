@@ -14,13 +14,14 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from rlprompt.config import dump_config, load_config
 from rlprompt.policies.rlprompt import RLPromptConfig, RLPromptPolicy, make_ppo, train_rlprompt
-from rlprompt.runs import RunDir
-from tests.conftest import vowel_target
+from rlprompt.runs import RunDir, seed_everything
+from tests.conftest import FakeTarget, vowel_target
 
 VOCAB = list(range(300, 364))
 
@@ -131,6 +132,7 @@ def test_policy_start_must_be_one_token():
 def test_same_seed_same_sampled_prompts():
     runs = []
     for seed in (5, 5, 6):
+        seed_everything(seed)  # what the run loop does before it builds the method
         model = make_ppo(tiny_config(seed=seed), vowel_target())
         collect = _Prompts()
         model.learn(total_timesteps=2 * model.n_steps * model.n_envs, callback=collect.callback, reset_num_timesteps=False)
@@ -175,6 +177,63 @@ def test_train_writes_run_and_resume_matches_an_uninterrupted_run(tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-6), key
     with pytest.raises(ValueError, match="already holds a run"):
         train_rlprompt(tiny_config(), tmp_path / "full", target=target, progress=False)
+
+
+def text_vowel_target() -> FakeTarget:
+    """:func:`vowel_target` whose first verbalizer also loses with the input's length, so the train minibatch the
+    scorer draws shows in the rewards (a resumed run must restore the sampler to match a straight one)."""
+    inner = vowel_target().scores
+
+    def scores(prompt: str, text: str, k: int, position: int) -> np.ndarray:
+        out = np.array(inner(prompt, text, k, position))
+        out[0] -= 0.3 * (len(text) % 5)
+        return out
+
+    return FakeTarget(scores, name="text-vowel")
+
+
+def kill_then_resume(train, cls, cfg, tmp_path, monkeypatch, *, die_in_step: int):
+    """Run ``train`` straight, and again killed inside step ``die_in_step`` (its method's ``step`` raises
+    KeyboardInterrupt there) then resumed, each on :func:`text_vowel_target`; return the two run directories' metrics
+    without ``perf/`` and the two summaries."""
+    vowel_target = text_vowel_target
+    straight = train(cfg, tmp_path / "straight", target=vowel_target(), progress=False)
+    step, calls = cls.step, []
+
+    def dying(self):
+        calls.append(1)
+        if len(calls) == die_in_step:
+            raise KeyboardInterrupt("killed")
+        return step(self)
+
+    monkeypatch.setattr(cls, "step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", target=vowel_target(), progress=False)
+    monkeypatch.undo()
+    killed = RunDir(tmp_path / "killed", resume=True)
+    assert len(killed.read_metrics()) == die_in_step - 1 and killed.latest_checkpoint() is not None
+    resumed = train(cfg, tmp_path / "killed", resume=True, target=vowel_target(), progress=False)
+    rows = [[{k: v for k, v in r.items() if not k.startswith("perf/")} for r in RunDir(tmp_path / d, resume=True)
+             .read_metrics()] for d in ("straight", "killed")]
+    return rows, straight, resumed
+
+
+@pytest.mark.model
+def test_a_run_killed_mid_step_resumes_to_the_same_result_as_a_straight_run(tmp_path, monkeypatch):
+    # checkpoints at steps 2 and 4; killed in step 4, after step 3 was logged: the resumed process drops step 3's
+    # metrics, restarts from step 2 and must end where the straight run ends
+    cfg = tiny_config(steps=5, checkpoint_every=2, eval_every=3)
+    from rlprompt.policies.rlprompt import RLPromptMethod
+
+    rows, straight, resumed = kill_then_resume(train_rlprompt, RLPromptMethod, cfg, tmp_path, monkeypatch,
+                                               die_in_step=4)
+    assert [r["step"] for r in rows[1]] == [1, 2, 3, 4, 5]
+    assert rows[1] == rows[0]  # every charts/, losses/, eval/ value and target_queries, step by step
+    assert {k: resumed[k] for k in ("best_prompt", "dev_accuracy", "target_queries", "steps", "details")} == \
+        {k: straight[k] for k in ("best_prompt", "dev_accuracy", "target_queries", "steps", "details")}
+    a, b = _params(tmp_path / "straight"), _params(tmp_path / "killed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert RunDir(tmp_path / "killed", resume=True).load_checkpoint().state["method"]["num_timesteps"] == 5 * 4 * 2
 
 
 @pytest.mark.model
