@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlprompt.config import TaskTargetConfig, check_dtypes, check_positive
+from rlprompt.config import RunConfig, check_dtypes, check_positive
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.envs.scoring import PromptScorer
 from rlprompt.errors import ConfigError
@@ -37,7 +37,7 @@ TOP_K_SOURCES = ("frozen", "policy")
 
 # -- config ---------------------------------------------------------------------------------------
 @dataclass
-class TokenPPOConfig(TaskTargetConfig):
+class TokenPPOConfig(RunConfig):
     """Fields shared by the token-level PPO methods (RLPrompt and MultiPrompter): the task (train and dev
     splits), target, frozen policy LM, heads, PPO, reward and run settings. Subclasses add their own fields."""
 
@@ -97,21 +97,15 @@ class TokenPPOConfig(TaskTargetConfig):
     eval_top_k: int = 3
     """How many of the best sampled prompts (by train reward since the last evaluation) to evaluate on dev."""
     checkpoint_every: int = 50
-    """Write a checkpoint every this many updates (and at the end)."""
     keep_checkpoints: int = 3
-    """Checkpoints kept on disk (the newest ones)."""
-    seed: int = 0
-    """Seeds python, numpy, torch, the envs and the reward's minibatch sampler."""
-    max_target_queries: int | None = None
-    """Stop before an update that would pass this many target sequences (training + dev evaluation)."""
     hidden_cache_size: int = 50_000
     """Prompt prefixes whose frozen hidden state is cached."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_dtypes(self, "policy_dtype")
-        check_positive(self, "mlp_hidden", "value_hidden", "steps", "n_epochs", "input_batch_size", "eval_every",
-                       "eval_top_k", "checkpoint_every", "keep_checkpoints", "hidden_cache_size")
+        check_positive(self, "mlp_hidden", "value_hidden", "n_epochs", "input_batch_size", "eval_every", "eval_top_k",
+                       "hidden_cache_size")
         for name in ("learning_rate", "clip_range", "correct_coef", "incorrect_coef"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -130,8 +124,6 @@ class TokenPPOConfig(TaskTargetConfig):
         check_stabilizer(self.stabilizer)
         if self.policy_start == "":
             raise ValueError("policy_start must be a token's text (e.g. '<|endoftext|>') or null for the BOS token")
-        if self.max_target_queries is not None and self.max_target_queries < 1:
-            raise ValueError(f"max_target_queries must be >= 1 or null, got {self.max_target_queries}")
 
 
 # -- frozen LM features ---------------------------------------------------------------------------

@@ -140,6 +140,9 @@ class RunLoop:
             path = run.latest_checkpoint()
             if path is not None:
                 self.checkpoint = run.load_checkpoint(path)
+                if not isinstance(self.checkpoint.state.get("method"), dict):
+                    raise DataError(f"checkpoint {str(path)!r} was written before rlprompt's run loop (it holds no "
+                                    f"'method' state) and cannot be resumed by this version: start a new run")
                 run.truncate_to(self.checkpoint.step)
                 return {"step": self.checkpoint.step, **self.checkpoint.state.get("loop", {})}
         else:

@@ -172,15 +172,13 @@ def _is_number(value: Any) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
-# What the shared entries of a method's state must hold, when present (RunDir writes ``step`` and
-# ``optimizer``; the methods the rest).
+# What the shared entries of a checkpoint's state must hold, when present, at its top level or in its ``loop`` and
+# ``method`` parts (RunDir writes ``step`` and ``optimizer``, rlprompt.loop.RunLoop the loop's part, the method the rest).
 _STATE_CHECKS: dict[str, tuple[str, Any]] = {
     "step": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
     "target_queries": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
     "num_timesteps": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
-    "n_updates": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
-    "wall_seconds": ("a non-negative number", lambda v: _is_number(v) and v >= 0),
-    "best_accuracy": ("a number", _is_number),
+    "best_accuracy": ("a number or null", lambda v: v is None or _is_number(v)),
     "best_prompt": ("a string or null", lambda v: v is None or isinstance(v, str)),
     "greedy_prompt": ("a string or null", lambda v: v is None or isinstance(v, str)),
     "pool": ("an object of prompt: number", lambda v: isinstance(v, dict) and all(
@@ -200,18 +198,23 @@ def _check_state(path: Path, state: Any, step: int) -> _State:
         raise DataError(f"checkpoint state {path} must hold a JSON object, got {type(state).__name__}")
     if "step" not in state:
         raise DataError(f"checkpoint state {path} has no 'step'")
-    for key, (wanted, ok) in _STATE_CHECKS.items():
-        if key in state and not ok(state[key]):
-            raise DataError(f"checkpoint state {path}: {key!r} must be {wanted}, got {str(state[key])[:80]}")
+    parts = {"": state, **{f"{name}.": state[name] for name in ("loop", "method") if isinstance(state.get(name), dict)}}
+    for where, part in parts.items():
+        for key, (wanted, ok) in _STATE_CHECKS.items():
+            if key in part and not ok(part[key]):
+                raise DataError(f"checkpoint state {path}: {where}{key!r} must be {wanted}, got {str(part[key])[:80]}")
+        for key, check in (("rng", _check_rng), ("scorer_rng", _check_bit_generator)):
+            if key in part:
+                try:
+                    check(part[key])
+                except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError, RuntimeError) as err:
+                    raise DataError(f"checkpoint state {path}: {where}{key!r} is not a valid random state "
+                                    f"({type(err).__name__}: {str(err)[:120]})") from None
     if state["step"] != step:
         raise DataError(f"checkpoint state {path} says step {state['step']}, but its manifest says step {step}")
-    for key, check in (("rng", _check_rng), ("scorer_rng", _check_bit_generator)):
-        if key in state:
-            try:
-                check(state[key])
-            except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError, RuntimeError) as err:
-                raise DataError(f"checkpoint state {path}: {key!r} is not a valid random state "
-                                f"({type(err).__name__}: {str(err)[:120]})") from None
+    for where in parts:
+        if where:
+            state[where[:-1]] = _State(state[where[:-1]], path)
     return _State(state, path)
 
 

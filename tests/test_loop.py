@@ -148,6 +148,10 @@ def test_resume_refuses_a_changed_config_and_a_run_without_checkpoint(tmp_path):
     loop.log(1, {"charts/reward": 0.0})
     with pytest.raises(DataError, match="no intact checkpoint"):
         RunLoop(cfg, broken, resume=True, target=fake_target(), progress=False)
+    old = tmp_path / "old"  # a checkpoint from before the loop: the method's state at the top level
+    RunLoop(cfg, old, target=fake_target(), progress=False).run_dir.save_checkpoint(2, {}, {"greedy_prompt": "p1"})
+    with pytest.raises(DataError, match="written before rlprompt's run loop"):
+        RunLoop(cfg, old, resume=True, target=fake_target(), progress=False)
 
 
 def test_affordable_steps_reserves_the_final_selection(tmp_path):

@@ -258,6 +258,11 @@ def _with(**changes):
     return lambda state: {**state, **changes}
 
 
+def _nested(part, **changes):
+    """An edit of the ``loop`` or ``method`` part of the state, as rlprompt.loop.RunLoop writes them."""
+    return lambda state: {**state, part: {**state[part], **changes}}
+
+
 def _rng_with(part, value):
     return lambda state: {**state, "rng": {**state["rng"], part: value}}
 
@@ -268,8 +273,10 @@ def _rng_with(part, value):
     (_with(step="seven"), r"state\.json: 'step' must be a non-negative integer, got seven"),
     (_with(step=9), r"state\.json says step 9, but its manifest says step 7"),
     (_with(target_queries=-5), r"'target_queries' must be a non-negative integer, got -5"),
-    (_with(best_accuracy="high"), r"'best_accuracy' must be a number, got high"),
-    (_with(wall_seconds=float("nan")), r"'wall_seconds' must be a non-negative number"),
+    (_with(best_accuracy="high"), r"'best_accuracy' must be a number or null, got high"),
+    (_nested("loop", target_queries=-5), r"loop\.'target_queries' must be a non-negative integer, got -5"),
+    (_nested("method", pool={"p": "x"}), r"method\.'pool' must be an object of prompt: number"),
+    (_nested("method", rng="garbage"), r"method\.'rng' is not a valid random state"),
     (_with(pool=[1, 2]), r"'pool' must be an object of prompt: number"),
     (_with(best_prompt=3), r"'best_prompt' must be a string or null"),
     (_with(optimizer={"param_groups": "lots"}), r"'optimizer' must be an object with 'param_groups'"),
@@ -287,7 +294,9 @@ def test_hand_edited_state_with_matching_checksum_is_a_clear_error(tmp_path, edi
     layer(torch.ones(1, 3)).sum().backward()
     opt.step()
     state = {"rng": rng_state(), "scorer_rng": np.random.default_rng(0).bit_generator.state, "target_queries": 10,
-             "wall_seconds": 1.5, "best_accuracy": 0.5, "best_prompt": "p", "pool": {"p": 0.5}}
+             "best_accuracy": 0.5, "best_prompt": "p", "pool": {"p": 0.5},
+             "loop": {"best_prompt": "p", "best_accuracy": 0.5, "target_queries": 10},
+             "method": {"rng": rng_state(), "pool": {"p": 0.5}}}
     checkpoint = run.save_checkpoint(7, dict(layer.named_parameters()), state, opt.state_dict())
     assert run.load_checkpoint().state["pool"] == {"p": 0.5}  # the untouched checkpoint passes every check
     _edit_state(checkpoint, edit)
@@ -299,12 +308,13 @@ def test_hand_edited_state_with_matching_checksum_is_a_clear_error(tmp_path, edi
 
 def test_a_missing_state_entry_names_the_file(tmp_path):
     run = RunDir(tmp_path / "run")
-    run.save_checkpoint(3, {"w": torch.zeros(1)}, {"best": 1.0})
+    run.save_checkpoint(3, {"w": torch.zeros(1)}, {"best": 1.0, "method": {"pool": {}}})
     state = run.load_checkpoint().state
-    with pytest.raises(KeyError) as caught:
-        state["rng"]
-    assert str(caught.value) == f"{run.path / 'checkpoints' / 'step_3' / 'state.json'} has no 'rng': it was " \
-                                "edited, or written by another version of rlprompt"
+    for part in (state, state["method"]):  # the method's part, nested, names the file too
+        with pytest.raises(KeyError) as caught:
+            part["rng"]
+        assert str(caught.value) == f"{run.path / 'checkpoints' / 'step_3' / 'state.json'} has no 'rng': it was " \
+                                    "edited, or written by another version of rlprompt"
     assert state.get("rng") is None and state["best"] == 1.0
 
 
