@@ -47,6 +47,7 @@ from rlprompt.policies.token_ppo import (PrefixFeatures, TokenPPOConfig, TokenPP
                                         context_ids, frozen_policy_lm, head_logits, mlp)
 from rlprompt.runs import RunDir
 from rlprompt.targets import Target
+from rlprompt.tasks import ClassificationTask
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -236,12 +237,12 @@ def ppo_update(policy: MultiPrompterPolicy, optimizer: torch.optim.Optimizer, ba
 
 
 # -- training -------------------------------------------------------------------------------------
-def make_multiprompter(cfg: MultiPrompterConfig, target: Target | None = None
+def make_multiprompter(cfg: MultiPrompterConfig, target: Target | None = None, task: ClassificationTask | None = None
                        ) -> tuple[MultiPrompterEnv, MultiPrompterPolicy, torch.optim.Optimizer]:
     """Build the env (scorer, tokenizer, action ids; reset, which seeds the scorer's minibatch sampler), policy and
     optimizer. The caller seeds the global generators first (the run loop does; the heads' initial weights and the
-    rollouts draw from torch's)."""
-    task = build_task(cfg)
+    rollouts draw from torch's). ``task``: the config's task, when the caller loaded it already."""
+    task = task or build_task(cfg)
     target = cfg.build_target(target)
     env = MultiPrompterEnv(task, target, n_agents=cfg.n_agents, segment_length=cfg.segment_length, vocab=cfg.vocab,
                            reward=cfg.reward, stabilizer=cfg.stabilizer, batch_size=cfg.input_batch_size,
@@ -263,8 +264,8 @@ class MultiPrompterMethod(TokenPPOMethod):
     rolls out ``n_episodes`` joint prompts, scores them in ONE batched :meth:`PromptScorer.score` call and runs
     :func:`ppo_update` on every agent with the centralized critic's advantages."""
 
-    def __init__(self, cfg: MultiPrompterConfig, target: Target) -> None:
-        env, policy, optimizer = make_multiprompter(cfg, target)
+    def __init__(self, cfg: MultiPrompterConfig, target: Target, task: ClassificationTask | None = None) -> None:
+        env, policy, optimizer = make_multiprompter(cfg, target, task)
         super().__init__(cfg, env.scorer, env.tokenizer, policy, optimizer,
                          rollout_queries=cfg.n_episodes * cfg.input_batch_size)
 
@@ -289,9 +290,10 @@ def train_multiprompter(cfg: MultiPrompterConfig, run_dir: str | Path | RunDir, 
     latest valid checkpoint. ``target`` overrides ``cfg.target`` (tests pass a scripted fake target);
     ``progress`` shows a progress bar.
     """
+    task = build_task(cfg)  # a task that cannot serve fails here, before a run directory or a model exists
     loop = RunLoop(cfg, run_dir, resume=resume, target=target, progress=progress)
     with loop.run_dir:  # closed on an error too (finish closes it otherwise)
-        method = MultiPrompterMethod(cfg, loop.target)
+        method = MultiPrompterMethod(cfg, loop.target, task)
         loop.run(method)
         return loop.finish(details=method.details())
 

@@ -41,6 +41,7 @@ from rlprompt.policies.token_ppo import (POLICY_HEADS, TOP_K_SOURCES, PrefixFeat
                                          actor_mlp, build_task, context_ids, frozen_policy_lm, head_logits, mlp)
 from rlprompt.runs import RunDir
 from rlprompt.targets import Target
+from rlprompt.tasks import ClassificationTask
 
 
 @dataclass
@@ -191,8 +192,8 @@ class RLPromptMethod(TokenPPOMethod):
     ``charts/*`` of the rollout's prompts, ``losses/*`` from SB3's ``train/*`` figures; the checkpoint adds SB3's
     ``num_timesteps`` to :class:`~rlprompt.policies.token_ppo.TokenPPOMethod`'s state."""
 
-    def __init__(self, cfg: RLPromptConfig, target: Target) -> None:
-        self.model = make_ppo(cfg, target)
+    def __init__(self, cfg: RLPromptConfig, target: Target, task: ClassificationTask | None = None) -> None:
+        self.model = make_ppo(cfg, target, task)
         env = self.model.env
         super().__init__(cfg, env.scorer, env.envs[0].tokenizer, self.model.policy, self.model.policy.optimizer,
                          rollout_queries=cfg.n_envs * cfg.episodes_per_update * cfg.input_batch_size)
@@ -222,11 +223,11 @@ class RLPromptMethod(TokenPPOMethod):
         self.model.num_timesteps = int(state.state["num_timesteps"])
 
 
-def make_ppo(cfg: RLPromptConfig, target: Target | None = None) -> PPO:
+def make_ppo(cfg: RLPromptConfig, target: Target | None = None, task: ClassificationTask | None = None) -> PPO:
     """SB3 ``PPO`` with :class:`RLPromptPolicy` over ``make_prompt_tokens_vec_env`` (one shared scorer, batched
     scoring), its env (``model.env``) already reset. The caller seeds the global generators first (the run loop does;
-    the policy's initial weights come from torch's)."""
-    task = build_task(cfg)
+    the policy's initial weights come from torch's). ``task``: the config's task, when the caller loaded it already."""
+    task = task or build_task(cfg)
     target = cfg.build_target(target)
     env = make_prompt_tokens_vec_env(
         cfg.n_envs, seed=cfg.seed, task=task, target=target, prompt_length=cfg.prompt_length, vocab=cfg.vocab,
@@ -265,9 +266,10 @@ def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bo
     trainable tensors, optimizer, rng states, the reward sampler, counters and the best prompt.
     ``target`` overrides ``cfg.target`` (tests pass a scripted fake target); ``progress`` shows a progress bar.
     """
+    task = build_task(cfg)  # a task that cannot serve fails here, before a run directory or a model exists
     loop = RunLoop(cfg, run_dir, resume=resume, target=target, progress=progress)
     with loop.run_dir:  # closed on an error too (finish closes it otherwise)
-        method = RLPromptMethod(cfg, loop.target)
+        method = RLPromptMethod(cfg, loop.target, task)
         loop.run(method)
         return loop.finish(details=method.details())
 

@@ -77,7 +77,8 @@ def test_resume_from_a_hand_edited_state_is_one_line(tmp_path, capsys):
     assert main(["train", str(config), "--run-dir", str(run)]) == 0
     checkpoint = run / "checkpoints" / "step_1"
     state = json.loads((checkpoint / "state.json").read_text())
-    state["rng"]["torch"] = state["rng"]["torch"][:10]  # a careful hand-edit: the manifest is resealed
+    rng = state["method"]["rng"]
+    rng["torch"] = rng["torch"][:10]  # a careful hand-edit: the manifest is resealed
     (checkpoint / "state.json").write_text(json.dumps(state))
     manifest = json.loads((checkpoint / "manifest.json").read_text())
     manifest["files"]["state.json"] = hashlib.sha256((checkpoint / "state.json").read_bytes()).hexdigest()
@@ -86,7 +87,7 @@ def test_resume_from_a_hand_edited_state_is_one_line(tmp_path, capsys):
     assert main(["train", str(config), "--run-dir", str(run), "--resume", "steps=2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("rlprompt train: error: checkpoint state ")
-    assert "step_1/state.json: 'rng' is not a valid" in err
+    assert "step_1/state.json: method.'rng' is not a valid" in err
     assert len(err.splitlines()) == 1
 
 
@@ -164,7 +165,7 @@ def test_resume_reads_the_run_and_only_length_budget_and_cadence_may_change(tmp_
     assert _summary(capsys)["steps"] == 2
     assert main(["train", "--resume", "--run-dir", str(run), "steps=3", "seed=4", "n_epochs=2"]) == 2
     err = capsys.readouterr().err
-    assert "['n_epochs', 'seed']" in err and "seed: 3 -> 4" in err and "'steps'" in err and "Traceback" not in err
+    assert "['seed', 'n_epochs']" in err and "seed: 3 -> 4" in err and "'steps'" in err and "Traceback" not in err
     # a run directory written before `steps` (its config.yaml says total_updates) resumes, both ways
     saved = yaml.safe_load((run / "config.yaml").read_text())
     saved["total_updates"] = saved.pop("steps")
