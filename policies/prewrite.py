@@ -374,7 +374,8 @@ def _grpo_config(cfg: PRewriteConfig, output_dir: Path, on_cpu: bool):
 # -- command line (the accelerate entry point) ----------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """``python -m rlprompt.policies.prewrite CONFIG --run-dir DIR [--resume] [key=value ...]``; works under
-    ``accelerate launch --num_processes N [--cpu] -m rlprompt.policies.prewrite ...``."""
+    ``accelerate launch --num_processes N -m rlprompt.policies.prewrite ...`` (N GPUs; on CPUs ``--multi_gpu`` starts
+    N gloo processes, while ``--cpu`` starts one whatever N says)."""
     from rlprompt.config import load_config
 
     parser = argparse.ArgumentParser(prog="python -m rlprompt.policies.prewrite", description=__doc__.splitlines()[0])

@@ -308,15 +308,16 @@ def test_prewrite_s_with_a_real_tiny_enhancer():
 
 @pytest.mark.slow
 def test_device_accelerate_launch_two_cpu_processes_runs_two_steps(tmp_path):
-    """The multi-process path: ``accelerate launch --num_processes 2 --cpu`` (gloo) trains 2 GRPO steps; only the
-    main process writes the run directory (each step logged once) and the enhancer."""
+    """The multi-process path: ``accelerate launch --multi_gpu --num_processes 2`` on the CPU (two gloo processes;
+    ``--cpu --num_processes 2`` would start one) trains 2 GRPO steps; only the main process writes the run directory
+    (each step logged once) and the enhancer."""
     config = tmp_path / "tiny.yaml"
     config.write_text("method: prewrite\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\n"
                       "target_dtype: float32\nnum_generations: 2\nmax_completion_length: 4\ninput_batch_size: 2\n"
                       "steps: 2\ncheckpoint_every: 2\nnum_samples: 2\ndev_limit: 4\nlora_target_modules: [q_proj]\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "rlprompt.policies.prewrite", str(config),
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+         "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "rlprompt.policies.prewrite", str(config),
          "--run-dir", str(tmp_path / "run")],
         cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
