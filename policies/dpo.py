@@ -286,6 +286,11 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     ``max_target_queries`` bounds the pairs: they are built for as many originals as the budget pays for after
     the final evaluation (``stop_reason`` max_target_queries when that leaves some out); a budget too small for
     the evaluation and one original is an error before anything runs.
+
+    Under ``accelerate launch --num_processes N`` the pairs must exist first (``rlprompt prefs CONFIG``, one process:
+    N processes would each build and write them; a missing file is a :class:`~rlprompt.errors.ConfigError`), every
+    process trains, and the final evaluation, the enhancer and the summary are the main process's only (the others
+    return ``{}`` after training), so the run's ``target_queries`` are counted once.
     """
     from trl import DPOTrainer
 
@@ -302,6 +307,9 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
     if not Path(cfg.preferences).is_file():
         from rlprompt.targets.hf import HFTarget
 
+        if loop.budget.processes() > 1:
+            raise ConfigError(f"preferences {cfg.preferences!r} do not exist: build them first with one process "
+                              f"(rlprompt prefs CONFIG), then launch the {loop.budget.processes()}-process training")
         built = _build_within_budget(cfg, loop.budget, final_cost, task=task, target=target,
                                      rewriter=HFTarget.from_loaded(*rewriter) if rewriter is not None else None)
         run.write_json("preference_stats.json", built)
@@ -324,9 +332,11 @@ def train_dpo(cfg: DPOMethodConfig, run_dir: str | Path, resume: bool = False, *
                               processing_class=tokenizer, peft_config=lora_config(cfg),
                               callbacks=[loop.trainer_callback(), trainer_checkpoint_sealer()])
     start = time.perf_counter()
-    with loop.budget:
+    with loop.budget.shared():  # every process trains (its steps query no target)
         train_or_finish(trainer, loop.checkpoint, last)
     train_seconds = time.perf_counter() - start
+    if not trainer.accelerator.is_main_process:
+        return {}
     # never worse than none: the originals are scored beside their greedy rewrites on dev, and the saved
     # enhancer is the identity unless the rewrites beat them
     model = trainer.accelerator.unwrap_model(trainer.model)

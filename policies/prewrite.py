@@ -282,6 +282,11 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
     at most ``num_generations * input_batch_size`` sequences, and keeps room for the final dev selection (a budget
     too small for that selection alone is an error before anything runs); the run then ends with ``stop_reason``
     max_target_queries, its last step checkpointed.
+
+    Under ``accelerate launch --num_processes N`` each process scores its own ``num_generations`` rewrites a step
+    with its own target, so a step costs N times as many sequences; the logged and summarized ``target_queries`` are
+    the sum over the processes, and the final selection runs on the main process only (the others return ``{}``
+    after training).
     """
     from datasets import Dataset
     from rlprompt.enhancer import PromptEnhancer
@@ -308,7 +313,7 @@ def train_prewrite(cfg: PRewriteConfig, run_dir: str | Path, resume: bool = Fals
                                         processing_class=tokenizer, peft_config=lora_config(cfg),
                                         callbacks=[logger, _reward_state_saver(reward), trainer_checkpoint_sealer()])
     start = time.perf_counter()
-    with loop.budget:
+    with loop.budget.shared():  # every process trains and queries its own target: counts summed, caps shared
         train_or_finish(trainer, loop.checkpoint, last)
     train_seconds = time.perf_counter() - start
     if not trainer.accelerator.is_main_process:
@@ -369,7 +374,8 @@ def _grpo_config(cfg: PRewriteConfig, output_dir: Path, on_cpu: bool):
 # -- command line (the accelerate entry point) ----------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """``python -m rlprompt.policies.prewrite CONFIG --run-dir DIR [--resume] [key=value ...]``; works under
-    ``accelerate launch --num_processes N [--cpu] -m rlprompt.policies.prewrite ...``."""
+    ``accelerate launch --num_processes N -m rlprompt.policies.prewrite ...`` (N GPUs; on CPUs ``--multi_gpu`` starts
+    N gloo processes, while ``--cpu`` starts one whatever N says)."""
     from rlprompt.config import load_config
 
     parser = argparse.ArgumentParser(prog="python -m rlprompt.policies.prewrite", description=__doc__.splitlines()[0])

@@ -15,13 +15,17 @@ Two ways in, one loop:
   loop through one callback adapter, :meth:`RunLoop.trainer_callback`: each logged Trainer step goes through
   :meth:`RunLoop.log`, and each trl checkpoint gets the loop's state (``loop_state.json``) beside the Trainer's.
   :meth:`RunLoop.affordable_steps` says, once and the same in every process, how many steps the budget pays for.
+  Under ``accelerate launch --num_processes N`` every process queries its own target: the run's count is their sum
+  (:meth:`~rlprompt.runs.QueryBudget.sync` at every logged step and checkpoint, on every process, before the main
+  process writes), each step costs N times a process's cost, and ``with loop.budget.shared():`` caps each process at
+  1/N of what is left, so the run's total never passes ``max_target_queries``.
 
 Both end with :meth:`RunLoop.finish`, which writes ``summary.json`` (:class:`~rlprompt.runs.RunResult`).
 
 Metric keys (:data:`~rlprompt.runs.NAMESPACES`): ``charts/`` what a step measured, ``losses/`` optimiser figures,
 ``eval/`` dev scores (``eval/<role>_accuracy``, the best of each role of candidates, and ``eval/best_accuracy``),
 ``perf/`` timings (``perf/wall_seconds``: the run's clock across resumes, on every row). Every row also carries
-``target_queries``, the target sequences the run has used since its start, across resumes.
+``target_queries``, the target sequences the run has used since its start, across resumes and processes.
 """
 
 from __future__ import annotations
@@ -267,8 +271,10 @@ class RunLoop:
         """The last Trainer step the budget pays for when each step costs at most ``step_cost`` target sequences and
         ``reserve`` stay for what follows training (a final selection): ``cfg.steps`` without a budget, or for steps
         that query no target (``step_cost`` 0, DPO's). A budget too small for ``reserve`` alone is a
-        :class:`~rlprompt.errors.ConfigError`. Decided once from the checkpoint's
-        counts, so every process of a multi-process run decides the same."""
+        :class:`~rlprompt.errors.ConfigError`. Under N processes (:meth:`~rlprompt.runs.QueryBudget.processes`) each
+        spends ``step_cost`` a step, so a step costs ``N * step_cost``; ``reserve`` is counted once (what follows
+        training runs on the main process only). Decided once from the checkpoint's counts, before
+        training, so every process of a multi-process run decides the same."""
         if not self.budget.affords(reserve):
             raise ConfigError(f"max_target_queries={self.cfg.max_target_queries} cannot pay for the final selection "
                               f"({reserve} sequences, {self.budget.spent()} spent already): raise it or shrink the "
@@ -276,13 +282,17 @@ class RunLoop:
         if self.budget.limit is None or step_cost <= 0:
             return self.cfg.steps
         left = self.budget.limit - self.budget.spent() - reserve
-        return min(self.cfg.steps, self.step + left // step_cost)
+        return min(self.cfg.steps, self.step + left // (step_cost * self.budget.processes()))
 
     def trainer_callback(self, extra: Callable[[], Mapping[str, float]] = dict) -> Any:
         """The adapter of a transformers ``Trainer`` to this loop: every logged step's numbers go through :meth:`log`
         (under ``losses/`` for loss and KL keys, else ``charts/``, plus ``extra()`` and ``perf/seconds_per_step``);
         each checkpoint the Trainer saves gets the loop's state as ``loop_state.json`` (add this callback before the
-        checkpoint sealer); one progress bar on the main process. The Trainer's end-of-run summary
+        checkpoint sealer); one progress bar on the main process. Under several processes the Trainer calls
+        ``on_log`` and ``on_save`` on every process (transformers' ``Trainer.log`` and ``_maybe_log_save_evaluate``),
+        so both first sum every process's target queries (:meth:`~rlprompt.runs.QueryBudget.sync`): the rows and
+        ``loop_state.json`` the main process writes hold the run's total. Train inside
+        ``with loop.budget.shared():``. The Trainer's end-of-run summary
         (``train_runtime``, ...) is not a step and is not logged; :attr:`step_seconds` of the returned callback holds
         the time of every step taken."""
         from transformers import TrainerCallback
@@ -309,6 +319,7 @@ class RunLoop:
                 loop.step = state.global_step
 
             def on_log(self, args, state, control, logs=None, **kwargs):
+                loop.budget.sync()  # a collective: every process, before the main process's early return
                 if not state.is_world_process_zero or "train_runtime" in (logs or {}):
                     return
                 metrics = {f"{'losses' if 'loss' in key or key.startswith('kl') else 'charts'}/{key.replace('/', '_')}":
@@ -322,6 +333,7 @@ class RunLoop:
 
             def on_save(self, args, state, control, **kwargs):
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                loop.budget.sync()
                 if state.is_world_process_zero and folder.is_dir():
                     write_atomic(folder / LOOP_STATE_FILE, json.dumps(loop.loop_state()))
 

@@ -347,31 +347,78 @@ class QueryBudget:
     when it is None). Inside ``with budget:`` the target itself refuses a query past the budget
     (``Target.max_sequences``, :class:`~rlprompt.targets.base.BudgetExceeded`), so a cost bound that was wrong stops
     the run with an error instead of overspending; the target's own limit comes back on exit.
+
+    A run of several processes (``accelerate launch --num_processes N``: each process has its own target) spends the
+    sum of their sequences. :meth:`sync`, called by every process at the same points, adds what the other processes
+    have spent since the start (:attr:`others`) to :meth:`spent`, so every process then holds the run's total; inside
+    ``with budget.shared():`` (entered by every process) each target is capped at its equal share of what is left,
+    so together they cannot pass the budget. With one process, :meth:`sync` does nothing and :meth:`shared` is
+    ``with budget:``.
     """
 
     def __init__(self, target: Target, limit: int | None, before: int = 0) -> None:
         self.target, self.limit, self.before = target, limit, int(before)
         self.start = target.stats.sequences
+        self.others = 0
+        """Sequences the run's other processes had spent since the start at the last :meth:`sync`."""
         self._saved: list[int | None] = []
 
     def spent(self) -> int:
-        """Target sequences this run has used so far, across resumes."""
-        return self.before + self.target.stats.sequences - self.start
+        """Target sequences this run has used so far, across resumes (and, as of the last :meth:`sync`, across
+        processes)."""
+        return self.before + self.target.stats.sequences - self.start + self.others
 
     def affords(self, cost: int) -> bool:
         """True when ``cost`` more target sequences keep the run within its budget."""
         return self.limit is None or self.spent() + cost <= self.limit
 
+    @staticmethod
+    def processes() -> int:
+        """How many processes share the run's budget: torch.distributed's world size once its process group is up,
+        else ``WORLD_SIZE`` (set by ``accelerate launch`` and ``torchrun`` before the group is made), else 1."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size()
+        return int(os.environ.get("WORLD_SIZE", 1))
+
+    def sync(self) -> int:
+        """Sum every process's sequences since the start (an ``all_reduce``: every process must call this at the same
+        point) into :attr:`others`, and return :meth:`spent`, now the run's total; nothing to do with one process."""
+        if self.processes() > 1:
+            own = self.target.stats.sequences - self.start
+            device = (torch.device("cuda", torch.cuda.current_device())
+                      if torch.distributed.get_backend() == "nccl" else torch.device("cpu"))
+            total = torch.tensor([own], dtype=torch.int64, device=device)
+            torch.distributed.all_reduce(total)
+            self.others = int(total.item()) - own
+        return self.spent()
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[QueryBudget]:
+        """``with budget:`` for a block that every process runs (a Trainer's training): counts synced on entry and
+        on a normal exit, and each process's target capped at ``1 / processes()`` of what is left on entry."""
+        self.sync()
+        self._cap(self.processes())
+        try:
+            yield self
+        finally:
+            self.__exit__()
+        self.sync()
+
     def __enter__(self) -> QueryBudget:
-        saved = self.target.max_sequences
-        self._saved.append(saved)
-        if self.limit is not None:
-            cap = self.target.stats.sequences + self.limit - self.spent()
-            self.target.max_sequences = cap if saved is None else min(cap, saved)
+        self._cap(1)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.target.max_sequences = self._saved.pop()
+
+    def _cap(self, share: int) -> None:
+        """Cap the target at ``1 / share`` of what the budget has left (its own tighter limit kept; :meth:`__exit__`
+        restores it)."""
+        saved = self.target.max_sequences
+        self._saved.append(saved)
+        if self.limit is not None:
+            cap = self.target.stats.sequences + (self.limit - self.spent()) // share
+            self.target.max_sequences = cap if saved is None else min(cap, saved)
 
 
 class RunClock:

@@ -361,6 +361,49 @@ def test_max_target_queries_bounds_the_pairs_and_counts_every_target_query(tmp_p
                   rewriter=load_model("tiny-random"), target=target, task=task)
 
 
+@pytest.mark.slow
+def test_two_processes_evaluate_once_and_refuse_to_build_pairs_in_every_process(tmp_path):
+    """``accelerate launch --num_processes 2`` (two gloo processes on the CPU): without its pairs the run is a
+    ConfigError in every process (each would build and write them); with them, both train and only the main process
+    evaluates and writes the summary, whose target_queries are all the run's (the other process queried nothing)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from rlprompt.config import dump_config
+
+    task = _task()
+    build_preferences(_cfg(tmp_path), target=_target(task), rewriter=scripted_rewriter(), task=task)
+    cfg = _cfg(tmp_path, target="tiny-random", target_dtype="float32", lora_target_modules=["q_proj"])
+    (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(dump_config(cfg)))
+    script = tmp_path / "launch.py"
+    script.write_text(
+        "import json, os, sys\nfrom pathlib import Path\nfrom rlprompt.errors import ConfigError\n"
+        "from rlprompt.policies.dpo import load_method_config, train_dpo\n"
+        "out = Path(sys.argv[2], f\"rank{os.environ['RANK']}.json\")\n"
+        "try:\n    missing = f'preferences={sys.argv[2]}/missing.jsonl'\n"
+        "    train_dpo(load_method_config(sys.argv[1], [missing]), Path(sys.argv[2], 'none'))\n"
+        "except ConfigError as error:\n    refused = str(error)\n"
+        "cfg = load_method_config(sys.argv[1])\ntarget = cfg.build_target()\n"
+        "summary = train_dpo(cfg, Path(sys.argv[2], 'run'), target=target)\n"
+        "out.write_text(json.dumps({'refused': refused, 'sequences': target.stats.sequences, 'summary': summary}))\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+         "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path / "dpo.yaml"),
+         str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    main, other = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert all("build them first with one process" in r["refused"] for r in (main, other))
+    assert other == {**other, "summary": {}, "sequences": 0}
+    assert main["summary"]["steps"] == 2 and main["summary"]["target_queries"] == main["sequences"] > 0
+    assert (tmp_path / "run" / "enhancer").is_dir()
+
+
 @pytest.mark.parametrize("name, method", [("dpo_sentiment", "dpo"), ("semdpo_sentiment", "sem-dpo")])
 def test_shipped_configs_load(name, method):
     from pathlib import Path

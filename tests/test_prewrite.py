@@ -308,15 +308,16 @@ def test_prewrite_s_with_a_real_tiny_enhancer():
 
 @pytest.mark.slow
 def test_device_accelerate_launch_two_cpu_processes_runs_two_steps(tmp_path):
-    """The multi-process path: ``accelerate launch --num_processes 2 --cpu`` (gloo) trains 2 GRPO steps; only the
-    main process writes the run directory (each step logged once) and the enhancer."""
+    """The multi-process path: ``accelerate launch --multi_gpu --num_processes 2`` on the CPU (two gloo processes;
+    ``--cpu --num_processes 2`` would start one) trains 2 GRPO steps; only the main process writes the run directory
+    (each step logged once) and the enhancer."""
     config = tmp_path / "tiny.yaml"
     config.write_text("method: prewrite\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\n"
                       "target_dtype: float32\nnum_generations: 2\nmax_completion_length: 4\ninput_batch_size: 2\n"
                       "steps: 2\ncheckpoint_every: 2\nnum_samples: 2\ndev_limit: 4\nlora_target_modules: [q_proj]\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "rlprompt.policies.prewrite", str(config),
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+         "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "rlprompt.policies.prewrite", str(config),
          "--run-dir", str(tmp_path / "run")],
         cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -325,6 +326,48 @@ def test_device_accelerate_launch_two_cpu_processes_runs_two_steps(tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
              if "losses/loss" in line]
     assert steps == [1, 2]
+
+
+@pytest.mark.slow
+def test_device_accelerate_launch_two_processes_count_and_cap_their_summed_target_queries(tmp_path):
+    """Under ``accelerate launch --num_processes 2`` each process queries its own target: the metrics rows,
+    ``loop_state.json`` and the summary hold the sum over both processes (each writes its own target's count here),
+    and a step costs twice a process's share, so ``max_target_queries`` pays for 2 steps (not the 5 that one
+    process's arithmetic would allow) and the run's total stays within it."""
+    config = tmp_path / "tiny.yaml"
+    # a step: 2 processes x 2 rewrites x 2 inputs; the final selection: (2 + 2) x 4 dev inputs; 16 + 2 * 8 + 4 = 36
+    config.write_text("method: prewrite\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\n"
+                      "target_dtype: float32\nnum_generations: 2\nmax_completion_length: 4\ninput_batch_size: 2\n"
+                      "steps: 4\ncheckpoint_every: 1\nnum_samples: 2\ndev_limit: 4\nlora_target_modules: [q_proj]\n"
+                      "max_target_queries: 36\n")
+    script = tmp_path / "launch.py"
+    script.write_text(
+        "import json, os, sys\nfrom pathlib import Path\nfrom rlprompt.config import load_config\n"
+        "from rlprompt.policies.prewrite import PRewriteConfig, train_prewrite\n"
+        "cfg = load_config(sys.argv[1], PRewriteConfig)\ntarget = cfg.build_target()\n"
+        "summary = train_prewrite(cfg, sys.argv[2], target=target)\n"
+        "Path(sys.argv[3], f\"rank{os.environ['RANK']}.json\").write_text(json.dumps("
+        "{'sequences': target.stats.sequences, 'summary': summary}))\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+         "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(config),
+         str(tmp_path / "run"), str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    main, other = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    summary = main["summary"]
+    assert other["summary"] == {} and other["sequences"] > 0  # the other process queried in training only
+    assert summary["target_queries"] == main["sequences"] + other["sequences"] <= 36
+    assert summary["steps"] == 2 and summary["stop_reason"] == "max_target_queries"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in rows if "losses/loss" in r]
+    assert [r["step"] for r in trained] == [1, 2]
+    assert 0 < trained[0]["target_queries"] < trained[1]["target_queries"]
+    assert trained[1]["target_queries"] > other["sequences"]  # the other process's queries and the main one's
+    state = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-2" / "loop_state.json").read_text())
+    assert state["target_queries"] == trained[-1]["target_queries"]
+    assert rows[-1]["target_queries"] == summary["target_queries"]  # the final selection's row
 
 
 # -- the benchmark: initial instruction, PRewrite-I and PRewrite-S per (task, data seed) -----------

@@ -142,6 +142,36 @@ def test_query_budget_counts_this_runs_sequences_and_guards_the_target():
         assert unlimited.affords(10**9) and target.max_sequences == 1060
 
 
+def test_query_budget_under_several_processes_counts_their_sum_and_shares_the_cap(monkeypatch):
+    """``accelerate launch --num_processes 2``: sync() all-reduces the processes' sequences (the other one spent 7
+    here), shared() caps this process at half of what is left, and affords() sees the run's total."""
+    import torch.distributed as dist
+
+    target = _CountingTarget(sequences=1000)
+    budget = QueryBudget(target, limit=100, before=30)
+    target.stats.sequences += 10
+    assert budget.processes() == 1 and budget.sync() == 40  # one process: nothing to sum
+    reduced = []
+
+    def all_reduce(tensor):
+        reduced.append(int(tensor.item()))
+        tensor += 7
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    assert budget.processes() == 2 and budget.spent() == 40  # not synced yet
+    assert budget.sync() == 47 and reduced == [10] and budget.others == 7
+    assert budget.affords(53) and not budget.affords(54)
+    with budget.shared():
+        assert target.max_sequences == 1010 + (100 - 47) // 2  # each process gets half of what is left
+        target.stats.sequences += 20
+    assert reduced == [10, 10, 30] and budget.spent() == 30 + 30 + 7 and target.max_sequences is None
+    with budget:  # the main process alone, after training: the whole rest of the run's budget
+        assert target.max_sequences == 1030 + 100 - 67
+
+
 def test_run_clock_goes_on_from_the_last_logged_wall_seconds(tmp_path):
     run = RunDir(tmp_path / "run", tensorboard=False)
     assert RunClock(run)() < 1.0
