@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from rlprompt.errors import DataError, MissingFileError
-from rlprompt.runs import SUMMARY_KEYS, write_atomic
+from rlprompt.runs import SUMMARY_KEYS, RunDir, write_atomic
 
 CURVE_KEYS = (
     "charts/raw_reward",       # RLPrompt, MultiPrompter: mean raw (unstabilized) reward of the update's prompts
@@ -75,13 +74,9 @@ def load_run(path: str | Path) -> RunSummary:
     path = Path(path).resolve()
     if not (path / "metrics.jsonl").is_file():
         raise MissingFileError(f"{str(path)!r} is not a run directory (no metrics.jsonl)")
-    config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) if (path / "config.yaml").is_file() else {}
-    metrics = []
-    for line in (path / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-        try:
-            metrics.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line from a crash
+    run = RunDir(path, resume=True, tensorboard=False)  # reads only: the directory exists
+    config = run.read_config() if (path / "config.yaml").is_file() else {}
+    metrics = run.read_metrics()  # a torn last line from a crash is skipped
     prompt = (path / "prompt.txt").read_text(encoding="utf-8") if (path / "prompt.txt").is_file() else None
     summary = None
     if (path / "summary.json").is_file():
