@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from rlprompt.errors import DataError, MissingFileError
 from rlprompt.runs import SUMMARY_KEYS, RunDir, write_atomic
 
