@@ -420,7 +420,7 @@ class PromptAgent:
         split included, so a resumed search asks the target for no more than a straight one."""
         return {"nodes": [asdict(n) for n in self.nodes], "traces": self.traces, "frontier": self.frontier,
                 "drops": dict(self.drops), "counts": dict(self.counts), "iteration": self.iteration,
-                "rng": self.rng.bit_generator.state,
+                "search_rng": self.rng.bit_generator.state,
                 "predictions": {p: sorted(cache.items()) for p, cache in self._predictions.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -429,7 +429,7 @@ class PromptAgent:
         self.traces, self.frontier = [list(t) for t in state["traces"]], list(state["frontier"])
         self.drops, self.counts = Counter(state["drops"]), Counter(state["counts"])
         self.iteration, self.stop_reason = int(state["iteration"]), None
-        self.rng.bit_generator.state = state["rng"]
+        self.rng.bit_generator.state = state["search_rng"]
         self._predictions = {p: {int(i): int(y) for i, y in pairs} for p, pairs in state["predictions"].items()}
 
 

@@ -203,7 +203,8 @@ def _check_state(path: Path, state: Any, step: int) -> _State:
         for key, (wanted, ok) in _STATE_CHECKS.items():
             if key in part and not ok(part[key]):
                 raise DataError(f"checkpoint state {path}: {where}{key!r} must be {wanted}, got {str(part[key])[:80]}")
-        for key, check in (("rng", _check_rng), ("scorer_rng", _check_bit_generator)):
+        for key, check in (("rng", _check_rng), ("scorer_rng", _check_bit_generator),
+                           ("search_rng", _check_bit_generator)):
             if key in part:
                 try:
                     check(part[key])

@@ -307,6 +307,7 @@ def _rng_with(part, value):
     (_nested("loop", target_queries=-5), r"loop\.'target_queries' must be a non-negative integer, got -5"),
     (_nested("method", pool={"p": "x"}), r"method\.'pool' must be an object of prompt: number"),
     (_nested("method", rng="garbage"), r"method\.'rng' is not a valid random state"),
+    (_nested("method", search_rng={"state": {}}), r"method\.'search_rng' is not a valid random state"),
     (_with(pool=[1, 2]), r"'pool' must be an object of prompt: number"),
     (_with(best_prompt=3), r"'best_prompt' must be a string or null"),
     (_with(optimizer={"param_groups": "lots"}), r"'optimizer' must be an object with 'param_groups'"),
