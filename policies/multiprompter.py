@@ -42,9 +42,8 @@ from rlprompt.envs.multiprompter import MultiPrompterEnv, acting_agent, observat
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.devices import resolve_device
 from rlprompt.errors import ConfigError
-from rlprompt.loop import RunLoop
 from rlprompt.policies.token_ppo import (PrefixFeatures, TokenPPOConfig, TokenPPOMethod, actor_mlp, build_task,
-                                        context_ids, frozen_policy_lm, head_logits, mlp)
+                                        context_ids, frozen_policy_lm, head_logits, mlp, train_token_ppo)
 from rlprompt.runs import RunDir
 from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
@@ -290,12 +289,7 @@ def train_multiprompter(cfg: MultiPrompterConfig, run_dir: str | Path | RunDir, 
     latest valid checkpoint. ``target`` overrides ``cfg.target`` (tests pass a scripted fake target);
     ``progress`` shows a progress bar.
     """
-    task = build_task(cfg)  # a task that cannot serve fails here, before a run directory or a model exists
-    loop = RunLoop(cfg, run_dir, resume=resume, target=target, progress=progress)
-    with loop.run_dir:  # closed on an error too (finish closes it otherwise)
-        method = MultiPrompterMethod(cfg, loop.target, task)
-        loop.run(method)
-        return loop.finish(details=method.details())
+    return train_token_ppo(MultiPrompterMethod, cfg, run_dir, resume, target, progress)
 
 
 __all__ = ["MultiPrompterConfig", "MultiPrompterMethod", "MultiPrompterPolicy", "gae", "make_multiprompter",

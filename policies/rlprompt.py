@@ -36,9 +36,10 @@ from rlprompt.config import check_positive
 from rlprompt.devices import resolve_device
 from rlprompt.envs import make_prompt_tokens_vec_env
 from rlprompt.errors import ConfigError
-from rlprompt.loop import MethodState, RunLoop
+from rlprompt.loop import MethodState
 from rlprompt.policies.token_ppo import (POLICY_HEADS, TOP_K_SOURCES, PrefixFeatures, TokenPPOConfig, TokenPPOMethod,
-                                         actor_mlp, build_task, context_ids, frozen_policy_lm, head_logits, mlp)
+                                         actor_mlp, build_task, context_ids, frozen_policy_lm, head_logits, mlp,
+                                         train_token_ppo)
 from rlprompt.runs import RunDir
 from rlprompt.targets import Target
 from rlprompt.tasks import ClassificationTask
@@ -266,12 +267,7 @@ def train_rlprompt(cfg: RLPromptConfig, run_dir: str | Path | RunDir, resume: bo
     trainable tensors, optimizer, rng states, the reward sampler, counters and the best prompt.
     ``target`` overrides ``cfg.target`` (tests pass a scripted fake target); ``progress`` shows a progress bar.
     """
-    task = build_task(cfg)  # a task that cannot serve fails here, before a run directory or a model exists
-    loop = RunLoop(cfg, run_dir, resume=resume, target=target, progress=progress)
-    with loop.run_dir:  # closed on an error too (finish closes it otherwise)
-        method = RLPromptMethod(cfg, loop.target, task)
-        loop.run(method)
-        return loop.finish(details=method.details())
+    return train_token_ppo(RLPromptMethod, cfg, run_dir, resume, target, progress)
 
 
 __all__ = ["RLPromptConfig", "RLPromptMethod", "RLPromptPolicy", "RolloutCollector", "build_task", "make_ppo",

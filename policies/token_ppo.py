@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +24,10 @@ from rlprompt.config import RunConfig, check_dtypes, check_positive
 from rlprompt.envs.prompt_tokens import decode_prompt
 from rlprompt.envs.scoring import PromptScorer
 from rlprompt.errors import ConfigError
-from rlprompt.loop import MethodState
+from rlprompt.loop import MethodState, RunLoop
 from rlprompt.models import load_model
 from rlprompt.rewards import check_stabilizer
-from rlprompt.runs import rng_state, set_rng_state
+from rlprompt.runs import RunDir, rng_state, set_rng_state
 from rlprompt.targets import CachedTarget, Target
 from rlprompt.tasks import ClassificationTask
 
@@ -302,5 +303,18 @@ class TokenPPOMethod:
         return {"greedy_prompt": self.greedy_prompt}
 
 
+def train_token_ppo(method: type[TokenPPOMethod], cfg: TokenPPOConfig, run_dir: str | Path | RunDir, resume: bool,
+                    target: Target | None, progress: bool) -> dict[str, Any]:
+    """Run a token-PPO ``method`` class (RLPrompt's or MultiPrompter's, built as ``method(cfg, target, task)``)
+    through the run loop and return the run's summary. The task is loaded first, so a task that cannot serve fails
+    before a run directory or a model exists."""
+    task = build_task(cfg)
+    loop = RunLoop(cfg, run_dir, resume=resume, target=target, progress=progress)
+    with loop.run_dir:  # closed on an error too (finish closes it otherwise)
+        runner = method(cfg, loop.target, task)
+        loop.run(runner)
+        return loop.finish(details=runner.details())
+
+
 __all__ = ["MASKED_LOGIT", "POLICY_HEADS", "TOP_K_SOURCES", "PrefixFeatures", "TokenPPOConfig", "TokenPPOMethod",
-           "actor_mlp", "build_task", "context_ids", "head_logits", "mlp"]
+           "actor_mlp", "build_task", "context_ids", "head_logits", "mlp", "train_token_ppo"]
