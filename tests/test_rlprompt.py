@@ -339,7 +339,9 @@ def test_kill_9_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
         proc.wait(timeout=30)
     logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     latest = max(int(p.name.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*"))
-    assert max(logged) - latest < 2  # at most one checkpoint interval past the newest checkpoint
+    # at most one checkpoint interval (2) past the newest checkpoint: a kill while step n's checkpoint is being written
+    # leaves step n logged and step n - 2 the newest intact checkpoint
+    assert max(logged) - latest <= 2
     target = max(logged) + 3
     out = subprocess.run(cmd + ["--resume", f"steps={target}"], capture_output=True, text=True, env=env,
                          timeout=300)
