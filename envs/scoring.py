@@ -130,6 +130,16 @@ class PromptScorer:
             self._eval_cache[key] = result.accuracy
         return self._eval_cache[key]
 
+    def evaluations(self) -> list[tuple[str, str, float]]:
+        """Every evaluation :meth:`evaluate` has cached, as ``(prompt, split, accuracy)`` rows (JSON-able, for a
+        checkpoint)."""
+        return [(prompt, split, accuracy) for (prompt, split), accuracy in self._eval_cache.items()]
+
+    def load_evaluations(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Put :meth:`evaluations` rows back into the cache, so a resumed run scores again nothing that a run going
+        straight on would have found cached (its target queries stay the same)."""
+        self._eval_cache.update({(str(prompt), str(split)): float(accuracy) for prompt, split, accuracy in rows})
+
     def __repr__(self) -> str:
         return f"PromptScorer(target={getattr(self.target, 'name', self.target)!r}, reward={self.reward!r})"
 

@@ -283,7 +283,7 @@ class TokenPPOMethod:
         stabilizer = getattr(self.scorer.reward, "state_dict", None)
         state = {"rng": rng_state(), "scorer_rng": self.scorer.base_reward.rng.bit_generator.state,
                  "stabilizer": stabilizer() if callable(stabilizer) else None, "pool": dict(self.pool),
-                 "greedy_prompt": self.greedy_prompt}
+                 "greedy_prompt": self.greedy_prompt, "evaluations": self.scorer.evaluations()}
         return MethodState({k: v.detach().clone() for k, v in self.policy.state_dict().items()}, state,
                            self.optimizer.state_dict())
 
@@ -297,6 +297,7 @@ class TokenPPOMethod:
         if saved["stabilizer"] is not None:
             self.scorer.reward.load_state_dict(saved["stabilizer"])
         self.pool, self.greedy_prompt = dict(saved["pool"]), saved["greedy_prompt"]
+        self.scorer.load_evaluations(saved.get("evaluations", []))  # absent in checkpoints made before it was kept
 
     def details(self) -> dict[str, Any]:
         """The summary's ``details``: the greedy prompt of the last evaluation."""

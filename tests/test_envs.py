@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 import zlib
 
@@ -184,6 +185,18 @@ def test_evaluate_is_cached(fake):
     calls = len(fake.classify_calls)
     assert scorer.evaluate("It was") == first and len(fake.classify_calls) == calls
     assert 0.0 <= scorer.evaluate("It was", split="test") <= 1.0 and len(fake.classify_calls) == calls + 1
+
+
+def test_cached_evaluations_round_trip_so_a_resumed_scorer_asks_the_target_nothing_again(fake):
+    scorer = PromptScorer(fake, TASK, batch_size=4)
+    dev, test = scorer.evaluate("It was"), scorer.evaluate("It was", split="test")
+    rows = json.loads(json.dumps(scorer.evaluations()))  # as a checkpoint's state.json holds them
+    assert sorted(rows) == sorted([["It was", "dev", dev], ["It was", "test", test]])
+    resumed = PromptScorer(fake, TASK, batch_size=4)
+    resumed.load_evaluations(rows)
+    calls = len(fake.classify_calls)
+    assert resumed.evaluate("It was") == dev and resumed.evaluate("It was", split="test") == test
+    assert len(fake.classify_calls) == calls
 
 
 def test_scorers_built_from_specs_get_their_own_target_in_the_dtype_asked_for():

@@ -233,7 +233,10 @@ def test_a_run_killed_mid_step_resumes_to_the_same_result_as_a_straight_run(tmp_
         {k: straight[k] for k in ("best_prompt", "dev_accuracy", "target_queries", "steps", "details")}
     a, b = _params(tmp_path / "straight"), _params(tmp_path / "killed")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert RunDir(tmp_path / "killed", resume=True).load_checkpoint().state["method"]["num_timesteps"] == 5 * 4 * 2
+    saved = RunDir(tmp_path / "killed", resume=True).load_checkpoint().state["method"]
+    assert saved["num_timesteps"] == 5 * 4 * 2
+    # the dev scores cached so far travel with the checkpoint (a resumed run does not pay for them again)
+    assert saved["evaluations"] and {split for _, split, _ in saved["evaluations"]} == {"dev"}
 
 
 @pytest.mark.model
