@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,17 @@ def vowel_target() -> FakeTarget:
         return logits - np.log(np.exp(logits).sum()) - 1.0
 
     return FakeTarget(scores)
+
+
+def launch_two_processes(*args: str | Path) -> subprocess.CompletedProcess:
+    """``accelerate launch --multi_gpu --num_processes 2`` of ``args`` (a script, or ``-m`` and a module, then its
+    arguments) from the repository root, one torch thread each: two gloo processes, also on a machine without a GPU
+    (``--cpu`` would start one whatever ``--num_processes`` says). Output captured; 900 s at most."""
+    return subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+         "1", "--mixed_precision", "no", "--dynamo_backend", "no", *map(str, args)],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from rlprompt.models import load_model
 from rlprompt.policies.dpo import DPOMethodConfig, SemDPOConfig, _trl_config, method_config, train_dpo
 from rlprompt.policies.preferences import build_preferences, load_preferences, pair_weights, preference_pairs
 from rlprompt.tasks import load_task
-from tests.conftest import FakeTarget, gold_share
+from tests.conftest import FakeTarget, gold_share, launch_two_processes
 
 TEMPLATE = "{prompt}\n\nInput: {sentence}\nAnswer:"
 QUALITY = {"great rewrite": 1.0, "good rewrite": 0.7, "ok rewrite": 0.5, "poor rewrite": 0.45, "bad rewrite": 0.0}
@@ -366,11 +366,6 @@ def test_two_processes_evaluate_once_and_refuse_to_build_pairs_in_every_process(
     """``accelerate launch --num_processes 2`` (two gloo processes on the CPU): without its pairs the run is a
     ConfigError in every process (each would build and write them); with them, both train and only the main process
     evaluates and writes the summary, whose target_queries are all the run's (the other process queried nothing)."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     import yaml
 
     from rlprompt.config import dump_config
@@ -390,12 +385,7 @@ def test_two_processes_evaluate_once_and_refuse_to_build_pairs_in_every_process(
         "cfg = load_method_config(sys.argv[1])\ntarget = cfg.build_target()\n"
         "summary = train_dpo(cfg, Path(sys.argv[2], 'run'), target=target)\n"
         "out.write_text(json.dumps({'refused': refused, 'sequences': target.stats.sequences, 'summary': summary}))\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-         "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path / "dpo.yaml"),
-         str(tmp_path)],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = launch_two_processes(script, tmp_path / "dpo.yaml", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     main, other = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert all("build them first with one process" in r["refused"] for r in (main, other))

@@ -5,13 +5,9 @@ against a scripted fake target, PRewrite-S selection, resume, the accelerate ent
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import zlib
-from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -32,9 +28,7 @@ from rlprompt.policies.prewrite import (
 )
 from rlprompt.policies.rewriter import chat_template
 from rlprompt.runs import RunDir
-from tests.conftest import FakeTarget, gold_share
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import FakeTarget, gold_share, launch_two_processes
 
 
 def hash_quality(prompt: str) -> float:
@@ -315,11 +309,7 @@ def test_device_accelerate_launch_two_cpu_processes_runs_two_steps(tmp_path):
     config.write_text("method: prewrite\ntask: sentiment\nrewriter_model: tiny-random\ntarget: tiny-random\n"
                       "target_dtype: float32\nnum_generations: 2\nmax_completion_length: 4\ninput_batch_size: 2\n"
                       "steps: 2\ncheckpoint_every: 2\nnum_samples: 2\ndev_limit: 4\nlora_target_modules: [q_proj]\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-         "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "rlprompt.policies.prewrite", str(config),
-         "--run-dir", str(tmp_path / "run")],
-        cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = launch_two_processes("-m", "rlprompt.policies.prewrite", config, "--run-dir", tmp_path / "run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 2 and (tmp_path / "run" / "enhancer" / "enhancer.json").is_file()
@@ -348,12 +338,7 @@ def test_device_accelerate_launch_two_processes_count_and_cap_their_summed_targe
         "summary = train_prewrite(cfg, sys.argv[2], target=target)\n"
         "Path(sys.argv[3], f\"rank{os.environ['RANK']}.json\").write_text(json.dumps("
         "{'sequences': target.stats.sequences, 'summary': summary}))\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-         "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(config),
-         str(tmp_path / "run"), str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = launch_two_processes(script, config, tmp_path / "run", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     main, other = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     summary = main["summary"]
