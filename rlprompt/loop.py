@@ -122,15 +122,11 @@ class RunLoop:
             check_resume_config(run.read_config(), cfg)
         run.write_config(dump_config(cfg))
         seed_everything(cfg.seed)
-        self.step = 0
-        self.best_prompt: str | None = None
-        self.best_accuracy: float | None = None
         self.checkpoint: Any = None  # a stepped run's Checkpoint, or a trl checkpoint folder
-        state: dict[str, Any] = {}
-        if resume:
-            state = self._open_checkpoint()
+        state = self._open_checkpoint() if resume else {}
         self.step = int(state.get("step", 0))
-        self.best_prompt, self.best_accuracy = state.get("best_prompt"), state.get("best_accuracy")
+        self.best_prompt: str | None = state.get("best_prompt")
+        self.best_accuracy: float | None = state.get("best_accuracy")
         self.target = cfg.build_target(target)
         self.budget = QueryBudget(self.target, cfg.max_target_queries, int(state.get("target_queries", 0)))
         self.clock = RunClock(run)  # after the truncation: the last wall time logged at or before the checkpoint
@@ -224,7 +220,7 @@ class RunLoop:
         cfg = self.cfg
         eval_every = getattr(cfg, "eval_every", 1)
         if self.checkpoint is not None:
-            method.load_state_dict(MethodState(self.checkpoint.tensors, self.checkpoint.state.get("method", {}),
+            method.load_state_dict(MethodState(self.checkpoint.tensors, self.checkpoint.state["method"],
                                                self.checkpoint.optimizer))
         self._open_bar(cfg.steps)
         try:

@@ -213,9 +213,9 @@ def _check_state(path: Path, state: Any, step: int) -> _State:
                                     f"({type(err).__name__}: {str(err)[:120]})") from None
     if state["step"] != step:
         raise DataError(f"checkpoint state {path} says step {state['step']}, but its manifest says step {step}")
-    for where in parts:
-        if where:
-            state[where[:-1]] = _State(state[where[:-1]], path)
+    for name in ("loop", "method"):
+        if isinstance(state.get(name), dict):
+            state[name] = _State(state[name], path)  # a missing entry there names the file too
     return _State(state, path)
 
 
